@@ -1,0 +1,284 @@
+"""A per-path coalescing queue that releases a path only once its file has settled.
+
+Filesystem events are hints: a ``created`` event fires when a file appears, not
+when it is complete, and a busy file produces a stream of ``modified`` events.
+The queue therefore keeps at most one entry per path and releases it when one of
+these holds:
+
+* the writer closed the file (inotify close-after-write, ``FileClosedEvent``);
+* no event arrived for ``settle_s`` *and* a stat confirms that the file's mtime
+  and ctime are at least ``settle_s`` old (events can be coalesced or lost, and
+  polling reports changes late, so the stat is the final word);
+* ``max_settle_s`` passed since the path was first queued: a file that never
+  stops changing (a log, a growing capture) must still be synced eventually.
+
+A path created and deleted before it was released produces no work at all.
+
+Memory stays bounded: past ``max_pending`` entries the queue drops everything,
+raises the rescan flag and ignores further events until the rescan is taken; a
+full reconcile then catches up with whatever happened, which is cheaper and more
+correct than tracking an unbounded storm event by event.
+
+Timing is pure: the clock and the file probe are injected, so the rules can be
+tested with a fake clock and no sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+log = logging.getLogger(__name__)
+
+
+class Kind(Enum):
+    CREATED = "created"
+    MODIFIED = "modified"
+    CLOSED = "closed"
+    DELETED = "deleted"
+
+
+Clock = Callable[[], float]
+# Seconds since the file last changed (by its own timestamps), or None when the
+# path is absent or cannot be stat'ed: nothing to wait for then.
+Probe = Callable[[str], float | None]
+
+
+def stat_probe(root: str) -> Probe:
+    """A probe reading mtime/ctime against the wall clock.
+
+    ctime is included because tools such as ``cp -p`` and ``tar`` set an old mtime on a
+    file they have just written, while ctime cannot be set from user space.
+    """
+
+    def probe(rel_path: str) -> float | None:
+        try:
+            st = os.stat(os.path.join(root, rel_path), follow_symlinks=False)
+        except OSError:
+            return None
+        return time.time() - max(st.st_mtime, st.st_ctime)
+
+    return probe
+
+
+@dataclass
+class _Entry:
+    first_seen: float
+    last_event: float
+    due: float
+    # The first event we saw made the path appear; a deletion before release
+    # then means there is nothing to tell the engine.
+    born: bool
+    closed: bool = False
+    # Due time of the heap item standing for this entry, None when it has none.
+    queued: float | None = None
+
+
+class SettleQueue:
+    """Thread-safe: the watch handler calls :meth:`touch`; one worker drains it."""
+
+    def __init__(
+        self,
+        *,
+        settle_s: float,
+        max_settle_s: float,
+        max_pending: int,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._settle_s = settle_s
+        self._max_settle_s = max(max_settle_s, settle_s)
+        self._max_pending = max_pending
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._entries: dict[str, _Entry] = {}
+        # One heap item per entry at most: when an entry's due time moves later, its
+        # item is re-pushed lazily at pop time instead of on every event, so a file
+        # written a thousand times a second does not grow the heap.
+        self._heap: list[tuple[float, str]] = []
+        self._dirs: set[str] = set()
+        self._rescan_reason: str | None = None
+        self._overflowed = False
+        self._dropped = 0
+
+    # ------------------------------------------------------------- producers
+
+    def touch(self, path: str, kind: Kind) -> None:
+        with self._cond:
+            if self._overflowed:
+                self._dropped += 1
+                return
+            now = self._clock()
+            entry = self._entries.get(path)
+            if entry is None:
+                born = kind is Kind.CREATED
+                if len(self._entries) >= self._max_pending:
+                    self._overflow_locked(f"more than {self._max_pending} paths pending")
+                    return
+                entry = _Entry(first_seen=now, last_event=now, due=0.0, born=born)
+                self._entries[path] = entry
+            elif kind is Kind.DELETED and entry.born:
+                del self._entries[path]
+                return
+            entry.last_event = now
+            # A write after close means someone reopened the file: wait again.
+            entry.closed = kind is Kind.CLOSED
+            self._schedule_locked(path, entry)
+            self._cond.notify_all()
+
+    def touch_dir(self, path: str) -> None:
+        """Queue a folder for expansion (walked by the worker, never by the handler)."""
+        with self._cond:
+            if self._overflowed:
+                self._dropped += 1
+                return
+            if len(self._dirs) >= self._max_pending:
+                self._overflow_locked(f"more than {self._max_pending} folders pending")
+                return
+            self._dirs.add(path)
+            self._cond.notify_all()
+
+    def request_rescan(self, reason: str) -> None:
+        with self._cond:
+            if self._rescan_reason is None:
+                self._rescan_reason = reason
+            self._cond.notify_all()
+
+    def requeue(self, paths: Iterable[str]) -> None:
+        """Queue paths again, e.g. those that changed while being uploaded."""
+        for path in paths:
+            self.touch(path, Kind.MODIFIED)
+
+    # ------------------------------------------------------------- consumer
+
+    def take_rescan(self) -> str | None:
+        """Return and clear the rescan reason; events after this call are queued again.
+
+        The caller must start its scan after this call, so that anything changed
+        while the queue was overflowed is seen by the scan, and anything changed
+        during the scan is queued here.
+        """
+        with self._cond:
+            reason = self._rescan_reason
+            self._rescan_reason = None
+            if self._overflowed:
+                if self._dropped:
+                    log.info("dropped %d events while waiting for the rescan", self._dropped)
+                self._overflowed = False
+                self._dropped = 0
+            return reason
+
+    def take_dirs(self) -> list[str]:
+        with self._cond:
+            dirs = sorted(self._dirs)
+            self._dirs.clear()
+            return dirs
+
+    def pop_ready(self, probe: Probe, *, limit: int) -> list[str]:
+        """Remove and return up to ``limit`` settled paths.
+
+        ``probe`` runs under the lock; it is one stat per due path, and the handler
+        thread waiting on it briefly is fine (it only appends to this queue).
+        """
+        ready: list[str] = []
+        with self._cond:
+            now = self._clock()
+            while self._heap and len(ready) < limit:
+                due, path = self._heap[0]
+                if due > now:
+                    break
+                heapq.heappop(self._heap)
+                entry = self._entries.get(path)
+                if entry is None or entry.queued != due:
+                    continue
+                entry.queued = None
+                if entry.due > now:
+                    self._push_locked(path, entry)
+                    continue
+                if self._is_settled(entry, now, probe(path)):
+                    del self._entries[path]
+                    ready.append(path)
+                else:
+                    self._schedule_locked(path, entry)
+            return ready
+
+    def next_due(self) -> float | None:
+        """When the earliest entry may become ready (by the queue's clock), if any."""
+        with self._cond:
+            if self._rescan_reason is not None or self._dirs:
+                return self._clock()
+            return self._heap[0][0] if self._heap else None
+
+    def wait(self, timeout: float) -> None:
+        """Block until something changes or ``timeout`` seconds pass."""
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def reconfigure(self, *, settle_s: float, max_settle_s: float, max_pending: int) -> None:
+        with self._cond:
+            self._settle_s = settle_s
+            self._max_settle_s = max(max_settle_s, settle_s)
+            self._max_pending = max_pending
+            for path, entry in self._entries.items():
+                entry.due = 0.0
+                self._schedule_locked(path, entry)
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._entries) + len(self._dirs)
+
+    @property
+    def overflowed(self) -> bool:
+        with self._cond:
+            return self._overflowed
+
+    # ------------------------------------------------------------- internals
+
+    def _is_settled(self, entry: _Entry, now: float, age: float | None) -> bool:
+        if now >= entry.first_seen + self._max_settle_s:
+            return True
+        if entry.closed or age is None:
+            return True
+        if now < entry.last_event + self._settle_s:
+            return False
+        if age >= self._settle_s:
+            return True
+        # Changed without an event we saw (lost, coalesced, or polled late): wait until
+        # the file's own timestamps are settle_s old.
+        entry.due = min(now + (self._settle_s - age), entry.first_seen + self._max_settle_s)
+        return False
+
+    def _schedule_locked(self, path: str, entry: _Entry) -> None:
+        deadline = entry.first_seen + self._max_settle_s
+        if entry.closed:
+            due = entry.last_event
+        else:
+            due = max(entry.due, entry.last_event + self._settle_s)
+        entry.due = min(due, deadline)
+        self._push_locked(path, entry)
+
+    def _push_locked(self, path: str, entry: _Entry) -> None:
+        if entry.queued is None or entry.due < entry.queued:
+            heapq.heappush(self._heap, (entry.due, path))
+            entry.queued = entry.due
+
+    def _overflow_locked(self, reason: str) -> None:
+        log.warning("%s: dropping the pending set and scheduling a full rescan", reason)
+        self._overflowed = True
+        self._dropped = 0
+        self._entries.clear()
+        self._heap.clear()
+        self._dirs.clear()
+        if self._rescan_reason is None:
+            self._rescan_reason = reason
+        self._cond.notify_all()
