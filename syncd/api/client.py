@@ -1,97 +1,437 @@
-"""The Files API client: syncd's only way to the provider (or the emulator).
-
-INTERFACE STUB - to be implemented. Signatures are the contract the engine uses.
-"""
+"""The Files API client: syncd's only way to the provider (or the emulator)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import hashlib
+import os
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
 
+import httpx
+import structlog
+
+import syncd
+from syncd.api._http import (
+    GATEWAY_STATUSES,
+    TrackedStream,
+    describe_transport_error,
+    error_for_response,
+    request_phase,
+)
+from syncd.api.errors import (
+    AmbiguousUploadError,
+    APIError,
+    NetworkError,
+    NotFoundError,
+    RateLimitedError,
+    RetryableError,
+)
 from syncd.api.models import CallClass, RemoteFile
+from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
+from syncd.api.pacing import Pacer
+from syncd.api.retry import build_retrying
+
+__all__ = [
+    "ApiKey",
+    "ClientOptions",
+    "FilesClient",
+    "Rates",
+    "RetryPolicy",
+    "Timeouts",
+    "upload_once",
+]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 2000
+# find_uploaded looks at the newest files only; small pages end the walk sooner.
+FIND_PAGE_SIZE = 100
+# Provider clocks and ours disagree a little; created_at is whole seconds.
+CLOCK_SLACK = 2.0
 
 
 class ApiKey:
     """The API key. Its str/repr never shows the secret; ``reveal()`` does, for the header only."""
 
-    def __init__(self, value: str) -> None: ...
-    def reveal(self) -> str: ...
+    __slots__ = ("_fingerprint", "_value")
+
+    def __init__(self, value: str) -> None:
+        value = value.strip()
+        if not value:
+            raise ValueError("API key is empty")
+        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("API key contains whitespace or control characters")
+        self._value = value
+        self._fingerprint = hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    def reveal(self) -> str:
+        return self._value
+
     def fingerprint(self) -> str:
         """Short stable hash of the key, to name shared pacing files without leaking it."""
-        ...
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"ApiKey(fingerprint={self._fingerprint})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._fingerprint)
 
     @classmethod
     def load(cls, *, env: str | None = None, file: Path | None = None) -> ApiKey:
-        """From an env var name or a file (systemd credentials); raises ConfigError-free ValueError naming the source, never the value."""
-        ...
+        """From an env var name or a file (systemd credentials); raises ValueError
+        naming the source, never the value. With both, the env var wins when set."""
+        if env is None and file is None:
+            raise ValueError("no API key source given (env var or file)")
+        if env is not None:
+            raw = os.environ.get(env)
+            if raw is not None and raw.strip():
+                try:
+                    return cls(raw)
+                except ValueError as exc:
+                    raise ValueError(f"API key from env var {env}: {exc}") from None
+            if file is None:
+                raise ValueError(f"API key env var {env} is not set or empty")
+        assert file is not None
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read API key file {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"API key file {file} is not UTF-8") from None
+        try:
+            return cls(text)
+        except ValueError as exc:
+            raise ValueError(f"API key from file {file}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    connect: float = 10.0
-    read: float = 60.0
-    write: float = 60.0
-    pool: float = 10.0
+class _BearerAuth(httpx.Auth):
+    def __init__(self, key: ApiKey) -> None:
+        self._key = key
 
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        yield request
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 8
-    max_elapsed: float = 300.0
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Ceilings per call class, in requests per second (seed page defaults)."""
-
-    upload: float = 20.0
-    read: float = 20.0  # retrieve + list + content
-    delete: float = 10.0
-
-    def for_class(self, cls: CallClass) -> float: ...
-
-
-@dataclass
-class ClientOptions:
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    rates: Rates = field(default_factory=Rates)
-    # Directory for file-locked pacing buckets shared by every process on this host
-    # using the same key; None = in-process only.
-    pacing_dir: Path | None = None
+    def __repr__(self) -> str:
+        return "_BearerAuth()"
 
 
 class FilesClient:
-    def __init__(self, base_url: str, api_key: ApiKey, options: ClientOptions | None = None) -> None: ...
+    """Thread-safe client of the Files API.
+
+    Every call is paced per call class (see :mod:`syncd.api.pacing`) and retried
+    on 429, 5xx and network failures within the :class:`RetryPolicy`. Uploads
+    whose request may have reached the server are never re-sent: they raise
+    :class:`AmbiguousUploadError`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: ApiKey,
+        options: ClientOptions | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._options = options or ClientOptions()
+        t = self._options.timeouts
+        limit = self._options.max_connections
+        self._http = httpx.Client(
+            base_url=self._base_url + "/",
+            auth=_BearerAuth(api_key),
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            headers={"User-Agent": f"syncd/{syncd.__version__}"},
+            follow_redirects=False,
+            transport=transport,
+        )
+        rates = self._options.rates
+        self._pacer = Pacer(
+            {"upload": rates.upload, "read": rates.read, "delete": rates.delete},
+            state_dir=self._options.pacing_dir,
+            key_fingerprint=api_key.fingerprint(),
+        )
+
+    def __repr__(self) -> str:
+        return f"FilesClient(base_url={self._base_url!r}, key={self._key!r})"
+
+    @property
+    def pacer(self) -> Pacer:
+        return self._pacer
+
+    @property
+    def options(self) -> ClientOptions:
+        return self._options
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _retrying(self, call_class: CallClass, operation: str, fn: Callable[[], T]) -> T:
+        retrying = build_retrying(self._options.retry, call_class=call_class, operation=operation)
+        result: T = retrying(fn)
+        return result
+
+    def _exchange(self, call_class: CallClass, request: httpx.Request) -> httpx.Response:
+        """One paced attempt: send, read, and classify the response.
+
+        Transport errors propagate as httpx exceptions for the caller to classify,
+        since only it knows whether a lost response is harmless.
+        """
+        self._pacer.acquire(call_class)
+        response = self._http.send(request)
+        if response.status_code == 429:
+            error = error_for_response(response, self._key.reveal())
+            assert isinstance(error, RateLimitedError)
+            self._pacer.on_throttled(call_class, error.retry_after)
+            raise error
+        if response.is_success:
+            self._pacer.on_success(call_class)
+            return response
+        raise error_for_response(response, self._key.reveal())
+
+    def _simple(
+        self,
+        call_class: CallClass,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """An idempotent call: any network failure is retried."""
+
+        def attempt() -> httpx.Response:
+            request = self._http.build_request(method, url, params=params)
+            try:
+                return self._exchange(call_class, request)
+            except httpx.TransportError as exc:
+                raise _network_error(exc, operation) from None
+
+        return self._retrying(call_class, operation, attempt)
+
+    def _json(self, response: httpx.Response, operation: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise APIError(
+                f"{operation}: response is not JSON",
+                status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            ) from None
+
+    # -- calls ----------------------------------------------------------------
 
     def upload(self, path: Path, purpose: str, *, filename: str | None = None) -> RemoteFile:
         """Stream ``path`` (re-read from the start on each retry). Raises AmbiguousUploadError
         when the request may have reached the server but no response came."""
-        ...
+        path = Path(path)
+        name = filename if filename is not None else path.name
+        if not name:
+            raise ValueError(f"no filename for {path}")
 
-    def retrieve(self, file_id: str) -> RemoteFile: ...
+        def attempt() -> httpx.Response:
+            # Re-opened per attempt: a retry must send the file from its first byte
+            # even if the previous attempt died mid-stream.
+            with path.open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                request = self._http.build_request(
+                    "POST", "files", data={"purpose": purpose}, files={"file": (name, fh)}
+                )
+                assert isinstance(request.stream, httpx.SyncByteStream)
+                body = TrackedStream(request.stream)
+                request.stream = body
+                sent_at = time.time()
+                try:
+                    response = self._exchange("upload", request)
+                except httpx.TransportError as exc:
+                    phase = request_phase(exc)
+                    if phase == "receive" and body.completed:
+                        raise AmbiguousUploadError(
+                            f"upload of {name!r}: response lost after the body was sent "
+                            f"({describe_transport_error(exc)})",
+                            filename=name,
+                            size=size,
+                            sent_at=sent_at,
+                        ) from None
+                    raise _network_error(
+                        exc, "upload", phase="send" if phase != "connect" else "connect"
+                    ) from None
+                except RetryableError as exc:
+                    if exc.status in GATEWAY_STATUSES:
+                        raise AmbiguousUploadError(
+                            f"upload of {name!r}: gateway answered {exc.status}, the "
+                            "backend may have stored the file",
+                            filename=name,
+                            size=size,
+                            sent_at=sent_at,
+                            status=exc.status,
+                            request_id=exc.request_id,
+                        ) from None
+                    raise
+                return response
 
-    def iter_files(self, *, purpose: str | None = None, page_size: int = 2000) -> Iterator[RemoteFile]:
+        response = self._retrying("upload", "upload", attempt)
+        return RemoteFile.from_json(self._json(response, "upload"))
+
+    def retrieve(self, file_id: str) -> RemoteFile:
+        response = self._simple("read", "retrieve", "GET", _file_url(file_id))
+        return RemoteFile.from_json(self._json(response, "retrieve"))
+
+    def _list_page(
+        self, *, after: str | None, limit: int, purpose: str | None
+    ) -> tuple[list[dict[str, Any]], bool | None]:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        if purpose is not None:
+            params["purpose"] = purpose
+        body = self._json(self._simple("read", "list", "GET", "files", params=params), "list")
+        if not isinstance(body, dict) or not isinstance(body.get("data", []), list):
+            raise APIError("list: unexpected response shape")
+        has_more = body.get("has_more")
+        return list(body.get("data") or []), has_more if isinstance(has_more, bool) else None
+
+    def iter_files(
+        self, *, purpose: str | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[RemoteFile]:
         """Every file of the account, newest first, following the ``after`` cursor."""
-        ...
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            data, has_more = self._list_page(after=after, limit=page_size, purpose=purpose)
+            if not data:
+                return
+            fresh = 0
+            for item in data:
+                remote = RemoteFile.from_json(item)
+                if remote.id in seen:
+                    continue
+                seen.add(remote.id)
+                fresh += 1
+                yield remote
+            # A server that ignores the cursor would otherwise loop forever.
+            if has_more is False or fresh == 0:
+                return
+            after = str(data[-1]["id"])
 
-    def list_files(self, *, purpose: str | None = None) -> list[RemoteFile]: ...
+    def list_files(self, *, purpose: str | None = None) -> list[RemoteFile]:
+        return list(self.iter_files(purpose=purpose))
 
     def delete(self, file_id: str) -> None:
-        """Raises NotFoundError when the id does not exist."""
-        ...
+        """Raises NotFoundError when the id does not exist.
 
-    def content(self, file_id: str) -> bytes: ...
+        When an earlier attempt may have deleted the file (its response was lost or
+        was a 5xx), a 404 on the retry means the delete took effect and is success.
+        """
+        may_have_acted = False
+        url = _file_url(file_id)
+
+        def attempt() -> None:
+            nonlocal may_have_acted
+            request = self._http.build_request("DELETE", url)
+            try:
+                self._exchange("delete", request)
+            except httpx.TransportError as exc:
+                error = _network_error(exc, "delete")
+                if error.phase == "receive":
+                    may_have_acted = True
+                raise error from None
+            except NotFoundError:
+                if may_have_acted:
+                    log.info("api.delete.already_gone", file_id=file_id)
+                    return
+                raise
+            except RetryableError as exc:
+                if exc.status is not None and exc.status >= 500:
+                    may_have_acted = True
+                raise
+
+        self._retrying("delete", "delete", attempt)
+
+    def content(self, file_id: str) -> bytes:
+        response = self._simple("read", "content", "GET", _file_url(file_id) + "/content")
+        return response.content
 
     def find_uploaded(self, filename: str, size: int, since: float) -> list[RemoteFile]:
         """Remote files named ``filename`` of ``size`` bytes created at or after ``since``
         (unix seconds, with 2 s of slack for clock skew), newest first. Stops listing
         as soon as pages are older than ``since``."""
-        ...
+        floor = since - CLOCK_SLACK
+        found: list[RemoteFile] = []
+        for remote in self.iter_files(page_size=FIND_PAGE_SIZE):
+            if remote.created_at < floor:
+                break
+            if remote.filename == filename and remote.bytes == size:
+                found.append(remote)
+        return found
 
-    def close(self) -> None: ...
-    def __enter__(self) -> FilesClient: ...
-    def __exit__(self, *exc: object) -> None: ...
+    def close(self) -> None:
+        self._http.close()
+        self._pacer.close()
+
+    def __enter__(self) -> FilesClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _file_url(file_id: str) -> str:
+    if not file_id:
+        raise ValueError("empty file id")
+    return "files/" + quote(file_id, safe="")
+
+
+def _network_error(
+    exc: httpx.TransportError, operation: str, *, phase: str | None = None
+) -> NetworkError:
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.ProxyError):
+        # Configuration faults: retrying cannot help, so they stay non-retryable.
+        raise APIError(f"{operation}: {describe_transport_error(exc)}") from None
+    return NetworkError(
+        f"{operation}: {describe_transport_error(exc)}", phase=phase or request_phase(exc)
+    )
+
+
+def upload_once(
+    client: FilesClient,
+    path: Path,
+    purpose: str,
+    *,
+    filename: str | None = None,
+    max_tries: int = 5,
+) -> RemoteFile:
+    """Upload ``path`` so that it exists exactly once remotely, despite lost responses.
+
+    After an ambiguous attempt, look for a file with the same name and size created
+    since that attempt was sent: adopt it if there, else upload again. Two uploads
+    of identical name and size in the same seconds are indistinguishable this way;
+    callers that need more keep an intent record (as the sync engine does).
+    """
+    last: AmbiguousUploadError | None = None
+    for _ in range(max_tries):
+        try:
+            return client.upload(path, purpose, filename=filename)
+        except AmbiguousUploadError as exc:
+            last = exc
+            matches = client.find_uploaded(exc.filename, exc.size, exc.sent_at)
+            if matches:
+                log.info("api.upload.adopted", filename=exc.filename, file_id=matches[0].id)
+                return matches[0]
+            log.info("api.upload.not_stored", filename=exc.filename)
+    assert last is not None
+    raise last

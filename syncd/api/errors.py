@@ -25,6 +25,11 @@ class APIError(Exception):
         self.code = code
         self.request_id = request_id
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructor arguments defeat Exception's default pickling,
+        # which multiprocessing workers rely on.
+        return (_restore, (type(self), self.message), dict(self.__dict__))
+
     def __str__(self) -> str:
         parts = [self.message]
         if self.status is not None:
@@ -55,16 +60,25 @@ class QuotaExceededError(InvalidRequestError):
 
 
 class RetryableError(APIError):
-    """Base of the errors the client retries by itself before giving up."""
+    """Base of the errors the client retries by itself before giving up.
+
+    ``retry_after`` is the provider's hint in seconds, when it sent one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.retry_after = retry_after
 
 
 class RateLimitedError(RetryableError):
-    """Raised on 429 once the retry budget is spent. ``retry_after`` is the
-    provider's hint in seconds, when it sent one."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.retry_after = retry_after
+    """Raised on 429 once the retry budget is spent."""
 
 
 class ServerError(RetryableError):
@@ -72,8 +86,27 @@ class ServerError(RetryableError):
 
 
 class NetworkError(RetryableError):
-    """Raised when the connection failed before the request could have been acted
-    on (connect error, connect timeout, write failure), once retries are spent."""
+    """Raised when the connection failed, once retries are spent.
+
+    ``phase`` says how far the request got: ``"connect"`` (nothing was sent),
+    ``"send"`` (the body was not sent in full) or ``"receive"`` (sent, but the
+    response was lost). For uploads only the first two are raised; a lost response
+    to an upload is an :class:`AmbiguousUploadError`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: str = "connect",
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, code=code, request_id=request_id, retry_after=retry_after
+        )
+        self.phase = phase
 
 
 class AmbiguousUploadError(APIError):
@@ -82,8 +115,24 @@ class AmbiguousUploadError(APIError):
     The client never re-sends it blindly; the caller looks for it first
     (see :meth:`FilesClient.find_uploaded`)."""
 
-    def __init__(self, message: str, *, filename: str, size: int, sent_at: float) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str,
+        size: int,
+        sent_at: float,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
         self.filename = filename
         self.size = size
+        # Wall-clock (unix) time the request started; compare with ``created_at``.
         self.sent_at = sent_at
+
+
+def _restore(cls: type[APIError], message: str) -> APIError:
+    obj = cls.__new__(cls)
+    Exception.__init__(obj, message)
+    return obj

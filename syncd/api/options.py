@@ -1,0 +1,73 @@
+"""Settings of the Files API client: timeouts, retry budget, pacing ceilings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.api.models import CallClass
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-phase HTTP timeouts in seconds."""
+
+    connect: float = 10.0
+    read: float = 60.0
+    write: float = 60.0
+    pool: float = 10.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds of the low-level retries of one call.
+
+    ``max_attempts`` counts the first try. ``max_elapsed`` bounds the whole call,
+    waits included: a retry whose wait would overrun it is not made.
+    """
+
+    max_attempts: int = 8
+    max_elapsed: float = 300.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.max_elapsed < 0 or self.initial_backoff < 0 or self.max_backoff < 0:
+            raise ValueError("retry durations must be >= 0")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Ceilings per call class, in requests per second (seed page defaults)."""
+
+    upload: float = 20.0
+    read: float = 20.0  # retrieve + list + content
+    delete: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("upload", "read", "delete"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"rate {name} must be > 0")
+
+    def for_class(self, cls: CallClass) -> float:
+        if cls == "upload":
+            return self.upload
+        if cls == "read":
+            return self.read
+        if cls == "delete":
+            return self.delete
+        raise ValueError(f"unknown call class {cls!r}")
+
+
+@dataclass
+class ClientOptions:
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rates: Rates = field(default_factory=Rates)
+    # Directory for file-locked pacing buckets shared by every process on this host
+    # using the same key; None = in-process only.
+    pacing_dir: Path | None = None
+    # Upper bound of pooled connections; more threads than this queue for a connection.
+    max_connections: int = 64

@@ -1,0 +1,78 @@
+"""Low-level retries of one API call (tenacity): what is retried, and how long to wait."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from syncd.api.errors import RetryableError
+from syncd.api.options import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+
+def backoff_cap(policy: RetryPolicy, attempt: int) -> float:
+    """Upper bound of the wait after failed attempt number ``attempt`` (1-based)."""
+    exponent = min(max(attempt - 1, 0), 62)
+    return float(min(policy.max_backoff, policy.initial_backoff * (2.0**exponent)))
+
+
+def compute_wait(
+    policy: RetryPolicy,
+    attempt: int,
+    error: BaseException | None,
+    rng: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Wait before the next attempt.
+
+    A provider hint (``Retry-After`` / ``retry-after-ms``) is obeyed as given;
+    otherwise exponential backoff with full jitter, which spreads the retries of
+    many clients that failed together.
+    """
+    hint = getattr(error, "retry_after", None)
+    if isinstance(hint, int | float) and hint >= 0:
+        return float(hint)
+    return rng(0.0, backoff_cap(policy, attempt))
+
+
+def build_retrying(
+    policy: RetryPolicy,
+    *,
+    call_class: str,
+    operation: str,
+    retry_on: tuple[type[BaseException], ...] = (RetryableError,),
+) -> Retrying:
+    """A fresh tenacity controller for one call (they keep per-call statistics)."""
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return compute_wait(policy, state.attempt_number, error)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "api.retry",
+            call_class=call_class,
+            operation=operation,
+            attempt=state.attempt_number,
+            status=getattr(error, "status", None),
+            error=type(error).__name__ if error else None,
+            wait=round(state.upcoming_sleep, 3),
+        )
+
+    return Retrying(
+        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
+        wait=wait,
+        retry=retry_if_exception_type(retry_on),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
