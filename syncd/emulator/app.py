@@ -1,0 +1,412 @@
+"""The ASGI application: routing, auth, rate limits, fault injection and introspection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from anyio import to_thread
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from . import errors, validate
+from .faults import FaultDice
+from .limits import RateLimiter, retry_after_header
+from .multipart import UploadReader, boundary_of
+from .settings import RATE_PROFILES, EmulatorSettings
+from .stats import Stats
+from .store import Store, account_of
+from .transport import drop_connection
+
+log = logging.getLogger("syncd.emulator")
+
+API_PREFIX = "/compatible-mode/v1"
+ADMIN_PREFIX = "/_emulator"
+LIST_MAX = 2000
+FEED_BYTES = 1024 * 1024
+LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+class _Dropped(Exception):
+    """The connection was dropped on purpose; nothing more to send."""
+
+
+class _ClientGone(Exception):
+    pass
+
+
+@dataclass
+class _Call:
+    scope: Scope
+    receive: Receive
+    send: Send
+    request_id: str
+    account: str = ""
+
+    def header(self, name: str) -> str | None:
+        raw = name.encode()
+        for key, value in self.scope["headers"]:
+            if key == raw:
+                return str(value.decode("latin-1"))
+        return None
+
+    def query(self) -> dict[str, str]:
+        qs = parse_qs(self.scope.get("query_string", b"").decode("latin-1"),
+                      keep_blank_values=True)
+        return {k: v[-1] for k, v in qs.items()}
+
+
+Handler = Callable[[_Call], Awaitable[Response | None]]
+
+
+class EmulatorApp:
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        self.store = Store(settings.data_dir)
+        self.limiter = RateLimiter()
+        self.stats = Stats()
+        self.dice = FaultDice(settings.seed)
+        self._config_lock = threading.Lock()
+        self._accounts: dict[str, str] = {}
+        self._refresh_keys()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _refresh_keys(self) -> None:
+        self._accounts = {k: account_of(k) for k in self.settings.effective_api_keys()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        call = _Call(scope, receive, send, request_id=str(uuid.uuid4()))
+        path: str = scope["path"]
+        response: Response | None
+        try:
+            if path.startswith(ADMIN_PREFIX + "/"):
+                response = await self._admin(call, path[len(ADMIN_PREFIX):])
+            else:
+                response = await self._api(call, path)
+        except _Dropped:
+            return
+        except _ClientGone:
+            return
+        except errors.ApiError as exc:
+            response = exc.response(call.request_id)
+        if response is not None:
+            await response(scope, receive, send)
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- the provider's API -------------------------------------------------------------
+
+    def _route(self, method: str, path: str) -> tuple[str, Handler, str | None] | None:
+        if not path.startswith(API_PREFIX + "/files"):
+            return None
+        rest = path[len(API_PREFIX + "/files"):]
+        if rest in ("", "/"):
+            table: dict[str, tuple[str, Handler]] = {
+                "POST": ("upload", self._upload), "GET": ("read", self._list)}
+            file_id = None
+        else:
+            parts = rest.strip("/").split("/")
+            file_id = parts[0]
+            if len(parts) == 1:
+                table = {"GET": ("read", self._retrieve), "DELETE": ("delete", self._delete)}
+            elif len(parts) == 2 and parts[1] == "content":
+                table = {"GET": ("read", self._content)}
+            else:
+                return None
+        if method not in table:
+            raise errors.ApiError(405, f"Method {method} not allowed on {path}.")
+        cls, handler = table[method]
+        return cls, handler, file_id
+
+    async def _api(self, call: _Call, path: str) -> Response | None:
+        route = self._route(call.scope["method"], path)
+        if route is None:
+            raise errors.ApiError(404, f"Unknown path {path}.", code="not_found")
+        cls, handler, file_id = route
+        settings = self.settings
+        # Counted before any fault so the stats see exactly what a server would receive.
+        self.stats.received(cls)
+        if self.dice.roll("drop_before", settings.drop_before):
+            self.stats.bump("faults", "drop_before")
+            await drop_connection(call.send, call.receive)
+            raise _Dropped
+        delay_ms = settings.latency_ms + (
+            self.dice.uniform("latency", 0.0, settings.jitter_ms) if settings.jitter_ms else 0.0)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        call.account = self._authenticate(call)
+        self._rate_limit(call, cls)
+        if self.dice.roll("fault_429", settings.fault_429):
+            self.stats.bump("faults", "429")
+            raise errors.throttled(1 if settings.retry_after else None)
+        if self.dice.roll("fault_5xx", settings.fault_5xx):
+            self.stats.bump("faults", "5xx")
+            raise errors.internal(self.dice.choice("status_5xx", (500, 503)))
+        if file_id is not None:
+            call.scope["file_id"] = file_id
+        return await handler(call)
+
+    def _authenticate(self, call: _Call) -> str:
+        auth = call.header("authorization") or ""
+        scheme, _, key = auth.partition(" ")
+        account = self._accounts.get(key.strip()) if scheme.lower() == "bearer" else None
+        if account is None:
+            raise errors.bad_key()
+        return account
+
+    def _rate_limit(self, call: _Call, cls: str) -> None:
+        settings = self.settings
+        if not settings.rate_limit:
+            return
+        bucket = settings.buckets()[cls]
+        wait = self.limiter.try_acquire(call.account, bucket, settings.effective_rates()[cls])
+        if wait is not None:
+            self.stats.bump("throttled", cls)
+            raise errors.throttled(retry_after_header(wait) if settings.retry_after else None)
+
+    def _json(self, call: _Call, body: Any, status: int = 200) -> JSONResponse:
+        return JSONResponse(body, status_code=status, headers={"x-request-id": call.request_id})
+
+    async def _retrieve(self, call: _Call) -> Response:
+        file_id = call.scope["file_id"]
+        record = await to_thread.run_sync(self.store.get, call.account, file_id)
+        if record is None:
+            raise errors.not_found(file_id)
+        return self._json(call, record.to_json())
+
+    async def _content(self, call: _Call) -> Response:
+        file_id = call.scope["file_id"]
+        record = await to_thread.run_sync(self.store.get, call.account, file_id)
+        if record is None:
+            raise errors.not_found(file_id)
+        return FileResponse(self.store.blob_path(file_id), media_type="application/octet-stream",
+                            headers={"x-request-id": call.request_id})
+
+    async def _delete(self, call: _Call) -> Response:
+        file_id = call.scope["file_id"]
+        if not await to_thread.run_sync(self.store.delete, call.account, file_id):
+            raise errors.not_found(file_id)
+        self.stats.bump("mutations", "delete")
+        return self._json(call, {"object": "file", "deleted": True, "id": file_id})
+
+    async def _list(self, call: _Call) -> Response:
+        query = call.query()
+        limit = _int_param(query, "limit", LIST_MAX)
+        if limit is None or not 1 <= limit <= LIST_MAX:
+            raise errors.bad_request(
+                f"Invalid 'limit': must be an integer between 1 and {LIST_MAX}.", param="limit")
+        after_pos = None
+        after = query.get("after") or None
+        if after is not None:
+            after_pos = await to_thread.run_sync(self.store.cursor_position, call.account, after)
+            if after_pos is None:
+                raise errors.bad_request(f"Invalid 'after': no file {after!r} in this account.",
+                                         param="after")
+        create_after = _int_param(query, "create_after", None, "create_after")
+        create_before = _int_param(query, "create_before", None, "create_before")
+        records, has_more = await to_thread.run_sync(
+            lambda: self.store.list(call.account, limit=limit, after=after_pos,
+                                    purpose=query.get("purpose") or None,
+                                    create_after=create_after, create_before=create_before))
+        return self._json(call, {"object": "list", "data": [r.to_json() for r in records],
+                                 "has_more": has_more})
+
+    async def _upload(self, call: _Call) -> Response | None:
+        boundary = boundary_of(call.header("content-type") or "")
+        reader = UploadReader(boundary, self.store.new_temp_path(), validate.size_cap)
+        try:
+            form = await self._read_form(call, reader)
+            purpose = validate.check_purpose(form.purpose)
+            if form.filename is None:
+                raise errors.bad_request("Missing required parameter: 'file'.", param="file")
+            validate.check_format(purpose, form.filename)
+            cap = validate.size_cap(purpose, validate.extension(form.filename))
+            if form.over_cap or cap is None or form.size > cap:
+                raise validate.too_large()
+            if form.size == 0 or form.temp_path is None:
+                raise errors.bad_request("The file is empty.", param="file",
+                                         code="BadRequest.EmptyFile")
+            if purpose == "batch":
+                await to_thread.run_sync(validate.check_batch_file, form.temp_path)
+            settings = self.settings
+            record = await to_thread.run_sync(
+                self.store.commit_upload, call.account, form.temp_path, form.filename,
+                purpose, form.size, settings.max_files, settings.max_bytes)
+        except BaseException:
+            await to_thread.run_sync(reader.abort)
+            raise
+        self.stats.bump("mutations", "upload")
+        if self.dice.roll("drop_after_store", self.settings.drop_after_store):
+            self.stats.bump("faults", "drop_after_store")
+            await drop_connection(call.send)
+            raise _Dropped
+        return self._json(call, record.to_json())
+
+    async def _read_form(self, call: _Call, reader: UploadReader) -> Any:
+        buf = bytearray()
+        more = True
+        while more:
+            message: Message = await call.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            buf += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            # Batch small ASGI chunks so the hop to a worker thread is paid per MiB.
+            if len(buf) >= FEED_BYTES or not more:
+                chunk = bytes(buf)
+                buf.clear()
+                await to_thread.run_sync(reader.feed, chunk)
+                early = _early_rejection(reader)
+                if early is not None and more:
+                    # uvicorn discards the unread rest of the body after we answer.
+                    raise early
+        return await to_thread.run_sync(reader.finish)
+
+    # ---- introspection ------------------------------------------------------------------
+
+    async def _admin(self, call: _Call, sub: str) -> Response:
+        client = call.scope.get("client")
+        host = client[0] if client else ""
+        if not (host == "::1" or host.startswith(LOOPBACK)):
+            raise errors.ApiError(403, "The emulator control API is only served on loopback.")
+        method = call.scope["method"]
+        if sub == "/health" and method == "GET":
+            return self._json(call, {"status": "ok"})
+        if sub == "/stats" and method == "GET":
+            snapshot = self.stats.snapshot()
+            snapshot["accounts"] = await to_thread.run_sync(self._accounts_usage)
+            return self._json(call, snapshot)
+        if sub == "/reset" and method == "POST":
+            self.stats.reset()
+            self.limiter.reset()
+            return self._json(call, {"reset": True})
+        if sub == "/config" and method in ("GET", "POST"):
+            if method == "POST":
+                body = await _read_json(call.receive)
+                self.apply_config(body)
+            return self._json(call, self.config_view())
+        raise errors.ApiError(404, f"Unknown path {ADMIN_PREFIX}{sub}.", code="not_found")
+
+    def _accounts_usage(self) -> dict[str, dict[str, int]]:
+        usage = self.store.all_usage()
+        for account in self._accounts.values():
+            usage.setdefault(account, (0, 0))
+        return {acc[:12]: {"files": n, "bytes": b} for acc, (n, b) in sorted(usage.items())}
+
+    def config_view(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "fault_5xx": s.fault_5xx, "fault_429": s.fault_429,
+            "latency_ms": s.latency_ms, "jitter_ms": s.jitter_ms,
+            "drop_before": s.drop_before, "drop_after_store": s.drop_after_store,
+            "retry_after": s.retry_after, "rate_limit": s.rate_limit,
+            "rate_profile": s.rate_profile, "rates": s.effective_rates(),
+            "max_files": s.max_files, "max_bytes": s.max_bytes, "seed": s.seed,
+        }
+
+    def apply_config(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise errors.bad_request("Config must be a JSON object.")
+        with self._config_lock:
+            _apply_config(self.settings, body)
+            if "seed" in body:
+                self.dice.reseed(self.settings.seed)
+
+
+def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
+    """Validate everything first so a bad request changes nothing."""
+    floats = ("fault_5xx", "fault_429", "latency_ms", "jitter_ms", "drop_before",
+              "drop_after_store")
+    updates: dict[str, Any] = {}
+    try:
+        for name in floats:
+            if name in body:
+                value = float(body[name])
+                if value < 0 or (not name.endswith("_ms") and value > 1):
+                    raise ValueError(name)
+                updates[name] = value
+        for name in ("retry_after", "rate_limit"):
+            if name in body:
+                value = body[name]
+                updates[name] = value if isinstance(value, bool) else str(value) == "on"
+        if "rate_profile" in body:
+            if body["rate_profile"] not in RATE_PROFILES:
+                raise ValueError("rate_profile")
+            updates["rate_profile"] = body["rate_profile"]
+            # A new profile starts from its own defaults unless rates come with it.
+            updates.update(upload_rate=None, read_rate=None, delete_rate=None)
+        for cls, value in (body.get("rates") or {}).items():
+            if cls not in ("upload", "read", "delete") or int(value) < 1:
+                raise ValueError(f"rates.{cls}")
+            updates[f"{cls}_rate"] = int(value)
+        for name in ("max_files", "max_bytes"):
+            if name in body:
+                updates[name] = int(body[name])
+        if "seed" in body:
+            updates["seed"] = None if body["seed"] is None else int(body["seed"])
+    except (TypeError, ValueError) as exc:
+        raise errors.bad_request(f"Invalid config value: {exc}") from None
+    for name, value in updates.items():
+        setattr(s, name, value)
+
+
+async def _read_json(receive: Receive) -> Any:
+    import json
+
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+        if len(body) > 1024 * 1024:
+            raise errors.bad_request("Config body too large.")
+    try:
+        return json.loads(bytes(body) or b"{}")
+    except ValueError:
+        raise errors.bad_request("Config body is not valid JSON.") from None
+
+
+def _int_param(query: dict[str, str], name: str, default: int | None,
+               param: str | None = None) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(float(raw)) if param else int(raw)
+    except ValueError:
+        if param:
+            raise errors.bad_request(f"Invalid {name!r}: expected unix seconds.",
+                                     param=param) from None
+        return None
+
+
+def _early_rejection(reader: UploadReader) -> errors.ApiError | None:
+    """An error already certain mid-body (purpose known and the file can't be accepted)."""
+    form = reader.form
+    if form.purpose is None or form.filename is None or not form.discarded:
+        return None
+    purpose = validate.check_purpose(form.purpose)
+    validate.check_format(purpose, form.filename)
+    return validate.too_large() if form.over_cap else None

@@ -1,0 +1,115 @@
+"""`python -m syncd.emulator` / `syncd emulate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .app import API_PREFIX, EmulatorApp
+from .server import bind_socket, make_server, root_url, serve
+from .settings import RATE_PROFILES, EmulatorSettings, parse_size
+
+KEYS_ENV = "SYNCD_EMULATOR_API_KEYS"
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be a probability between 0 and 1")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syncd emulate",
+        description="Local emulator of the DashScope OpenAI-compatible Files API.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    p.add_argument("--data-dir", type=Path, default=Path("emulator-data"))
+    p.add_argument("--api-key", action="append", default=[], dest="api_keys",
+                   help=f"accepted key, repeatable (also ${KEYS_ENV}, comma-separated;"
+                        " default sk-emulator); each key is a separate account")
+    p.add_argument("--max-files", type=int, default=10_000)
+    p.add_argument("--max-bytes", type=_size, default=parse_size("100GB"))
+    p.add_argument("--rate-profile", choices=sorted(RATE_PROFILES), default="seed")
+    p.add_argument("--upload-rate", type=_positive)
+    p.add_argument("--read-rate", type=_positive,
+                   help="retrieve+list+content; with --rate-profile newer, the shared"
+                        " read+delete budget")
+    p.add_argument("--delete-rate", type=_positive)
+    p.add_argument("--rate-limit", choices=("on", "off"), default="on")
+    p.add_argument("--retry-after", action="store_true",
+                   help="send Retry-After on rate-limit 429s")
+    p.add_argument("--fault-5xx", type=_rate, default=0.0)
+    p.add_argument("--fault-429", type=_rate, default=0.0)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--drop-before", type=_rate, default=0.0)
+    p.add_argument("--drop-after-store", type=_rate, default=0.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--log-level", default="warning",
+                   choices=("critical", "error", "warning", "info", "debug"))
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
+    keys = list(args.api_keys)
+    keys += [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()]
+    return EmulatorSettings(
+        data_dir=args.data_dir, api_keys=list(dict.fromkeys(keys)), host=args.host,
+        port=args.port, max_files=args.max_files, max_bytes=args.max_bytes,
+        rate_profile=args.rate_profile, upload_rate=args.upload_rate,
+        read_rate=args.read_rate, delete_rate=args.delete_rate,
+        rate_limit=args.rate_limit == "on", retry_after=args.retry_after,
+        fault_5xx=args.fault_5xx, fault_429=args.fault_429, latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms, drop_before=args.drop_before,
+        drop_after_store=args.drop_after_store, seed=args.seed, log_level=args.log_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    # stdout carries exactly one line (the URL) for parent processes; logs go to stderr.
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"syncd-emulator: cannot listen on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = EmulatorApp(settings)
+    server = make_server(app, settings)
+    url = root_url(settings.host, port) + API_PREFIX
+
+    def announce() -> None:
+        print(f"syncd-emulator listening on {url}", flush=True)
+
+    try:
+        asyncio.run(serve(server, sock, announce))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+        sock.close()
+    return 0

@@ -1,0 +1,64 @@
+"""The OpenAI-style error envelope the provider answers with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.responses import JSONResponse
+
+INVALID_REQUEST = "invalid_request_error"
+
+MSG_BAD_KEY = "Incorrect API key provided."
+MSG_THROTTLED = "Requests rate limit exceeded, please try again later."
+MSG_TOO_LARGE = "Payload Too Large."
+MSG_QUOTA_FILES = "Upload file number exceed limit."
+MSG_QUOTA_BYTES = "Upload file capacity exceed limit."
+# Unconfirmed code: the provider's quota errors are only known by message.
+CODE_QUOTA = "Throttling.AllocationQuota"
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    message: str
+    type: str = INVALID_REQUEST
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] | None = None
+
+    def response(self, request_id: str) -> JSONResponse:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            },
+            "request_id": request_id,
+        }
+        headers = {"x-request-id": request_id, **(self.headers or {})}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def bad_key() -> ApiError:
+    return ApiError(401, MSG_BAD_KEY, code="invalid_api_key")
+
+
+def throttled(retry_after: int | None = None) -> ApiError:
+    headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+    return ApiError(429, MSG_THROTTLED, type="limit_requests", code="limit_requests",
+                    headers=headers)
+
+
+def internal(status: int = 500) -> ApiError:
+    return ApiError(status, "An internal error has occurred, please try again later.",
+                    type="internal_error", code="internal_error")
+
+
+def not_found(file_id: str) -> ApiError:
+    return ApiError(404, f"Not found! No such file: {file_id}", param="file_id",
+                    code="not_found")
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)

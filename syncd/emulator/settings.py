@@ -1,0 +1,86 @@
+"""Run-time settings of the emulator, shared by the CLI and in-process embedding."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_API_KEY = "sk-emulator"
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_MAX_BYTES = 100 * 1024**3
+
+# Per-class request ceilings (requests per sliding second). The seed page states 20 QPS for
+# upload/retrieve/list and 10 QPS for delete; newer pages state upload 3 QPS and one shared
+# 10 QPS budget for get+list+delete.
+RATE_PROFILES: dict[str, dict[str, int]] = {
+    "seed": {"upload": 20, "read": 20, "delete": 10},
+    "newer": {"upload": 3, "read": 10, "delete": 10},
+}
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse ``500MB``/``100GB``/``1024`` into bytes (binary multiples, like the provider's GB)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ValueError(f"invalid size: {text!r}")
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    return int(float(number) * _SIZE_UNITS[unit[:1] if unit else ""])
+
+
+@dataclass
+class EmulatorSettings:
+    data_dir: Path = field(default_factory=lambda: Path("emulator-data"))
+    api_keys: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_files: int = DEFAULT_MAX_FILES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    rate_profile: str = "seed"
+    # None means "use the profile's value".
+    upload_rate: int | None = None
+    read_rate: int | None = None
+    delete_rate: int | None = None
+    rate_limit: bool = True
+    retry_after: bool = False
+    fault_5xx: float = 0.0
+    fault_429: float = 0.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    drop_before: float = 0.0
+    drop_after_store: float = 0.0
+    seed: int | None = None
+    log_level: str = "warning"
+
+    def effective_api_keys(self) -> list[str]:
+        return list(self.api_keys) if self.api_keys else [DEFAULT_API_KEY]
+
+    def effective_rates(self) -> dict[str, int]:
+        """Limit per request class.
+
+        Under the ``newer`` profile read and delete share one bucket, so both report the same
+        number: an explicit read rate wins, then an explicit delete rate, then the profile's.
+        """
+        rates = dict(RATE_PROFILES[self.rate_profile])
+        if self.rate_profile == "newer":
+            shared = self.read_rate or self.delete_rate or rates["read"]
+            rates["read"] = rates["delete"] = shared
+        else:
+            if self.read_rate is not None:
+                rates["read"] = self.read_rate
+            if self.delete_rate is not None:
+                rates["delete"] = self.delete_rate
+        if self.upload_rate is not None:
+            rates["upload"] = self.upload_rate
+        return rates
+
+    def buckets(self) -> dict[str, str]:
+        """Map request class -> limiter bucket name."""
+        if self.rate_profile == "newer":
+            return {"upload": "upload", "read": "read+delete", "delete": "read+delete"}
+        return {"upload": "upload", "read": "read", "delete": "delete"}

@@ -1,0 +1,48 @@
+"""Counters exposed by GET /_emulator/stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from .limits import PeakMeter
+
+CLASSES = ("upload", "read", "delete")
+FAULTS = ("5xx", "429", "drop_before", "drop_after_store")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.meter = PeakMeter()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = dict.fromkeys(CLASSES, 0)
+            self.mutations = {"upload": 0, "delete": 0}
+            self.throttled = dict.fromkeys(CLASSES, 0)
+            self.faults = dict.fromkeys(FAULTS, 0)
+        self.meter.reset()
+
+    def received(self, cls: str) -> None:
+        with self._lock:
+            self.requests[cls] += 1
+        self.meter.record(cls)
+
+    def bump(self, table: str, key: str) -> None:
+        with self._lock:
+            getattr(self, table)[key] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": dict(self.requests),
+                "mutations": dict(self.mutations),
+                "throttled": dict(self.throttled),
+                "faults": dict(self.faults),
+                "max_per_second": {c: self.meter.peak(c) for c in CLASSES},
+                "uptime_s": round(time.monotonic() - self.started, 3),
+            }

@@ -1,0 +1,1 @@
+from tests.emulator_fixture import *  # noqa: F403
