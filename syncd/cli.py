@@ -1,0 +1,294 @@
+"""Commands only: parse arguments, call into the engine or daemon, print, exit.
+
+Exit codes: 0 converged; 1 some files not synced (each listed with its reason);
+2 configuration, usage or authentication error; 3 deletion safety refused;
+4 another syncd process holds the state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__, logs
+from syncd.config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_UNSYNCED, EXIT_USAGE, EXIT_REFUSED, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["emulate"]:
+        from syncd.emulator.cli import main as emulate
+
+        return emulate(args[1:])
+    parser = _parser()
+    ns = parser.parse_args(args)
+    if not getattr(ns, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = ns.handler
+    try:
+        return handler(ns)
+    except ConfigError as exc:
+        print(f"syncd: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syncd", description="Mirror a folder into the DashScope Files API."
+    )
+    p.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sp = sub.add_parser(name, help=text, description=text)
+        sp.add_argument("-c", "--config", type=Path, required=True, help="project YAML file")
+        sp.set_defaults(handler=handler)
+        return sp
+
+    r = command("reconcile", _reconcile, "one full pass: scan, list, plan, act, publish")
+    r.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    r.add_argument("--json", action="store_true", help="machine-readable summary")
+    s = command("status", _status, "what is synced, what is not and why, quota usage")
+    s.add_argument("--json", action="store_true")
+    ls = command("ls-remote", _ls_remote, "remote files, marked ours or foreign")
+    ls.add_argument("--json", action="store_true")
+    command("check-config", _check_config, "validate the configuration file")
+    command("run", _run, "the daemon: catch up, then watch and reconcile on schedule")
+    sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
+    return p
+
+
+def _load(ns: argparse.Namespace) -> Config:
+    config = load_config(ns.config)
+    logs.configure(config.logging.format, config.logging.level)
+    return config
+
+
+def _open(config: Config) -> Any:
+    from syncd.engine.state import LockHeld
+    from syncd.engine.sync import load_key, open_syncer
+
+    try:
+        logs.add_secret(load_key(config).reveal())
+        syncer = open_syncer(config)
+    except LockHeld as exc:
+        print(f"syncd: {exc}; try again when it has finished", file=sys.stderr)
+        raise SystemExit(EXIT_LOCKED) from None
+    except ValueError as exc:  # the API key could not be loaded
+        print(f"syncd: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    return syncer
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _check_config(ns: argparse.Namespace) -> int:
+    config = load_config(ns.config)
+    print(f"{ns.config}: ok (project {config.project!r}, root {config.root})")
+    return EXIT_OK
+
+
+def _run(ns: argparse.Namespace) -> int:
+    from syncd.daemon.service import run
+
+    return run(ns.config)
+
+
+def _reconcile(ns: argparse.Namespace) -> int:
+    config = _load(ns)
+    syncer = _open(config)
+    try:
+        progress = _Progress() if sys.stderr.isatty() and not ns.json else None
+        report = syncer.reconcile(dry_run=ns.dry_run, progress=progress)
+        if progress:
+            progress.done()
+    finally:
+        syncer.close()
+    if ns.json:
+        print(json.dumps(_report_json(report), ensure_ascii=False, indent=1))
+    else:
+        _print_report(report)
+    return int(report.exit_code)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    p = report.plan
+    return {
+        "dry_run": report.dry_run,
+        "exit_code": report.exit_code,
+        "duration_s": round(report.duration_s, 3),
+        "planned": {
+            "upload": [{"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads],
+            "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
+            "delete": [{"path": d.path, "file_id": d.file_id, "reason": d.reason}
+                       for d in p.deletes],
+        },  # fmt: skip
+        "uploaded": report.outcome.uploaded,
+        "adopted": report.outcome.adopted,
+        "deleted": report.outcome.deleted,
+        "hashed": report.hashed,
+        "refused": p.refused,
+        "errors": report.errors,
+        "not_synced": [
+            {"path": path, "status": status, "reason": reason}
+            for path, (status, reason) in sorted(report.unsynced.items())
+        ],
+        "skipped": [{"path": k, "reason": v} for k, v in sorted(report.skipped.items())],
+    }
+
+
+def _print_report(report: Any) -> None:
+    p = report.plan
+    if report.dry_run:
+        print(f"plan (dry run): {len(p.uploads)} upload(s), {len(p.adopts)} adoption(s), "
+              f"{len(p.deletes)} delete(s)")  # fmt: skip
+        for u in p.uploads:
+            print(f"  upload  {u.kind:<9} {u.path} ({u.local.size} bytes)")
+        for a in p.adopts:
+            print(f"  adopt   {a.path} -> {a.file_id}")
+        for d in p.deletes:
+            print(f"  delete  {d.reason:<9} {d.file_id} {d.path or ''}")
+        for n in p.notes:
+            if n.status != "synced":
+                print(f"  {n.status:<7} {n.path}: {n.reason}")
+    else:
+        o = report.outcome
+        print(f"uploaded {o.uploaded}, adopted {o.adopted}, deleted {o.deleted}, "
+              f"hashed {report.hashed} in {report.duration_s:.1f}s")  # fmt: skip
+        if report.unsynced:
+            print(f"{len(report.unsynced)} file(s) not synced:")
+            for path, (status, reason) in sorted(report.unsynced.items()):
+                print(f"  {status:<8} {path}: {reason}")
+        if report.skipped:
+            print(f"{len(report.skipped)} file(s) skipped by the rules (see syncd status)")
+    for err in report.errors:
+        print(f"error: {err}", file=sys.stderr)
+
+
+def _status(ns: argparse.Namespace) -> int:
+    from syncd.engine.state import State
+
+    config = load_config(ns.config)
+    if not (config.state_dir / "state.sqlite3").exists():
+        print(f"syncd: no state yet in {config.state_dir}: run `syncd reconcile` first",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_UNSYNCED
+    state = State(config.state_dir)
+    try:
+        records = state.records()
+        account = state.get_meta("account") or {}
+        last = state.get_meta("last_reconcile")
+    finally:
+        state.close()
+    counts: dict[str, int] = {}
+    for rec in records.values():
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+    synced = [r for r in records.values() if r.status == "synced" and r.file_id]
+    not_synced = sorted(
+        (r for r in records.values() if r.status != "synced"), key=lambda r: r.path
+    )
+    data = {
+        "project": config.project,
+        "root": str(config.root),
+        "counts": counts,
+        "ours": {"files": len(synced), "bytes": sum(r.size for r in synced)},
+        "account": account,
+        "limits": {"max_files": config.limits.max_files, "max_bytes": config.limits.max_bytes},
+        "last_reconcile": last,
+        "not_synced": [{"path": r.path, "status": r.status, "reason": r.reason}
+                       for r in not_synced],
+    }  # fmt: skip
+    if ns.json:
+        print(json.dumps(data, ensure_ascii=False, indent=1))
+    else:
+        print(f"project {config.project}: root {config.root}")
+        print("files: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"ours: {len(synced)} files, {_human(data['ours']['bytes'])}")
+        if account:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(account.get("at", 0)))
+            print(f"account: {account.get('files')} of {config.limits.max_files} files, "
+                  f"{_human(account.get('bytes', 0))} of {_human(config.limits.max_bytes)} "
+                  f"(listed {when})")  # fmt: skip
+        if last:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+            print(f"last reconcile: {when}, exit {last['exit_code']}, "
+                  f"uploaded {last['uploaded']}, deleted {last['deleted']}")  # fmt: skip
+            if last.get("refused"):
+                print(f"  refused: {last['refused']}")
+        for r in not_synced:
+            print(f"  {r.status:<8} {r.path}: {r.reason}")
+    unsynced = any(r.status not in ("synced", "skipped") for r in records.values())
+    return EXIT_UNSYNCED if unsynced else EXIT_OK
+
+
+def _ls_remote(ns: argparse.Namespace) -> int:
+    from syncd.engine.state import State
+    from syncd.engine.sync import connect
+
+    config = _load(ns)
+    state = State(config.state_dir)
+    try:
+        owned = {r.file_id: r.path for r in state.records().values() if r.file_id}
+        owned.update({fid: "(old version, to delete)" for fid in state.garbage()})
+    finally:
+        state.close()
+    client, _url, closers = connect(config)
+    try:
+        files = client.list_files()
+    finally:
+        client.close()
+        for close in closers:
+            close()
+    rows = [
+        {**{k: getattr(f, k) for k in ("id", "filename", "bytes", "created_at", "purpose")},
+         "ours": f.id in owned, "path": owned.get(f.id)}
+        for f in files
+    ]  # fmt: skip
+    if ns.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    else:
+        for row in rows:
+            mark = "ours   " if row["ours"] else "foreign"
+            print(f"{mark} {row['id']:<40} {row['bytes']:>12} {row['filename']}"
+                  + (f"  <- {row['path']}" if row["path"] else ""))  # fmt: skip
+        print(f"{len(rows)} file(s), {sum(1 for r in rows if r['ours'])} ours")
+    return EXIT_OK
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+class _Progress:
+    """One self-rewriting stderr line; only used on a terminal."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._last = 0.0
+
+    def __call__(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last > 0.1:
+            self._last = now
+            text = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+            print(f"\r  {text}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.counts:
+            print(file=sys.stderr)

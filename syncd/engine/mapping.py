@@ -1,0 +1,71 @@
+"""The published ``path -> file_id`` mapping other programs read.
+
+Replaced atomically (temp file, fsync, rename, fsync of the folder) so a reader
+sees the old mapping or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Container, Mapping
+from pathlib import Path
+from typing import Any
+
+from syncd.engine.model import Record
+
+VERSION = 1
+
+
+def build(
+    records: Mapping[str, Record], confirmed: Container[str], *, project: str, base_url: str
+) -> dict[str, Any]:
+    files = {
+        path: {
+            "file_id": rec.file_id,
+            "purpose": rec.purpose,
+            "bytes": rec.size,
+            "sha256": rec.sha256,
+            "uploaded_at": rec.uploaded_at,
+        }
+        for path, rec in sorted(records.items())
+        if rec.status == "synced" and rec.file_id and rec.file_id in confirmed
+    }
+    return {
+        "version": VERSION,
+        "project": project,
+        "base_url": base_url,
+        "generated_at": time.time(),
+        "files": files,
+    }
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=1, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

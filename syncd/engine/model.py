@@ -1,0 +1,144 @@
+"""The values the engine passes between scan, state, plan and execute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# What a path's record says about it; ``synced`` is the only one that publishes.
+Status = Literal["synced", "invalid", "skipped", "quota", "error", "changing", "pending"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """One candidate file as the scan found it (paths are root-relative, posix)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    purpose: str | None = None
+    sha256: str | None = None
+    # Why the file cannot be synced, and which status that gives it.
+    problem: str | None = None
+    problem_status: Status | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def syncable(self) -> bool:
+        return self.problem is None and self.purpose is not None and self.sha256 is not None
+
+
+@dataclass
+class ScanResult:
+    files: dict[str, LocalFile] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    root_ok: bool = True
+    root_empty: bool = False
+    marker_ok: bool = True
+    hashed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the state remembers of one path."""
+
+    path: str
+    status: Status
+    file_id: str | None = None
+    purpose: str | None = None
+    remote_name: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+    sha256: str | None = None
+    uploaded_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """Written before an upload starts, cleared when its outcome is recorded."""
+
+    path: str
+    filename: str
+    size: int
+    sha256: str
+    started_at: float
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    local: LocalFile
+    kind: Literal["new", "replace", "reupload"]
+    replaces: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.local.path
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """A remote file our earlier upload created (lost response, crash): take it as ours."""
+
+    local: LocalFile
+    file_id: str
+    created_at: int
+
+    @property
+    def path(self) -> str:
+        return self.local.path
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    file_id: str
+    reason: Literal["gone", "stale", "replaced", "duplicate", "garbage"]
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Record a status without any remote call (invalid, quota, refreshed stat, ...)."""
+
+    path: str
+    status: Status
+    reason: str | None = None
+    local: LocalFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Drop the record of a path that is gone locally and owns nothing remote."""
+
+    path: str
+
+
+@dataclass
+class Plan:
+    uploads: list[Upload] = field(default_factory=list)
+    adopts: list[Adopt] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    forgets: list[Forget] = field(default_factory=list)
+    clear_intents: list[str] = field(default_factory=list)
+    # Run deletes before uploads: only when the account is short of space.
+    deletes_first: bool = False
+    # Why deletes (or the whole run) were refused; None when nothing was.
+    refused: str | None = None
+    halted: bool = False
+
+    @property
+    def mutating(self) -> int:
+        return len(self.uploads) + len(self.deletes)
+
+    def is_empty(self) -> bool:
+        return not (self.uploads or self.adopts or self.deletes or self.notes or self.forgets
+                    or self.clear_intents)

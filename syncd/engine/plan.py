@@ -1,0 +1,255 @@
+"""Decide what to do: a pure function of (local scan, state, remote listing).
+
+Nothing here does I/O. Every decision a run makes — upload, replace, adopt,
+delete, wait for quota, refuse to delete — is made in this file, so it can be
+property-tested and printed by ``--dry-run`` exactly as it would run.
+
+Ownership: only ids recorded in our state (records, garbage, or adopted from
+our own upload intents) are ours. Any other file of the account is counted for
+quota and otherwise never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from syncd.api.models import RemoteFile
+from syncd.engine.model import (
+    Adopt,
+    Delete,
+    Forget,
+    Intent,
+    LocalFile,
+    Note,
+    Plan,
+    Record,
+    ScanResult,
+    Upload,
+)
+
+# created_at has one-second resolution and clocks drift a little.
+ADOPT_SLACK_S = 2
+
+
+@dataclass(frozen=True)
+class Policy:
+    delete_remote: bool = True
+    # Largest number of "gone" deletes one run may make.
+    max_delete: int | None = None
+    max_files: int = 10_000
+    max_bytes: int = 100 * 1024**3
+    headroom_files: int = 0
+    headroom_bytes: int = 0
+    # Only these paths are looked at (targeted sync); None means the whole tree.
+    scope: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class StateView:
+    records: Mapping[str, Record]
+    intents: Mapping[str, Intent]
+    garbage: Collection[str]
+
+    def owned_ids(self) -> set[str]:
+        ids = {r.file_id for r in self.records.values() if r.file_id}
+        ids.update(self.garbage)
+        return ids
+
+
+def tracked(records: Mapping[str, Record]) -> int:
+    return sum(1 for r in records.values() if r.file_id)
+
+
+def plan(
+    scan: ScanResult,
+    state: StateView,
+    remote: Mapping[str, RemoteFile],
+    policy: Policy,
+) -> Plan:
+    out = Plan()
+    if not scan.root_ok:
+        out.refused, out.halted = "root folder is missing or unreadable: nothing done", True
+        return out
+    if not scan.marker_ok:
+        out.refused, out.halted = "marker file is missing from the root: nothing done", True
+        return out
+
+    def in_scope(path: str) -> bool:
+        return policy.scope is None or path in policy.scope or any(
+            path.startswith(s.rstrip("/") + "/") for s in policy.scope
+        )
+
+    owned = state.owned_ids()
+    adopted = _adopt_from_intents(scan, state, remote, owned, in_scope, out)
+
+    paths = sorted({p for p in scan.files if in_scope(p)} | {p for p in state.records if in_scope(p)})
+    for path in paths:
+        _decide(path, scan.files.get(path), state.records.get(path), remote, adopted, policy, out)
+
+    if policy.scope is None:
+        # An id already gone remotely is still "deleted": the executor takes 404 as done.
+        out.deletes.extend(Delete(file_id, "garbage") for file_id in sorted(state.garbage))
+
+    _guard_deletes(scan, state, policy, out)
+    _fit_quota(remote, policy, out)
+    return out
+
+
+def _adopt_from_intents(
+    scan: ScanResult,
+    state: StateView,
+    remote: Mapping[str, RemoteFile],
+    owned: set[str],
+    in_scope: Callable[[str], bool],
+    out: Plan,
+) -> dict[str, str]:
+    """Uploads whose outcome was never recorded: find what they created."""
+    adopted: dict[str, str] = {}
+    by_name: dict[tuple[str, int], list[RemoteFile]] = {}
+    for f in remote.values():
+        if f.id not in owned:
+            by_name.setdefault((f.filename, f.bytes), []).append(f)
+    for path, intent in sorted(state.intents.items()):
+        if not in_scope(path):
+            continue
+        out.clear_intents.append(path)
+        candidates = sorted(
+            (
+                f
+                for f in by_name.get((intent.filename, intent.size), [])
+                if f.created_at >= intent.started_at - ADOPT_SLACK_S and f.id not in owned
+            ),
+            key=lambda f: (f.created_at, f.id),
+            reverse=True,
+        )
+        if not candidates:
+            continue
+        keep, extra = candidates[0], candidates[1:]
+        owned.update(f.id for f in candidates)
+        for dup in extra:
+            out.deletes.append(Delete(dup.id, "duplicate", path))
+        local = scan.files.get(path)
+        if local is not None and local.syncable and local.sha256 == intent.sha256:
+            out.adopts.append(Adopt(local, keep.id, keep.created_at))
+            adopted[path] = keep.id
+        else:  # the file moved on since: what we uploaded is stale
+            out.deletes.append(Delete(keep.id, "stale", path))
+    return adopted
+
+
+def _decide(
+    path: str,
+    local: LocalFile | None,
+    rec: Record | None,
+    remote: Mapping[str, RemoteFile],
+    adopted: Mapping[str, str],
+    policy: Policy,
+    out: Plan,
+) -> None:
+    has_remote = rec is not None and rec.file_id is not None and rec.file_id in remote
+    if path in adopted:
+        # The adopted id becomes current; a different id recorded before is replaced.
+        if rec is not None and rec.file_id and rec.file_id != adopted[path] and has_remote:
+            out.deletes.append(Delete(rec.file_id, "replaced", path))
+        return
+
+    if local is None:
+        if rec is None:
+            return
+        if has_remote and policy.delete_remote:
+            assert rec.file_id is not None
+            out.deletes.append(Delete(rec.file_id, "gone", path))
+        else:
+            out.forgets.append(Forget(path))
+        return
+
+    if local.problem is not None:
+        status = local.problem_status or "skipped"
+        if status in ("changing", "error"):
+            # Transient: leave any remote copy alone and look again next time.
+            out.notes.append(Note(path, status, local.problem))
+            return
+        if has_remote:
+            assert rec is not None and rec.file_id is not None
+            out.deletes.append(Delete(rec.file_id, "stale", path))
+        if rec is None or rec.status != status or rec.reason != local.problem or has_remote:
+            out.notes.append(Note(path, status, local.problem, local))
+        return
+
+    if rec is not None and has_remote and _same(rec, local):
+        if (rec.mtime_ns, rec.inode, rec.status) != (local.mtime_ns, local.inode, "synced"):
+            out.notes.append(Note(path, "synced", None, local))
+        return
+    if has_remote:
+        assert rec is not None
+        out.uploads.append(Upload(local, "replace", rec.file_id))
+    elif rec is not None and rec.file_id is not None:
+        out.uploads.append(Upload(local, "reupload"))
+    else:
+        out.uploads.append(Upload(local, "new"))
+
+
+def _same(rec: Record, local: LocalFile) -> bool:
+    return (
+        rec.sha256 == local.sha256
+        and rec.size == local.size
+        and rec.purpose == local.purpose
+        and rec.remote_name == local.name
+    )
+
+
+def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan) -> None:
+    """Never read a vanished or broken source as "the user deleted everything"."""
+    gone = [d for d in out.deletes if d.reason in ("gone", "stale")]
+    reason: str | None = None
+    if scan.root_empty and tracked(state.records) > 0:
+        reason = "root folder is empty while files are tracked: deletes refused"
+    elif scan.errors:
+        reason = f"scan had {len(scan.errors)} error(s): deletes refused"
+    elif policy.max_delete is not None and len(gone) > policy.max_delete:
+        reason = (
+            f"plan would delete {len(gone)} files, over max_delete ({policy.max_delete}): "
+            "deletes refused"
+        )
+    if reason is None:
+        return
+    out.refused = reason
+    out.deletes = [d for d in out.deletes if d.reason not in ("gone", "stale")]
+    if scan.root_empty:
+        out.forgets.clear()
+
+
+def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:
+    """Keep only the uploads that fit; the rest wait with status ``quota``."""
+    if not out.uploads:
+        return
+    free_files = policy.max_files - policy.headroom_files - len(remote)
+    free_bytes = policy.max_bytes - policy.headroom_bytes - sum(f.bytes for f in remote.values())
+    need_files = len(out.uploads)
+    need_bytes = sum(u.local.size for u in out.uploads)
+    if need_files > free_files or need_bytes > free_bytes:
+        freed = [remote[d.file_id] for d in out.deletes if d.file_id in remote]
+        if freed:
+            out.deletes_first = True
+            free_files += len(freed)
+            free_bytes += sum(f.bytes for f in freed)
+    fitting: list[Upload] = []
+    for up in sorted(out.uploads, key=lambda u: (u.kind == "new", u.path)):
+        if up.local.size <= free_bytes and free_files >= 1:
+            fitting.append(up)
+            free_files -= 1
+            free_bytes -= up.local.size
+        else:
+            out.notes.append(
+                Note(
+                    up.path,
+                    "quota",
+                    f"waiting for account space: needs 1 file and {up.local.size} bytes, "
+                    f"{max(free_files, 0)} files and {max(free_bytes, 0)} bytes free "
+                    f"(limits {policy.max_files} files, {policy.max_bytes} bytes, "
+                    f"headroom {policy.headroom_files} files, {policy.headroom_bytes} bytes)",
+                    up.local,
+                )
+            )
+    out.uploads = fitting

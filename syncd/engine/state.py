@@ -1,0 +1,235 @@
+"""Crash-safe state: per-path records, upload intents, ids waiting for deletion.
+
+SQLite (WAL, synchronous=FULL) because every change is one small transaction
+that survives ``kill -9`` and power loss, and a write costs O(change), not a
+rewrite of everything. One writer process per state_dir, enforced by a lock
+file that carries the holder's PID.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from syncd.api.models import RemoteFile
+from syncd.engine.model import Intent, LocalFile, Note, Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    file_id TEXT,
+    purpose TEXT,
+    remote_name TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    inode INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    uploaded_at REAL,
+    reason TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS intents (
+    path TEXT PRIMARY KEY,
+    filename TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS garbage (
+    file_id TEXT PRIMARY KEY,
+    path TEXT,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = (
+    "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, reason"
+)
+
+
+class LockHeld(Exception):
+    """Raised when another syncd process already writes to this state_dir."""
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``state_dir/lock``, released when the process dies."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockHeld(
+                f"another syncd process (pid {holder}) is using state_dir {self.path.parent}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class State:
+    """All reads and writes of the state database. Thread-safe."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            state_dir / "state.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- reads
+
+    def records(self) -> dict[str, Record]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM files").fetchall()
+        return {row[0]: Record(*row) for row in rows}
+
+    def intents(self) -> dict[str, Intent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, filename, size, sha256, started_at FROM intents"
+            ).fetchall()
+        return {row[0]: Intent(*row) for row in rows}
+
+    def garbage(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT file_id FROM garbage")}
+
+    def get_meta(self, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # ---- writes (each one transaction)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def begin_intent(self, local: LocalFile) -> Intent:
+        intent = Intent(local.path, local.name, local.size, local.sha256 or "", time.time())
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?)",
+                (intent.path, intent.filename, intent.size, intent.sha256, intent.started_at),
+            )
+        return intent
+
+    def clear_intent(self, path: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM intents WHERE path = ?", (path,))
+
+    def record_uploaded(
+        self, local: LocalFile, remote: RemoteFile, *, replaces: str | None, status: str = "synced"
+    ) -> None:
+        """The upload's outcome, its intent cleared and any replaced id queued for deletion,
+        in one transaction: a crash leaves either all of it or none."""
+        with self._tx() as db:
+            if replaces and replaces != remote.id:
+                db.execute(
+                    "INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)",
+                    (replaces, local.path, time.time()),
+                )
+            db.execute(
+                f"INSERT OR REPLACE INTO files ({_COLUMNS}, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    local.path, status, remote.id, local.purpose, remote.filename or local.name,
+                    local.size, local.mtime_ns, local.inode, local.sha256,
+                    float(remote.created_at) or time.time(), None, time.time(),
+                ),  # fmt: skip
+            )
+            db.execute("DELETE FROM intents WHERE path = ?", (local.path,))
+
+    def add_garbage(self, file_id: str, path: str | None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)", (file_id, path, time.time()))
+
+    def record_deleted(self, file_id: str, path: str | None, *, forget_path: bool) -> None:
+        """After a remote delete: the id is no longer ours anywhere."""
+        with self._tx() as db:
+            db.execute("DELETE FROM garbage WHERE file_id = ?", (file_id,))
+            if forget_path and path is not None:
+                db.execute("DELETE FROM files WHERE path = ? AND file_id = ?", (path, file_id))
+            db.execute(
+                "UPDATE files SET file_id = NULL, uploaded_at = NULL, updated_at = ? "
+                "WHERE file_id = ?",
+                (time.time(), file_id),
+            )
+
+    def forget(self, path: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE path = ?", (path,))
+
+    def note(self, note: Note) -> None:
+        """Record a status. Only ``synced`` takes the new hash: a record that keeps an
+        old file_id must keep the hash of what that id holds."""
+        now = time.time()
+        with self._tx() as db:
+            exists = db.execute("SELECT 1 FROM files WHERE path = ?", (note.path,)).fetchone()
+            if not exists:
+                db.execute(
+                    "INSERT INTO files (path, status, updated_at) VALUES (?, ?, ?)",
+                    (note.path, note.status, now),
+                )
+            local = note.local
+            if note.status == "synced" and local is not None:
+                db.execute(
+                    "UPDATE files SET status = 'synced', reason = NULL, size = ?, mtime_ns = ?, "
+                    "inode = ?, sha256 = ?, updated_at = ? WHERE path = ?",
+                    (local.size, local.mtime_ns, local.inode, local.sha256, now, note.path),
+                )
+            elif note.status in ("invalid", "skipped") and local is not None:
+                # Cache the verdict by stat so an unchanged file is not re-validated.
+                db.execute(
+                    "UPDATE files SET status = ?, reason = ?, size = ?, mtime_ns = ?, inode = ?, "
+                    "purpose = ?, sha256 = NULL, updated_at = ? WHERE path = ?",
+                    (note.status, note.reason, local.size, local.mtime_ns, local.inode,
+                     local.purpose, now, note.path),
+                )  # fmt: skip
+            else:
+                db.execute(
+                    "UPDATE files SET status = ?, reason = ?, updated_at = ? WHERE path = ?",
+                    (note.status, note.reason, now, note.path),
+                )

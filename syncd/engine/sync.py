@@ -1,0 +1,281 @@
+"""The engine's front door: one Syncer per project, used by the CLI and the daemon.
+
+A Syncer owns the state lock, the client and the last known remote listing, and
+serializes its operations: a scheduled reconcile and a watcher-triggered sync
+never interleave their plans.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
+from syncd.config import Config
+from syncd.engine import mapping
+from syncd.engine.execute import Aborted, Executor, Outcome, RemoteView
+from syncd.engine.model import Plan, Record
+from syncd.engine.plan import Policy, StateView, plan, tracked
+from syncd.engine.rules import Rules
+from syncd.engine.scan import scan_paths, scan_root
+from syncd.engine.state import State, StateLock
+
+log = structlog.get_logger("syncd.engine")
+
+# Statuses that mean "this file should be on the remote and is not".
+UNSYNCED = ("invalid", "quota", "error", "changing", "pending")
+EMBEDDED_KEY = "sk-emulator"
+
+
+@dataclass
+class RunReport:
+    plan: Plan
+    outcome: Outcome = field(default_factory=Outcome)
+    scan_errors: list[str] = field(default_factory=list)
+    hashed: int = 0
+    duration_s: float = 0.0
+    dry_run: bool = False
+    aborted: str | None = None
+    # Paths (in the run's scope) that are not synced, with status and reason.
+    unsynced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def root_unavailable(self) -> bool:
+        return self.plan.halted
+
+    @property
+    def changed_during_upload(self) -> list[str]:
+        return self.outcome.changed_during_upload
+
+    @property
+    def errors(self) -> list[str]:
+        errs = list(self.scan_errors)
+        errs += [f"{path}: {reason}" for path, reason in self.outcome.failures.items()]
+        if self.plan.refused:
+            errs.append(self.plan.refused)
+        if self.aborted:
+            errs.append(self.aborted)
+        return errs
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            return 2
+        if self.plan.refused:
+            return 3
+        if self.unsynced or self.outcome.failures or self.scan_errors:
+            return 1
+        return 0
+
+
+class Syncer:
+    def __init__(
+        self,
+        config: Config,
+        client: FilesClient,
+        state: State,
+        *,
+        base_url: str = "",
+        lock: StateLock | None = None,
+        closers: Iterable[Callable[[], None]] = (),
+    ) -> None:
+        self.config = config
+        self.base_url = base_url or config.api.base_url
+        self.client = client
+        self.state = state
+        self.rules = Rules(config.rules)
+        self.remote = RemoteView()
+        self._lock = lock
+        self._closers = list(closers)
+        self._op = threading.RLock()
+
+    # ---- operations
+
+    def reconcile(
+        self, dry_run: bool = False, progress: Callable[[str], None] | None = None
+    ) -> RunReport:
+        """Full scan + remote listing + plan + execute + publish."""
+        with self._op:
+            started = time.monotonic()
+            records = self.state.records()
+            scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
+            self._list_remote()
+            report = self._run(scan, records, None, dry_run, progress)
+            report.duration_s = time.monotonic() - started
+            if not dry_run:
+                self.state.set_meta(
+                    "last_reconcile",
+                    {
+                        "at": time.time(),
+                        "duration_s": round(report.duration_s, 3),
+                        "exit_code": report.exit_code,
+                        "uploaded": report.outcome.uploaded,
+                        "deleted": report.outcome.deleted,
+                        "refused": report.plan.refused,
+                    },
+                )
+            return report
+
+    def sync_paths(self, paths: Iterable[str]) -> RunReport:
+        """Targeted sync of these root-relative paths, against the last known listing."""
+        scope = frozenset(p.strip("/") for p in paths if p.strip("/"))
+        with self._op:
+            started = time.monotonic()
+            if self.remote.listed_at is None:
+                self._list_remote()
+            records = self.state.records()
+            scan = scan_paths(
+                self.config.root, self.rules, records, scope, marker=self.config.sync.marker
+            )
+            report = self._run(scan, records, scope, False, None)
+            report.duration_s = time.monotonic() - started
+            return report
+
+    def _run(
+        self,
+        scan: Any,
+        records: dict[str, Record],
+        scope: frozenset[str] | None,
+        dry_run: bool,
+        progress: Callable[[str], None] | None,
+    ) -> RunReport:
+        limits = self.config.limits
+        policy = Policy(
+            delete_remote=self.config.sync.delete_remote,
+            max_delete=self.config.sync.max_delete.limit(tracked(records)),
+            max_files=limits.max_files,
+            max_bytes=limits.max_bytes,
+            headroom_files=limits.headroom_files,
+            headroom_bytes=limits.headroom_bytes,
+            scope=scope,
+        )
+        view = StateView(records, self.state.intents(), self.state.garbage())
+        the_plan = plan(scan, view, self.remote.snapshot(), policy)
+        report = RunReport(the_plan, scan_errors=list(scan.errors), hashed=scan.hashed)
+        if the_plan.refused:
+            log.error("deletion safety", reason=the_plan.refused, root=str(self.config.root))
+        if dry_run:
+            return report
+        executor = Executor(
+            self.config.root,
+            self.client,
+            self.state,
+            self.remote,
+            workers=limits.workers,
+            progress=progress,
+        )
+        try:
+            report.outcome = executor.run(the_plan, self.publish_mapping)
+        except Aborted as exc:
+            report.aborted = str(exc)
+            log.error("run aborted", error=str(exc))
+        self.publish_mapping()
+        for path, rec in self.state.records().items():
+            if scope is not None and not _within(path, scope):
+                continue
+            if rec.status in UNSYNCED:
+                report.unsynced[path] = (rec.status, rec.reason or "")
+            elif rec.status == "skipped":
+                report.skipped[path] = rec.reason or ""
+        return report
+
+    def _list_remote(self) -> None:
+        files = self.client.list_files()
+        self.remote.replace_all(files)
+        self.state.set_meta(
+            "account",
+            {"files": len(files), "bytes": sum(f.bytes for f in files), "at": time.time()},
+        )
+
+    # ---- publishing and queries
+
+    def publish_mapping(self) -> None:
+        with self._op:
+            data = mapping.build(
+                self.state.records(),
+                self.remote.snapshot(),
+                project=self.config.project,
+                base_url=self.base_url,
+            )
+            mapping.write_atomic(self.config.mapping_file, data)
+
+    def is_candidate(self, rel_path: str) -> bool:
+        return self.rules.is_candidate(rel_path)
+
+    def stats(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self.state.records().values():
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        for close in (self.client.close, self.state.close, *self._closers):
+            try:
+                close()
+            except Exception:  # closing must finish even if one part is broken
+                log.exception("close failed")
+        if self._lock is not None:
+            self._lock.release()
+
+
+def _within(path: str, scope: frozenset[str]) -> bool:
+    return path in scope or any(path.startswith(s + "/") for s in scope)
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def load_key(config: Config) -> ApiKey:
+    api = config.api
+    if api.embedded and api.api_key_file is None and not os.environ.get(api.api_key_env or ""):
+        return ApiKey(EMBEDDED_KEY)
+    return ApiKey.load(env=api.api_key_env, file=api.api_key_file)
+
+
+def client_options(config: Config) -> ClientOptions:
+    limits = config.limits
+    return ClientOptions(
+        timeouts=Timeouts(
+            connect=config.api.connect_timeout_s,
+            read=config.api.read_timeout_s,
+            write=config.api.write_timeout_s,
+        ),
+        rates=Rates(upload=limits.upload_qps, read=limits.read_qps, delete=limits.delete_qps),
+        pacing_dir=limits.pacing_dir or Path(tempfile.gettempdir()) / "syncd-pacing",
+    )
+
+
+def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]:
+    """A client for the configured endpoint, starting the embedded emulator if asked."""
+    key = load_key(config)
+    closers: list[Callable[[], None]] = []
+    base_url = config.api.base_url
+    if config.api.embedded:
+        from syncd.embedded import ensure_emulator
+
+        base_url, stop = ensure_emulator(config.state_dir / "emulator", config.api.embedded_port, key)
+        if stop is not None:
+            closers.append(stop)
+    return FilesClient(base_url, key, client_options(config)), base_url, closers
+
+
+def open_syncer(config: Config) -> Syncer:
+    """Take the state lock and build a ready Syncer (raises LockHeld)."""
+    lock = StateLock(config.state_dir)
+    lock.acquire()
+    try:
+        client, base_url, closers = connect(config)
+        state = State(config.state_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return Syncer(config, client, state, base_url=base_url, lock=lock, closers=closers)
