@@ -1,0 +1,117 @@
+"""Shared bits of the client tests and benchmarks: building clients, making files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, RetryPolicy, Timeouts
+
+T = TypeVar("T")
+
+BATCH_LINE = {
+    "method": "POST",
+    "url": "/v1/chat/completions",
+    "body": {"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}]},
+}
+
+
+def make_client(
+    url: str,
+    key: str,
+    *,
+    rates: Rates | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    pacing_dir: Path | None = None,
+) -> FilesClient:
+    options = ClientOptions(pacing_dir=pacing_dir)
+    if rates is not None:
+        options = replace(options, rates=rates)
+    if retry is not None:
+        options = replace(options, retry=retry)
+    if timeouts is not None:
+        options = replace(options, timeouts=timeouts)
+    return FilesClient(url, ApiKey(key), options)
+
+
+def write_text_files(directory: Path, count: int, prefix: str = "doc") -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = directory / f"{prefix}-{i:04d}.txt"
+        path.write_text(f"{prefix} {i}\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def batch_line(custom_id: str) -> str:
+    return json.dumps({"custom_id": custom_id, **BATCH_LINE}, separators=(",", ":"))
+
+
+def write_batch(path: Path, lines: int) -> Path:
+    path.write_text("".join(batch_line(f"req-{i}") + "\n" for i in range(lines)), "utf-8")
+    return path
+
+
+def write_big_batch(path: Path, target_bytes: int, *, line_bytes: int = 6000) -> int:
+    """A valid batch JSONL file of about ``target_bytes``; returns its size.
+
+    Few long lines keep it under the 50,000-line cap and fast to write: one padded
+    template, with only the custom_id changing.
+    """
+    lines = max(1, target_bytes // line_bytes)
+    probe = batch_line("x" * 8)
+    pad = max(0, line_bytes - len(probe) - len(',"pad":""') - 1)
+    template = {"custom_id": "", **BATCH_LINE}
+    body = dict(template["body"])  # type: ignore[arg-type]
+    body["metadata"] = {"pad": "p" * pad}
+    template["body"] = body
+    head, tail = json.dumps(template, separators=(",", ":")).split('"custom_id":""', 1)
+    with path.open("w", encoding="utf-8") as fh:
+        chunk: list[str] = []
+        for i in range(lines):
+            chunk.append(f'{head}"custom_id":"r{i:08d}"{tail}\n')
+            if len(chunk) == 1000:
+                fh.write("".join(chunk))
+                chunk.clear()
+        fh.write("".join(chunk))
+    return os.path.getsize(path)
+
+
+def run_threads(workers: int, fn: Callable[[int], T]) -> list[T]:
+    """Run ``fn(i)`` for i in range(workers) concurrently; re-raise the first failure."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, range(workers)))
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+def limits_ok(stats: dict[str, Any], limits: dict[str, int]) -> bool:
+    return all(stats["max_per_second"][c] <= n for c, n in limits.items())
+
+
+def summarize(
+    stats: dict[str, Any], classes: Iterable[str] = ("upload", "read", "delete")
+) -> dict[str, Any]:
+    return {
+        c: {
+            "requests": stats["requests"][c],
+            "throttled": stats["throttled"][c],
+            "max_per_second": stats["max_per_second"][c],
+        }
+        for c in classes
+    }
