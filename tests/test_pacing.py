@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import multiprocessing as mp
 import random
 import threading
@@ -54,7 +55,7 @@ def test_grants_are_spaced_by_rate_plus_margin() -> None:
     for _ in range(100):
         pacer.acquire("delete")
         grants.append(clock.now)
-    gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
     assert min(gaps) == pytest.approx(0.1 * (1 + MARGIN))
     assert max_in_window(grants) == 10
     # Throughput stays within the margin of the ceiling.
@@ -73,7 +74,7 @@ def test_late_wakeups_only_widen_gaps() -> None:
     for _ in range(200):
         pacer.acquire("upload")
         grants.append(clock.now)
-    gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
     assert min(gaps) >= 0.05 * (1 + MARGIN) - 1e-9
     assert max_in_window(grants) <= 20
 
@@ -203,7 +204,7 @@ def test_adapts_to_a_lower_provider_limit(seed: int) -> None:
 
 
 def test_no_throttling_when_configured_at_the_limit() -> None:
-    requests, throttled, duration = simulate(server_limit=20, ceiling=20, uploads=400, workers=16)
+    _requests, throttled, duration = simulate(server_limit=20, ceiling=20, uploads=400, workers=16)
     assert throttled == 0
     assert duration < 400 / 20 * 1.05
 
