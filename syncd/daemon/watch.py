@@ -1,0 +1,362 @@
+"""Filesystem watching: turn watchdog events into queue entries, and keep watching
+working when inotify cannot.
+
+Three ways the watcher can fail silently, and what this module does about each:
+
+* inotify's kernel queue overflows: watchdog logs a warning and sends no event to
+  handlers, so :class:`OverflowMonitor` listens to watchdog's loggers and asks for
+  a rescan.
+* the watch limit (``fs.inotify.max_user_watches``) is hit: watchdog raises
+  ``OSError`` ENOSPC (or EMFILE for ``max_user_instances``) only when the *root*
+  cannot be watched; it silently skips sub-folders it cannot watch. So the tree is
+  counted before starting, and both cases fall back to polling with a message
+  naming the sysctl.
+* network filesystems deliver no inotify events at all: ``watch.mode: polling``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from syncd.daemon.settle import Kind
+
+log = structlog.get_logger("syncd.daemon")
+
+WatchKind = Literal["inotify", "polling"]
+
+# Only what the daemon acts on. Leaving out opened/closed-without-write keeps
+# IN_OPEN/IN_CLOSE_NOWRITE out of the inotify mask: the daemon reads every file it
+# uploads, and those reads would otherwise flood the kernel queue.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+# A folder moved out of the root arrives as one DirDeletedEvent with no events
+# for the files it held, and the daemon does not know which files those were:
+# a rescan finds them. ``rm -r`` produces per-file events too, so the rescan is
+# redundant there, but the two cases cannot be told apart.
+RESCAN_ON_FOLDER_REMOVAL = True
+
+_WATCH_LIMIT_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
+
+
+class EventSink(Protocol):
+    def touch(self, path: str, kind: Kind) -> None: ...
+
+    def touch_dir(self, path: str) -> None: ...
+
+    def request_rescan(self, reason: str) -> None: ...
+
+
+class QueueingHandler(FileSystemEventHandler):
+    """Maps events to root-relative posix paths and enqueues them; does nothing else.
+
+    It runs on watchdog's single dispatch thread, so it must never block or raise:
+    a slow handler backs up the kernel queue until it overflows.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        sink: EventSink,
+        is_candidate: Callable[[str], bool],
+    ) -> None:
+        super().__init__()
+        self._root = os.path.abspath(root)
+        self._prefix = self._root.rstrip(os.sep) + os.sep
+        self._sink = sink
+        self._is_candidate = is_candidate
+
+    def set_filter(self, is_candidate: Callable[[str], bool]) -> None:
+        self._is_candidate = is_candidate
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self._route(event)
+        except Exception:
+            # An exception here would kill watchdog's dispatch thread and end all
+            # watching; a rescan is the safe way to make up for one lost event.
+            log.exception("failed to queue an event; scheduling a rescan", fs_event=repr(event))
+            self._sink.request_rescan("internal error while queueing an event")
+
+    def _rel(self, path: bytes | str) -> str | None:
+        p = os.fsdecode(path)
+        if not p.startswith(self._prefix):
+            return None
+        rel = p[len(self._prefix) :]
+        if os.sep != "/":
+            rel = rel.replace(os.sep, "/")
+        return rel or None
+
+    def _file(self, path: bytes | str, kind: Kind) -> None:
+        rel = self._rel(path)
+        if rel is not None and self._is_candidate(rel):
+            self._sink.touch(rel, kind)
+
+    def _dir_removed(self, path: bytes | str) -> None:
+        if os.fsdecode(path).rstrip(os.sep) == self._root:
+            self._sink.request_rescan("the watched folder disappeared")
+            return
+        rel = self._rel(path)
+        if rel is None:
+            return
+        # Delivered as a path too, so an engine that maps a removed folder to the
+        # files under it can act without waiting for the rescan.
+        self._sink.touch(rel, Kind.DELETED)
+        if RESCAN_ON_FOLDER_REMOVAL:
+            self._sink.request_rescan(f"folder removed: {rel}")
+
+    def _dir_added(self, path: bytes | str) -> None:
+        rel = self._rel(path)
+        if rel is not None:
+            self._sink.touch_dir(rel)
+
+    def _route(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileMovedEvent):
+            self._file(event.src_path, Kind.DELETED)
+            if event.dest_path:
+                self._file(event.dest_path, Kind.CREATED)
+        elif isinstance(event, FileCreatedEvent):
+            self._file(event.src_path, Kind.CREATED)
+        elif isinstance(event, FileClosedEvent):
+            self._file(event.src_path, Kind.CLOSED)
+        elif isinstance(event, (FileModifiedEvent, FileAttribEvent)):
+            self._file(event.src_path, Kind.MODIFIED)
+        elif isinstance(event, FileDeletedEvent):
+            self._file(event.src_path, Kind.DELETED)
+        elif isinstance(event, DirMovedEvent):
+            self._dir_removed(event.src_path)
+            if event.dest_path:
+                self._dir_added(event.dest_path)
+        elif isinstance(event, DirCreatedEvent):
+            self._dir_added(event.src_path)
+        elif isinstance(event, DirDeletedEvent):
+            self._dir_removed(event.src_path)
+
+
+class OverflowMonitor(logging.Handler):
+    """Turns watchdog's "queue overflowed" log records into a rescan request.
+
+    watchdog 7 logs ``Inotify queue overflowed; filesystem events were lost`` at
+    WARNING on ``watchdog.observers.inotify_c`` and, when rebuilding recursive
+    watches fails afterwards, ``Unable to rebuild recursive inotify watches`` on
+    ``watchdog.observers.inotify``; no event reaches the handler in either case.
+    """
+
+    LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+    MARKERS = ("queue overflowed", "unable to rebuild recursive inotify watches")
+
+    def __init__(self, on_overflow: Callable[[str], None]) -> None:
+        super().__init__(level=logging.WARNING)
+        self._on_overflow = on_overflow
+        self._restore: list[tuple[logging.Logger, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return
+        if any(marker in message.lower() for marker in self.MARKERS):
+            self._on_overflow(message)
+
+    def install(self) -> None:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            # If logging was configured to hide watchdog's warnings, the records
+            # would be dropped before reaching any handler, including this one.
+            if not logger.isEnabledFor(logging.WARNING):
+                self._restore.append((logger, logger.level))
+                logger.setLevel(logging.WARNING)
+            logger.addHandler(self)
+
+    def uninstall(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+        for logger, level in self._restore:
+            logger.setLevel(level)
+        self._restore.clear()
+
+
+ObserverFactory = Callable[[], BaseObserver]
+
+
+def read_watch_limit() -> int | None:
+    try:
+        with open(_WATCH_LIMIT_SYSCTL) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def count_dirs(root: Path, stop_after: int) -> int:
+    """Folders under ``root`` (itself included), counting no further than ``stop_after``.
+
+    watchdog needs one inotify watch per folder, hidden and excluded ones too.
+    """
+    count = 0
+    for dirpath, dirnames, _files in os.walk(root):
+        count += 1
+        if count > stop_after:
+            break
+        # Symlinked folders are not followed by the recursive watch either.
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+    return count
+
+
+def watch_limit_message(root: Path, detail: str, poll_interval_s: float) -> str:
+    return (
+        f"cannot watch {root} with inotify: {detail}. Falling back to polling every "
+        f"{poll_interval_s:g}s, which is slower to notice changes and reads the whole tree "
+        "each time. To fix, raise the limit, e.g. `sysctl fs.inotify.max_user_watches=524288` "
+        "(persist it in /etc/sysctl.d/), or set `watch.mode: polling` to silence this message."
+    )
+
+
+class Watcher:
+    """Owns the observer: starts inotify or polling, and can restart either."""
+
+    def __init__(
+        self,
+        root: Path,
+        handler: FileSystemEventHandler,
+        *,
+        mode: Literal["auto", "inotify", "polling"],
+        poll_interval_s: float,
+        inotify_factory: ObserverFactory | None = None,
+        polling_factory: Callable[[float], BaseObserver] | None = None,
+        watch_limit: Callable[[], int | None] = read_watch_limit,
+    ) -> None:
+        self._root = root
+        self._handler = handler
+        self.mode = mode
+        self.poll_interval_s = poll_interval_s
+        self._inotify_factory: ObserverFactory = inotify_factory or Observer
+        self._polling_factory = polling_factory or _polling_observer
+        self._watch_limit = watch_limit
+        self._observer: BaseObserver | None = None
+        self.kind: WatchKind | None = None
+        self.fallback_reason: str | None = None
+
+    @property
+    def is_alive(self) -> bool:
+        # An emitter stops on its own when the watched root is deleted, while the
+        # observer thread keeps running: both must be alive for events to flow.
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        emitters = observer.emitters
+        return bool(emitters) and all(e.is_alive() for e in emitters)
+
+    def start(self) -> WatchKind:
+        """Start watching; on the watch limit, fall back to polling rather than fail."""
+        self.fallback_reason = None
+        if self.mode == "polling":
+            return self._start_polling()
+        limit = self._watch_limit()
+        if limit is not None:
+            dirs = count_dirs(self._root, stop_after=limit)
+            if dirs > limit:
+                detail = (
+                    f"the tree has more than {limit} folders, the inotify watch limit "
+                    "(fs.inotify.max_user_watches), and watchdog would skip the rest silently"
+                )
+                return self._fall_back(detail)
+        observer = self._inotify_factory()
+        try:
+            self._schedule(observer)
+        except OSError as exc:
+            _discard(observer)
+            if exc.errno == errno.ENOSPC:
+                return self._fall_back(
+                    f"{exc.strerror or exc} (errno {exc.errno}; limit fs.inotify.max_user_watches)"
+                )
+            if exc.errno == errno.EMFILE:
+                return self._fall_back(
+                    f"{exc.strerror or exc} (errno {exc.errno}; limits "
+                    "fs.inotify.max_user_instances / fs.inotify.max_user_watches)"
+                )
+            raise
+        self._observer = observer
+        self.kind = "inotify"
+        return self.kind
+
+    def _fall_back(self, detail: str) -> WatchKind:
+        message = watch_limit_message(self._root, detail, self.poll_interval_s)
+        self.fallback_reason = message
+        if self.mode == "inotify":
+            log.error(message)
+        else:
+            log.warning(message)
+        return self._start_polling()
+
+    def _start_polling(self) -> WatchKind:
+        observer = self._polling_factory(self.poll_interval_s)
+        try:
+            self._schedule(observer)
+        except BaseException:
+            _discard(observer)
+            raise
+        self._observer = observer
+        self.kind = "polling"
+        return self.kind
+
+    def _schedule(self, observer: BaseObserver) -> None:
+        observer.schedule(self._handler, str(self._root), recursive=True, event_filter=EVENT_FILTER)
+        observer.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout)
+            if observer.is_alive():
+                log.warning("the filesystem observer did not stop in time", timeout_s=timeout)
+
+    def restart(self) -> WatchKind:
+        self.stop()
+        return self.start()
+
+
+def _polling_observer(poll_interval_s: float) -> BaseObserver:
+    return PollingObserver(timeout=poll_interval_s)
+
+
+def _discard(observer: BaseObserver) -> None:
+    try:
+        observer.stop()
+        if observer.is_alive():
+            observer.join(2.0)
+    except Exception:  # the observer failed half-way; nothing left to release
+        log.debug("error while discarding a failed observer", exc_info=True)
