@@ -63,10 +63,10 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
 ]
 
 # A folder moved out of the root arrives as one DirDeletedEvent with no events
-# for the files it held, and the daemon does not know which files those were:
-# a rescan finds them. ``rm -r`` produces per-file events too, so the rescan is
-# redundant there, but the two cases cannot be told apart.
-RESCAN_ON_FOLDER_REMOVAL = True
+# for the files it held. The folder's own path is queued, and the engine's
+# sync_paths maps an absent folder path to the tracked files under it, so no
+# rescan is needed; flip this if an engine cannot do that.
+RESCAN_ON_FOLDER_REMOVAL = False
 
 _WATCH_LIMIT_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -131,8 +131,6 @@ class QueueingHandler(FileSystemEventHandler):
         rel = self._rel(path)
         if rel is None:
             return
-        # Delivered as a path too, so an engine that maps a removed folder to the
-        # files under it can act without waiting for the rescan.
         self._sink.touch(rel, Kind.DELETED)
         if RESCAN_ON_FOLDER_REMOVAL:
             self._sink.request_rescan(f"folder removed: {rel}")

@@ -1,0 +1,286 @@
+"""The watch layer: event routing, overflow detection, watch-limit fallback, real observers."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingEmitter
+
+from syncd.daemon.settle import Kind, SettleQueue
+from syncd.daemon.watch import OverflowMonitor, QueueingHandler, Watcher, count_dirs
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, Kind | str]] = []
+        self.rescans: list[str] = []
+
+    def touch(self, path: str, kind: Kind) -> None:
+        with self.lock:
+            self.events.append((path, kind))
+
+    def touch_dir(self, path: str) -> None:
+        with self.lock:
+            self.events.append((path, "dir"))
+
+    def request_rescan(self, reason: str) -> None:
+        with self.lock:
+            self.rescans.append(reason)
+
+
+def candidate(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return not (name.endswith((".part", ".tmp")) or name.startswith((".", "~$")))
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+def test_routing(tmp_path: Path, sink: Sink) -> None:
+    h = QueueingHandler(tmp_path, sink, candidate)
+    r = str(tmp_path)
+    h.dispatch(FileCreatedEvent(f"{r}/a.txt"))
+    h.dispatch(FileModifiedEvent(f"{r}/a.txt"))
+    h.dispatch(FileClosedEvent(f"{r}/a.txt"))
+    h.dispatch(FileDeletedEvent(f"{r}/sub/b.txt"))
+    h.dispatch(FileMovedEvent(f"{r}/c.txt", f"{r}/d/c.txt"))
+    h.dispatch(FileMovedEvent(f"{r}/doc.tmp", f"{r}/doc.txt"))  # atomic save
+    h.dispatch(FileOpenedEvent(f"{r}/a.txt"))
+    h.dispatch(FileClosedNoWriteEvent(f"{r}/a.txt"))
+    h.dispatch(DirModifiedEvent(f"{r}/sub"))
+    assert sink.events == [
+        ("a.txt", Kind.CREATED),
+        ("a.txt", Kind.MODIFIED),
+        ("a.txt", Kind.CLOSED),
+        ("sub/b.txt", Kind.DELETED),
+        ("c.txt", Kind.DELETED),
+        ("d/c.txt", Kind.CREATED),
+        ("doc.txt", Kind.CREATED),
+    ]
+    assert sink.rescans == []
+
+
+def test_excluded_and_outside_paths_cause_no_work(tmp_path: Path, sink: Sink) -> None:
+    h = QueueingHandler(tmp_path / "root", sink, candidate)
+    r = str(tmp_path / "root")
+    for name in ("x.part", "x.tmp", "~$x.docx", ".hidden"):
+        h.dispatch(FileCreatedEvent(f"{r}/{name}"))
+        h.dispatch(FileModifiedEvent(f"{r}/{name}"))
+    h.dispatch(FileCreatedEvent(f"{tmp_path}/rootx/a.txt"))  # shares the prefix only
+    h.dispatch(FileCreatedEvent(f"{tmp_path}/elsewhere.txt"))
+    assert sink.events == []
+
+
+def test_folders(tmp_path: Path, sink: Sink) -> None:
+    h = QueueingHandler(tmp_path, sink, candidate)
+    r = str(tmp_path)
+    h.dispatch(DirCreatedEvent(f"{r}/new"))
+    h.dispatch(DirDeletedEvent(f"{r}/gone"))
+    h.dispatch(DirMovedEvent(f"{r}/a", f"{r}/b"))
+    assert sink.events == [
+        ("new", "dir"),
+        ("gone", Kind.DELETED),
+        ("a", Kind.DELETED),
+        ("b", "dir"),
+    ]
+    h.dispatch(DirDeletedEvent(r))
+    assert sink.rescans == ["the watched folder disappeared"]
+
+
+def test_handler_never_raises(tmp_path: Path, sink: Sink) -> None:
+    def broken(_rel: str) -> bool:
+        raise RuntimeError("boom")
+
+    h = QueueingHandler(tmp_path, sink, broken)
+    h.dispatch(FileCreatedEvent(f"{tmp_path}/a.txt"))
+    assert sink.rescans == ["internal error while queueing an event"]
+
+
+@pytest.mark.parametrize("root_level", [logging.NOTSET, logging.ERROR])
+def test_overflow_monitor_catches_watchdog_warning(root_level: int) -> None:
+    got: list[str] = []
+    logger = logging.getLogger("watchdog.observers.inotify_c")
+    old_level = logger.level
+    logger.setLevel(root_level)
+    monitor = OverflowMonitor(got.append)
+    monitor.install()
+    try:
+        # Exactly what watchdog 7 logs (watchdog/observers/inotify_c.py).
+        logger.warning("Inotify queue overflowed; filesystem events were lost")
+        logger.warning("something else")
+        logging.getLogger("watchdog.observers.inotify").exception(
+            "Unable to rebuild recursive inotify watches below %r", b"/x"
+        )
+    finally:
+        monitor.uninstall()
+    assert logger.level == root_level
+    logger.setLevel(old_level)
+    assert len(got) == 2
+    assert "overflowed" in got[0]
+    logger.warning("Inotify queue overflowed; filesystem events were lost")
+    assert len(got) == 2  # uninstalled
+
+
+class FailingObserver(BaseObserver):
+    """An observer whose inotify set-up fails as at the kernel's limits."""
+
+    def __init__(self, err: int, at: str) -> None:
+        super().__init__(PollingEmitter)
+        self.err = err
+        self.at = at
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        if self.at == "schedule":
+            raise OSError(self.err, "inotify watch limit reached")
+        return super().schedule(*args, **kwargs)
+
+    def start(self) -> None:
+        raise OSError(self.err, "inotify instance limit reached")
+
+
+@pytest.mark.parametrize(
+    ("err", "at", "sysctl"),
+    [
+        (errno.ENOSPC, "schedule", "fs.inotify.max_user_watches"),
+        (errno.ENOSPC, "start", "fs.inotify.max_user_watches"),
+        (errno.EMFILE, "start", "fs.inotify.max_user_instances"),
+    ],
+)
+def test_watch_limit_falls_back_to_polling(
+    tmp_path: Path, sink: Sink, err: int, at: str, sysctl: str
+) -> None:
+    w = Watcher(
+        tmp_path,
+        QueueingHandler(tmp_path, sink, candidate),
+        mode="auto",
+        poll_interval_s=0.1,
+        inotify_factory=lambda: FailingObserver(err, at),
+        watch_limit=lambda: None,
+    )
+    with capture_logs() as logs:
+        assert w.start() == "polling"
+    try:
+        assert w.kind == "polling" and w.is_alive
+        messages = [e["event"] for e in logs if e["log_level"] == "warning"]
+        assert any(sysctl in m and "fs.inotify.max_user_watches" in m for m in messages)
+        assert w.fallback_reason is not None
+    finally:
+        w.stop()
+
+
+def test_other_errors_are_not_hidden(tmp_path: Path, sink: Sink) -> None:
+    w = Watcher(
+        tmp_path,
+        QueueingHandler(tmp_path, sink, candidate),
+        mode="auto",
+        poll_interval_s=0.1,
+        inotify_factory=lambda: FailingObserver(errno.EACCES, "schedule"),
+        watch_limit=lambda: None,
+    )
+    with pytest.raises(PermissionError):
+        w.start()
+
+
+def test_tree_larger_than_watch_limit_polls(tmp_path: Path, sink: Sink) -> None:
+    for i in range(5):
+        (tmp_path / f"d{i}" / "x").mkdir(parents=True)
+    assert count_dirs(tmp_path, stop_after=100) == 11
+    assert count_dirs(tmp_path, stop_after=3) == 4
+
+    def forbidden() -> BaseObserver:
+        raise AssertionError("inotify must not be tried")
+
+    w = Watcher(
+        tmp_path,
+        QueueingHandler(tmp_path, sink, candidate),
+        mode="inotify",
+        poll_interval_s=0.1,
+        inotify_factory=forbidden,
+        watch_limit=lambda: 8,
+    )
+    with capture_logs() as logs:
+        assert w.start() == "polling"
+    w.stop()
+    assert any(
+        e["log_level"] == "error" and "fs.inotify.max_user_watches" in e["event"] for e in logs
+    )
+
+
+def _queue() -> SettleQueue:
+    return SettleQueue(settle_s=0.0, max_settle_s=10.0, max_pending=1000)
+
+
+def _paths(q: SettleQueue) -> set[str]:
+    with q._cond:
+        return set(q._entries)
+
+
+@pytest.mark.parametrize("mode", ["auto", "polling"])
+def test_real_observer_end_to_end(tmp_path: Path, mode: str) -> None:
+    root = tmp_path / "root"
+    (root / "old").mkdir(parents=True)
+    (root / "old" / "moved.txt").write_text("m")
+    q = _queue()
+    handler = QueueingHandler(root, q, candidate)
+    w = Watcher(root, handler, mode=mode, poll_interval_s=0.1)  # type: ignore[arg-type]
+    expected_kind = "polling" if mode == "polling" else "inotify"
+    assert w.start() == expected_kind
+    try:
+        assert w.is_alive
+        (root / "a.txt").write_text("hello")
+        (root / "b.part").write_text("partial")
+        (root / "old").rename(root / "new")
+        wait_for(lambda: {"a.txt", "new/moved.txt", "old/moved.txt"} <= _paths(q))
+        assert "b.part" not in _paths(q)
+        (root / "sub").mkdir()
+        wait_for(lambda: "sub" in q.take_dirs())
+    finally:
+        w.stop()
+    assert not w.is_alive
+
+
+def test_watcher_notices_root_removal(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    q = _queue()
+    w = Watcher(root, QueueingHandler(root, q, candidate), mode="auto", poll_interval_s=0.1)
+    w.start()
+    try:
+        root.rmdir()
+        wait_for(lambda: not w.is_alive)
+        assert q.take_rescan() == "the watched folder disappeared"
+    finally:
+        w.stop()
