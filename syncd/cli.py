@@ -131,9 +131,10 @@ def _report_json(report: Any) -> dict[str, Any]:
         "planned": {
             "upload": [{"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads],
             "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
-            "delete": [{"path": d.path, "file_id": d.file_id, "reason": d.reason}
-                       for d in p.deletes],
-        },  # fmt: skip
+            "delete": [
+                {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
+            ],
+        },
         "uploaded": report.outcome.uploaded,
         "adopted": report.outcome.adopted,
         "deleted": report.outcome.deleted,

@@ -16,7 +16,8 @@ from typing import Literal, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+D = TypeVar("D")
+V = TypeVar("V")
 
 EMBEDDED = "embedded"
 
@@ -201,7 +202,7 @@ class _Node:
 
         return _VAR.sub(sub, text)
 
-    def _convert(self, key: str, default: T, convert: Callable[[str], T], what: str) -> T:
+    def _convert(self, key: str, default: D, convert: Callable[[str], V], what: str) -> V | D:
         got = self._scalar(key)
         if got is None:
             return default
@@ -210,9 +211,11 @@ class _Node:
             return convert(text)
         except (ValueError, TypeError) as exc:
             detail = f" ({exc})" if str(exc) and not str(exc).startswith("could not") else ""
-            raise self._error(node, self._dotted(key), f"expected {what}, got {text!r}{detail}")
+            raise self._error(
+                node, self._dotted(key), f"expected {what}, got {text!r}{detail}"
+            ) from None
 
-    def str(self, key: str, default: T) -> str | T:
+    def string(self, key: str, default: D) -> str | D:
         return self._convert(key, default, _nonempty, "a non-empty string")
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -223,7 +226,7 @@ class _Node:
 
         return self._convert(key, default, pick, f"one of {', '.join(choices)}")
 
-    def number(self, key: str, default: T, *, minimum: float = 0.0) -> float | T:
+    def number(self, key: str, default: D, *, minimum: float = 0.0) -> float | D:
         def conv(text: str) -> float:
             value = float(text)
             if value < minimum:
@@ -363,7 +366,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         raise ConfigError(f"{source}:1: the file must be a mapping of keys")
     top = _Node(node, "", source, base)
 
-    project = top.str("project", None)
+    project = top.string("project", None)
     if project is None:
         top.require("project")
     root = top.path("root", None)
@@ -418,10 +421,10 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
 
 
 def _api(n: _Node) -> ApiConfig:
-    base_url = n.str("base_url", EMBEDDED).rstrip("/")
+    base_url = n.string("base_url", EMBEDDED).rstrip("/")
     if base_url != EMBEDDED and not re.match(r"^https?://", base_url):
         raise n.error("base_url", f"expected 'embedded' or an http(s) URL, got {base_url!r}")
-    key_env = n.str("api_key_env", None)
+    key_env = n.string("api_key_env", None)
     key_file = n.path("api_key_file", None)
     if key_env is not None and key_file is not None:
         raise n.error("api_key_file", "set api_key_env or api_key_file, not both")
@@ -460,7 +463,7 @@ def _rules(n: _Node) -> RulesConfig:
     include = n.strings("include", ("**",))
     exclude = n.strings("exclude", DEFAULT_EXCLUDE)
     items = n.sequence("purposes")
-    purposes = DEFAULT_PURPOSES
+    purposes: tuple[PurposeRule, ...] = DEFAULT_PURPOSES
     if items is not None:
         rules = []
         for item in items:
@@ -482,7 +485,7 @@ def _sync(n: _Node) -> SyncConfig:
     cfg = SyncConfig(
         delete_remote=n.boolean("delete_remote", True),
         max_delete=n._convert("max_delete", MaxDelete(), _max_delete, "a count or a percentage"),
-        marker=n.str("marker", None),
+        marker=n.string("marker", None),
         settle_s=settle,
         max_settle_s=n.number("max_settle_s", max(60.0, settle)),
     )
@@ -494,7 +497,7 @@ def _sync(n: _Node) -> SyncConfig:
 
 def _reconcile(n: _Node) -> ReconcileConfig:
     interval = n.number("interval_s", None, minimum=1.0)
-    cron = n.str("cron", None)
+    cron = n.string("cron", None)
     if cron is not None:
         if interval is not None:
             raise n.error("cron", "set interval_s or cron, not both")

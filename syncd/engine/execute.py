@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -36,6 +37,7 @@ from syncd.engine.scan import same_as_scanned
 from syncd.engine.state import State
 
 log = structlog.get_logger("syncd.execute")
+A = TypeVar("A")
 
 AMBIGUOUS_TRIES = 3
 
@@ -288,7 +290,7 @@ class Executor:
 
         self._pool(one, deletes)
 
-    def _pool(self, fn: Callable[[object], None], items: list[object]) -> None:  # type: ignore[type-arg]
+    def _pool(self, fn: Callable[[A], None], items: Sequence[A]) -> None:
         if not items:
             return
         if len(items) == 1 or self._workers == 1:

@@ -83,7 +83,7 @@ def plan(
     owned = state.owned_ids()
     adopted = _adopt_from_intents(scan, state, remote, owned, in_scope, out)
 
-    paths = sorted({p for p in scan.files if in_scope(p)} | {p for p in state.records if in_scope(p)})
+    paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p))
     for path in paths:
         _decide(path, scan.files.get(path), state.records.get(path), remote, adopted, policy, out)
 

@@ -22,7 +22,9 @@ def _anchor(patterns: Iterable[str]) -> list[str]:
 class Rules:
     def __init__(self, config: RulesConfig) -> None:
         self._include = glob.compile(_anchor(config.include), flags=_FLAGS)
-        self._exclude = glob.compile(_anchor(config.exclude), flags=_FLAGS) if config.exclude else None
+        self._exclude = (
+            glob.compile(_anchor(config.exclude), flags=_FLAGS) if config.exclude else None
+        )
         self._purposes = [
             (glob.compile(_anchor(rule.patterns), flags=_FLAGS), rule) for rule in config.purposes
         ]

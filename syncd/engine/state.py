@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _COLUMNS = (
-    "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, reason"
+    "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, "
+    "reason"
 )
 
 
@@ -171,20 +172,23 @@ class State:
                     "INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)",
                     (replaces, local.path, time.time()),
                 )
+            row = (
+                local.path, status, remote.id, local.purpose, remote.filename or local.name,
+                local.size, local.mtime_ns, local.inode, local.sha256,
+                float(remote.created_at) or time.time(), None, time.time(),
+            )  # fmt: skip
             db.execute(
                 f"INSERT OR REPLACE INTO files ({_COLUMNS}, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    local.path, status, remote.id, local.purpose, remote.filename or local.name,
-                    local.size, local.mtime_ns, local.inode, local.sha256,
-                    float(remote.created_at) or time.time(), None, time.time(),
-                ),  # fmt: skip
+                row,
             )
             db.execute("DELETE FROM intents WHERE path = ?", (local.path,))
 
     def add_garbage(self, file_id: str, path: str | None) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)", (file_id, path, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)", (file_id, path, time.time())
+            )
 
     def record_deleted(self, file_id: str, path: str | None, *, forget_path: bool) -> None:
         """After a remote delete: the id is no longer ours anywhere."""

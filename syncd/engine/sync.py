@@ -262,7 +262,8 @@ def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]
     if config.api.embedded:
         from syncd.embedded import ensure_emulator
 
-        base_url, stop = ensure_emulator(config.state_dir / "emulator", config.api.embedded_port, key)
+        port = config.api.embedded_port
+        base_url, stop = ensure_emulator(config.state_dir / "emulator", port, key)
         if stop is not None:
             closers.append(stop)
     return FilesClient(base_url, key, client_options(config)), base_url, closers
