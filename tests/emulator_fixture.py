@@ -47,8 +47,10 @@ def _flags(overrides: dict[str, Any]) -> list[str]:
 
 class EmulatorHandle:
     def __init__(self, data_dir: Path, api_keys: list[str], extra_args: list[str],
-                 log_path: Path, port: int = 0, seed: int | None = 1) -> None:
+                 log_path: Path, port: int = 0, seed: int | None = 1,
+                 host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
+        self.host = host
         self.api_keys = list(api_keys)
         self.api_key = self.api_keys[0]
         self._extra_args = list(extra_args)
@@ -66,7 +68,7 @@ class EmulatorHandle:
         return self.process.pid
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "syncd.emulator", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "syncd.emulator", "--host", self.host,
                "--port", str(self.port), "--data-dir", str(self.data_dir)]
         for key in self.api_keys:
             cmd += ["--api-key", key]
@@ -180,8 +182,9 @@ def emulator_factory(tmp_path_factory: pytest.TempPathFactory
         keys = [keys] if isinstance(keys, str) else list(keys)
         port = int(overrides.pop("port", 0))
         seed = overrides.pop("seed", 1)
+        host = str(overrides.pop("host", "127.0.0.1"))
         handle = EmulatorHandle(data_dir, keys, _flags(overrides), base / "emulator.log",
-                                port=port, seed=seed)
+                                port=port, seed=seed, host=host)
         handles.append(handle)
         return handle
 

@@ -183,3 +183,46 @@ def test_admin_api(emulator: EmulatorHandle) -> None:
     assert bad.status_code == 400
     settings = emulator.configure(max_files=3, max_bytes=10)
     assert (settings["max_files"], settings["max_bytes"]) == (3, 10)
+
+
+def _non_loopback_ipv4() -> str | None:
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # connect() on UDP sends nothing; it only picks the outgoing interface.
+        probe.connect(("192.0.2.1", 9))
+        address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+def test_control_api_refuses_non_loopback_clients(emulator_factory: Factory) -> None:
+    address = _non_loopback_ipv4()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    emu = emulator_factory(host="0.0.0.0")
+    port = emu.port
+    remote = httpx.get(f"http://{address}:{port}/_emulator/stats", timeout=10)
+    assert remote.status_code == 403
+    api = httpx.get(f"http://{address}:{port}/compatible-mode/v1/files", timeout=10,
+                    headers={"Authorization": f"Bearer {emu.api_key}"})
+    assert api.status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/_emulator/stats", timeout=10).status_code == 200
+
+
+def test_api_keys_from_environment(emulator_factory: Factory,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncd.emulator.cli import build_parser, settings_from_args
+
+    monkeypatch.setenv("SYNCD_EMULATOR_API_KEYS", "sk-a, sk-b")
+    args = build_parser().parse_args(["--api-key", "sk-c", "--max-bytes", "500MB"])
+    settings = settings_from_args(args)
+    assert settings.api_keys == ["sk-c", "sk-a", "sk-b"]
+    assert settings.max_bytes == 500 * 1024 * 1024
+    monkeypatch.delenv("SYNCD_EMULATOR_API_KEYS")
+    assert settings_from_args(build_parser().parse_args([])).effective_api_keys() == [
+        "sk-emulator"]
