@@ -73,8 +73,9 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
     try:
         value = float(raw)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
             return None
         value = parsed.timestamp() - (time.time() if now is None else now)
         return max(0.0, value)

@@ -61,6 +61,9 @@ class AdaptiveTuning:
     # coming (a fixed 1 s proved too short for some providers), up to max_pause.
     base_pause: float = 1.0
     max_pause: float = 16.0
+    # A provider hint pauses the whole class; past this the call gives up instead
+    # (its retry budget sees the full hint) rather than stalling every caller.
+    max_hint_pause: float = 60.0
     # Per-success growth of the rate while below the ceiling estimate.
     recover_factor: float = 1.1
     # No 429 for this long before probing above the ceiling estimate ...
@@ -156,7 +159,7 @@ def note_throttled(
         recent_pause_end = state.paused_until + 2.0 * tuning.dedupe_window
         state.throttle_streak = state.throttle_streak + 1 if now <= recent_pause_end else 0
     if retry_after is not None:
-        pause = max(0.0, retry_after)
+        pause = min(max(0.0, retry_after), tuning.max_hint_pause)
     else:
         pause = min(tuning.max_pause, tuning.base_pause * 2.0**state.throttle_streak)
     state.paused_until = max(state.paused_until, now + pause)
