@@ -178,3 +178,26 @@ def test_start_in_thread(tmp_path: Any) -> None:
         assert sdk.files.retrieve(created.id).bytes == 5
     finally:
         again.stop()
+
+
+def test_client_disconnect_mid_upload_leaves_nothing(emulator: EmulatorHandle) -> None:
+    import socket
+    import time
+
+    head = (b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfile-extract\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.txt\"\r\n\r\n")
+    request = (f"POST /compatible-mode/v1/files HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {emulator.api_key}\r\n"
+               f"Content-Type: multipart/form-data; boundary=B\r\n"
+               f"Content-Length: {10 * MB}\r\n\r\n").encode() + head
+    with socket.create_connection(("127.0.0.1", emulator.port)) as sock:
+        sock.sendall(request + b"x" * (3 * MB))
+    tmp = emulator.data_dir / "tmp"
+    deadline = time.monotonic() + 10
+    while emulator.stats()["requests"]["upload"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    while any(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(tmp.iterdir())
+    assert emulator.files() == []
+    assert emulator.stats()["requests"]["upload"] == 1

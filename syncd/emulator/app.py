@@ -102,6 +102,11 @@ class EmulatorApp:
             return
         except errors.ApiError as exc:
             response = exc.response(call.request_id)
+        except Exception:
+            # Keep the envelope and x-request-id even for emulator bugs, so clients see a
+            # provider-shaped 500 rather than uvicorn's plain-text one.
+            log.exception("unhandled error in %s %s", scope.get("method"), path)
+            response = errors.internal().response(call.request_id)
         if response is not None:
             await response(scope, receive, send)
 
