@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.emulator_fixture import EmulatorHandle  # noqa: E402
+from tests.emulator_fixture import EmulatorHandle
 
 KEY = "sk-bench"
 
