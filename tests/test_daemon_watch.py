@@ -281,6 +281,8 @@ def test_watcher_notices_root_removal(tmp_path: Path) -> None:
     try:
         root.rmdir()
         wait_for(lambda: not w.is_alive)
-        assert q.take_rescan() == "the watched folder disappeared"
+        reasons: list[str | None] = []
+        wait_for(lambda: reasons.append(q.take_rescan()) or reasons[-1] is not None)
+        assert reasons[-1] == "the watched folder disappeared"
     finally:
         w.stop()

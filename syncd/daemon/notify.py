@@ -8,12 +8,13 @@ the daemon code never needs to ask whether it runs under systemd.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Mapping
 
-log = logging.getLogger(__name__)
+import structlog
+
+log = structlog.get_logger("syncd.daemon")
 
 
 class Notifier:
@@ -63,7 +64,9 @@ class Notifier:
         except OSError as exc:
             if not self._warned:
                 self._warned = True
-                log.warning("cannot notify the service manager at %r: %s", self._address, exc)
+                log.warning(
+                    "cannot notify the service manager", address=self._address, error=str(exc)
+                )
             return False
         return True
 
@@ -119,6 +122,6 @@ def _watchdog_usec(env: Mapping[str, str]) -> int | None:
     try:
         usec = int(raw)
     except ValueError:
-        log.warning("ignoring WATCHDOG_USEC=%r: not a whole number", raw)
+        log.warning("ignoring WATCHDOG_USEC: not a whole number", value=raw)
         return None
     return usec if usec > 0 else None
