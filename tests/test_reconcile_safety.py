@@ -1,0 +1,128 @@
+"""Deletion safety: a vanished, emptied or unmarked root, or a plan deleting too much,
+makes no remote delete and exits 3."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.emulator_fixture import EmulatorHandle
+from tests.engine_helpers import (
+    Run,
+    build_flat_tree,
+    fast_emulator,
+    read_mapping,
+    reconcile,
+    remote_files,
+    status,
+    write_config,
+)
+
+FILES = 40
+MARKER = ".syncd-root"
+
+
+@dataclass
+class Synced:
+    emu: EmulatorHandle
+    root: Path
+    cfg: Path
+    paths: list[str]
+    ids: set[str]
+    where: Path
+
+    def refused_run(self) -> Run:
+        """Reconcile again; assert it deleted nothing remotely and exited 3."""
+        self.emu.reset_stats()
+        run = reconcile(self.cfg, self.emu.api_key)
+        stats = self.emu.stats()
+        assert stats["requests"]["delete"] == 0, run.output
+        assert run.returncode == 3, run.output
+        assert self.ids <= set(remote_files(self.emu)), "a remote file was lost"
+        return run
+
+
+def _synced(tmp_path: Path, factory: Callable[..., EmulatorHandle], **sections: Any) -> Synced:
+    emu = fast_emulator(factory)
+    root = tmp_path / "root"
+    paths = build_flat_tree(root, FILES)
+    (root / MARKER).write_text("")
+    cfg = write_config(tmp_path, root, emu, **sections)
+    first = reconcile(cfg, emu.api_key)
+    assert first.returncode == 0, first.output
+    ids = set(remote_files(emu))
+    assert len(ids) == FILES
+    return Synced(emu, root, cfg, paths, ids, tmp_path)
+
+
+@pytest.fixture
+def synced(tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]) -> Iterator[Synced]:
+    yield _synced(tmp_path, emulator_factory)
+
+
+def test_root_missing(synced: Synced) -> None:
+    synced.root.rename(synced.root.with_name("moved-away"))
+    run = synced.refused_run()
+    assert run.json["refused"] and "missing" in run.json["refused"]
+    assert run.json["planned"]["delete"] == []
+    # The published mapping still names every file, and status still counts them synced.
+    assert len(read_mapping(synced.where / "mapping.json")) == FILES
+    assert status(synced.cfg)["counts"].get("synced") == FILES
+
+
+def test_root_emptied(synced: Synced) -> None:
+    for child in synced.root.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    run = synced.refused_run()
+    assert "empty" in run.json["refused"]
+    assert len(read_mapping(synced.where / "mapping.json")) == FILES
+    # Files come back (a remount): nothing to do, nothing lost.
+    build_flat_tree(synced.root, FILES)
+    synced.emu.reset_stats()
+    back = reconcile(synced.cfg, synced.emu.api_key)
+    assert back.returncode == 0, back.output
+    assert synced.emu.stats()["requests"]["upload"] == 0
+
+
+def test_all_files_deleted_but_folders_left(synced: Synced) -> None:
+    for rel in synced.paths:
+        (synced.root / rel).unlink()
+    (synced.root / MARKER).unlink()
+    run = synced.refused_run()
+    assert "max_delete" in run.json["refused"]
+
+
+def test_marker_missing(tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]) -> None:
+    s = _synced(tmp_path, emulator_factory, sync={"marker": MARKER})
+    (s.root / MARKER).unlink()
+    (s.root / s.paths[0]).unlink()  # a real deletion must wait too
+    run = s.refused_run()
+    assert "marker" in run.json["refused"]
+
+
+def test_over_max_delete(synced: Synced) -> None:
+    gone = synced.paths[: int(FILES * 0.6)]
+    for rel in gone:
+        (synced.root / rel).unlink()
+    (synced.root / "new.txt").write_text("a new file still gets uploaded\n")
+    run = synced.refused_run()
+    report = run.json
+    assert "max_delete" in report["refused"] and f"{len(gone)} files" in report["refused"]
+    assert report["uploaded"] == 1
+    mapping = read_mapping(synced.where / "mapping.json")
+    assert "new.txt" in mapping
+    # Under the cap (or after raising it) the deletes go through.
+    cfg = write_config(synced.where, synced.root, synced.emu, sync={"max_delete": "100%"})
+    synced.emu.reset_stats()
+    ok = reconcile(cfg, synced.emu.api_key)
+    assert ok.returncode == 0, ok.output
+    assert synced.emu.stats()["mutations"]["delete"] == len(gone)
+    assert len(remote_files(synced.emu)) == FILES - len(gone) + 1
