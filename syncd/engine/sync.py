@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
+from syncd.api.errors import AuthenticationError
 from syncd.config import Config
 from syncd.engine import mapping
 from syncd.engine.execute import Aborted, Executor, Outcome, RemoteView
@@ -108,8 +109,14 @@ class Syncer:
             started = time.monotonic()
             records = self.state.records()
             scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
-            self._list_remote()
-            report = self._run(scan, records, None, dry_run, progress)
+            try:
+                self._list_remote()
+            except AuthenticationError as exc:
+                # A refused key stops the run like it does mid-run: exit 2, no traceback.
+                log.error("run aborted", error=str(exc))
+                report = RunReport(Plan(), scan_errors=list(scan.errors), aborted=str(exc))
+            else:
+                report = self._run(scan, records, None, dry_run, progress)
             report.duration_s = time.monotonic() - started
             if not dry_run:
                 self.state.set_meta(
