@@ -167,7 +167,9 @@ class Syncer:
         )
         view = StateView(records, self.state.intents(), self.state.garbage())
         the_plan = plan(scan, view, self.remote.snapshot(), policy)
-        report = RunReport(the_plan, scan_errors=list(scan.errors), hashed=scan.hashed)
+        report = RunReport(
+            the_plan, scan_errors=list(scan.errors), hashed=scan.hashed, dry_run=dry_run
+        )
         if the_plan.refused:
             log.error("deletion safety", reason=the_plan.refused, root=str(self.config.root))
         if dry_run:
