@@ -249,7 +249,9 @@ class Daemon:
             max_settle_s=new.sync.max_settle_s,
             max_pending=new.daemon.max_pending,
         )
-        self._scheduler.apply(new.reconcile)
+        if new.reconcile != old.reconcile:
+            # Re-adding an unchanged job would restart its interval from now.
+            self._scheduler.apply(new.reconcile)
         if new.logging != old.logging:
             from syncd import logs
 
@@ -484,10 +486,7 @@ def run(config_path: Path) -> int:
         logs.add_secret(load_key(config).reveal())
         syncer = open_syncer(config)
     except LockHeld as exc:
-        print(
-            f"syncd: another syncd is already running for state_dir {config.state_dir}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"syncd: refusing to start: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ValueError as exc:  # the API key could not be loaded
         print(f"syncd: {exc}", file=sys.stderr)

@@ -1,0 +1,189 @@
+"""``syncd run`` as a real process: real engine, embedded emulator, real signals,
+and a real notify socket standing in for systemd."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux daemon")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met in time")
+        time.sleep(0.05)
+
+
+class NotifySocket:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="sdn", dir="/tmp")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.lines.extend(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def has(self, line: str) -> bool:
+        return line in list(self.lines)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+CONFIG = """\
+project: e2e
+root: {root}
+state_dir: {state}
+sync:
+  settle_s: 0.2
+  max_settle_s: 5
+watch:
+  mode: {mode}
+  poll_interval_s: 0.2
+api:
+  embedded_port: {port}
+daemon:
+  shutdown_timeout_s: 10
+"""
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    s = NotifySocket()
+    yield s
+    s.close()
+
+
+def start(config: Path, notify: NotifySocket | None, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DASHSCOPE_API_KEY"):
+        env.pop(key, None)
+    if notify is not None:
+        env["NOTIFY_SOCKET"] = notify.path
+        env["WATCHDOG_USEC"] = "1000000"
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(REPO),
+        )
+
+
+def mapping(state: Path) -> dict[str, object]:
+    try:
+        files = json.loads((state / "mapping.json").read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    assert isinstance(files, dict)
+    return files
+
+
+@pytest.mark.parametrize("mode", ["auto", "polling"])
+def test_run_watch_reload_and_stop(tmp_path: Path, notify: NotifySocket, mode: str) -> None:
+    root, state = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    (root / "before.txt").write_text("present at start")
+    config = tmp_path / "syncd.yaml"
+    text = CONFIG.format(root=root, state=state, port=free_port(), mode=mode)
+    config.write_text(text)
+    log = tmp_path / "daemon.log"
+    proc = start(config, notify, log)
+    try:
+        wait_for(lambda: notify.has("READY=1"), what="READY=1")
+        assert "before.txt" in mapping(state)
+        wait_for(lambda: notify.has("WATCHDOG=1"), what="watchdog ping")
+
+        (root / "new.txt").write_text("written after start")
+        (root / "ignored.part").write_text("partial download")
+        wait_for(lambda: "new.txt" in mapping(state), what="new file published")
+
+        (root / "new.txt").rename(root / "renamed.txt")
+        wait_for(
+            lambda: "renamed.txt" in mapping(state) and "new.txt" not in mapping(state),
+            what="rename published",
+        )
+        assert "ignored.part" not in mapping(state)
+
+        second = subprocess.run(
+            [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=str(REPO),
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert "another syncd process" in second.stderr and str(state) in second.stderr
+
+        config.write_text("project: [broken\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in log.read_text(), what="reload failure logged")
+        assert proc.poll() is None
+        config.write_text(text)
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert notify.has("STOPPING=1")
+        assert set(mapping(state)) == {"before.txt", "renamed.txt"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_invalid_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        "project: x\nroot: /nonexistent\nstate_dir: /tmp/x\nreconcile:\n  cron: 'nope'\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=str(REPO),
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "cron" in out.stderr
