@@ -43,6 +43,7 @@ class FakeSyncer:
         self.in_sync = threading.Event()
         self.changed_once: set[str] = set()
         self.fail_next_sync = 0
+        self.fail_next_reconcile = 0
         self.closed = False
         self.published = 0
         self.published_after_sync = False
@@ -50,6 +51,11 @@ class FakeSyncer:
     def reconcile(self, dry_run: bool = False) -> FakeReport:
         with self.lock:
             self.calls.append(("reconcile", []))
+            fail = self.fail_next_reconcile > 0
+            if fail:
+                self.fail_next_reconcile -= 1
+        if fail:
+            raise ConnectionError("provider unreachable")
         if self.reconcile_gate is not None:
             assert self.reconcile_gate.wait(30)
             self.reconcile_gate = None
@@ -295,6 +301,17 @@ def test_sync_error_is_retried(tmp_path: Path, start: Callable[..., Running]) ->
     wait_for(lambda: r.daemon.ready.is_set())
     (config.root / "a.txt").write_text("x")
     wait_for(lambda: syncer.synced().count("a.txt") == 2, timeout=20)
+    assert r.stop() == EXIT_OK
+
+
+def test_failed_catch_up_is_retried(tmp_path: Path, start: Callable[..., Running]) -> None:
+    config = make_config(tmp_path)
+    syncer = FakeSyncer()
+    syncer.fail_next_reconcile = 1
+    r = start(config, syncer)
+    wait_for(lambda: r.daemon.ready.is_set())
+    (config.root / "a.txt").write_text("x")
+    wait_for(lambda: syncer.reconciles() == 2 and "a.txt" in syncer.synced(), timeout=20)
     assert r.stop() == EXIT_OK
 
 

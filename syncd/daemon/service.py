@@ -307,19 +307,22 @@ class Daemon:
         try:
             self._phase = "catching up"
             self._start_watching()
-            self._run_reconcile("catch-up")
+            caught_up = self._run_reconcile("catch-up")
+            # Ready even if the catch-up failed (provider unreachable, say): watching
+            # and queueing work, and the loop retries the reconcile with backoff.
             self._phase = "idle"
             self.ready.set()
             self._wake.set()
-            self._loop()
+            if not caught_up:
+                self.queue.request_rescan("catch-up retry")
+            self._loop(backoff=0.0 if caught_up else 1.0)
         except BaseException as exc:
             self._worker_error = exc
             log.exception("worker failed")
         finally:
             self._wake.set()
 
-    def _loop(self) -> None:
-        backoff = 0.0
+    def _loop(self, backoff: float) -> None:
         while not self._stop.is_set():
             if backoff and self._stop.wait(backoff):
                 return
