@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -60,7 +62,7 @@ def write_batch(path: Path, lines: int) -> Path:
     return path
 
 
-def write_big_batch(path: Path, target_bytes: int, *, line_bytes: int = 6000) -> int:
+def write_big_batch(path: Path, target_bytes: int, *, line_bytes: int = 8000) -> int:
     """A valid batch JSONL file of about ``target_bytes``; returns its size.
 
     Few long lines keep it under the 50,000-line cap and fast to write: one padded
@@ -115,3 +117,72 @@ def summarize(
         }
         for c in classes
     }
+
+
+def mixed_worker(
+    url: str,
+    key: str,
+    pacing_dir: str,
+    workdir: str,
+    tag: str,
+    threads: int,
+    cycles: int,
+    start: Any,
+) -> dict[str, int]:
+    """One process of the shared-pacing test: threads upload, read and list.
+
+    Top-level so that multiprocessing's spawn can import it.
+    """
+    client = make_client(url, key, pacing_dir=Path(pacing_dir))
+    base = Path(workdir) / tag
+    start.wait()
+
+    def run(i: int) -> int:
+        paths = write_text_files(base / f"t{i}", cycles, prefix=f"{tag}-{i}")
+        calls = 0
+        for path in paths:
+            remote = client.upload(path, "file-extract")
+            client.retrieve(remote.id)
+            calls += 2
+            if calls % 6 == 0:
+                client.list_files()
+                calls += 1
+        return calls
+
+    try:
+        done = run_threads(threads, run)
+    finally:
+        client.close()
+    return {"calls": sum(done)}
+
+
+def mixed_calls(client: FilesClient, workdir: Path, thread: int, calls: int) -> Counter[str]:
+    """``calls`` calls by one thread: uploads, retrieves, lists and deletes of its own files."""
+    rng = random.Random(thread)
+    done: Counter[str] = Counter()
+    mine: list[str] = []
+    directory = workdir / f"t{thread:02d}"
+    directory.mkdir(parents=True)
+    for n in range(calls):
+        roll = rng.random()
+        if not mine or roll < 0.3:
+            path = directory / f"f{n:04d}.txt"
+            path.write_text(f"{thread}/{n}\n")
+            remote = client.upload(path, "file-extract")
+            assert remote.bytes == path.stat().st_size
+            mine.append(remote.id)
+            done["upload"] += 1
+        elif roll < 0.55:
+            assert client.retrieve(rng.choice(mine)).id in mine
+            done["retrieve"] += 1
+        elif roll < 0.75:
+            ids = {f.id for f in client.iter_files(page_size=50)}
+            assert set(mine) <= ids
+            done["list"] += 1
+        else:
+            client.delete(mine.pop(rng.randrange(len(mine))))
+            done["delete"] += 1
+    for file_id in mine:
+        client.delete(file_id)
+        done["delete"] += 1
+    return done

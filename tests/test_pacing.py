@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from syncd.api.pacing import (
+    DEFAULT_MARGIN,
     AdaptiveTuning,
     ClassState,
     Pacer,
@@ -24,7 +25,7 @@ from syncd.api.pacing import (
 from syncd.emulator.limits import RateLimiter
 
 TUNING = AdaptiveTuning()
-MARGIN = 0.02
+MARGIN = DEFAULT_MARGIN
 
 
 class FakeClock:

@@ -163,6 +163,7 @@ class FilesClient:
             {"upload": rates.upload, "read": rates.read, "delete": rates.delete},
             state_dir=self._options.pacing_dir,
             key_fingerprint=api_key.fingerprint(),
+            margin=self._options.pacing_margin,
         )
 
     def __repr__(self) -> str:

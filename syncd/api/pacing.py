@@ -43,9 +43,9 @@ log = structlog.get_logger(__name__)
 
 CALL_CLASSES: tuple[CallClass, ...] = ("upload", "read", "delete")
 
-# 20 ms of arrival jitter is absorbed at any rate (the margin is relative to a 1 s
+# 30 ms of arrival jitter is absorbed at any rate (the margin is relative to a 1 s
 # window); more would cost throughput the initial sync cannot spare.
-DEFAULT_MARGIN = 0.02
+DEFAULT_MARGIN = 0.03
 WINDOW = 1.0
 
 
