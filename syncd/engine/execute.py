@@ -112,9 +112,10 @@ class Executor:
         remote = self._remote.snapshot()
         for a in plan.adopts:
             rec = records.get(a.path)
-            self._state.record_uploaded(
-                a.local, remote[a.file_id], replaces=rec.file_id if rec else None
-            )
+            # Like the planner, only an id still listed needs deleting; queueing one that
+            # is already gone would cost every later run a DELETE that answers 404.
+            old = rec.file_id if rec and rec.file_id in remote else None
+            self._state.record_uploaded(a.local, remote[a.file_id], replaces=old)
             out.adopted += 1
             log.info("adopted", path=a.path, file_id=a.file_id, bytes=a.local.size)
             self._progress("adopt")
