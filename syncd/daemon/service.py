@@ -323,6 +323,8 @@ class Daemon:
             self._wake.set()
 
     def _loop(self, backoff: float) -> None:
+        last_sync = -1e9
+        last_full = False
         while not self._stop.is_set():
             if backoff and self._stop.wait(backoff):
                 return
@@ -340,10 +342,19 @@ class Daemon:
             if dirs:
                 self._expand(dirs)
                 continue
+            # Each sync_paths call rewrites the mapping file, so calls are spaced
+            # publish_interval_s apart and what settles meanwhile rides along; a full
+            # batch means a backlog, which goes out at once.
+            gap = last_sync + self.config.daemon.publish_interval_s - time.monotonic()
+            if gap > 0 and not last_full:
+                self.queue.wait(min(gap, TICK_S))
+                continue
             batch = self.queue.pop_ready(self._probe, limit=self._batch_size)
             if batch:
                 ok = self._sync(batch)
                 backoff = 0.0 if ok else _next_backoff(backoff)
+                last_sync = time.monotonic()
+                last_full = len(batch) >= self._batch_size
                 continue
             self._phase = "idle"
             due = self.queue.next_due()
