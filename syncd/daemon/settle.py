@@ -26,7 +26,6 @@ tested with a fake clock and no sleeping.
 from __future__ import annotations
 
 import heapq
-import logging
 import os
 import threading
 import time
@@ -34,7 +33,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-log = logging.getLogger(__name__)
+import structlog
+
+log = structlog.get_logger("syncd.daemon")
 
 
 class Kind(Enum):
@@ -168,7 +169,7 @@ class SettleQueue:
             self._rescan_reason = None
             if self._overflowed:
                 if self._dropped:
-                    log.info("dropped %d events while waiting for the rescan", self._dropped)
+                    log.info("events dropped while waiting for the rescan", count=self._dropped)
                 self._overflowed = False
                 self._dropped = 0
             return reason
@@ -273,7 +274,7 @@ class SettleQueue:
             entry.queued = entry.due
 
     def _overflow_locked(self, reason: str) -> None:
-        log.warning("%s: dropping the pending set and scheduling a full rescan", reason)
+        log.warning("queue full: dropping it and scheduling a full rescan", reason=reason)
         self._overflowed = True
         self._dropped = 0
         self._entries.clear()
