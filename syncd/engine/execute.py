@@ -113,7 +113,7 @@ class Executor:
         for a in plan.adopts:
             rec = records.get(a.path)
             # Like the planner, only an id still listed needs deleting; queueing one that
-            # is already gone would cost every later run a DELETE that answers 404.
+            # is already gone would cost the next run a DELETE that answers 404.
             old = rec.file_id if rec and rec.file_id in remote else None
             self._state.record_uploaded(a.local, remote[a.file_id], replaces=old)
             out.adopted += 1
@@ -200,10 +200,12 @@ class Executor:
                 # run looks for it before uploading again.
                 self._state.note(Note(up.path, "error", str(exc)))
                 return f"error: {exc}"
-        changed = not same_as_scanned(self._root, local)
-        self._state.record_uploaded(
-            local, remote, replaces=up.replaces, status="changing" if changed else "synced"
-        )
+            # Recorded before the name lock is released: until then a same-name, same-size
+            # upload whose response is lost would take this file for its own.
+            changed = not same_as_scanned(self._root, local)
+            self._state.record_uploaded(
+                local, remote, replaces=up.replaces, status="changing" if changed else "synced"
+            )
         self._remote.add(remote)
         log.info(
             "uploaded",
