@@ -74,3 +74,28 @@ def test_kill_9_at_random_moments_then_one_clean_run(
     again = reconcile(cfg, emu.api_key)
     assert again.returncode == 0, again.output
     assert emu.stats()["requests"]["upload"] == emu.stats()["requests"]["delete"] == 0
+
+
+def test_lost_responses_with_same_name_and_size_files(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    """Adoption after a lost response goes by filename and size: many files alike in both
+    must still each get their own remote copy, exactly once."""
+    emu = fast_emulator(emulator_factory, drop_after_store=0.3)
+    root = tmp_path / "root"
+    paths = []
+    for i in range(60):
+        rel = f"team-{i:02d}/notes.txt"
+        (root / rel).parent.mkdir(parents=True)
+        (root / rel).write_bytes(b"same size %02d\n" % i if i % 2 else b"identical text\n")
+        paths.append(rel)
+    cfg = write_config(tmp_path, root, emu, limits={"workers": 8})
+
+    for _ in range(5):
+        run = reconcile(cfg, emu.api_key)
+        if run.returncode == 0:
+            break
+        assert run.returncode == 1, run.output
+    assert run.returncode == 0, run.output
+    assert emu.stats()["faults"]["drop_after_store"] > 0
+    assert_converged(emu, root, tmp_path / "mapping.json", paths)
