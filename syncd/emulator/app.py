@@ -156,12 +156,15 @@ class EmulatorApp:
             self.stats.bump("faults", "drop_before")
             await drop_connection(call.send, call.receive)
             raise _Dropped
+        call.account = self._authenticate(call)
+        # The limiter sees the arrival time, as the provider's would; the injected latency
+        # is the provider's processing time, so it comes after (a timer that fires late
+        # on a loaded loop must not bunch arrivals together).
+        self._rate_limit(call, cls)
         delay_ms = settings.latency_ms + (
             self.dice.uniform("latency", 0.0, settings.jitter_ms) if settings.jitter_ms else 0.0)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
-        call.account = self._authenticate(call)
-        self._rate_limit(call, cls)
         if self.dice.roll("fault_429", settings.fault_429):
             self.stats.bump("faults", "429")
             raise errors.throttled(1 if settings.retry_after else None)
