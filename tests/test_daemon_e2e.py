@@ -152,7 +152,7 @@ def test_run_watch_reload_and_stop(tmp_path: Path, notify: NotifySocket, mode: s
             cwd=str(REPO),
             timeout=60,
         )
-        assert second.returncode == 2
+        assert second.returncode == 4
         assert "another syncd process" in second.stderr and str(state) in second.stderr
 
         config.write_text("project: [broken\n")

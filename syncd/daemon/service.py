@@ -47,6 +47,8 @@ EXIT_FAILED = 1
 # A configuration error or a second daemon on the same state_dir: restarting will
 # not help, so the unit lists this in RestartPreventExitStatus=.
 EXIT_REFUSED = 2
+# Another syncd holds the state_dir (a one-off reconcile, say): worth a restart later.
+EXIT_LOCKED = 4
 
 BATCH_SIZE = 128
 STATUS_INTERVAL_S = 5.0
@@ -501,7 +503,7 @@ def run(config_path: Path) -> int:
         syncer = open_syncer(config)
     except LockHeld as exc:
         print(f"syncd: refusing to start: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_LOCKED
     except ValueError as exc:  # the API key could not be loaded
         print(f"syncd: {exc}", file=sys.stderr)
         return EXIT_REFUSED
