@@ -128,10 +128,11 @@ def mixed_worker(
     threads: int,
     cycles: int,
     start: Any,
-) -> dict[str, int]:
+    results: Any,
+) -> None:
     """One process of the shared-pacing test: threads upload, read and list.
 
-    Top-level so that multiprocessing's spawn can import it.
+    Top-level so that multiprocessing's spawn can import it; reports on ``results``.
     """
     client = make_client(url, key, pacing_dir=Path(pacing_dir))
     base = Path(workdir) / tag
@@ -153,7 +154,7 @@ def mixed_worker(
         done = run_threads(threads, run)
     finally:
         client.close()
-    return {"calls": sum(done)}
+    results.put({"calls": sum(done)})
 
 
 def mixed_calls(client: FilesClient, workdir: Path, thread: int, calls: int) -> Counter[str]:
