@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
-from syncd.api.errors import AuthenticationError
+from syncd.api.errors import APIError, AuthenticationError
 from syncd.config import Config
 from syncd.engine import mapping
 from syncd.engine.execute import Aborted, Executor, Outcome, RemoteView
@@ -109,14 +109,8 @@ class Syncer:
             started = time.monotonic()
             records = self.state.records()
             scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
-            try:
-                self._list_remote()
-            except AuthenticationError as exc:
-                # A refused key stops the run like it does mid-run: exit 2, no traceback.
-                log.error("run aborted", error=str(exc))
-                report = RunReport(Plan(), scan_errors=list(scan.errors), aborted=str(exc))
-            else:
-                report = self._run(scan, records, None, dry_run, progress)
+            failed = self._try_list(scan.errors)
+            report = failed or self._run(scan, records, None, dry_run, progress)
             report.duration_s = time.monotonic() - started
             if not dry_run:
                 self.state.set_meta(
@@ -137,8 +131,8 @@ class Syncer:
         scope = frozenset(p.strip("/") for p in paths if p.strip("/"))
         with self._op:
             started = time.monotonic()
-            if self.remote.listed_at is None:
-                self._list_remote()
+            if self.remote.listed_at is None and (failed := self._try_list([])):
+                return failed
             records = self.state.records()
             scan = scan_paths(
                 self.config.root, self.rules, records, scope, marker=self.config.sync.marker
@@ -196,6 +190,19 @@ class Syncer:
             elif rec.status == "skipped":
                 report.skipped[path] = rec.reason or ""
         return report
+
+    def _try_list(self, scan_errors: list[str]) -> RunReport | None:
+        """List the remote; on failure, the report of a run that did nothing."""
+        try:
+            self._list_remote()
+        except AuthenticationError as exc:
+            # A refused key stops the run like it does mid-run: exit 2, no traceback.
+            log.error("run aborted", error=str(exc))
+            return RunReport(Plan(), scan_errors=list(scan_errors), aborted=str(exc))
+        except APIError as exc:
+            log.error("cannot list remote files", error=str(exc))
+            return RunReport(Plan(), scan_errors=[*scan_errors, f"cannot list remote files: {exc}"])
+        return None
 
     def _list_remote(self) -> None:
         files = self.client.list_files()
