@@ -259,6 +259,12 @@ class FilesClient:
                 except httpx.TransportError as exc:
                     phase = request_phase(exc)
                     if phase == "receive" and body.completed:
+                        log.warning(
+                            "api.upload.ambiguous",
+                            filename=name,
+                            size=size,
+                            error=type(exc).__name__,
+                        )
                         raise AmbiguousUploadError(
                             f"upload of {name!r}: response lost after the body was sent "
                             f"({describe_transport_error(exc)})",
@@ -284,11 +290,11 @@ class FilesClient:
                 return response
 
         response = self._retrying("upload", "upload", attempt)
-        return RemoteFile.from_json(self._json(response, "upload"))
+        return _remote_file(self._json(response, "upload"), "upload")
 
     def retrieve(self, file_id: str) -> RemoteFile:
         response = self._simple("read", "retrieve", "GET", _file_url(file_id))
-        return RemoteFile.from_json(self._json(response, "retrieve"))
+        return _remote_file(self._json(response, "retrieve"), "retrieve")
 
     def _list_page(
         self, *, after: str | None, limit: int, purpose: str | None
@@ -318,7 +324,7 @@ class FilesClient:
                 return
             fresh = 0
             for item in data:
-                remote = RemoteFile.from_json(item)
+                remote = _remote_file(item, "list")
                 if remote.id in seen:
                     continue
                 seen.add(remote.id)
@@ -327,7 +333,7 @@ class FilesClient:
             # A server that ignores the cursor would otherwise loop forever.
             if has_more is False or fresh == 0:
                 return
-            after = str(data[-1]["id"])
+            after = remote.id  # the last item of the page
 
     def list_files(self, *, purpose: str | None = None) -> list[RemoteFile]:
         return list(self.iter_files(purpose=purpose))
@@ -389,6 +395,13 @@ class FilesClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remote_file(data: Any, operation: str) -> RemoteFile:
+    try:
+        return RemoteFile.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        raise APIError(f"{operation}: unexpected file object in response") from None
 
 
 def _file_url(file_id: str) -> str:
