@@ -32,7 +32,7 @@ from syncd.api import (
     upload_once,
 )
 from syncd.api._http import error_for_response, parse_retry_after
-from syncd.api.retry import backoff_cap, compute_wait
+from syncd.api.retry import backoff_cap, build_retrying, compute_wait
 from tests.emulator_fixture import EmulatorHandle
 from tests.helpers_client import make_client, wait_until, write_batch, write_text_files
 
@@ -48,6 +48,39 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
     assert compute_wait(policy, 3, ServerError("x"), rng=lambda lo, hi: lo) == 0.0
     hinted = RateLimitedError("slow down", retry_after=7.5)
     assert compute_wait(policy, 1, hinted, rng=lambda lo, hi: hi) == 7.5
+
+
+def test_retrying_gives_up_on_final_errors_and_overlong_hints() -> None:
+    policy = RetryPolicy(max_attempts=5, max_elapsed=2.0, initial_backoff=0.0)
+    calls: list[str] = []
+
+    def refuse() -> None:
+        calls.append("x")
+        raise InvalidRequestError("no", status=400)
+
+    with pytest.raises(InvalidRequestError):
+        build_retrying(policy, call_class="read", operation="t")(refuse)
+    assert len(calls) == 1
+
+    def throttled() -> None:
+        calls.append("y")
+        raise RateLimitedError("later", status=429, retry_after=30.0)
+
+    start = time.monotonic()
+    with pytest.raises(RateLimitedError) as info:
+        build_retrying(policy, call_class="read", operation="t")(throttled)
+    # A hint past the elapsed budget ends the call at once, hint attached.
+    assert time.monotonic() - start < 0.5 and info.value.retry_after == 30.0
+    assert calls.count("y") == 1
+
+    def flaky() -> str:
+        calls.append("z")
+        if calls.count("z") < 3:
+            raise ServerError("boom", status=503)
+        return "ok"
+
+    assert build_retrying(policy, call_class="read", operation="t")(flaky) == "ok"
+    assert calls.count("z") == 3
 
 
 def _response(
