@@ -263,6 +263,7 @@ class Watcher:
         self._polling_factory = polling_factory or _polling_observer
         self._watch_limit = watch_limit
         self._observer: BaseObserver | None = None
+        self._root_id: tuple[int, int] | None = None
         self.kind: WatchKind | None = None
         self.fallback_reason: str | None = None
 
@@ -274,11 +275,17 @@ class Watcher:
         if observer is None or not observer.is_alive():
             return False
         emitters = observer.emitters
-        return bool(emitters) and all(e.is_alive() for e in emitters)
+        if not emitters or not all(e.is_alive() for e in emitters):
+            return False
+        # inotify watches the folder, not its path: a root renamed away keeps its
+        # watch (and watchdog ignores IN_MOVE_SELF), so check the path still leads
+        # to the folder being watched.
+        return self._root_id is None or root_identity(self._root) == self._root_id
 
     def start(self) -> WatchKind:
         """Start watching; on the watch limit, fall back to polling rather than fail."""
         self.fallback_reason = None
+        self._root_id = root_identity(self._root)
         if self.mode == "polling":
             return self._start_polling()
         limit = self._watch_limit()
@@ -345,6 +352,15 @@ class Watcher:
     def restart(self) -> WatchKind:
         self.stop()
         return self.start()
+
+
+def root_identity(root: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder at ``root``, or None if there is none."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _polling_observer(poll_interval_s: float) -> BaseObserver:
