@@ -54,6 +54,8 @@ BATCH_SIZE = 128
 STATUS_INTERVAL_S = 5.0
 TICK_S = 1.0
 MAX_BACKOFF_S = 60.0
+# How long past the first due path the worker waits before taking a batch.
+GATHER_S = 0.25
 
 
 class Report(Protocol):
@@ -146,6 +148,7 @@ class Daemon:
         self._stop_reason = ""
         self._stats: dict[str, int] = {}
         self._phase = "starting"
+        self._root_missing = False
         self.synced_batches = 0
         self.rescans = 0
 
@@ -351,6 +354,15 @@ class Daemon:
             if gap > 0 and not last_full:
                 self.queue.wait(min(gap, TICK_S))
                 continue
+            # A burst (rm -r, a copy, an unpacked archive) becomes due over a few
+            # milliseconds; releasing only what is due at the first instant would split
+            # it into batches, and each batch is judged alone by the deletion guard
+            # (max_delete), so hold the first release briefly to take the burst whole.
+            due = self.queue.next_due()
+            hold = 0.0 if due is None or last_full else due + GATHER_S - time.monotonic()
+            if hold > 0:
+                self.queue.wait(min(hold, TICK_S))
+                continue
             batch = self.queue.pop_ready(self._probe, limit=self._batch_size)
             if batch:
                 ok = self._sync(batch)
@@ -371,10 +383,23 @@ class Daemon:
         rewatch = self._rewatch.is_set()
         self._rewatch.clear()
         if not rewatch and not self.config.root.is_dir():
-            # The root is gone (unmounted, deleted); a reconcile reports it and keeps
-            # the remote untouched. Try again at the next tick.
+            # The root is gone (unmounted, deleted, renamed away). Nothing is synced or
+            # deleted meanwhile; stop watching what may be the moved folder, say so
+            # once, and try again at the next tick.
+            if not self._root_missing:
+                self._root_missing = True
+                self.watcher.stop()
+                self._phase = "waiting for the folder"
+                log.error(
+                    "the folder is unavailable; nothing will be synced or deleted until it "
+                    "is back",
+                    root=str(self.config.root),
+                )
             self._stop.wait(TICK_S)
             return
+        if self._root_missing:
+            self._root_missing = False
+            log.info("the folder is back; rescanning", root=str(self.config.root))
         self.watcher.stop()
         if rewatch:
             self.watcher = self._watcher_factory(self.config, self.handler)
