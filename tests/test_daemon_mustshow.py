@@ -444,7 +444,8 @@ def test_root_moved_away_and_back_then_emptied_deletes_nothing(
 
     away = tmp_path / "root-away"
     root.rename(away)
-    wait_for(lambda: daemon.logged("the folder is unavailable; nothing was deleted"), 15,
+    gone = "the folder is unavailable; nothing will be synced or deleted until it is back"
+    wait_for(lambda: daemon.logged(gone), 15,
              what="root-unavailable error logged")
     (away / "added-while-away.txt").write_text("new while the root was elsewhere\n")
     time.sleep(0.5)  # let the daemon see the moved tree for a moment
