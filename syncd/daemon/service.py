@@ -421,6 +421,16 @@ class Daemon:
         except Exception as exc:
             log.exception("reconcile failed", reason=reason, error=str(exc))
             return False
+        outcome = getattr(report, "outcome", None)
+        log.info(
+            "reconciled",
+            reason=reason,
+            hashed=getattr(report, "hashed", None),
+            uploaded=getattr(outcome, "uploaded", None),
+            deleted=getattr(outcome, "deleted", None),
+            duration_s=round(float(getattr(report, "duration_s", 0.0)), 3),
+            exit_code=report.exit_code,
+        )
         self._after(report, what=reason)
         return True
 
