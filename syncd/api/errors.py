@@ -128,7 +128,8 @@ class AmbiguousUploadError(APIError):
         super().__init__(message, status=status, request_id=request_id)
         self.filename = filename
         self.size = size
-        # Wall-clock (unix) time the request started; compare with ``created_at``.
+        # Wall-clock (unix) time the attempt began, before pacing: a lower bound of
+        # when the server could have stored the file; compare with ``created_at``.
         self.sent_at = sent_at
 
 

@@ -11,12 +11,15 @@ against the limit.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+
+import structlog
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -34,6 +37,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--margin", type=float, default=ClientOptions().pacing_margin)
     args = parser.parse_args()
+    # Retry and pacer warnings to stderr, so stdout is just the table.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         work = Path(tmp)

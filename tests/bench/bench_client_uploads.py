@@ -9,10 +9,13 @@ Uploads N tiny files from T threads through one FilesClient at the default
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import structlog
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -27,6 +30,11 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    # Retry and pacer warnings to stderr, so stdout is just the table.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     options = ClientOptions()
     with tempfile.TemporaryDirectory(prefix="bench-uploads-") as tmp:
         work = Path(tmp)
