@@ -501,8 +501,12 @@ def _reconcile(n: _Node) -> ReconcileConfig:
     if cron is not None:
         if interval is not None:
             raise n.error("cron", "set interval_s or cron, not both")
-        if len(cron.split()) != 5:
-            raise n.error("cron", f"expected 5 crontab fields, got {cron!r}")
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(cron)
+        except ValueError as exc:
+            raise n.error("cron", f"not a valid 5-field crontab line: {exc}") from None
         n.done()
         return ReconcileConfig(interval_s=None, cron=cron)
     n.done()
