@@ -21,14 +21,26 @@ UPLOAD_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from syncd.api import ApiKey, ClientOptions, FilesClient, Timeouts
 
+    def peak_kib():
+        # VmHWM belongs to this process image; ru_maxrss would carry over the
+        # high-water mark of the (large) parent across fork+exec.
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
     url, key, path = sys.argv[1:4]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_kib()
     options = ClientOptions(timeouts=Timeouts(read=120, write=120))
     start = time.monotonic()
     with FilesClient(url, ApiKey(key), options) as client:
         remote = client.upload(Path(path), "batch")
     elapsed = time.monotonic() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = peak_kib()
     print(json.dumps({"id": remote.id, "bytes": remote.bytes, "peak_kib": peak,
                       "baseline_kib": before, "elapsed": elapsed}))
     """
