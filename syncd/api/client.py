@@ -190,7 +190,16 @@ class FilesClient:
         Transport errors propagate as httpx exceptions for the caller to classify,
         since only it knows whether a lost response is harmless.
         """
-        self._pacer.acquire(call_class)
+        granted_at, _waited = self._pacer.grant(call_class)
+
+        def trace(event: str, _info: dict[str, Any]) -> None:
+            # The server counts a request when its headers arrive; time spent between
+            # our grant and this moment (a busy GIL, a new connection) must not let the
+            # next window start early.
+            if event == "http11.send_request_headers.complete":
+                self._pacer.mark_sent(call_class, granted_at)
+
+        request.extensions["trace"] = trace
         response = self._http.send(request)
         if response.status_code == 429:
             error = error_for_response(response, self._key.reveal())

@@ -71,8 +71,7 @@ class ClientOptions:
     pacing_dir: Path | None = None
     # Upper bound of pooled connections; more threads than this queue for a connection.
     max_connections: int = 64
-    # Extra spacing between grants of one class, as a share of 1/rate: the seconds of
-    # jitter (between our send and the provider's arrival stamp) that are absorbed
-    # before two requests 1/rate apart could land in the same one-second window.
-    # Costs the same share of throughput.
+    # How much wider than one second the pacer's window is: the seconds of jitter
+    # (between our send and the provider's arrival stamp) absorbed before N + 1
+    # requests could land in one provider window. Costs the same share of throughput.
     pacing_margin: float = 0.03

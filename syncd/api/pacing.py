@@ -1,13 +1,14 @@
 """Request pacing: one adaptive limiter per call class, shared by threads and processes.
 
 The provider counts requests per account in sliding one-second windows, per call
-class. The pacer keeps consecutive grants of a class at least
-``(1 / rate) * (1 + margin)`` apart, where the grant time recorded is the moment
-the grant was actually made: a thread that wakes late can only widen a gap, never
-narrow the next one. With ``N = rate`` grants spanning ``(N - 1) / rate * (1 + m)``
-the ``N + 1``-th grant lands ``1 + m`` seconds after the first, so any 1-second
-window holds at most ``N`` requests as long as the delay between our grant and the
-server's arrival timestamp varies by less than ``m`` seconds.
+class. At the configured ceiling ``N`` per second the pacer mirrors that rule with
+a wider window: at most ``N`` grants in any ``1 + margin`` seconds, where the grant
+time recorded is the moment the grant was actually made (a thread that is not yet
+allowed sleeps and asks again, so a late wake-up can only widen a gap). The
+``N + 1``-th request then reaches the server more than one second after the first
+as long as the delay between our grant and the server's arrival timestamp varies by
+less than ``margin`` seconds. A quiet class may start with a burst, which buys the
+margin back in throughput.
 
 On top of that sits an rclone-style adaptive pacer: a 429 lowers the class's rate
 (multiplicative decrease, a burst of 429s counting once), pauses the class, and
@@ -43,8 +44,9 @@ log = structlog.get_logger(__name__)
 
 CALL_CLASSES: tuple[CallClass, ...] = ("upload", "read", "delete")
 
-# 30 ms of arrival jitter is absorbed at any rate (the margin is relative to a 1 s
-# window); more would cost throughput the initial sync cannot spare.
+# 30 ms of arrival jitter is absorbed at any rate (the margin widens the 1 s window).
+# Client-side delays do not count against it (a request is counted from when it was
+# actually sent), so what remains is the server's own lag in stamping arrivals.
 DEFAULT_MARGIN = 0.03
 WINDOW = 1.0
 
@@ -134,15 +136,45 @@ def try_grant(
     state: ClassState, now: float, ceiling: float, tuning: AdaptiveTuning, margin: float
 ) -> float:
     """Grant a request now (return 0.0, state updated) or say how long to wait first."""
-    interval = (1.0 / effective_rate(state, ceiling, tuning)) * (1.0 + margin)
-    earliest = max(state.last_grant + interval, state.paused_until)
+    earliest = state.paused_until
+    if ceiling >= 1.0:
+        # Mirror the provider's own rule at the configured ceiling: at most N grants in
+        # any window, the window widened by the margin for arrival jitter. Unlike even
+        # spacing this lets a quiet class start with a burst, which buys the margin back.
+        n = int(ceiling)
+        window = n / ceiling * (1.0 + margin)
+        recent = [t for t in state.recent if t > now - window]
+        if len(recent) >= n:
+            earliest = max(earliest, recent[-n] + window)
+        # Half the even spacing: the burst is spread enough that the server's load stays
+        # smooth (its arrival stamps lag under bursts), yet short enough to gain time.
+        earliest = max(earliest, state.last_grant + 0.5 / ceiling)
+    if state.rate is not None or ceiling < 1.0:
+        # Below the ceiling (after a 429) the provider's real limit is unknown: even
+        # spacing never bunches more into a window than the average rate allows.
+        interval = (1.0 / effective_rate(state, ceiling, tuning)) * (1.0 + margin)
+        earliest = max(earliest, state.last_grant + interval)
     if now < earliest:
         return earliest - now
     state.last_grant = now
-    cutoff = now - WINDOW
+    cutoff = now - WINDOW * (1.0 + margin)
     state.recent = [t for t in state.recent if t > cutoff]
     state.recent.append(now)
     return 0.0
+
+
+def note_sent(state: ClassState, granted_at: float, sent_at: float) -> None:
+    """The request granted at ``granted_at`` left only at ``sent_at``: count it from
+    then, so a thread held up between grant and send cannot bunch the next window."""
+    if sent_at <= granted_at:
+        return
+    try:
+        i = state.recent.index(granted_at)
+    except ValueError:
+        return
+    state.recent[i] = sent_at
+    state.recent.sort()
+    state.last_grant = max(state.last_grant, sent_at)
 
 
 def note_throttled(
@@ -321,19 +353,29 @@ class Pacer:
                 state.__dict__.update(fresh.__dict__)
             yield state, now
 
-    def acquire(self, cls: CallClass) -> float:
-        """Block until a request of ``cls`` may go; return the seconds waited."""
+    def grant(self, cls: CallClass) -> tuple[float, float]:
+        """Block until a request of ``cls`` may go. Returns the grant time (to pass to
+        :meth:`mark_sent` once the request has actually left) and the seconds waited."""
         ceiling = self._ceilings[cls]
         waited = 0.0
         while True:
             with self._state(cls) as (state, now):
                 wait = try_grant(state, now, ceiling, self._tuning, self._margin)
             if wait <= 0.0:
-                return waited
+                return now, waited
             # Sleep and re-check rather than grant-then-sleep: the grant time must be
             # the time the request actually leaves.
             self._sleep(wait)
             waited += wait
+
+    def acquire(self, cls: CallClass) -> float:
+        """Block until a request of ``cls`` may go; return the seconds waited."""
+        return self.grant(cls)[1]
+
+    def mark_sent(self, cls: CallClass, granted_at: float) -> None:
+        """The request granted at ``granted_at`` has just been written to the socket."""
+        with self._state(cls) as (state, now):
+            note_sent(state, granted_at, now)
 
     def on_throttled(self, cls: CallClass, retry_after: float | None = None) -> None:
         with self._state(cls) as (state, now):
