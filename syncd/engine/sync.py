@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ log = structlog.get_logger("syncd.engine")
 # Statuses that mean "this file should be on the remote and is not".
 UNSYNCED = ("invalid", "quota", "error", "changing", "pending")
 EMBEDDED_KEY = "sk-emulator"
+# Deletes by targeted syncs within this long count together against max_delete.
+DELETE_WINDOW_S = 600.0
 
 
 @dataclass
@@ -98,6 +101,9 @@ class Syncer:
         self._lock = lock
         self._closers = list(closers)
         self._op = threading.RLock()
+        # When targeted syncs deleted files gone locally, so max_delete can weigh a slow
+        # `rm -r` arriving in many small batches as the one large delete it is.
+        self._recent_gone: deque[float] = deque()
 
     # ---- operations
 
@@ -150,9 +156,13 @@ class Syncer:
         progress: Callable[[str], None] | None,
     ) -> RunReport:
         limits = self.config.limits
+        now = time.monotonic()
+        while self._recent_gone and self._recent_gone[0] < now - DELETE_WINDOW_S:
+            self._recent_gone.popleft()
+        already = len(self._recent_gone) if scope is not None else 0
         policy = Policy(
             delete_remote=self.config.sync.delete_remote,
-            max_delete=self.config.sync.max_delete.limit(tracked(records)),
+            max_delete=self.config.sync.max_delete.limit(tracked(records) + already) - already,
             max_files=limits.max_files,
             max_bytes=limits.max_bytes,
             headroom_files=limits.headroom_files,
@@ -178,6 +188,9 @@ class Syncer:
         )
         try:
             report.outcome = executor.run(the_plan, self.publish_mapping)
+            if scope is not None:
+                gone = sum(1 for d in the_plan.deletes if d.reason == "gone")
+                self._recent_gone.extend([time.monotonic()] * gone)
         except Aborted as exc:
             report.aborted = str(exc)
             log.error("run aborted", error=str(exc))

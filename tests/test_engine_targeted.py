@@ -1,0 +1,94 @@
+"""Targeted syncs (what the daemon runs per batch of events) through the Syncer API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.config import load_config
+from syncd.engine.sync import Syncer, open_syncer
+from tests.emulator_fixture import EmulatorHandle
+from tests.engine_helpers import (
+    KEY_ENV,
+    build_flat_tree,
+    fast_emulator,
+    read_mapping,
+    remote_files,
+    write_config,
+)
+
+
+@pytest.fixture
+def syncer_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Syncer]]:
+    opened: list[Syncer] = []
+
+    def open_(emulator: EmulatorHandle, root: Path, **sections: Any) -> Syncer:
+        monkeypatch.setenv(KEY_ENV, emulator.api_key)
+        config = load_config(write_config(tmp_path, root, emulator, **sections))
+        syncer = open_syncer(config)
+        opened.append(syncer)
+        return syncer
+
+    yield open_
+    for s in opened:
+        s.close()
+
+
+def test_slow_mass_delete_in_small_batches_hits_max_delete(
+    emulator_factory: Callable[..., EmulatorHandle],
+    syncer_on: Callable[..., Syncer],
+    tmp_path: Path,
+) -> None:
+    emulator = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    paths = build_flat_tree(root, 20)
+    syncer = syncer_on(emulator, root)
+    assert syncer.reconcile().exit_code == 0
+    assert len(remote_files(emulator)) == 20
+
+    # An `rm -r` seen by the watcher as four batches of four: each batch alone is far
+    # under max_delete (50% of 20), together 16 files are not.
+    reports = []
+    for i in range(4):
+        batch = paths[i * 4 : (i + 1) * 4]
+        for rel in batch:
+            (root / rel).unlink()
+        reports.append(syncer.sync_paths(batch))
+
+    assert [r.plan.refused is None for r in reports] == [True, True, False, False]
+    assert 20 - len(remote_files(emulator)) <= 10
+    # What was refused is still tracked and still remote: nothing was lost.
+    mapping = read_mapping(tmp_path / "mapping.json")
+    assert all(rel in mapping for rel in paths[8:16])
+
+
+def test_targeted_sync_uploads_replaces_and_deletes(
+    emulator_factory: Callable[..., EmulatorHandle],
+    syncer_on: Callable[..., Syncer],
+    tmp_path: Path,
+) -> None:
+    emulator = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    paths = build_flat_tree(root, 6)
+    syncer = syncer_on(emulator, root)
+    syncer.reconcile()
+    before = read_mapping(tmp_path / "mapping.json")
+
+    (root / paths[0]).write_text("changed\n")
+    (root / paths[1]).unlink()
+    (root / "new.md").write_text("# new\n")
+    report = syncer.sync_paths([paths[0], paths[1], "new.md"])
+
+    assert report.exit_code == 0
+    after = read_mapping(tmp_path / "mapping.json")
+    remote = remote_files(emulator)
+    assert set(after) == {*paths[2:], paths[0], "new.md"}
+    assert after[paths[0]]["file_id"] != before[paths[0]]["file_id"]
+    assert before[paths[0]]["file_id"] not in remote
+    assert before[paths[1]]["file_id"] not in remote
+    assert set(remote) == {entry["file_id"] for entry in after.values()}
