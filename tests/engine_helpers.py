@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -169,18 +168,6 @@ def account_files(emulator: EmulatorHandle) -> int:
     """Files in the (only used) account, from the control API; cheap to poll."""
     accounts = emulator.stats()["accounts"]
     return sum(int(a["files"]) for a in accounts.values())
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def assert_converged(emulator: EmulatorHandle, root: Path, mapping_path: Path,

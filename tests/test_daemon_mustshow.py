@@ -33,10 +33,9 @@ from tests.engine_helpers import (
     read_mapping,
     remote_files,
     spawn_reconcile,
-    wait_for,
     write_config,
 )
-from tests.test_daemon_e2e import NotifySocket
+from tests.helpers import NotifySocket, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -238,6 +237,9 @@ def test_create_modify_delete_move_and_stop(
 
         wait_for(lambda: set(created) <= set(daemon.mapping()), 30, what="200 files mapped")
         mapped = daemon.mapping()
+        # The watcher polls on its own thread: let it catch up with what we just read.
+        wait_for(lambda: all((rel, mapped[rel]["file_id"]) in watcher.seen for rel in created),
+                 5, what="mapping watcher caught up")
         lag = {rel: watcher.first_seen(rel, mapped[rel]["file_id"]) - last_write[rel]
                for rel in created}
         worst = max(lag.values())

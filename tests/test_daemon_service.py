@@ -4,9 +4,6 @@ re-queueing, rescans, reload and graceful shutdown."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +21,7 @@ from syncd.config import (
 )
 from syncd.daemon.notify import Notifier
 from syncd.daemon.service import EXIT_FAILED, EXIT_OK, Daemon
+from tests.helpers import NotifySocket, wait_for
 
 
 @dataclass
@@ -102,48 +100,6 @@ class FakeSyncer:
     def reconciles(self) -> int:
         with self.lock:
             return sum(1 for k, _ in self.calls if k == "reconcile")
-
-
-class NotifySocket:
-    """A real AF_UNIX datagram socket standing in for systemd."""
-
-    def __init__(self) -> None:
-        # sun_path is limited to 108 bytes, and pytest's tmp_path can be longer.
-        self.dir = tempfile.mkdtemp(prefix="sdn", dir="/tmp")
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.messages: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    def has(self, prefix: str) -> bool:
-        return any(line.startswith(prefix) for m in list(self.messages) for line in m.split("\n"))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture

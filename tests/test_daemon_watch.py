@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from watchdog.observers.polling import PollingEmitter
 
 from syncd.daemon.settle import Kind, SettleQueue
 from syncd.daemon.watch import OverflowMonitor, QueueingHandler, Watcher, count_dirs
+from tests.helpers import wait_for
 
 
 class Sink:
@@ -54,14 +53,6 @@ class Sink:
 def candidate(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
     return not (name.endswith((".part", ".tmp")) or name.startswith((".", "~$")))
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from tests.engine_helpers import (
     run_syncd,
     spawn_reconcile,
     status,
-    wait_for,
     write_config,
 )
+from tests.helpers import wait_for
 
 # ------------------------------------------------------------------ dry run
 

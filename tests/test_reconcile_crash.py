@@ -20,9 +20,9 @@ from tests.engine_helpers import (
     reconcile,
     remote_files,
     spawn_reconcile,
-    wait_for,
     write_config,
 )
+from tests.helpers import wait_for
 
 FILES = 1000
 KILLS = 5

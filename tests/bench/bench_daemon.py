@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.emulator_fixture import EmulatorHandle  # noqa: E402
-from tests.test_daemon_e2e import NotifySocket  # noqa: E402
+from tests.helpers import NotifySocket  # noqa: E402
 
 KEY_ENV = "SYNCD_BENCH_API_KEY"
 KEY = "sk-bench"

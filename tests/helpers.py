@@ -1,0 +1,64 @@
+"""Small helpers shared by the tests: waiting on conditions, a stand-in for systemd's socket."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition", interval: float = 0.02
+) -> Any:
+    """Poll ``cond`` until it returns something truthy (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class NotifySocket:
+    """A real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        # sun_path is limited to 108 bytes, and pytest's tmp_path can be longer.
+        self.dir = tempfile.mkdtemp(prefix="sdn", dir="/tmp")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for m in list(self.messages) for line in m.split("\n")]
+
+    def has(self, prefix: str) -> bool:
+        return any(line.startswith(prefix) for line in self.lines)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
