@@ -74,7 +74,7 @@ def test_faults_every_upload_lands_exactly_once(emulator_factory: Any, tmp_path:
 
         def work(i: int) -> int:
             for path in paths[i::16]:
-                upload_once(client, path, "file-extract", max_tries=8)
+                upload_once(client, path, "file-extract", max_tries=12)
             return 0
 
         run_threads(16, work)

@@ -30,6 +30,7 @@ class FakeReport:
     errors: list[str] = field(default_factory=list)
     exit_code: int = 0
     root_unavailable: bool = False
+    remote_unavailable: bool = False
 
 
 class FakeSyncer:

@@ -29,9 +29,6 @@ _QUOTA_MESSAGES = (
     "upload file number exceed limit",
     "upload file capacity exceed limit",
 )
-# Gateways answer 502/504 when they gave up waiting on a backend that may still
-# have acted on the request.
-GATEWAY_STATUSES = frozenset({502, 504})
 _MAX_MESSAGE = 300
 
 

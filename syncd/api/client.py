@@ -15,7 +15,6 @@ import structlog
 
 import syncd
 from syncd.api._http import (
-    GATEWAY_STATUSES,
     TrackedStream,
     describe_transport_error,
     error_for_response,
@@ -28,6 +27,7 @@ from syncd.api.errors import (
     NotFoundError,
     RateLimitedError,
     RetryableError,
+    ServerError,
 )
 from syncd.api.models import CallClass, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
@@ -284,18 +284,18 @@ class FilesClient:
                     raise _network_error(
                         exc, "upload", phase="send" if phase != "connect" else "connect"
                     ) from None
-                except RetryableError as exc:
-                    if exc.status in GATEWAY_STATUSES:
-                        raise AmbiguousUploadError(
-                            f"upload of {name!r}: gateway answered {exc.status}, the "
-                            "backend may have stored the file",
-                            filename=name,
-                            size=size,
-                            sent_at=sent_at,
-                            status=exc.status,
-                            request_id=exc.request_id,
-                        ) from None
-                    raise
+                except ServerError as exc:
+                    # A 5xx may come after the file was stored (a gateway giving up on
+                    # its backend, a fault after the write): never re-send blindly.
+                    raise AmbiguousUploadError(
+                        f"upload of {name!r}: server answered {exc.status}, it may have "
+                        "stored the file",
+                        filename=name,
+                        size=size,
+                        sent_at=sent_at,
+                        status=exc.status,
+                        request_id=exc.request_id,
+                    ) from None
                 return response
 
         response = self._retrying("upload", "upload", attempt)

@@ -71,6 +71,9 @@ class Report(Protocol):
     @property
     def root_unavailable(self) -> bool: ...
 
+    @property
+    def remote_unavailable(self) -> bool: ...
+
 
 class SyncerLike(Protocol):
     """The part of ``syncd.engine.Syncer`` the daemon uses."""
@@ -432,7 +435,8 @@ class Daemon:
             exit_code=report.exit_code,
         )
         self._after(report, what=reason)
-        return True
+        # Nothing was planned without a listing: retry like a failed reconcile.
+        return not report.remote_unavailable
 
     def _sync(self, batch: list[str]) -> bool:
         self._phase = "syncing"
@@ -442,8 +446,11 @@ class Daemon:
             log.exception("sync failed; will retry", paths=len(batch), error=str(exc))
             self.queue.requeue(batch)
             return False
-        self.synced_batches += 1
         self._after(report, what="sync")
+        if report.remote_unavailable:
+            self.queue.requeue(batch)
+            return False
+        self.synced_batches += 1
         return True
 
     def _after(self, report: Report, *, what: str) -> None:

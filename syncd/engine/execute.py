@@ -33,13 +33,15 @@ from syncd.api.errors import (
 )
 from syncd.api.models import RemoteFile
 from syncd.engine.model import Delete, Intent, Note, Plan, Upload
+from syncd.engine.plan import INTENT_WINDOW_S
 from syncd.engine.scan import same_as_scanned
 from syncd.engine.state import State
 
 log = structlog.get_logger("syncd.execute")
 A = TypeVar("A")
 
-AMBIGUOUS_TRIES = 3
+# Lost responses to one upload before it is left to the next run (its intent stays).
+AMBIGUOUS_TRIES = 5
 
 
 class RemoteView:
@@ -101,12 +103,13 @@ class Executor:
         self._name_locks: dict[tuple[str, int], threading.Lock] = {}
         self._guard = threading.Lock()
         self._abort: AuthenticationError | None = None
+        self._open_intents: dict[str, Intent] = {}
 
     def run(self, plan: Plan, publish: Callable[[], None]) -> Outcome:
         out = Outcome()
         # Ids found through intents are ours from now on, even if we crash next.
         for d in plan.deletes:
-            if d.reason in ("duplicate", "stale"):
+            if d.reason == "orphan":
                 self._state.add_garbage(d.file_id, d.path)
         records = self._state.records()
         remote = self._remote.snapshot()
@@ -127,10 +130,18 @@ class Executor:
                 log.info("not synced", path=note.path, status=note.status, reason=note.reason)
         for f in plan.forgets:
             self._state.forget(f.path)
+        # Out of the mapping before its id is deleted (the record keeps the id, so it
+        # stays ours if the delete fails).
+        for d in plan.deletes:
+            if d.reason == "gone" and d.path is not None:
+                self._state.note(Note(d.path, "pending", "deleting: gone locally"))
+        # Intents a targeted run left open: each upload looks for its file first.
+        self._open_intents = self._state.intents()
 
-        early = plan.deletes if plan.deletes_first else []
+        if plan.deletes_first:
+            publish()
+            self._deletes(plan.deletes, out)
         late = [] if plan.deletes_first else plan.deletes
-        self._deletes(early, out)
         replaced = self._uploads(plan.uploads, out)
         if self._abort is not None:
             raise Aborted(str(self._abort))
@@ -157,6 +168,7 @@ class Executor:
             except Exception as exc:  # one file's failure never stops the others
                 log.exception("upload crashed", path=up.path)
                 result = f"error: {type(exc).__name__}: {exc}"
+                self._state.note(Note(up.path, "error", result))
             with lock:
                 if isinstance(result, RemoteFile):
                     out.uploaded += 1
@@ -179,6 +191,12 @@ class Executor:
             return "changed"
         started = time.monotonic()
         with self._name_lock(local.name, local.size):
+            earlier = self._open_intents.get(up.path)
+            if earlier is not None:
+                found = self._resolve_earlier(earlier, up)
+                if found is not None:
+                    self._remote.add(found)
+                    return found
             intent = self._state.begin_intent(local)
             try:
                 remote, attempts = self._send(intent, local.purpose)
@@ -219,13 +237,30 @@ class Executor:
         )
         return "changed" if changed else remote
 
+    def _resolve_earlier(self, earlier: Intent, up: Upload) -> RemoteFile | None:
+        """An earlier upload of this path never recorded its outcome: adopt what it made
+        if it holds the current content, else keep its id as ours to delete."""
+        found = self._find_own_upload(earlier)  # errors propagate: the intent stays
+        if found is None:
+            return None
+        if earlier.sha256 == up.local.sha256:
+            self._state.record_uploaded(up.local, found, replaces=up.replaces)
+            log.info("adopted earlier upload", path=up.path, file_id=found.id)
+            return found
+        self._state.add_garbage(found.id, up.path)
+        return None
+
     def _send(self, intent: Intent, purpose: str) -> tuple[RemoteFile, int]:
         path = self._root / intent.path
         for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
                 return self._client.upload(path, purpose, filename=intent.filename), attempt
-            except AmbiguousUploadError:
-                found = self._find_own_upload(intent)
+            except AmbiguousUploadError as lost:
+                try:
+                    found = self._find_own_upload(intent)
+                except APIError:
+                    # Could not look: the intent must stay, so report the lost upload.
+                    raise lost from None
                 if found is not None:
                     log.info("adopted after lost response", path=intent.path, file_id=found.id)
                     return found, attempt
@@ -234,19 +269,17 @@ class Executor:
         raise AssertionError("unreachable")
 
     def _find_own_upload(self, intent: Intent) -> RemoteFile | None:
+        """The earliest unowned file of the intent's name and size created in its window
+        (the planner's rule, on a fresh look)."""
         owned = {r.file_id for r in self._state.records().values() if r.file_id}
         owned |= self._state.garbage()
+        latest = intent.started_at + INTENT_WINDOW_S
         candidates = [
             f
             for f in self._client.find_uploaded(intent.filename, intent.size, intent.started_at)
-            if f.id not in owned
+            if f.id not in owned and f.created_at <= latest
         ]
-        if not candidates:
-            return None
-        keep, *extra = candidates  # newest first
-        for dup in extra:
-            self._state.add_garbage(dup.id, intent.path)
-        return keep
+        return min(candidates, key=lambda f: (f.created_at, f.id)) if candidates else None
 
     def _name_lock(self, name: str, size: int) -> threading.Lock:
         # Two uploads with the same name and size at once would make adoption ambiguous.

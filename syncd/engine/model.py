@@ -100,7 +100,10 @@ class Adopt:
 @dataclass(frozen=True, slots=True)
 class Delete:
     file_id: str
-    reason: Literal["gone", "stale", "replaced", "duplicate", "garbage"]
+    # gone: deleted locally; stale: no longer a valid file; replaced: an older version;
+    # orphan: our own upload found through an intent, not wanted any more;
+    # garbage: an id of ours queued for deletion by an earlier run.
+    reason: Literal["gone", "stale", "replaced", "orphan", "garbage"]
     path: str | None = None
 
 

@@ -11,7 +11,7 @@ quota and otherwise never touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from syncd.api.models import RemoteFile
@@ -30,6 +30,8 @@ from syncd.engine.model import (
 
 # created_at has one-second resolution and clocks drift a little.
 ADOPT_SLACK_S = 2
+# An upload attempt, retries included, ends well within this after its intent.
+INTENT_WINDOW_S = 900
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def plan(
         )
 
     owned = state.owned_ids()
-    adopted = _adopt_from_intents(scan, state, remote, owned, in_scope, out)
+    # Intents are resolved only against a fresh full listing; a targeted run leaves them
+    # to the executor, which looks for the file itself before uploading again.
+    adopted = _adopt_from_intents(scan, state, remote, owned, out) if policy.scope is None else {}
 
     paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p))
     for path in paths:
@@ -101,40 +105,42 @@ def _adopt_from_intents(
     state: StateView,
     remote: Mapping[str, RemoteFile],
     owned: set[str],
-    in_scope: Callable[[str], bool],
     out: Plan,
 ) -> dict[str, str]:
-    """Uploads whose outcome was never recorded: find what they created."""
+    """Uploads whose outcome was never recorded: find what they created.
+
+    A match has the intent's filename and size and was created within the time an
+    upload attempt can take after the intent. Oldest intents claim first, each the
+    earliest match, so two lost uploads of equal name and size pair up in order; a
+    match is never taken from another owner, and look-alikes are left alone.
+    """
     adopted: dict[str, str] = {}
     by_name: dict[tuple[str, int], list[RemoteFile]] = {}
     for f in remote.values():
         if f.id not in owned:
             by_name.setdefault((f.filename, f.bytes), []).append(f)
-    for path, intent in sorted(state.intents.items()):
-        if not in_scope(path):
-            continue
-        out.clear_intents.append(path)
+    for intent in sorted(state.intents.values(), key=lambda i: (i.started_at, i.path)):
+        out.clear_intents.append(intent.path)
+        earliest = intent.started_at - ADOPT_SLACK_S
+        latest = intent.started_at + INTENT_WINDOW_S
         candidates = sorted(
             (
                 f
                 for f in by_name.get((intent.filename, intent.size), [])
-                if f.created_at >= intent.started_at - ADOPT_SLACK_S and f.id not in owned
+                if earliest <= f.created_at <= latest and f.id not in owned
             ),
             key=lambda f: (f.created_at, f.id),
-            reverse=True,
         )
         if not candidates:
             continue
-        keep, extra = candidates[0], candidates[1:]
-        owned.update(f.id for f in candidates)
-        for dup in extra:
-            out.deletes.append(Delete(dup.id, "duplicate", path))
-        local = scan.files.get(path)
+        keep = candidates[0]
+        owned.add(keep.id)
+        local = scan.files.get(intent.path)
         if local is not None and local.syncable and local.sha256 == intent.sha256:
             out.adopts.append(Adopt(local, keep.id, keep.created_at))
-            adopted[path] = keep.id
-        else:  # the file moved on since: what we uploaded is stale
-            out.deletes.append(Delete(keep.id, "stale", path))
+            adopted[intent.path] = keep.id
+        else:  # the file moved on since: what we uploaded is ours but stale
+            out.deletes.append(Delete(keep.id, "orphan", intent.path))
     return adopted
 
 
@@ -202,6 +208,12 @@ def _same(rec: Record, local: LocalFile) -> bool:
 def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan) -> None:
     """Never read a vanished or broken source as "the user deleted everything"."""
     gone = [d for d in out.deletes if d.reason in ("gone", "stale")]
+    # Forgetting a record that still has a remote copy (delete_remote off) gives the id up.
+    letting_go = {
+        f.path for f in out.forgets if (r := state.records.get(f.path)) is not None and r.file_id
+    }
+    if not gone and not letting_go:
+        return
     reason: str | None = None
     if scan.root_empty and tracked(state.records) > 0:
         reason = "root folder is empty while files are tracked: deletes refused"
@@ -216,8 +228,7 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
         return
     out.refused = reason
     out.deletes = [d for d in out.deletes if d.reason not in ("gone", "stale")]
-    if scan.root_empty:
-        out.forgets.clear()
+    out.forgets = [f for f in out.forgets if f.path not in letting_go]
 
 
 def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:

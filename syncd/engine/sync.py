@@ -48,6 +48,8 @@ class RunReport:
     duration_s: float = 0.0
     dry_run: bool = False
     aborted: str | None = None
+    # The remote could not be listed: nothing was planned, the run should be retried.
+    remote_unavailable: bool = False
     # Paths (in the run's scope) that are not synced, with status and reason.
     unsynced: dict[str, tuple[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -214,7 +216,8 @@ class Syncer:
             return RunReport(Plan(), scan_errors=list(scan_errors), aborted=str(exc))
         except APIError as exc:
             log.error("cannot list remote files", error=str(exc))
-            return RunReport(Plan(), scan_errors=[*scan_errors, f"cannot list remote files: {exc}"])
+            errors = [*scan_errors, f"cannot list remote files: {exc}"]
+            return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
         return None
 
     def _list_remote(self) -> None:
