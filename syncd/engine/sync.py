@@ -197,6 +197,8 @@ class Syncer:
             report.aborted = str(exc)
             log.error("run aborted", error=str(exc))
         self.publish_mapping()
+        if the_plan.mutating:
+            self._save_account()
         for path, rec in self.state.records().items():
             if scope is not None and not _within(path, scope):
                 continue
@@ -221,8 +223,12 @@ class Syncer:
         return None
 
     def _list_remote(self) -> None:
-        files = self.client.list_files()
-        self.remote.replace_all(files)
+        self.remote.replace_all(self.client.list_files())
+        self._save_account()
+
+    def _save_account(self) -> None:
+        """Account usage as listed, kept current by our own calls (for `syncd status`)."""
+        files = self.remote.snapshot().values()
         self.state.set_meta(
             "account",
             {"files": len(files), "bytes": sum(f.bytes for f in files), "at": time.time()},
