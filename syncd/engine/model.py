@@ -141,7 +141,3 @@ class Plan:
     @property
     def mutating(self) -> int:
         return len(self.uploads) + len(self.deletes)
-
-    def is_empty(self) -> bool:
-        return not (self.uploads or self.adopts or self.deletes or self.notes or self.forgets
-                    or self.clear_intents)
