@@ -97,7 +97,7 @@ def test_all_files_deleted_but_folders_left(synced: Synced) -> None:
         (synced.root / rel).unlink()
     (synced.root / MARKER).unlink()
     run = synced.refused_run()
-    assert "max_delete" in run.json["refused"]
+    assert "empty" in run.json["refused"]
 
 
 def test_marker_missing(tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]) -> None:

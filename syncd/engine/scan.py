@@ -33,6 +33,9 @@ def scan_root(
         return result
     for rel, path, st in _walk(root, rules, result):
         _add(result, root, rel, path, st, rules, records.get(rel))
+    # Folders without a single file look the same as a tree whose disk went away
+    # underneath its mount points: treat it as empty, whatever max_delete allows.
+    result.root_empty = result.root_empty or (not result.files and not result.errors)
     return result
 
 
