@@ -59,6 +59,11 @@ class StateView:
         return ids
 
 
+def in_scope(path: str, scope: frozenset[str] | None) -> bool:
+    """Whether a run limited to ``scope`` (paths or folders; None = all) covers ``path``."""
+    return scope is None or path in scope or any(path.startswith(s + "/") for s in scope)
+
+
 def tracked(records: Mapping[str, Record]) -> int:
     return sum(1 for r in records.values() if r.file_id)
 
@@ -77,17 +82,12 @@ def plan(
         out.refused, out.halted = "marker file is missing from the root: nothing done", True
         return out
 
-    def in_scope(path: str) -> bool:
-        return policy.scope is None or path in policy.scope or any(
-            path.startswith(s.rstrip("/") + "/") for s in policy.scope
-        )
-
     owned = state.owned_ids()
     # Intents are resolved only against a fresh full listing; a targeted run leaves them
     # to the executor, which looks for the file itself before uploading again.
     adopted = _adopt_from_intents(scan, state, remote, owned, out) if policy.scope is None else {}
 
-    paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p))
+    paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p, policy.scope))
     for path in paths:
         _decide(path, scan.files.get(path), state.records.get(path), remote, adopted, policy, out)
 

@@ -25,7 +25,7 @@ from syncd.config import Config
 from syncd.engine import mapping
 from syncd.engine.execute import Aborted, Executor, Outcome, RemoteView
 from syncd.engine.model import Plan, Record
-from syncd.engine.plan import Policy, StateView, plan, tracked
+from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_paths, scan_root
 from syncd.engine.state import State, StateLock
@@ -200,7 +200,7 @@ class Syncer:
         if the_plan.mutating:
             self._save_account()
         for path, rec in self.state.records().items():
-            if scope is not None and not _within(path, scope):
+            if not in_scope(path, scope):
                 continue
             if rec.status in UNSYNCED:
                 report.unsynced[path] = (rec.status, rec.reason or "")
@@ -263,10 +263,6 @@ class Syncer:
                 log.exception("close failed")
         if self._lock is not None:
             self._lock.release()
-
-
-def _within(path: str, scope: frozenset[str]) -> bool:
-    return path in scope or any(path.startswith(s + "/") for s in scope)
 
 
 # ---------------------------------------------------------------- wiring
