@@ -81,10 +81,9 @@ def _load(ns: argparse.Namespace) -> Config:
 
 def _open(config: Config) -> Any:
     from syncd.engine.state import LockHeld
-    from syncd.engine.sync import load_key, open_syncer
+    from syncd.engine.sync import open_syncer
 
     try:
-        logs.add_secret(load_key(config).reveal())
         syncer = open_syncer(config)
     except LockHeld as exc:
         print(f"syncd: {exc}; try again when it has finished", file=sys.stderr)

@@ -538,10 +538,9 @@ def run(config_path: Path) -> int:
     logs.configure(config.logging.format, config.logging.level)
 
     from syncd.engine.state import LockHeld
-    from syncd.engine.sync import load_key, open_syncer
+    from syncd.engine.sync import open_syncer
 
     try:
-        logs.add_secret(load_key(config).reveal())
         syncer = open_syncer(config)
     except LockHeld as exc:
         print(f"syncd: refusing to start: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from syncd import logs
 from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
 from syncd.api.errors import APIError, AuthenticationError
 from syncd.config import Config
@@ -291,6 +292,8 @@ def client_options(config: Config) -> ClientOptions:
 def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]:
     """A client for the configured endpoint, starting the embedded emulator if asked."""
     key = load_key(config)
+    # Every log line from here on masks the key, whichever command opened the client.
+    logs.add_secret(key.reveal())
     closers: list[Callable[[], None]] = []
     base_url = config.api.base_url
     if config.api.embedded:
