@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -29,6 +28,7 @@ from syncd.api.errors import (
     RetryableError,
     ServerError,
 )
+from syncd.api.key import ApiKey
 from syncd.api.models import CallClass, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import Pacer
@@ -53,66 +53,6 @@ MAX_PAGE_SIZE = 2000
 FIND_PAGE_SIZE = 100
 # Provider clocks and ours disagree a little; created_at is whole seconds.
 CLOCK_SLACK = 2.0
-
-
-class ApiKey:
-    """The API key. Its str/repr never shows the secret; ``reveal()`` does, for the header only."""
-
-    __slots__ = ("_fingerprint", "_value")
-
-    def __init__(self, value: str) -> None:
-        value = value.strip()
-        if not value:
-            raise ValueError("API key is empty")
-        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ValueError("API key contains whitespace or control characters")
-        self._value = value
-        self._fingerprint = hashlib.sha256(value.encode()).hexdigest()[:12]
-
-    def reveal(self) -> str:
-        return self._value
-
-    def fingerprint(self) -> str:
-        """Short stable hash of the key, to name shared pacing files without leaking it."""
-        return self._fingerprint
-
-    def __repr__(self) -> str:
-        return f"ApiKey(fingerprint={self._fingerprint})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApiKey) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._fingerprint)
-
-    @classmethod
-    def load(cls, *, env: str | None = None, file: Path | None = None) -> ApiKey:
-        """From an env var name or a file (systemd credentials); raises ValueError
-        naming the source, never the value. With both, the env var wins when set."""
-        if env is None and file is None:
-            raise ValueError("no API key source given (env var or file)")
-        if env is not None:
-            raw = os.environ.get(env)
-            if raw is not None and raw.strip():
-                try:
-                    return cls(raw)
-                except ValueError as exc:
-                    raise ValueError(f"API key from env var {env}: {exc}") from None
-            if file is None:
-                raise ValueError(f"API key env var {env} is not set or empty")
-        assert file is not None
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"cannot read API key file {file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"API key file {file} is not UTF-8") from None
-        try:
-            return cls(text)
-        except ValueError as exc:
-            raise ValueError(f"API key from file {file}: {exc}") from None
 
 
 class _BearerAuth(httpx.Auth):
