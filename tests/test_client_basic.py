@@ -29,6 +29,8 @@ from syncd.api import (
     RetryPolicy,
     ServerError,
     Timeouts,
+    UploadWindow,
+    find_own_upload,
     upload_once,
 )
 from syncd.api._http import error_for_response, parse_retry_after
@@ -352,13 +354,17 @@ def test_lost_upload_response_is_ambiguous_and_resolved(
             client.upload(path, "file-extract")
         error = info.value
         assert (error.filename, error.size) == (path.name, path.stat().st_size)
-        assert abs(error.sent_at - time.time()) < 30
+        assert error.window.earliest <= time.time() + 30
+        assert error.window.latest - error.window.earliest < 30
         # Not re-sent blindly.
         assert emulator.stats()["requests"]["upload"] == 1
-        (found,) = client.find_uploaded(error.filename, error.size, error.sent_at)
-        assert found.filename == path.name
-        assert client.find_uploaded(error.filename, error.size + 1, error.sent_at) == []
-        assert client.find_uploaded(error.filename, error.size, time.time() + 60) == []
+        listed = list(client.find_uploaded(error.window))
+        found = find_own_upload(error.filename, error.size, error.window, listed, ())
+        assert found is not None and found.filename == path.name
+        assert find_own_upload(error.filename, error.size + 1, error.window, listed, ()) is None
+        assert find_own_upload(error.filename, error.size, error.window, listed, {found.id}) is None
+        later = UploadWindow(time.time() + 60, time.time() + 90)
+        assert list(client.find_uploaded(later)) == []
 
         adopted = upload_once(client, path, "file-extract")
         assert adopted.filename == path.name

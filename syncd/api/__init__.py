@@ -1,6 +1,7 @@
 """Client of the DashScope OpenAI-compatible Files API."""
 
-from syncd.api.client import ApiKey, FilesClient, upload_once
+from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
+from syncd.api.client import FilesClient, upload_once
 from syncd.api.errors import (
     AmbiguousUploadError,
     APIError,
@@ -12,7 +13,9 @@ from syncd.api.errors import (
     RateLimitedError,
     RetryableError,
     ServerError,
+    SourceChangedError,
 )
+from syncd.api.key import ApiKey
 from syncd.api.models import CallClass, Deleted, Purpose, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import AdaptiveTuning, Pacer
@@ -39,6 +42,10 @@ __all__ = [
     "RetryPolicy",
     "RetryableError",
     "ServerError",
+    "SourceChangedError",
     "Timeouts",
+    "UploadWindow",
+    "find_own_upload",
     "upload_once",
+    "wire_name",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -36,18 +36,31 @@ class TrackedStream(httpx.SyncByteStream):
     """Wraps a request body to know whether it was handed to the socket in full.
 
     The transport pulls the next chunk only after writing the previous one, so
-    reaching the end of the iterator means every byte was written.
+    reaching the end of the iterator means every byte was written. ``before_last``
+    runs just before the final chunk is handed over: until that chunk leaves, the
+    server cannot have the whole body, so it cannot have stored the file.
     """
 
-    def __init__(self, inner: httpx.SyncByteStream) -> None:
+    def __init__(
+        self, inner: httpx.SyncByteStream, before_last: Callable[[], None] | None = None
+    ) -> None:
         self._inner = inner
+        self._before_last = before_last
         self.started = False
         self.completed = False
 
     def __iter__(self) -> Iterator[bytes]:
         self.started = True
         self.completed = False
-        yield from self._inner
+        pending: bytes | None = None
+        for chunk in self._inner:
+            if pending is not None:
+                yield pending
+            pending = chunk
+        if self._before_last is not None:
+            self._before_last()
+        if pending is not None:
+            yield pending
         self.completed = True
 
     def close(self) -> None:

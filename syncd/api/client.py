@@ -19,6 +19,8 @@ from syncd.api._http import (
     error_for_response,
     request_phase,
 )
+from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
+from syncd.api.clock import ServerClock
 from syncd.api.errors import (
     AmbiguousUploadError,
     APIError,
@@ -27,6 +29,7 @@ from syncd.api.errors import (
     RateLimitedError,
     RetryableError,
     ServerError,
+    SourceChangedError,
 )
 from syncd.api.key import ApiKey
 from syncd.api.models import CallClass, RemoteFile
@@ -51,8 +54,6 @@ T = TypeVar("T")
 MAX_PAGE_SIZE = 2000
 # find_uploaded looks at the newest files only; small pages end the walk sooner.
 FIND_PAGE_SIZE = 100
-# Provider clocks and ours disagree a little; created_at is whole seconds.
-CLOCK_SLACK = 2.0
 
 
 class _BearerAuth(httpx.Auth):
@@ -105,6 +106,7 @@ class FilesClient:
             key_fingerprint=api_key.fingerprint(),
             margin=self._options.pacing_margin,
         )
+        self.clock = ServerClock()
 
     def __repr__(self) -> str:
         return f"FilesClient(base_url={self._base_url!r}, key={self._key!r})"
@@ -140,7 +142,9 @@ class FilesClient:
                 self._pacer.mark_sent(call_class, granted_at)
 
         request.extensions["trace"] = trace
+        before = time.time()
         response = self._http.send(request)
+        self.clock.observe(response.headers.get("date"), before, time.time())
         if response.status_code == 429:
             error = error_for_response(response, self._key.reveal())
             assert isinstance(error, RateLimitedError)
@@ -183,29 +187,66 @@ class FilesClient:
 
     # -- calls ----------------------------------------------------------------
 
-    def upload(self, path: Path, purpose: str, *, filename: str | None = None) -> RemoteFile:
-        """Stream ``path`` (re-read from the start on each retry). Raises AmbiguousUploadError
-        when the request may have reached the server but no response came."""
+    def upload(
+        self,
+        path: Path,
+        purpose: str,
+        *,
+        filename: str | None = None,
+        on_sent: Callable[[UploadWindow], None] | None = None,
+    ) -> RemoteFile:
+        """Stream ``path`` (re-read from the start on each retry).
+
+        ``on_sent`` is called just before the body's last chunk leaves, with the
+        window in which the provider could store the file from then on; a caller
+        that must survive its own crash records it there. Raises
+        AmbiguousUploadError when the request may have reached the server but no
+        usable response came, SourceChangedError when the file changed size while
+        it was sent."""
         path = Path(path)
         name = filename if filename is not None else path.name
         if not name:
             raise ValueError(f"no filename for {path}")
+        read_timeout = self._options.timeouts.read
 
         def attempt() -> httpx.Response:
             # Re-opened per attempt: a retry must send the file from its first byte
             # even if the previous attempt died mid-stream.
             with path.open("rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
+                last_sent: list[float] = []
+
+                def before_last() -> None:
+                    now = time.time()
+                    last_sent.append(now)
+                    if on_sent is not None:
+                        on_sent(self.window(now, now + read_timeout))
+
                 request = self._http.build_request(
                     "POST", "files", data={"purpose": purpose}, files={"file": (name, fh)}
                 )
                 assert isinstance(request.stream, httpx.SyncByteStream)
-                body = TrackedStream(request.stream)
+                body = TrackedStream(request.stream, before_last)
                 request.stream = body
-                sent_at = time.time()
+
+                def lost(message: str, **kw: Any) -> AmbiguousUploadError:
+                    window = self.window(last_sent[-1], time.time())
+                    return AmbiguousUploadError(
+                        f"upload of {name!r}: {message}",
+                        filename=wire_name(name),
+                        size=size,
+                        window=window,
+                        **kw,
+                    )
+
                 try:
                     response = self._exchange("upload", request)
                 except httpx.TransportError as exc:
+                    if os.fstat(fh.fileno()).st_size != size:
+                        raise SourceChangedError(
+                            f"upload of {name!r}: the file changed size while it was sent "
+                            f"({size} -> {os.fstat(fh.fileno()).st_size} bytes)"
+                        ) from None
                     phase = request_phase(exc)
                     if phase == "receive" and body.completed:
                         log.warning(
@@ -214,12 +255,9 @@ class FilesClient:
                             size=size,
                             error=type(exc).__name__,
                         )
-                        raise AmbiguousUploadError(
-                            f"upload of {name!r}: response lost after the body was sent "
-                            f"({describe_transport_error(exc)})",
-                            filename=name,
-                            size=size,
-                            sent_at=sent_at,
+                        raise lost(
+                            f"response lost after the body was sent "
+                            f"({describe_transport_error(exc)})"
                         ) from None
                     raise _network_error(
                         exc, "upload", phase="send" if phase != "connect" else "connect"
@@ -227,12 +265,10 @@ class FilesClient:
                 except ServerError as exc:
                     # A 5xx may come after the file was stored (a gateway giving up on
                     # its backend, a fault after the write): never re-send blindly.
-                    raise AmbiguousUploadError(
-                        f"upload of {name!r}: server answered {exc.status}, it may have "
-                        "stored the file",
-                        filename=name,
-                        size=size,
-                        sent_at=sent_at,
+                    if not body.completed:
+                        raise
+                    raise lost(
+                        f"server answered {exc.status}, it may have stored the file",
                         status=exc.status,
                         request_id=exc.request_id,
                     ) from None
@@ -240,6 +276,11 @@ class FilesClient:
 
         response = self._retrying("upload", "upload", attempt)
         return _remote_file(self._json(response, "upload"), "upload")
+
+    def window(self, sent_at: float, until: float) -> UploadWindow:
+        """The provider-clock window of an attempt sent at ``sent_at`` (host clock)
+        whose outcome was due by ``until``."""
+        return UploadWindow.of_attempt(sent_at, until, self.clock.offset())
 
     def retrieve(self, file_id: str) -> RemoteFile:
         response = self._simple("read", "retrieve", "GET", _file_url(file_id))
@@ -322,18 +363,13 @@ class FilesClient:
         response = self._simple("read", "content", "GET", _file_url(file_id) + "/content")
         return response.content
 
-    def find_uploaded(self, filename: str, size: int, since: float) -> list[RemoteFile]:
-        """Remote files named ``filename`` of ``size`` bytes created at or after ``since``
-        (unix seconds, with 2 s of slack for clock skew), newest first. Stops listing
-        as soon as pages are older than ``since``."""
-        floor = since - CLOCK_SLACK
-        found: list[RemoteFile] = []
+    def find_uploaded(self, window: UploadWindow) -> Iterator[RemoteFile]:
+        """Remote files created within ``window`` or later, newest first: listing stops
+        as soon as pages are older than the window."""
         for remote in self.iter_files(page_size=FIND_PAGE_SIZE):
-            if remote.created_at < floor:
-                break
-            if remote.filename == filename and remote.bytes == size:
-                found.append(remote)
-        return found
+            if remote.created_at < window.earliest:
+                return
+            yield remote
 
     def close(self) -> None:
         self._http.close()
@@ -380,10 +416,11 @@ def upload_once(
 ) -> RemoteFile:
     """Upload ``path`` so that it exists exactly once remotely, despite lost responses.
 
-    After an ambiguous attempt, look for a file with the same name and size created
-    since that attempt was sent: adopt it if there, else upload again. Two uploads
-    of identical name and size in the same seconds are indistinguishable this way;
-    callers that need more keep an intent record (as the sync engine does).
+    After an ambiguous attempt, look for the file it may have created (same name and
+    size, created within the attempt's window): adopt it if there, else upload again.
+    Two uploads of identical name and size in the same seconds are indistinguishable
+    this way; callers that need more serialize such uploads and keep a record of
+    what they own (as the sync engine does).
     """
     last: AmbiguousUploadError | None = None
     for _ in range(max_tries):
@@ -391,10 +428,12 @@ def upload_once(
             return client.upload(path, purpose, filename=filename)
         except AmbiguousUploadError as exc:
             last = exc
-            matches = client.find_uploaded(exc.filename, exc.size, exc.sent_at)
-            if matches:
-                log.info("api.upload.adopted", filename=exc.filename, file_id=matches[0].id)
-                return matches[0]
+            found = find_own_upload(
+                exc.filename, exc.size, exc.window, client.find_uploaded(exc.window), ()
+            )
+            if found is not None:
+                log.info("api.upload.adopted", filename=exc.filename, file_id=found.id)
+                return found
             log.info("api.upload.not_stored", filename=exc.filename)
     assert last is not None
     raise last

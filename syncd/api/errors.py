@@ -7,6 +7,11 @@ ever contains the API key.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from syncd.api.adoption import UploadWindow
+
 
 class APIError(Exception):
     """Base class of everything the client raises."""
@@ -110,10 +115,10 @@ class NetworkError(RetryableError):
 
 
 class AmbiguousUploadError(APIError):
-    """Raised when an upload was fully sent but no response came back (read
-    timeout, connection dropped): the file may or may not exist on the server.
-    The client never re-sends it blindly; the caller looks for it first
-    (see :meth:`FilesClient.find_uploaded`)."""
+    """Raised when an upload was fully sent but no usable response came back (read
+    timeout, connection dropped, a 5xx): the file may or may not exist on the server.
+    The client never re-sends it blindly; the caller looks for it first, within
+    ``window`` (see :mod:`syncd.api.adoption`)."""
 
     def __init__(
         self,
@@ -121,16 +126,21 @@ class AmbiguousUploadError(APIError):
         *,
         filename: str,
         size: int,
-        sent_at: float,
+        window: UploadWindow,
         status: int | None = None,
         request_id: str | None = None,
     ) -> None:
         super().__init__(message, status=status, request_id=request_id)
         self.filename = filename
         self.size = size
-        # Wall-clock (unix) time the attempt began, before pacing: a lower bound of
-        # when the server could have stored the file; compare with ``created_at``.
-        self.sent_at = sent_at
+        # When, in the provider's clock, the attempt could have stored the file.
+        self.window = window
+
+
+class SourceChangedError(APIError):
+    """Raised when the local file changed size while it was being sent, so the body
+    no longer matched its declared length: nothing usable reached the server, and
+    the upload should be tried again once the file is stable."""
 
 
 def _restore(cls: type[APIError], message: str) -> APIError:
