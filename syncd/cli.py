@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     command("check-config", _check_config, "validate the configuration file")
     command("run", _run, "the daemon: catch up, then watch and reconcile on schedule")
+    command(
+        "rebind",
+        _rebind,
+        "accept a deliberate change of root, endpoint or key for this project's state",
+    )
     sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
     return p
 
@@ -100,6 +105,23 @@ def _open(config: Config) -> Any:
 def _check_config(ns: argparse.Namespace) -> int:
     config = load_config(ns.config)
     print(f"{ns.config}: ok (project {config.project!r}, root {config.root})")
+    return EXIT_OK
+
+
+def _rebind(ns: argparse.Namespace) -> int:
+    from syncd.engine.state import LockHeld
+    from syncd.engine.sync import open_syncer
+
+    config = _load(ns)
+    try:
+        open_syncer(config, rebind=True).close()
+    except LockHeld as exc:
+        print(f"syncd: {exc}; stop it first", file=sys.stderr)
+        return EXIT_LOCKED
+    except ValueError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{config.state_dir}: now bound to project {config.project!r}, root {config.root}")
     return EXIT_OK
 
 

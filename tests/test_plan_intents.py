@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
 from syncd.engine.model import Intent, LocalFile, Plan, ScanResult
-from syncd.engine.plan import INTENT_WINDOW_S, Policy, StateView, plan
+from syncd.engine.plan import Policy, StateView, plan
 
 T0 = 1_700_000_000.0
+# The provider-clock window an upload sent at T0 recorded (a 60 s read timeout).
+W0 = UploadWindow.of_attempt(T0, T0 + 60, (-1.0, 1.0))
+
+
+def intent(path: str, sha: str = "s1", at: float = T0, window: UploadWindow | None = W0) -> Intent:
+    return Intent(path, path.rsplit("/", 1)[-1], 10, sha, at, window)
 
 
 def local(path: str, sha: str = "s1", size: int = 10) -> LocalFile:
@@ -17,23 +24,27 @@ def remote(fid: str, name: str, created: float, size: int = 10) -> RemoteFile:
     return RemoteFile(fid, size, int(created), name, "file-extract")
 
 
-def run(files: dict[str, LocalFile], intents: list[Intent], listing: list[RemoteFile]) -> Plan:
-    view = StateView({}, {i.path: i for i in intents}, set())
+def run(
+    files: dict[str, LocalFile],
+    intents: list[Intent],
+    listing: list[RemoteFile],
+    claimed_elsewhere: frozenset[str] = frozenset(),
+) -> Plan:
+    view = StateView({}, {i.path: i for i in intents}, set(), claimed_elsewhere)
     return plan(ScanResult(files=files), view, {f.id: f for f in listing}, Policy())
 
 
 def test_a_look_alike_outside_the_upload_window_is_neither_adopted_nor_deleted() -> None:
-    intent = Intent("a/x.txt", "x.txt", 10, "s1", T0)
-    later = remote("file-fe-foreign", "x.txt", T0 + INTENT_WINDOW_S + 60)
-    p = run({"a/x.txt": local("a/x.txt")}, [intent], [later])
+    later = remote("file-fe-foreign", "x.txt", W0.latest + 1)
+    p = run({"a/x.txt": local("a/x.txt")}, [intent("a/x.txt")], [later])
     assert p.adopts == [] and p.deletes == []
     assert [u.path for u in p.uploads] == ["a/x.txt"]
     assert p.clear_intents == ["a/x.txt"]
 
 
 def test_oldest_intent_claims_the_earliest_match_and_extras_are_left_alone() -> None:
-    first = Intent("a/x.txt", "x.txt", 10, "s1", T0)
-    second = Intent("b/x.txt", "x.txt", 10, "s2", T0 + 5)
+    first = intent("a/x.txt", "s1")
+    second = intent("b/x.txt", "s2", T0 + 5, UploadWindow(W0.earliest + 5, W0.latest + 5))
     files = {"a/x.txt": local("a/x.txt", "s1"), "b/x.txt": local("b/x.txt", "s2")}
     listing = [
         remote("file-fe-1", "x.txt", T0 + 1),
@@ -49,9 +60,8 @@ def test_oldest_intent_claims_the_earliest_match_and_extras_are_left_alone() -> 
 
 
 def test_a_stale_upload_of_ours_is_deleted_even_when_deletes_are_refused() -> None:
-    intent = Intent("a/x.txt", "x.txt", 10, "old", T0)
     scan = ScanResult(files={"a/x.txt": local("a/x.txt", "new")}, errors=["b: Permission denied"])
-    view = StateView({}, {"a/x.txt": intent}, set())
+    view = StateView({}, {"a/x.txt": intent("a/x.txt", "old")}, set())
     listing = {"file-fe-1": remote("file-fe-1", "x.txt", T0 + 1)}
     p = plan(scan, view, listing, Policy())
     assert [(d.file_id, d.reason) for d in p.deletes] == [("file-fe-1", "orphan")]
@@ -59,10 +69,44 @@ def test_a_stale_upload_of_ours_is_deleted_even_when_deletes_are_refused() -> No
 
 
 def test_targeted_runs_leave_intents_to_the_executor() -> None:
-    intent = Intent("a/x.txt", "x.txt", 10, "s1", T0)
-    view = StateView({}, {"a/x.txt": intent}, set())
+    view = StateView({}, {"a/x.txt": intent("a/x.txt")}, set())
     listing = {"file-fe-1": remote("file-fe-1", "x.txt", T0 + 1)}
     scan = ScanResult(files={"a/x.txt": local("a/x.txt")})
     p = plan(scan, view, listing, Policy(scope=frozenset({"a/x.txt"})))
     assert p.adopts == [] and p.clear_intents == []
     assert [u.path for u in p.uploads] == ["a/x.txt"]
+
+
+def test_an_upload_whose_body_never_left_adopts_nothing() -> None:
+    # Killed mid-upload: another tool's file of the same name and size appears later.
+    foreign = remote("file-fe-foreign", "x.txt", T0 + 30)
+    p = run({"a/x.txt": local("a/x.txt")}, [intent("a/x.txt", window=None)], [foreign])
+    assert p.adopts == [] and p.deletes == []
+    assert [u.path for u in p.uploads] == ["a/x.txt"]
+    assert p.clear_intents == ["a/x.txt"]
+
+
+def test_a_file_another_project_claimed_is_never_adopted() -> None:
+    twin = remote("file-fe-twin", "x.txt", T0 + 1)
+    ours = remote("file-fe-ours", "x.txt", T0 + 2)
+    p = run({"a/x.txt": local("a/x.txt")}, [intent("a/x.txt")], [twin, ours], frozenset({twin.id}))
+    assert [(a.path, a.file_id) for a in p.adopts] == [("a/x.txt", "file-fe-ours")]
+
+
+def test_the_window_is_in_the_providers_clock() -> None:
+    # The provider's clock runs 600 s behind ours; the window was measured that way.
+    skewed = UploadWindow.of_attempt(T0, T0 + 60, (-600.5, -599.5))
+    stored = remote("file-fe-1", "x.txt", T0 - 600)
+    p = run({"a/x.txt": local("a/x.txt")}, [intent("a/x.txt", window=skewed)], [stored])
+    assert [a.file_id for a in p.adopts] == ["file-fe-1"]
+    p = run({"a/x.txt": local("a/x.txt")}, [intent("a/x.txt")], [stored])
+    assert p.adopts == []
+
+
+def test_names_compare_as_they_travelled() -> None:
+    name = 'say "hi"\n.txt'
+    files = {name: local(name)}
+    sent = Intent(name, wire_name(name), 10, "s1", T0, W0)
+    stored = remote("file-fe-1", wire_name(name), T0 + 1)
+    p = run(files, [sent], [stored])
+    assert [a.file_id for a in p.adopts] == ["file-fe-1"]

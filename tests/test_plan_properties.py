@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from syncd.api.adoption import UploadWindow
 from syncd.api.models import RemoteFile
 from syncd.engine.model import Delete, Intent, LocalFile, Note, Plan, Record, ScanResult
-from syncd.engine.plan import ADOPT_SLACK_S, Policy, StateView, plan, tracked
+from syncd.engine.plan import Policy, StateView, plan, tracked
 
 PATHS = ("a.txt", "b.txt", "d/a.txt", "d/c.md", "e/b.txt", "x.jsonl", "d/y.pdf", "e/f/g.csv")
 STATUSES = ("synced", "invalid", "skipped", "quota", "error", "changing", "pending")
@@ -110,19 +111,27 @@ def worlds(draw: st.DrawFn) -> World:
             put_remote(fid, "old.txt", 1, NOW - 50)
 
     intents: dict[str, Intent] = {}
+    unsent_lookalikes: set[str] = set()
     intent_paths = st.sampled_from(sorted(local_paths) or PATHS) | st.sampled_from(PATHS)
     for path in sorted(draw(st.sets(intent_paths, max_size=3))):
         local = files.get(path)
         same = local is not None and local.sha256 is not None and draw(st.integers(0, 3)) > 0
         size = local.size if local and same else draw(st.integers(0, 4))
         sha = local.sha256 if local and same else _sha(size, 9)
-        intent = Intent(path, _name(path), size, sha, NOW - 10.5)
+        # An intent whose body never left has no window: nothing to adopt.
+        sent = draw(st.integers(0, 4)) > 0
+        window = UploadWindow(NOW - 12, NOW + 60) if sent else None
+        intent = Intent(path, _name(path), size, sha, NOW - 10.5, window)
         intents[path] = intent
         # What the interrupted upload may have created: nothing, once, or more (lost replies).
+        # Unsent, it created nothing: same-named files of those seconds are someone else's.
         for _ in range(draw(st.integers(0, 3))):
-            put_remote(new_id("c"), intent.filename, size, draw(st.integers(NOW - 12, NOW)))
+            fid = new_id("c" if sent else "x")
+            put_remote(fid, intent.filename, size, draw(st.integers(NOW - 12, NOW)))
+            if not sent:
+                unsent_lookalikes.add(fid)
 
-    foreign: set[str] = set()
+    foreign: set[str] = set(unsent_lookalikes)
     for _ in range(draw(st.integers(0, 4))):
         fid = new_id("x")
         foreign.add(fid)
@@ -233,7 +242,7 @@ def _candidates(w: World) -> set[str]:
     for intent in w.intents.values():
         for f in w.remote.values():
             if ((f.filename, f.bytes) == (intent.filename, intent.size)
-                    and f.created_at >= intent.started_at - ADOPT_SLACK_S):
+                    and intent.window is not None and intent.window.covers(f.created_at)):
                 out.add(f.id)
     return out
 

@@ -112,6 +112,10 @@ class FilesClient:
         return f"FilesClient(base_url={self._base_url!r}, key={self._key!r})"
 
     @property
+    def key_fingerprint(self) -> str:
+        return self._key.fingerprint()
+
+    @property
     def pacer(self) -> Pacer:
         return self._pacer
 

@@ -20,20 +20,20 @@ from typing import TypeVar
 
 import structlog
 
-from syncd.api.client import FilesClient
+from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.errors import (
     AmbiguousUploadError,
     APIError,
     AuthenticationError,
     InvalidRequestError,
-    NetworkError,
     NotFoundError,
     QuotaExceededError,
-    RetryableError,
 )
 from syncd.api.models import RemoteFile
+from syncd.engine.claims import Claims
+from syncd.engine.failures import Failed, failure_for
 from syncd.engine.model import Delete, Intent, Note, Plan, Upload
-from syncd.engine.plan import INTENT_WINDOW_S
+from syncd.engine.remote import RemoteFiles
 from syncd.engine.scan import same_as_scanned
 from syncd.engine.state import State
 
@@ -74,6 +74,14 @@ class Aborted(Exception):
     """Raised when the run cannot go on at all (the key was refused)."""
 
 
+class Interrupted(Exception):
+    """Raised after Ctrl-C: in-flight calls finished, their outcomes recorded."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("interrupted")
+        self.outcome = outcome
+
+
 @dataclass
 class Outcome:
     uploaded: int = 0
@@ -83,13 +91,29 @@ class Outcome:
     changed_during_upload: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    remote: RemoteFile
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """The file moved on before or while it was sent; it is looked at again later."""
+
+    reason: str
+
+
+UploadResult = Uploaded | Changed | Failed
+
+
 class Executor:
     def __init__(
         self,
         root: Path,
-        client: FilesClient,
+        client: RemoteFiles,
         state: State,
         remote: RemoteView,
+        claims: Claims,
         *,
         workers: int,
         progress: Callable[[str], None] | None = None,
@@ -98,22 +122,46 @@ class Executor:
         self._client = client
         self._state = state
         self._remote = remote
+        self._claims = claims
         self._workers = workers
         self._progress = progress or (lambda _kind: None)
-        self._name_locks: dict[tuple[str, int], threading.Lock] = {}
-        self._guard = threading.Lock()
         self._abort: AuthenticationError | None = None
+        self._interrupted = False
         self._open_intents: dict[str, Intent] = {}
+        self._out = Outcome()
 
     def run(self, plan: Plan, publish: Callable[[], None]) -> Outcome:
-        out = Outcome()
+        out = self._out
+        try:
+            self._apply_decisions(plan, out)
+            if plan.deletes_first:
+                publish()
+                self._deletes(plan.deletes, out)
+            late = [] if plan.deletes_first else plan.deletes
+            replaced = self._uploads(plan.uploads, out)
+            if self._abort is not None:
+                raise Aborted(str(self._abort))
+            publish()
+            self._deletes([*late, *replaced], out)
+        except KeyboardInterrupt:
+            self._interrupted = True
+            raise Interrupted(out) from None
+        if self._abort is not None:
+            raise Aborted(str(self._abort))
+        return out
+
+    def _apply_decisions(self, plan: Plan, out: Outcome) -> None:
+        """Everything the plan decided that needs no remote call."""
         # Ids found through intents are ours from now on, even if we crash next.
         for d in plan.deletes:
-            if d.reason == "orphan":
+            if d.reason == "orphan" and self._claims.claim(d.file_id):
                 self._state.add_garbage(d.file_id, d.path)
         records = self._state.records()
         remote = self._remote.snapshot()
         for a in plan.adopts:
+            if not self._claims.claim(a.file_id):
+                log.warning("adoption lost a race", path=a.path, file_id=a.file_id)
+                continue
             rec = records.get(a.path)
             # Like the planner, only an id still listed needs deleting; queueing one that
             # is already gone would cost the next run a DELETE that answers 404.
@@ -138,19 +186,6 @@ class Executor:
         # Intents a targeted run left open: each upload looks for its file first.
         self._open_intents = self._state.intents()
 
-        if plan.deletes_first:
-            publish()
-            self._deletes(plan.deletes, out)
-        late = [] if plan.deletes_first else plan.deletes
-        replaced = self._uploads(plan.uploads, out)
-        if self._abort is not None:
-            raise Aborted(str(self._abort))
-        publish()
-        self._deletes([*late, *replaced], out)
-        if self._abort is not None:
-            raise Aborted(str(self._abort))
-        return out
-
     # ---- uploads
 
     def _uploads(self, uploads: list[Upload], out: Outcome) -> list[Delete]:
@@ -158,71 +193,73 @@ class Executor:
         lock = threading.Lock()
 
         def one(up: Upload) -> None:
-            if self._abort is not None:
+            if self._abort is not None or self._interrupted:
                 return
             try:
                 result = self._upload(up)
             except AuthenticationError as exc:
                 self._abort = exc
                 return
+            except APIError as exc:  # a lookup for an earlier upload failed
+                result = failure_for(exc)
+                self._state.note(Note(up.path, result.status, result.reason))
             except Exception as exc:  # one file's failure never stops the others
                 log.exception("upload crashed", path=up.path)
-                result = f"error: {type(exc).__name__}: {exc}"
-                self._state.note(Note(up.path, "error", result))
+                result = Failed("error", f"{type(exc).__name__}: {exc}", True)
+                self._state.note(Note(up.path, "error", result.reason))
             with lock:
-                if isinstance(result, RemoteFile):
+                if isinstance(result, Uploaded):
                     out.uploaded += 1
-                    if up.replaces and up.replaces != result.id:
+                    if up.replaces and up.replaces != result.remote.id:
                         replaced.append(Delete(up.replaces, "replaced", up.path))
-                elif result == "changed":
+                elif isinstance(result, Changed):
                     out.changed_during_upload.append(up.path)
                 else:
-                    out.failures[up.path] = result
+                    out.failures[up.path] = f"{result.status}: {result.reason}"
             self._progress("upload")
 
         self._pool(one, uploads)
         return replaced
 
-    def _upload(self, up: Upload) -> RemoteFile | str:
+    def _upload(self, up: Upload) -> UploadResult:
         local = up.local
         assert local.purpose is not None
         if not same_as_scanned(self._root, local):
-            self._state.note(Note(up.path, "changing", "changed since the scan; will retry"))
-            return "changed"
+            reason = "changed since the scan; will retry"
+            self._state.note(Note(up.path, "changing", reason))
+            return Changed(reason)
         started = time.monotonic()
-        with self._name_lock(local.name, local.size):
+        with self._claims.name_lock(wire_name(local.name), local.size):
             earlier = self._open_intents.get(up.path)
             if earlier is not None:
                 found = self._resolve_earlier(earlier, up)
                 if found is not None:
                     self._remote.add(found)
-                    return found
+                    return Uploaded(found)
             intent = self._state.begin_intent(local)
             try:
-                remote, attempts = self._send(intent, local.purpose)
-            except QuotaExceededError as exc:
+                remote, attempts = self._send(intent, local.name, local.purpose)
+            except AuthenticationError:
                 self._state.clear_intent(up.path)
-                self._state.note(Note(up.path, "quota", f"provider: {exc.message}"))
-                return f"quota: {exc.message}"
-            except InvalidRequestError as exc:
-                self._state.clear_intent(up.path)
-                reason = f"rejected by the provider: {exc.code or exc.status}: {exc.message}"
-                self._state.note(Note(up.path, "invalid", reason))
-                return reason
-            except NetworkError as exc:
-                self._state.clear_intent(up.path)
-                self._state.note(Note(up.path, "error", str(exc)))
-                return f"error: {exc}"
-            except (RetryableError, AmbiguousUploadError) as exc:
-                # The request may have created the file: the intent stays, so the next
-                # run looks for it before uploading again.
-                self._state.note(Note(up.path, "error", str(exc)))
-                return f"error: {exc}"
-            # Recorded before the name lock is released: until then a same-name, same-size
-            # upload whose response is lost would take this file for its own.
+                raise
+            except APIError as exc:
+                failed = failure_for(exc)
+                if not failed.keep_intent:
+                    self._state.clear_intent(up.path)
+                self._state.note(Note(up.path, failed.status, failed.reason))
+                if failed.status == "changing":
+                    return Changed(failed.reason)
+                return failed
+            # Claimed and recorded before the name lock is released: until then another
+            # upload of this name and size whose response is lost could take it for its own.
+            self._claims.claim(remote.id)
             changed = not same_as_scanned(self._root, local)
             self._state.record_uploaded(
-                local, remote, replaces=up.replaces, status="changing" if changed else "synced"
+                local,
+                remote,
+                replaces=up.replaces,
+                status="changing" if changed else "synced",
+                reason="changed while it was uploaded; will upload again" if changed else None,
             )
         self._remote.add(remote)
         log.info(
@@ -235,12 +272,16 @@ class Executor:
             duration_s=round(time.monotonic() - started, 3),
             attempts=attempts,
         )
-        return "changed" if changed else remote
+        if changed:
+            return Changed("changed while it was uploaded; will upload again")
+        return Uploaded(remote)
 
     def _resolve_earlier(self, earlier: Intent, up: Upload) -> RemoteFile | None:
         """An earlier upload of this path never recorded its outcome: adopt what it made
         if it holds the current content, else keep its id as ours to delete."""
-        found = self._find_own_upload(earlier)  # errors propagate: the intent stays
+        if earlier.window is None:
+            return None  # its body never left in full: it cannot have stored anything
+        found = self._look_for(earlier.filename, earlier.size, earlier.window)
         if found is None:
             return None
         if earlier.sha256 == up.local.sha256:
@@ -250,14 +291,28 @@ class Executor:
         self._state.add_garbage(found.id, up.path)
         return None
 
-    def _send(self, intent: Intent, purpose: str) -> tuple[RemoteFile, int]:
+    def _send(self, intent: Intent, name: str, purpose: str) -> tuple[RemoteFile, int]:
         path = self._root / intent.path
+        window: UploadWindow | None = None
+
+        def sent(w: UploadWindow) -> None:
+            self._state.mark_sent(intent.path, w)
+
         for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
-                return self._client.upload(path, purpose, filename=intent.filename), attempt
+                return self._client.upload(path, purpose, filename=name, on_sent=sent), attempt
             except AmbiguousUploadError as lost:
+                # Every attempt so far may have stored the file: look across all of them.
+                w = lost.window
+                window = (
+                    w
+                    if window is None
+                    else UploadWindow(
+                        min(window.earliest, w.earliest), max(window.latest, w.latest)
+                    )
+                )
                 try:
-                    found = self._find_own_upload(intent)
+                    found = self._look_for(intent.filename, intent.size, window)
                 except APIError:
                     # Could not look: the intent must stay, so report the lost upload.
                     raise lost from None
@@ -268,23 +323,20 @@ class Executor:
                     raise
         raise AssertionError("unreachable")
 
-    def _find_own_upload(self, intent: Intent) -> RemoteFile | None:
-        """The earliest unowned file of the intent's name and size created in its window
-        (the planner's rule, on a fresh look)."""
-        owned = {r.file_id for r in self._state.records().values() if r.file_id}
-        owned |= self._state.garbage()
-        latest = intent.started_at + INTENT_WINDOW_S
-        candidates = [
-            f
-            for f in self._client.find_uploaded(intent.filename, intent.size, intent.started_at)
-            if f.id not in owned and f.created_at <= latest
-        ]
-        return min(candidates, key=lambda f: (f.created_at, f.id)) if candidates else None
+    def _look_for(self, filename: str, size: int, window: UploadWindow) -> RemoteFile | None:
+        """Our lost upload among the files listed now (the planner's rule, on a fresh
+        look), claimed for this project before it is returned."""
+        files = list(self._client.find_uploaded(window))
+        taken = self._owned() | self._claims.others()
+        while (found := find_own_upload(filename, size, window, files, taken)) is not None:
+            if self._claims.claim(found.id):
+                return found
+            taken.add(found.id)  # another project claimed it meanwhile
+        return None
 
-    def _name_lock(self, name: str, size: int) -> threading.Lock:
-        # Two uploads with the same name and size at once would make adoption ambiguous.
-        with self._guard:
-            return self._name_locks.setdefault((name, size), threading.Lock())
+    def _owned(self) -> set[str]:
+        owned = {r.file_id for r in self._state.records().values() if r.file_id}
+        return owned | self._state.garbage()
 
     # ---- deletes
 
@@ -292,7 +344,7 @@ class Executor:
         lock = threading.Lock()
 
         def one(d: Delete) -> None:
-            if self._abort is not None:
+            if self._abort is not None or self._interrupted:
                 return
             started = time.monotonic()
             try:
@@ -303,15 +355,18 @@ class Executor:
                 self._abort = exc
                 return
             except APIError as exc:
-                with lock:
-                    out.failures[d.path or d.file_id] = f"delete of {d.file_id} failed: {exc}"
-                if d.reason == "gone":
-                    # The id stays ours: the next run deletes it.
-                    pass
+                if self._absent(d.file_id, exc):
+                    log.info(
+                        "delete: id unknown to the provider", file_id=d.file_id, error=str(exc)
+                    )
                 else:
-                    self._state.add_garbage(d.file_id, d.path)
-                return
+                    with lock:
+                        out.failures[d.path or d.file_id] = f"delete of {d.file_id} failed: {exc}"
+                    if d.reason != "gone":  # a "gone" record keeps the id: retried next run
+                        self._state.add_garbage(d.file_id, d.path)
+                    return
             self._state.record_deleted(d.file_id, d.path, forget_path=d.reason == "gone")
+            self._claims.release(d.file_id)
             self._remote.remove(d.file_id)
             with lock:
                 out.deleted += 1
@@ -326,13 +381,29 @@ class Executor:
 
         self._pool(one, deletes)
 
+    def _absent(self, file_id: str, exc: APIError) -> bool:
+        """Some servers answer an unknown id with another 4xx than 404: with the id also
+        missing from the listing, that is as good as not found; never retried forever."""
+        definite = isinstance(exc, InvalidRequestError) and not isinstance(exc, QuotaExceededError)
+        return definite and file_id not in self._remote.snapshot()
+
     def _pool(self, fn: Callable[[A], None], items: Sequence[A]) -> None:
         if not items:
             return
-        if len(items) == 1 or self._workers == 1:
-            for item in items:
-                fn(item)
-            return
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="syncd-worker") as pool:
-            for _ in pool.map(fn, items):
-                pass
+        try:
+            if len(items) == 1 or self._workers == 1:
+                for item in items:
+                    fn(item)
+                return
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="syncd-worker") as pool:
+                try:
+                    for _ in pool.map(fn, items):
+                        pass
+                except KeyboardInterrupt:
+                    # Set before the pool waits: queued items see it and return at once,
+                    # in-flight calls finish and record their outcome.
+                    self._interrupted = True
+                    raise
+        except KeyboardInterrupt:
+            self._interrupted = True
+            raise

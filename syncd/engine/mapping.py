@@ -20,7 +20,12 @@ VERSION = 1
 
 
 def build(
-    records: Mapping[str, Record], confirmed: Container[str], *, project: str, base_url: str
+    records: Mapping[str, Record],
+    confirmed: Container[str],
+    *,
+    project: str,
+    base_url: str,
+    owner: str,
 ) -> dict[str, Any]:
     files = {
         path: {
@@ -36,6 +41,8 @@ def build(
     return {
         "version": VERSION,
         "project": project,
+        # Which state publishes this file: two projects must never share one.
+        "owner": owner,
         "base_url": base_url,
         "generated_at": time.time(),
         "files": files,

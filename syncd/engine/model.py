@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from syncd.api.adoption import UploadWindow
+
 # What a path's record says about it; ``synced`` is the only one that publishes.
 Status = Literal["synced", "invalid", "skipped", "quota", "error", "changing", "pending"]
 
@@ -61,13 +63,19 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    """Written before an upload starts, cleared when its outcome is recorded."""
+    """Written before an upload starts, cleared when its outcome is recorded.
+
+    ``window`` is set just before the body's last byte leaves: until then the
+    provider cannot have stored anything, so an intent without one is simply
+    dropped. It is in the provider's clock, measured when the upload was sent.
+    """
 
     path: str
     filename: str
     size: int
     sha256: str
     started_at: float
+    window: UploadWindow | None = None
 
 
 # ------------------------------------------------------------------ actions

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from syncd.api.adoption import find_own_upload, same_name
 from syncd.api.models import RemoteFile
 from syncd.engine.model import (
     Adopt,
@@ -27,11 +28,6 @@ from syncd.engine.model import (
     ScanResult,
     Upload,
 )
-
-# created_at has one-second resolution and clocks drift a little.
-ADOPT_SLACK_S = 2
-# An upload attempt, retries included, ends well within this after its intent.
-INTENT_WINDOW_S = 900
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,8 @@ class StateView:
     records: Mapping[str, Record]
     intents: Mapping[str, Intent]
     garbage: Collection[str]
+    # Ids other projects on this key have claimed: never adopted.
+    claimed_elsewhere: Collection[str] = frozenset()
 
     def owned_ids(self) -> set[str]:
         ids = {r.file_id for r in self.records.values() if r.file_id}
@@ -109,31 +107,21 @@ def _adopt_from_intents(
 ) -> dict[str, str]:
     """Uploads whose outcome was never recorded: find what they created.
 
-    A match has the intent's filename and size and was created within the time an
-    upload attempt can take after the intent. Oldest intents claim first, each the
-    earliest match, so two lost uploads of equal name and size pair up in order; a
-    match is never taken from another owner, and look-alikes are left alone.
+    The rule is :func:`syncd.api.adoption.find_own_upload`: name as sent, size, and
+    the provider-clock window recorded when the body left. An intent whose body
+    never left in full has no window and created nothing. Oldest intents claim
+    first; ids owned here or claimed by another project are never taken.
     """
     adopted: dict[str, str] = {}
-    by_name: dict[tuple[str, int], list[RemoteFile]] = {}
-    for f in remote.values():
-        if f.id not in owned:
-            by_name.setdefault((f.filename, f.bytes), []).append(f)
+    taken = owned | set(state.claimed_elsewhere)
     for intent in sorted(state.intents.values(), key=lambda i: (i.started_at, i.path)):
         out.clear_intents.append(intent.path)
-        earliest = intent.started_at - ADOPT_SLACK_S
-        latest = intent.started_at + INTENT_WINDOW_S
-        candidates = sorted(
-            (
-                f
-                for f in by_name.get((intent.filename, intent.size), [])
-                if earliest <= f.created_at <= latest and f.id not in owned
-            ),
-            key=lambda f: (f.created_at, f.id),
-        )
-        if not candidates:
+        if intent.window is None:
             continue
-        keep = candidates[0]
+        keep = find_own_upload(intent.filename, intent.size, intent.window, remote.values(), taken)
+        if keep is None:
+            continue
+        taken.add(keep.id)
         owned.add(keep.id)
         local = scan.files.get(intent.path)
         if local is not None and local.syncable and local.sha256 == intent.sha256:
@@ -201,7 +189,7 @@ def _same(rec: Record, local: LocalFile) -> bool:
         rec.sha256 == local.sha256
         and rec.size == local.size
         and rec.purpose == local.purpose
-        and rec.remote_name == local.name
+        and same_name(rec.remote_name, local.name)
     )
 
 

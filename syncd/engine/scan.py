@@ -119,7 +119,12 @@ def _add(
 ) -> None:
     def problem(reason: str, status: str = "skipped", purpose: str | None = None) -> None:
         result.files[rel] = LocalFile(
-            rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=purpose, problem=reason,
+            rel,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            purpose=purpose,
+            problem=reason,
             problem_status=status,  # type: ignore[arg-type]
         )
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
 from syncd.engine.model import Intent, LocalFile, Note, Record
 
@@ -42,7 +43,9 @@ CREATE TABLE IF NOT EXISTS intents (
     filename TEXT NOT NULL,
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    started_at REAL NOT NULL
+    started_at REAL NOT NULL,
+    earliest REAL,
+    latest REAL
 );
 CREATE TABLE IF NOT EXISTS garbage (
     file_id TEXT PRIMARY KEY,
@@ -51,6 +54,10 @@ CREATE TABLE IF NOT EXISTS garbage (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# The window the first schema's intents were resolved with.
+_LEGACY_BEFORE_S = 2
+_LEGACY_AFTER_S = 900
 
 _COLUMNS = (
     "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, "
@@ -102,7 +109,22 @@ class State:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}
+        if "earliest" not in columns:
+            # Intents of the first schema were resolved by a fixed window around their
+            # start in our clock: keep that rule for the ones still open.
+            self._db.executescript(
+                "BEGIN IMMEDIATE;"
+                "ALTER TABLE intents ADD COLUMN earliest REAL;"
+                "ALTER TABLE intents ADD COLUMN latest REAL;"
+                f"UPDATE intents SET earliest = started_at - {_LEGACY_BEFORE_S},"
+                f" latest = started_at + {_LEGACY_AFTER_S};"
+                "COMMIT;"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -129,9 +151,19 @@ class State:
     def intents(self) -> dict[str, Intent]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT path, filename, size, sha256, started_at FROM intents"
+                "SELECT path, filename, size, sha256, started_at, earliest, latest FROM intents"
             ).fetchall()
-        return {row[0]: Intent(*row) for row in rows}
+        return {
+            row[0]: Intent(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                UploadWindow(row[5], row[6]) if row[5] is not None else None,
+            )
+            for row in rows
+        }
 
     def garbage(self) -> set[str]:
         with self._lock:
@@ -149,20 +181,38 @@ class State:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def begin_intent(self, local: LocalFile) -> Intent:
-        intent = Intent(local.path, local.name, local.size, local.sha256 or "", time.time())
+        intent = Intent(
+            local.path, wire_name(local.name), local.size, local.sha256 or "", time.time()
+        )
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?, NULL, NULL)",
                 (intent.path, intent.filename, intent.size, intent.sha256, intent.started_at),
             )
         return intent
+
+    def mark_sent(self, path: str, window: UploadWindow) -> None:
+        """The body's last byte is about to leave: from now on the provider may store the
+        file, within ``window``. A later attempt widens the window, never narrows it."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE intents SET earliest = MIN(COALESCE(earliest, ?), ?), "
+                "latest = MAX(COALESCE(latest, ?), ?) WHERE path = ?",
+                (window.earliest, window.earliest, window.latest, window.latest, path),
+            )
 
     def clear_intent(self, path: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM intents WHERE path = ?", (path,))
 
     def record_uploaded(
-        self, local: LocalFile, remote: RemoteFile, *, replaces: str | None, status: str = "synced"
+        self,
+        local: LocalFile,
+        remote: RemoteFile,
+        *,
+        replaces: str | None,
+        status: str = "synced",
+        reason: str | None = None,
     ) -> None:
         """The upload's outcome, its intent cleared and any replaced id queued for deletion,
         in one transaction: a crash leaves either all of it or none."""
@@ -175,7 +225,7 @@ class State:
             row = (
                 local.path, status, remote.id, local.purpose, remote.filename or local.name,
                 local.size, local.mtime_ns, local.inode, local.sha256,
-                float(remote.created_at) or time.time(), None, time.time(),
+                float(remote.created_at) or time.time(), reason, time.time(),
             )  # fmt: skip
             db.execute(
                 f"INSERT OR REPLACE INTO files ({_COLUMNS}, updated_at) "

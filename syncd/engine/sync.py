@@ -21,10 +21,17 @@ import structlog
 
 from syncd import logs
 from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
-from syncd.api.errors import APIError, AuthenticationError
+from syncd.api.errors import (
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaExceededError,
+)
 from syncd.config import Config
-from syncd.engine import mapping
-from syncd.engine.execute import Aborted, Executor, Outcome, RemoteView
+from syncd.engine import identity, mapping
+from syncd.engine.claims import Claims, owner_of
+from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
 from syncd.engine.model import Plan, Record
 from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
 from syncd.engine.rules import Rules
@@ -51,6 +58,9 @@ class RunReport:
     aborted: str | None = None
     # The remote could not be listed: nothing was planned, the run should be retried.
     remote_unavailable: bool = False
+    # Our ids missing from the listing that the provider still had when asked directly.
+    inconsistent: int = 0
+    interrupted: bool = False
     # Paths (in the run's scope) that are not synced, with status and reason.
     unsynced: dict[str, tuple[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -71,10 +81,14 @@ class RunReport:
             errs.append(self.plan.refused)
         if self.aborted:
             errs.append(self.aborted)
+        if self.interrupted:
+            errs.append("interrupted: what was confirmed is published; run again to finish")
         return errs
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
         if self.aborted:
             return 2
         if self.plan.refused:
@@ -90,6 +104,7 @@ class Syncer:
         config: Config,
         client: FilesClient,
         state: State,
+        claims: Claims,
         *,
         base_url: str = "",
         lock: StateLock | None = None,
@@ -99,6 +114,7 @@ class Syncer:
         self.base_url = base_url or config.api.base_url
         self.client = client
         self.state = state
+        self.claims = claims
         self.rules = Rules(config.rules)
         self.remote = RemoteView()
         self._lock = lock
@@ -131,6 +147,7 @@ class Syncer:
                         "uploaded": report.outcome.uploaded,
                         "deleted": report.outcome.deleted,
                         "refused": report.plan.refused,
+                        "inconsistent_listing": report.inconsistent,
                     },
                 )
             return report
@@ -172,10 +189,20 @@ class Syncer:
             headroom_bytes=limits.headroom_bytes,
             scope=scope,
         )
-        view = StateView(records, self.state.intents(), self.state.garbage())
+        try:
+            inconsistent = self._confirm_absence(records, scope)
+        except APIError as exc:
+            log.error("cannot confirm files missing from the listing", error=str(exc))
+            errors = [*scan.errors, f"cannot confirm files missing from the listing: {exc}"]
+            return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
+        view = StateView(records, self.state.intents(), self.state.garbage(), self.claims.others())
         the_plan = plan(scan, view, self.remote.snapshot(), policy)
         report = RunReport(
-            the_plan, scan_errors=list(scan.errors), hashed=scan.hashed, dry_run=dry_run
+            the_plan,
+            scan_errors=list(scan.errors),
+            hashed=scan.hashed,
+            dry_run=dry_run,
+            inconsistent=inconsistent,
         )
         if the_plan.refused:
             log.error("deletion safety", reason=the_plan.refused, root=str(self.config.root))
@@ -186,6 +213,7 @@ class Syncer:
             self.client,
             self.state,
             self.remote,
+            self.claims,
             workers=limits.workers,
             progress=progress,
         )
@@ -197,6 +225,10 @@ class Syncer:
         except Aborted as exc:
             report.aborted = str(exc)
             log.error("run aborted", error=str(exc))
+        except Interrupted as exc:
+            report.outcome = exc.outcome
+            report.interrupted = True
+            log.warning("interrupted", uploaded=exc.outcome.uploaded, deleted=exc.outcome.deleted)
         self.publish_mapping()
         if the_plan.mutating:
             self._save_account()
@@ -223,6 +255,34 @@ class Syncer:
             return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
         return None
 
+    def _confirm_absence(self, records: dict[str, Record], scope: frozenset[str] | None) -> int:
+        """A listing is not a proof of absence: ask for each of our ids it lacks.
+
+        Found ones go back into the view (the listing was inconsistent; their count is
+        returned). Only a not-found answer, or another 4xx that is not about auth or
+        quota, confirms that an id is gone; anything else ends the run undecided.
+        """
+        listed = self.remote.snapshot()
+        missing = sorted(
+            rec.file_id
+            for path, rec in records.items()
+            if rec.file_id and rec.file_id not in listed and in_scope(path, scope)
+        )
+        found = 0
+        for file_id in missing:
+            try:
+                self.remote.add(self.client.retrieve(file_id))
+                found += 1
+            except NotFoundError:
+                continue
+            except InvalidRequestError as exc:
+                if isinstance(exc, QuotaExceededError):
+                    raise
+                continue
+        if found:
+            log.warning("listing omitted files that exist", count=found, asked=len(missing))
+        return found
+
     def _list_remote(self) -> None:
         self.remote.replace_all(self.client.list_files())
         self._save_account()
@@ -244,6 +304,7 @@ class Syncer:
                 self.remote.snapshot(),
                 project=self.config.project,
                 base_url=self.base_url,
+                owner=self.claims.owner,
             )
             mapping.write_atomic(self.config.mapping_file, data)
 
@@ -257,7 +318,7 @@ class Syncer:
         return counts
 
     def close(self) -> None:
-        for close in (self.client.close, self.state.close, *self._closers):
+        for close in (self.client.close, self.state.close, self.claims.close, *self._closers):
             try:
                 close()
             except Exception:  # closing must finish even if one part is broken
@@ -306,14 +367,34 @@ def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]
     return FilesClient(base_url, key, client_options(config)), base_url, closers
 
 
-def open_syncer(config: Config) -> Syncer:
-    """Take the state lock and build a ready Syncer (raises LockHeld)."""
+def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:
+    """Take the state lock and build a ready Syncer.
+
+    Raises LockHeld when another process holds the state, identity.Mismatch when the
+    state or the mapping file belongs to another project (unless ``rebind``)."""
     lock = StateLock(config.state_dir)
     lock.acquire()
+    opened: list[Callable[[], None]] = [lock.release]
     try:
         client, base_url, closers = connect(config)
+        opened[:0] = [client.close, *closers]
         state = State(config.state_dir)
+        opened.insert(0, state.close)
+        owner = owner_of(config.state_dir)
+        mine = identity.of_config(config, client.key_fingerprint)
+        identity.bind(state, mine, rebind=rebind)
+        identity.check_mapping_file(config.mapping_file, owner, config.project)
+        pacing_dir = client.options.pacing_dir or config.state_dir
+        claims = Claims(pacing_dir, client.key_fingerprint, owner)
+        opened.insert(0, claims.close)
+        claims.claim_all(
+            [r.file_id for r in state.records().values() if r.file_id] + sorted(state.garbage())
+        )
     except BaseException:
-        lock.release()
+        for close in opened:
+            try:
+                close()
+            except Exception:  # the original error is the one worth reporting
+                log.exception("close failed")
         raise
-    return Syncer(config, client, state, base_url=base_url, lock=lock, closers=closers)
+    return Syncer(config, client, state, claims, base_url=base_url, lock=lock, closers=closers)

@@ -1,0 +1,35 @@
+"""What the engine needs of a Files API: the seam between engine and client.
+
+The engine depends on this protocol, never on a concrete client, so a provider
+is a client that satisfies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from syncd.api.adoption import UploadWindow
+from syncd.api.models import RemoteFile
+
+
+class RemoteFiles(Protocol):
+    def upload(
+        self,
+        path: Path,
+        purpose: str,
+        *,
+        filename: str | None = None,
+        on_sent: Callable[[UploadWindow], None] | None = None,
+    ) -> RemoteFile: ...
+
+    def retrieve(self, file_id: str) -> RemoteFile: ...
+
+    def list_files(self) -> list[RemoteFile]: ...
+
+    def find_uploaded(self, window: UploadWindow) -> Iterator[RemoteFile]: ...
+
+    def delete(self, file_id: str) -> None: ...
+
+    def close(self) -> None: ...
