@@ -37,25 +37,30 @@ def of_config(config: Config, key_fingerprint: str) -> dict[str, str]:
     }
 
 
-def bind(state: State, mine: dict[str, str], *, rebind: bool) -> None:
-    """Record ``mine`` in a state that has none (new, or written by an earlier version);
-    refuse a state bound to something else unless ``rebind``."""
+def check(state: State, mine: dict[str, str]) -> None:
+    """Refuse a state bound to another project, endpoint, root or key."""
     stored: Any = state.get_meta(_META)
-    if isinstance(stored, dict) and not rebind:
-        differ = [k for k in _FIELDS if stored.get(k) != mine[k]]
-        if differ:
-            lines = [
-                f"  {_FIELDS[k]}: state has {stored.get(k)!r}, config has {mine[k]!r}"
-                for k in differ
-            ]
-            raise Mismatch(
-                "this state_dir belongs to another project or setup:\n"
-                + "\n".join(lines)
-                + "\nGive each project its own state_dir (and mapping_file). If this change "
-                "is deliberate (the root moved, the key was rotated), run "
-                "`syncd rebind -c CONFIG` once."
-            )
-    if stored != mine:
+    if not isinstance(stored, dict):
+        return
+    differ = [k for k in _FIELDS if stored.get(k) != mine[k]]
+    if differ:
+        lines = [
+            f"  {_FIELDS[k]}: state has {stored.get(k)!r}, config has {mine[k]!r}"
+            for k in differ
+        ]
+        raise Mismatch(
+            "this state_dir belongs to another project or setup:\n"
+            + "\n".join(lines)
+            + "\nGive each project its own state_dir (and mapping_file). If this change "
+            "is deliberate (the root moved, the key was rotated), run "
+            "`syncd rebind -c CONFIG` once."
+        )
+
+
+def record(state: State, mine: dict[str, str]) -> None:
+    """Bind the state to ``mine``: done once the remote accepted the key, so a first
+    run with a mistyped key does not bind the state to it."""
+    if state.get_meta(_META) != mine:
         state.set_meta(_META, mine)
 
 

@@ -285,6 +285,9 @@ class Syncer:
 
     def _list_remote(self) -> None:
         self.remote.replace_all(self.client.list_files())
+        identity.record(
+            self.state, identity.of_config(self.config, self.client.key_fingerprint)
+        )
         self._save_account()
 
     def _save_account(self) -> None:
@@ -382,7 +385,9 @@ def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:
         opened.insert(0, state.close)
         owner = owner_of(config.state_dir)
         mine = identity.of_config(config, client.key_fingerprint)
-        identity.bind(state, mine, rebind=rebind)
+        if rebind:
+            identity.record(state, mine)
+        identity.check(state, mine)
         identity.check_mapping_file(config.mapping_file, owner, config.project)
         pacing_dir = client.options.pacing_dir or config.state_dir
         claims = Claims(pacing_dir, client.key_fingerprint, owner)
