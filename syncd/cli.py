@@ -18,6 +18,7 @@ from typing import Any
 
 from syncd import __version__, logs
 from syncd.config import Config, ConfigError, load_config
+from syncd.textsafe import visible
 
 EXIT_OK, EXIT_UNSYNCED, EXIT_USAGE, EXIT_REFUSED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -159,14 +160,14 @@ def _print_report(report: Any) -> None:
         print(f"plan (dry run): {len(p.uploads)} upload(s), {len(p.adopts)} adoption(s), "
               f"{len(p.deletes)} delete(s)")  # fmt: skip
         for u in p.uploads:
-            print(f"  upload  {u.kind:<9} {u.path} ({u.local.size} bytes)")
+            print(f"  upload  {u.kind:<9} {visible(u.path)} ({u.local.size} bytes)")
         for a in p.adopts:
-            print(f"  adopt   {a.path} -> {a.file_id}")
+            print(f"  adopt   {visible(a.path)} -> {visible(a.file_id)}")
         for d in p.deletes:
-            print(f"  delete  {d.reason:<9} {d.file_id} {d.path or ''}")
+            print(f"  delete  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
         for n in p.notes:
             if n.status != "synced":
-                print(f"  {n.status:<7} {n.path}: {n.reason}")
+                print(f"  {n.status:<7} {visible(n.path)}: {visible(n.reason)}")
     else:
         o = report.outcome
         print(f"uploaded {o.uploaded}, adopted {o.adopted}, deleted {o.deleted}, "
@@ -174,11 +175,11 @@ def _print_report(report: Any) -> None:
         if report.unsynced:
             print(f"{len(report.unsynced)} file(s) not synced:")
             for path, (status, reason) in sorted(report.unsynced.items()):
-                print(f"  {status:<8} {path}: {reason}")
+                print(f"  {status:<8} {visible(path)}: {visible(reason)}")
         if report.skipped:
             print(f"{len(report.skipped)} file(s) skipped by the rules (see syncd status)")
     for err in report.errors:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {visible(err)}", file=sys.stderr)
 
 
 def _status(ns: argparse.Namespace) -> int:
@@ -217,7 +218,7 @@ def _status(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(data, ensure_ascii=False, indent=1))
     else:
-        print(f"project {config.project}: root {config.root}")
+        print(f"project {visible(config.project)}: root {visible(config.root)}")
         print("files: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         print(f"ours: {len(synced)} files, {_human(data['ours']['bytes'])}")
         if account:
@@ -230,9 +231,9 @@ def _status(ns: argparse.Namespace) -> int:
             print(f"last reconcile: {when}, exit {last['exit_code']}, "
                   f"uploaded {last['uploaded']}, deleted {last['deleted']}")  # fmt: skip
             if last.get("refused"):
-                print(f"  refused: {last['refused']}")
+                print(f"  refused: {visible(last['refused'])}")
         for r in not_synced:
-            print(f"  {r.status:<8} {r.path}: {r.reason}")
+            print(f"  {r.status:<8} {visible(r.path)}: {visible(r.reason)}")
     unsynced = any(r.status not in ("synced", "skipped") for r in records.values())
     return EXIT_UNSYNCED if unsynced else EXIT_OK
 
@@ -265,8 +266,8 @@ def _ls_remote(ns: argparse.Namespace) -> int:
     else:
         for row in rows:
             mark = "ours   " if row["ours"] else "foreign"
-            print(f"{mark} {row['id']:<40} {row['bytes']:>12} {row['filename']}"
-                  + (f"  <- {row['path']}" if row["path"] else ""))  # fmt: skip
+            print(f"{mark} {visible(row['id']):<40} {row['bytes']:>12} {visible(row['filename'])}"
+                  + (f"  <- {visible(row['path'])}" if row["path"] else ""))  # fmt: skip
         print(f"{len(rows)} file(s), {sum(1 for r in rows if r['ours'])} ours")
     return EXIT_OK
 
