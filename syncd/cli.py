@@ -68,7 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     ls = command("ls-remote", _ls_remote, "remote files, marked ours or foreign")
     ls.add_argument("--json", action="store_true")
-    command("check-config", _check_config, "validate the configuration file")
+    cc = command(
+        "check-config",
+        _check_config,
+        "validate the configuration file and the folders, key and paths it names",
+    )
+    cc.add_argument(
+        "--online", action="store_true", help="also authenticate and list one page of the remote"
+    )
     command("run", _run, "the daemon: catch up, then watch and reconcile on schedule")
     sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
     return p
@@ -99,8 +106,19 @@ def _open(config: Config) -> Any:
 
 
 def _check_config(ns: argparse.Namespace) -> int:
+    from syncd.preflight import preflight
+
     config = load_config(ns.config)
-    print(f"{ns.config}: ok (project {config.project!r}, root {config.root})")
+    # Retries and the emulator's chatter would bury the problems this command reports.
+    logs.configure(config.logging.format, "error")
+    problems = preflight(config, online=ns.online)
+    for problem in problems:
+        print(f"syncd: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    root = config.origin.shown("root", config.root)
+    checked = "key accepted by the remote" if ns.online else "offline checks"
+    print(f"{ns.config}: ok (project {config.project!r}, root {root}; {checked})")
     return EXIT_OK
 
 

@@ -284,8 +284,9 @@ class Origin:
     written: Mapping[str, str] = field(default_factory=dict)
 
     def at(self, key: str) -> str:
-        """``file:line: key`` (the line of the key, or 1 when it was left to its default)."""
-        return f"{self.source}:{self.lines.get(key, 1)}: {key}"
+        """``file:line: key``; a key left to its default is placed at its section."""
+        line = self.lines.get(key) or self.lines.get(key.rpartition(".")[0]) or 1
+        return f"{self.source}:{line}: {key}"
 
     def shown(self, key: str, value: object) -> str:
         """The value as a message may show it: the written text when it was interpolated."""
@@ -543,6 +544,7 @@ class _Reader:
                 if not isinstance(value_node, yaml.MappingNode):
                     self.problem(line, dotted, "expected a mapping of keys")
                     continue
+                self.lines[name] = line
                 self.walk(value_node, name)
             elif dotted in SCHEMA:
                 self.lines[dotted] = line
@@ -762,7 +764,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _cross_checks(r: _Reader, got: Callable[[str], Any]) -> None:
     def line(key: str) -> int:
-        return r.lines.get(key, 1)
+        return r.lines.get(key) or r.lines.get(key.rpartition(".")[0]) or 1
 
     both = got("api.api_key_env") is not None and got("api.api_key_file") is not None
     if both and "api.api_key_env" in r.lines:
