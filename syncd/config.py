@@ -826,14 +826,16 @@ def load_config(path: Path) -> Config:
 
 
 def _key_vars(node: yaml.MappingNode) -> frozenset[str]:
-    """Variables that hold an API key: the default one and the one api_key_env names."""
+    """Variables that hold an API key: the default one, the one api_key_env names, and
+    any it interpolates (``api_key_env: ${DASHSCOPE_API_KEY}`` is the classic slip)."""
     names = {DEFAULT_KEY_ENV}
     for k, v in node.value:
         if k.value == "api" and isinstance(v, yaml.MappingNode):
             for k2, v2 in v.value:
-                named = k2.value == "api_key_env" and isinstance(v2, yaml.ScalarNode)
-                if named and _ENV_NAME.match(str(v2.value)):
-                    names.add(str(v2.value))
+                if k2.value == "api_key_env" and isinstance(v2, yaml.ScalarNode):
+                    text = str(v2.value)
+                    names.update([text] if _ENV_NAME.match(text) else [])
+                    names.update(m.group(1) for m in _VAR.finditer(text))
     return frozenset(names)
 
 
