@@ -2,7 +2,10 @@
 
 `emulator` is a ready emulator with two keys; `emulator_factory(**overrides)` starts one with
 CLI flags derived from keyword names (`max_files=5` -> `--max-files 5`, `retry_after=True`
--> `--retry-after`, `api_key=[...]` -> repeated `--api-key`).
+-> `--retry-after`, `api_key=[...]` -> repeated `--api-key`; `flavor="openai"`,
+`fault_list_omit=0.2`, `unknown_id_status=400`, `clock_offset_s=-600` likewise).
+`EmulatorHandle.truth_files()` lists an account's live files past any fault or omission;
+`EmulatorHandle.expire(*ids)` makes files expire now.
 """
 
 from __future__ import annotations
