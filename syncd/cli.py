@@ -18,6 +18,7 @@ from typing import Any
 
 from syncd import __version__, logs
 from syncd.config import Config, ConfigError, load_config
+from syncd.textsafe import visible
 
 EXIT_OK, EXIT_UNSYNCED, EXIT_USAGE, EXIT_REFUSED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -67,7 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     ls = command("ls-remote", _ls_remote, "remote files, marked ours or foreign")
     ls.add_argument("--json", action="store_true")
-    command("check-config", _check_config, "validate the configuration file")
+    cc = command(
+        "check-config",
+        _check_config,
+        "validate the configuration file and the folders, key and paths it names",
+    )
+    cc.add_argument(
+        "--online", action="store_true", help="also authenticate and list one page of the remote"
+    )
     command("run", _run, "the daemon: catch up, then watch and reconcile on schedule")
     command(
         "rebind",
@@ -103,8 +111,19 @@ def _open(config: Config) -> Any:
 
 
 def _check_config(ns: argparse.Namespace) -> int:
+    from syncd.preflight import preflight
+
     config = load_config(ns.config)
-    print(f"{ns.config}: ok (project {config.project!r}, root {config.root})")
+    # Retries and the emulator's chatter would bury the problems this command reports.
+    logs.configure(config.logging.format, "error")
+    problems = preflight(config, online=ns.online)
+    for problem in problems:
+        print(f"syncd: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    root = config.origin.shown("root", config.root)
+    checked = "key accepted by the remote" if ns.online else "offline checks"
+    print(f"{ns.config}: ok (project {config.project!r}, root {root}; {checked})")
     return EXIT_OK
 
 
@@ -181,14 +200,14 @@ def _print_report(report: Any) -> None:
         print(f"plan (dry run): {len(p.uploads)} upload(s), {len(p.adopts)} adoption(s), "
               f"{len(p.deletes)} delete(s)")  # fmt: skip
         for u in p.uploads:
-            print(f"  upload  {u.kind:<9} {u.path} ({u.local.size} bytes)")
+            print(f"  upload  {u.kind:<9} {visible(u.path)} ({u.local.size} bytes)")
         for a in p.adopts:
-            print(f"  adopt   {a.path} -> {a.file_id}")
+            print(f"  adopt   {visible(a.path)} -> {visible(a.file_id)}")
         for d in p.deletes:
-            print(f"  delete  {d.reason:<9} {d.file_id} {d.path or ''}")
+            print(f"  delete  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
         for n in p.notes:
             if n.status != "synced":
-                print(f"  {n.status:<7} {n.path}: {n.reason}")
+                print(f"  {n.status:<7} {visible(n.path)}: {visible(n.reason)}")
     else:
         o = report.outcome
         print(f"uploaded {o.uploaded}, adopted {o.adopted}, deleted {o.deleted}, "
@@ -196,11 +215,11 @@ def _print_report(report: Any) -> None:
         if report.unsynced:
             print(f"{len(report.unsynced)} file(s) not synced:")
             for path, (status, reason) in sorted(report.unsynced.items()):
-                print(f"  {status:<8} {path}: {reason}")
+                print(f"  {status:<8} {visible(path)}: {visible(reason)}")
         if report.skipped:
             print(f"{len(report.skipped)} file(s) skipped by the rules (see syncd status)")
     for err in report.errors:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {visible(err)}", file=sys.stderr)
 
 
 def _status(ns: argparse.Namespace) -> int:
@@ -239,7 +258,7 @@ def _status(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(data, ensure_ascii=False, indent=1))
     else:
-        print(f"project {config.project}: root {config.root}")
+        print(f"project {visible(config.project)}: root {visible(config.root)}")
         print("files: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         print(f"ours: {len(synced)} files, {_human(data['ours']['bytes'])}")
         if account:
@@ -252,9 +271,9 @@ def _status(ns: argparse.Namespace) -> int:
             print(f"last reconcile: {when}, exit {last['exit_code']}, "
                   f"uploaded {last['uploaded']}, deleted {last['deleted']}")  # fmt: skip
             if last.get("refused"):
-                print(f"  refused: {last['refused']}")
+                print(f"  refused: {visible(last['refused'])}")
         for r in not_synced:
-            print(f"  {r.status:<8} {r.path}: {r.reason}")
+            print(f"  {r.status:<8} {visible(r.path)}: {visible(r.reason)}")
     unsynced = any(r.status not in ("synced", "skipped") for r in records.values())
     return EXIT_UNSYNCED if unsynced else EXIT_OK
 
@@ -287,8 +306,8 @@ def _ls_remote(ns: argparse.Namespace) -> int:
     else:
         for row in rows:
             mark = "ours   " if row["ours"] else "foreign"
-            print(f"{mark} {row['id']:<40} {row['bytes']:>12} {row['filename']}"
-                  + (f"  <- {row['path']}" if row["path"] else ""))  # fmt: skip
+            print(f"{mark} {visible(row['id']):<40} {row['bytes']:>12} {visible(row['filename'])}"
+                  + (f"  <- {visible(row['path'])}" if row["path"] else ""))  # fmt: skip
         print(f"{len(rows)} file(s), {sum(1 for r in rows if r['ours'])} ours")
     return EXIT_OK
 

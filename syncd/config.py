@@ -1,25 +1,34 @@
 """YAML -> typed, validated configuration.
 
-Every error names the file, the line and the dotted key, because a daemon that
-refuses to start must say exactly what to fix. Unknown keys are errors: a typo
-such as ``delete_remtoe`` would otherwise silently keep the default.
+Every key is described once, in ``KEYS``: its type, default, range or choices,
+whether SIGHUP can apply it, and a one-line doc. The reader, the dataclass
+defaults and the reload rules all come from that table.
+
+Every error names the file, the line and the dotted key, and all errors of a file
+are reported in one pass, because a daemon that refuses to start must say exactly
+what to fix. Unknown keys are errors (with a "did you mean"): a typo such as
+``delete_remtoe`` would otherwise silently keep the default.
+
+Values taken from ``${VAR}`` are never echoed in messages, only the text as
+written: a variable may hold a secret.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, TypeVar
+from pathlib import Path, PosixPath
+from typing import Any, Literal
 
 import yaml
 
-D = TypeVar("D")
-V = TypeVar("V")
-
 EMBEDDED = "embedded"
+DEFAULT_KEY_ENV = "DASHSCOPE_API_KEY"
 
 FILE_EXTRACT_EXTENSIONS = (
     "txt", "docx", "pdf", "xlsx", "epub", "mobi", "md", "csv", "json",
@@ -30,8 +39,18 @@ DEFAULT_EXCLUDE = ("*.part", "*.tmp", "~$*", ".*", "**/.*/**")
 
 
 class ConfigError(Exception):
-    """Raised when the configuration file cannot be read or is invalid.
-    The message names the file, line and key."""
+    """The configuration file cannot be read or is invalid.
+
+    ``problems`` lists every problem found, each ``file:line: key: message``."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        return f"{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
 
 
 @dataclass(frozen=True)
@@ -44,41 +63,6 @@ DEFAULT_PURPOSES = (
     PurposeRule(("*.jsonl",), "batch"),
     PurposeRule(tuple(f"*.{e}" for e in FILE_EXTRACT_EXTENSIONS), "file-extract"),
 )
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    base_url: str = EMBEDDED
-    api_key_env: str | None = "DASHSCOPE_API_KEY"
-    api_key_file: Path | None = None
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 120.0
-    write_timeout_s: float = 120.0
-    embedded_port: int = 8765
-
-    @property
-    def embedded(self) -> bool:
-        return self.base_url == EMBEDDED
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    upload_qps: float = 20.0
-    read_qps: float = 20.0
-    delete_qps: float = 10.0
-    workers: int = 8
-    max_files: int = 10_000
-    max_bytes: int = 100 * 1024**3
-    headroom_files: int = 0
-    headroom_bytes: int = 0
-    pacing_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class RulesConfig:
-    include: tuple[str, ...] = ("**",)
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
-    purposes: tuple[PurposeRule, ...] = DEFAULT_PURPOSES
 
 
 @dataclass(frozen=True)
@@ -98,38 +82,215 @@ class MaxDelete:
         return str(self.count) if self.count is not None else f"{self.percent:g}%"
 
 
+# ---------------------------------------------------------------- the keys
+
+Kind = Literal[
+    "string", "choice", "number", "integer", "size", "bool", "path", "url", "env_name",
+    "globs", "purposes", "max_delete", "cron",
+]  # fmt: skip
+
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: everything the reader, the defaults and reload need."""
+
+    name: str  # dotted: "limits.upload_qps"
+    kind: Kind
+    default: Any
+    doc: str
+    reload: bool = False  # SIGHUP applies it without a restart
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False  # the minimum itself is excluded (rates and timeouts: > 0)
+    choices: tuple[str, ...] = ()
+    required: bool = False
+
+
+KEYS: tuple[Key, ...] = (
+    Key("project", "string", None, "name of the project, written into the mapping", required=True),
+    Key("root", "path", None, "the folder to mirror (only read)", required=True),
+    Key("state_dir", "path", None, "state (SQLite), lock and embedded emulator data",
+        required=True),
+    Key("mapping_file", "path", None, "published path -> file_id map (state_dir/mapping.json)"),
+    Key("api.base_url", "url", EMBEDDED, "'embedded' or the provider's compatible-mode URL"),
+    Key("api.api_key_env", "env_name", DEFAULT_KEY_ENV, "name of the variable holding the key"),
+    Key("api.api_key_file", "path", None, "file holding the key (systemd credentials)"),
+    Key("api.connect_timeout_s", "number", 10.0, "seconds to connect",
+        minimum=0, above=True, maximum=600),
+    Key("api.read_timeout_s", "number", 120.0, "seconds per read of a response",
+        minimum=0, above=True, maximum=3600),
+    Key("api.write_timeout_s", "number", 120.0, "seconds per write of a request",
+        minimum=0, above=True, maximum=3600),
+    Key("api.embedded_port", "integer", 8765, "port of the embedded emulator",
+        minimum=1, maximum=65535),
+    Key("limits.upload_qps", "number", 20.0, "uploads per second", minimum=0, above=True,
+        maximum=10_000),
+    Key("limits.read_qps", "number", 20.0, "retrieves and lists per second", minimum=0,
+        above=True, maximum=10_000),
+    Key("limits.delete_qps", "number", 10.0, "deletes per second", minimum=0, above=True,
+        maximum=10_000),
+    Key("limits.workers", "integer", 8, "parallel uploads/deletes", minimum=1, maximum=256),
+    Key("limits.max_files", "integer", 10_000, "the account's file quota", minimum=1),
+    Key("limits.max_bytes", "size", 100 * 1024**3, "the account's storage quota", minimum=1),
+    Key("limits.headroom_files", "integer", 0, "files left free for other tools", minimum=0),
+    Key("limits.headroom_bytes", "size", 0, "bytes left free for other tools", minimum=0),
+    Key("limits.pacing_dir", "path", None, "folder of the shared pacing state"),
+    Key("rules.include", "globs", ("**",), "globs of files to sync"),
+    Key("rules.exclude", "globs", DEFAULT_EXCLUDE, "globs of files never synced"),
+    Key("rules.purposes", "purposes", DEFAULT_PURPOSES, "purpose by glob, first match wins"),
+    Key("sync.delete_remote", "bool", True, "delete the remote copy of a removed file"),
+    Key("sync.max_delete", "max_delete", MaxDelete(), "most deletes per run: count or %"),
+    Key("sync.marker", "string", None, "file that must exist in root, or nothing is done"),
+    Key("sync.settle_s", "number", 2.0, "quiet seconds before a changed file is acted on",
+        reload=True, minimum=0, maximum=_DAY),
+    Key("sync.max_settle_s", "number", 60.0, "longest wait for a file that keeps changing",
+        reload=True, minimum=0, maximum=_DAY),
+    Key("watch.mode", "choice", "auto", "auto, inotify or polling", reload=True,
+        choices=("auto", "inotify", "polling")),
+    Key("watch.poll_interval_s", "number", 5.0, "seconds between polls", reload=True,
+        minimum=0.1, maximum=3600),
+    Key("reconcile.interval_s", "number", 3600.0, "seconds between full reconciles",
+        reload=True, minimum=1, maximum=30 * _DAY),
+    Key("reconcile.cron", "cron", None, "5-field crontab line instead of interval_s",
+        reload=True),
+    Key("daemon.shutdown_timeout_s", "number", 30.0, "seconds in-flight work may take on stop",
+        reload=True, minimum=0, above=True, maximum=3600),
+    Key("daemon.max_pending", "integer", 20_000, "queued changes before a rescan instead",
+        reload=True, minimum=1, maximum=10_000_000),
+    Key("daemon.publish_interval_s", "number", 2.0, "least seconds between mapping publishes",
+        reload=True, minimum=0, maximum=3600),
+    Key("logging.format", "choice", "auto", "auto, json or console", reload=True,
+        choices=("auto", "json", "console")),
+    Key("logging.level", "choice", "info", "debug, info, warning, error or critical",
+        reload=True, choices=("debug", "info", "warning", "error", "critical")),
+)  # fmt: skip
+
+SCHEMA: Mapping[str, Key] = {k.name: k for k in KEYS}
+SECTIONS = ("api", "limits", "rules", "sync", "watch", "reconcile", "daemon", "logging")
+# The globs' dialect, the same flags the rules are matched with.
+GLOB_FLAGS_NAMES = ("GLOBSTAR", "BRACE", "DOTGLOB", "IGNORECASE")
+
+
+def reloadable_keys() -> frozenset[str]:
+    """Dotted keys a SIGHUP applies live; a change to any other needs a restart."""
+    return frozenset(k.name for k in KEYS if k.reload)
+
+
+def value_of(config: Config, key: str) -> object:
+    """The value of a dotted key in a loaded config."""
+    obj: object = config
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose value differs between two configs, in table order."""
+    return [k.name for k in KEYS if value_of(old, k.name) != value_of(new, k.name)]
+
+
+# Defaults as the dataclasses below take them (subscripts, so the table stays the one source).
+_D: Mapping[str, Any] = {k.name: k.default for k in KEYS}
+
+
+# ---------------------------------------------------------------- the typed config
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str = _D["api.base_url"]
+    api_key_env: str | None = _D["api.api_key_env"]
+    api_key_file: Path | None = _D["api.api_key_file"]
+    connect_timeout_s: float = _D["api.connect_timeout_s"]
+    read_timeout_s: float = _D["api.read_timeout_s"]
+    write_timeout_s: float = _D["api.write_timeout_s"]
+    embedded_port: int = _D["api.embedded_port"]
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url == EMBEDDED
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    upload_qps: float = _D["limits.upload_qps"]
+    read_qps: float = _D["limits.read_qps"]
+    delete_qps: float = _D["limits.delete_qps"]
+    workers: int = _D["limits.workers"]
+    max_files: int = _D["limits.max_files"]
+    max_bytes: int = _D["limits.max_bytes"]
+    headroom_files: int = _D["limits.headroom_files"]
+    headroom_bytes: int = _D["limits.headroom_bytes"]
+    pacing_dir: Path | None = _D["limits.pacing_dir"]
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    include: tuple[str, ...] = _D["rules.include"]
+    exclude: tuple[str, ...] = _D["rules.exclude"]
+    purposes: tuple[PurposeRule, ...] = _D["rules.purposes"]
+
+
 @dataclass(frozen=True)
 class SyncConfig:
-    delete_remote: bool = True
-    max_delete: MaxDelete = field(default_factory=MaxDelete)
-    marker: str | None = None
-    settle_s: float = 2.0
-    max_settle_s: float = 60.0
+    delete_remote: bool = _D["sync.delete_remote"]
+    max_delete: MaxDelete = _D["sync.max_delete"]
+    marker: str | None = _D["sync.marker"]
+    settle_s: float = _D["sync.settle_s"]
+    max_settle_s: float = _D["sync.max_settle_s"]
 
 
 @dataclass(frozen=True)
 class WatchConfig:
-    mode: Literal["auto", "inotify", "polling"] = "auto"
-    poll_interval_s: float = 5.0
+    mode: Literal["auto", "inotify", "polling"] = _D["watch.mode"]
+    poll_interval_s: float = _D["watch.poll_interval_s"]
 
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    interval_s: float | None = 3600.0
-    cron: str | None = None
+    interval_s: float | None = _D["reconcile.interval_s"]
+    cron: str | None = _D["reconcile.cron"]
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    shutdown_timeout_s: float = 30.0
-    max_pending: int = 20_000
-    publish_interval_s: float = 2.0
+    shutdown_timeout_s: float = _D["daemon.shutdown_timeout_s"]
+    max_pending: int = _D["daemon.max_pending"]
+    publish_interval_s: float = _D["daemon.publish_interval_s"]
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    format: Literal["auto", "json", "console"] = "auto"
-    level: str = "info"
+    format: Literal["auto", "json", "console"] = _D["logging.format"]
+    level: str = _D["logging.level"]
+
+
+_SECTION_TYPES: Mapping[str, type] = {
+    "api": ApiConfig, "limits": LimitsConfig, "rules": RulesConfig, "sync": SyncConfig,
+    "watch": WatchConfig, "reconcile": ReconcileConfig, "daemon": DaemonConfig,
+    "logging": LoggingConfig,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where each key was written, so later checks (the preflight) can name file and line,
+    and the text as written of values taken from ``${VAR}``, which are never echoed."""
+
+    source: str = "<config>"
+    lines: Mapping[str, int] = field(default_factory=dict)
+    written: Mapping[str, str] = field(default_factory=dict)
+
+    def at(self, key: str) -> str:
+        """``file:line: key``; a key left to its default is placed at its section."""
+        line = self.lines.get(key) or self.lines.get(key.rpartition(".")[0]) or 1
+        return f"{self.source}:{line}: {key}"
+
+    def shown(self, key: str, value: object) -> str:
+        """The value as a message may show it: the written text when it was interpolated."""
+        return self.written.get(key, str(value))
 
 
 @dataclass(frozen=True)
@@ -147,176 +308,32 @@ class Config:
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    origin: Origin = field(default_factory=Origin, compare=False, repr=False)
+
+
+class WrittenPath(PosixPath):
+    """A path that remembers the text it was written as (before ``${VAR}`` expansion),
+    so that messages about it, such as ``ApiKey.load``'s, name it without the expansion."""
+
+    as_written: str | None = None
 
 
 # ---------------------------------------------------------------- reading
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_LEVELS = ("debug", "info", "warning", "error", "critical")
+_PURPOSES = ("file-extract", "batch", "skip")
+_NON_FINITE = ("inf", "infinity", "nan", ".inf", ".nan")
 
 
-class _Node:
-    """A YAML mapping with its location, read key by key; leftovers are unknown keys."""
+class _Invalid(ValueError):
+    """A value that cannot be used; ``echo`` says whether the message may quote it."""
 
-    def __init__(self, node: yaml.MappingNode, where: str, source: str, base: Path) -> None:
-        self._source = source
-        self._where = where
-        self._base = base
-        self._node = node
-        self._items: dict[str, yaml.Node] = {}
-        self._keys: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in self._items:
-                raise self._error(key_node, self._dotted(key), "duplicate key")
-            self._items[key] = value_node
-            self._keys[key] = key_node
-
-    def _dotted(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def _error(self, node: yaml.Node, key: str, message: str) -> ConfigError:
-        line = node.start_mark.line + 1
-        return ConfigError(f"{self._source}:{line}: {key}: {message}")
-
-    def _scalar(self, key: str) -> tuple[yaml.Node, str] | None:
-        node = self._items.pop(key, None)
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-            return None
-        if not isinstance(node, yaml.ScalarNode):
-            raise self._error(node, self._dotted(key), "expected a single value")
-        return node, self._interpolate(node, key, str(node.value))
-
-    def _interpolate(self, node: yaml.Node, key: str, text: str) -> str:
-        def sub(m: re.Match[str]) -> str:
-            value = os.environ.get(m.group(1))
-            if value is None:
-                if m.group(2) is None:
-                    raise self._error(
-                        node, self._dotted(key), f"environment variable {m.group(1)} is not set"
-                    )
-                return m.group(2)
-            return value
-
-        return _VAR.sub(sub, text)
-
-    def _convert(self, key: str, default: D, convert: Callable[[str], V], what: str) -> V | D:
-        got = self._scalar(key)
-        if got is None:
-            return default
-        node, text = got
-        try:
-            return convert(text)
-        except (ValueError, TypeError) as exc:
-            detail = f" ({exc})" if str(exc) and not str(exc).startswith("could not") else ""
-            raise self._error(
-                node, self._dotted(key), f"expected {what}, got {text!r}{detail}"
-            ) from None
-
-    def string(self, key: str, default: D) -> str | D:
-        return self._convert(key, default, _nonempty, "a non-empty string")
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        def pick(text: str) -> str:
-            if text.lower() not in choices:
-                raise ValueError(f"one of {', '.join(choices)}")
-            return text.lower()
-
-        return self._convert(key, default, pick, f"one of {', '.join(choices)}")
-
-    def number(self, key: str, default: D, *, minimum: float = 0.0) -> float | D:
-        def conv(text: str) -> float:
-            value = float(text)
-            if value < minimum:
-                raise ValueError(f"must be at least {minimum:g}")
-            return value
-
-        return self._convert(key, default, conv, "a number")
-
-    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
-        def conv(text: str) -> int:
-            value = int(text)
-            if value < minimum:
-                raise ValueError(f"must be at least {minimum}")
-            return value
-
-        return self._convert(key, default, conv, "a whole number")
-
-    def size(self, key: str, default: int) -> int:
-        return self._convert(key, default, parse_size, "a size such as 500MB or 100GB")
-
-    def boolean(self, key: str, default: bool) -> bool:
-        def conv(text: str) -> bool:
-            low = text.lower()
-            if low in ("true", "yes", "on", "1"):
-                return True
-            if low in ("false", "no", "off", "0"):
-                return False
-            raise ValueError("true or false")
-
-        return self._convert(key, default, conv, "true or false")
-
-    def path(self, key: str, default: Path | None) -> Path | None:
-        return self._convert(key, default, lambda t: self._base / Path(t).expanduser(), "a path")
-
-    def require(self, key: str) -> yaml.Node:
-        if key not in self._items:
-            raise ConfigError(
-                f"{self._source}:{self._node.start_mark.line + 1}: {self._dotted(key)}: required"
-            )
-        return self._items[key]
-
-    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        node = self._items.pop(key, None)
-        if node is None:
-            return default
-        if isinstance(node, yaml.ScalarNode) and not node.tag.endswith(":null"):
-            return (self._interpolate(node, key, str(node.value)),)
-        if not isinstance(node, yaml.SequenceNode):
-            raise self._error(node, self._dotted(key), "expected a list of strings")
-        out = []
-        for item in node.value:
-            if not isinstance(item, yaml.ScalarNode) or not str(item.value):
-                raise self._error(item, self._dotted(key), "expected a list of strings")
-            out.append(self._interpolate(item, key, str(item.value)))
-        return tuple(out)
-
-    def section(self, key: str) -> _Node:
-        node = self._items.pop(key, None)
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
-            node = yaml.MappingNode("tag:yaml.org,2002:map", [], self._node.start_mark)
-        if not isinstance(node, yaml.MappingNode):
-            raise self._error(node, self._dotted(key), "expected a mapping")
-        return _Node(node, self._dotted(key), self._source, self._base)
-
-    def sequence(self, key: str) -> list[_Node] | None:
-        node = self._items.pop(key, None)
-        if node is None:
-            return None
-        if not isinstance(node, yaml.SequenceNode):
-            raise self._error(node, self._dotted(key), "expected a list")
-        out = []
-        for i, item in enumerate(node.value):
-            if not isinstance(item, yaml.MappingNode):
-                raise self._error(item, f"{self._dotted(key)}[{i}]", "expected a mapping")
-            out.append(_Node(item, f"{self._dotted(key)}[{i}]", self._source, self._base))
-        return out
-
-    def error(self, key: str, message: str) -> ConfigError:
-        node = self._keys.get(key, self._node)
-        return self._error(node, self._dotted(key), message)
-
-    def done(self) -> None:
-        for key in self._items:
-            raise self._error(self._keys[key], self._dotted(key), "unknown key")
-
-
-def _nonempty(text: str) -> str:
-    if not text.strip():
-        raise ValueError("empty")
-    return text
+    def __init__(self, message: str, *, echo: bool = True) -> None:
+        super().__init__(message)
+        self.echo = echo
 
 
 def parse_size(text: str | int) -> int:
@@ -330,27 +347,496 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[unit])
 
 
+def glob_problem(pattern: str) -> str | None:
+    """Why a glob is malformed, or None. wcmatch reads an unclosed ``[`` or ``{`` as a
+    literal character, so ``[abc`` would silently match only a file named ``[abc``."""
+    if not pattern:
+        return "an empty pattern"
+    i, depth, n = 0, 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] not in "]/":
+                j += 2 if pattern[j] == "\\" else 1
+            if j >= n or pattern[j] != "]":
+                return "unclosed [ (write \\[ for a literal bracket)"
+            i = j + 1
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+        i += 1
+    if depth:
+        return "unclosed { (write \\{ for a literal brace)"
+    from wcmatch import glob
+
+    flags = 0
+    for name in GLOB_FLAGS_NAMES:
+        flags |= getattr(glob, name)
+    try:
+        glob.compile(pattern, flags=flags)
+    except Exception as exc:  # wcmatch's own refusals, e.g. too many brace expansions
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def _max_delete(text: str) -> MaxDelete:
     text = text.strip()
     if text.endswith("%"):
         pct = float(text[:-1])
-        if not 0 <= pct <= 100:
-            raise ValueError("a percentage from 0% to 100%")
+        if not 0 <= pct <= 100:  # also refuses nan
+            raise _Invalid("expected a percentage from 0% to 100%")
         return MaxDelete(percent=pct)
-    count = int(text)
+    try:
+        count = int(text)
+    except ValueError:
+        raise _Invalid("expected a count such as 100 or a percentage such as 50%") from None
     if count < 0:
-        raise ValueError("must be at least 0")
+        raise _Invalid("must be at least 0")
     return MaxDelete(count=count, percent=None)
 
 
+def _in_range(key: Key, value: float) -> float:
+    if key.minimum is not None:
+        if key.above and not value > key.minimum:
+            raise _Invalid(f"must be more than {key.minimum:g}")
+        if value < key.minimum:
+            raise _Invalid(f"must be at least {key.minimum:g}")
+    if key.maximum is not None and value > key.maximum:
+        raise _Invalid(f"must be at most {key.maximum:g}")
+    return value
+
+
+def _number(key: Key, text: str) -> float:
+    if text.strip().lower().lstrip("+-") in _NON_FINITE:
+        raise _Invalid("must be a finite number")
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Invalid("expected a number") from None
+    if not math.isfinite(value):
+        raise _Invalid("must be a finite number")
+    return _in_range(key, value)
+
+
+def _integer(key: Key, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _Invalid("expected a whole number") from None
+    _in_range(key, value)
+    return value
+
+
+def _size(key: Key, text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError:
+        raise _Invalid("expected a size such as 500MB or 100GB") from None
+    _in_range(key, value)
+    return value
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("true", "yes", "on", "1"):
+        return True
+    if low in ("false", "no", "off", "0"):
+        return False
+    raise _Invalid("expected true or false")
+
+
+def _url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    if url != EMBEDDED and not re.match(r"^https?://[^/\s]+", url):
+        raise _Invalid("expected 'embedded' or an http(s) URL")
+    return url
+
+
+def _env_name(text: str) -> str:
+    if not _ENV_NAME.match(text):
+        # Never echoed: a key pasted here by mistake must not reach the journal.
+        raise _Invalid(
+            "must be the name of an environment variable (letters, digits and _), "
+            "not the key itself",
+            echo=False,
+        )
+    return text
+
+
+def _cron(text: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(text)
+    except ValueError as exc:
+        raise _Invalid(f"not a valid 5-field crontab line ({exc})") from None
+    return text
+
+
+def _choice(key: Key, text: str) -> str:
+    if text.lower() not in key.choices:
+        raise _Invalid(f"expected one of {', '.join(key.choices)}")
+    return text.lower()
+
+
+def _string(text: str) -> str:
+    if not text.strip():
+        raise _Invalid("expected a non-empty string")
+    return text
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Absent:
+    """A key whose value was invalid: its problem is recorded, its default is not used."""
+
+
+_BAD = _Absent()
+
+
+class _Reader:
+    def __init__(self, source: str, base: Path, key_vars: frozenset[str]) -> None:
+        self.source = source
+        self.base = base
+        self.problems: list[tuple[int, str]] = []
+        self.values: dict[str, object] = {}
+        self.lines: dict[str, int] = {}
+        self.written: dict[str, str] = {}
+        self.suggested: set[str] = set()
+        # Variables holding an API key, and their values: interpolating one is refused.
+        self.key_vars = key_vars
+        self.secrets = {v for n in key_vars if (v := os.environ.get(n, "").strip())}
+
+    def problem(self, line: int, key: str, message: str) -> None:
+        self.problems.append((line, f"{self.source}:{line}: {key}: {message}"))
+
+    # ---- walking the mappings
+
+    def walk(self, node: yaml.MappingNode, section: str) -> None:
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            dotted = f"{section}.{name}" if section else name
+            line = _line(key_node)
+            if name in seen:
+                self.problem(line, dotted, f"duplicate key (first on line {seen[name]})")
+                continue
+            seen[name] = line
+            if not section and name in SECTIONS:
+                if _is_null(value_node):
+                    continue
+                if not isinstance(value_node, yaml.MappingNode):
+                    self.problem(line, dotted, "expected a mapping of keys")
+                    continue
+                self.lines[name] = line
+                self.walk(value_node, name)
+            elif dotted in SCHEMA:
+                self.lines[dotted] = line
+                self.read(SCHEMA[dotted], value_node, line)
+            else:
+                self.unknown(line, dotted, name, section)
+
+    def unknown(self, line: int, dotted: str, name: str, section: str) -> None:
+        here = [k.name for k in KEYS if k.name.rpartition(".")[0] == section]
+        if not section:
+            here += list(SECTIONS)
+        leaves = {k.rpartition(".")[2]: k for k in here}
+        close = difflib.get_close_matches(name, list(leaves), n=1, cutoff=0.6)
+        if close:
+            self.suggested.add(leaves[close[0]])
+            self.problem(line, dotted, f"unknown key; did you mean {close[0]}?")
+            return
+        elsewhere = [k.name for k in KEYS if k.name.rpartition(".")[2] == name]
+        if elsewhere:
+            self.problem(line, dotted, f"unknown key here; it belongs at {elsewhere[0]}")
+            return
+        self.problem(line, dotted, "unknown key")
+
+    # ---- values
+
+    def expand(self, node: yaml.ScalarNode, key: str) -> str | None:
+        """``${VAR}`` and ``${VAR:-default}`` replaced; None (and a problem) when not."""
+        text = str(node.value)
+        failed = False
+
+        def sub(m: re.Match[str]) -> str:
+            nonlocal failed
+            name, fallback = m.group(1), m.group(2)
+            value = os.environ.get(name)
+            if name in self.key_vars or (value and value.strip() in self.secrets):
+                failed = True
+                self.problem(
+                    _line(node), key,
+                    f"${{{name}}} holds the API key, which must not be copied into the "
+                    f"configuration; name the variable instead (api_key_env: {name})",
+                )  # fmt: skip
+                return ""
+            if value is None:
+                if fallback is None:
+                    failed = True
+                    self.problem(_line(node), key, f"environment variable {name} is not set")
+                    return ""
+                return fallback
+            return value
+
+        out = _VAR.sub(sub, text)
+        if failed:
+            return None
+        if out != text:
+            self.written[key] = text
+        return out
+
+    def read(self, key: Key, node: yaml.Node, line: int) -> None:
+        if _is_null(node):
+            if key.required:
+                self.problem(line, key.name, "required, but empty")
+                self.values[key.name] = _BAD
+            return
+        if key.kind == "globs":
+            self.values[key.name] = self.glob_list(key.name, node)
+        elif key.kind == "purposes":
+            self.values[key.name] = self.purposes(key.name, node)
+        else:
+            self.values[key.name] = self.read_one(key, node)
+
+    def read_one(self, key: Key, node: yaml.Node) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(_line(node), key.name, "expected a single value, not a list or mapping")
+            return _BAD
+        return self.scalar(key, node)
+
+    def scalar(self, key: Key, node: yaml.ScalarNode) -> object:
+        text = self.expand(node, key.name)
+        if text is None:
+            return _BAD
+        try:
+            return self.convert(key, text)
+        except _Invalid as exc:
+            got = f", got {node.value!r}" if exc.echo else ""
+            self.problem(_line(node), key.name, f"{exc}{got}")
+            return _BAD
+
+    def convert(self, key: Key, text: str) -> object:
+        kind = key.kind
+        if kind == "number":
+            return _number(key, text)
+        if kind == "integer":
+            return _integer(key, text)
+        if kind == "size":
+            return _size(key, text)
+        if kind == "bool":
+            return _bool(text)
+        if kind == "choice":
+            return _choice(key, text)
+        if kind == "url":
+            return _url(text)
+        if kind == "env_name":
+            return _env_name(text)
+        if kind == "cron":
+            return _cron(_string(text))
+        if kind == "max_delete":
+            return _max_delete(text)
+        if kind == "path":
+            path = WrittenPath(self.base / Path(_string(text)).expanduser())
+            path.as_written = self.written.get(key.name)
+            return path
+        return _string(text)
+
+    def glob_list(self, key: str, node: yaml.Node) -> tuple[str, ...] | _Absent:
+        items = [node] if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(node, yaml.SequenceNode):
+            items = list(node.value)
+        if items is None:
+            self.problem(_line(node), key, "expected a glob or a list of globs")
+            return _BAD
+        out: list[str] = []
+        ok = True
+        for item in items:
+            if not isinstance(item, yaml.ScalarNode) or _is_null(item):
+                self.problem(_line(item), key, "expected a glob or a list of globs")
+                ok = False
+                continue
+            text = self.expand(item, key)
+            if text is None:
+                ok = False
+                continue
+            why = glob_problem(text)
+            if why is not None:
+                self.problem(_line(item), key, f"invalid glob {item.value!r}: {why}")
+                ok = False
+            out.append(text)
+        return tuple(out) if ok else _BAD
+
+    def purposes(self, key: str, node: yaml.Node) -> tuple[PurposeRule, ...] | _Absent:
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(_line(node), key, "expected a list of {match, purpose} rules")
+            return _BAD
+        rules: list[PurposeRule] = []
+        ok = True
+        for i, item in enumerate(node.value):
+            where = f"{key}[{i}]"
+            if not isinstance(item, yaml.MappingNode):
+                self.problem(_line(item), where, "expected a mapping with match and purpose")
+                ok = False
+                continue
+            fields = {str(k.value): (k, v) for k, v in item.value}
+            meant: set[str] = set()
+            for name, (k, _v) in fields.items():
+                if name not in ("match", "purpose"):
+                    close = difflib.get_close_matches(name, ["match", "purpose"], n=1)
+                    meant.update(close)
+                    hint = f"; did you mean {close[0]}?" if close else ""
+                    self.problem(_line(k), f"{where}.{name}", f"unknown key{hint}")
+                    ok = False
+            given = {n: v for n, (_k, v) in fields.items() if not _is_null(v)}
+            patterns: tuple[str, ...] | _Absent = _BAD
+            if "match" in given:
+                patterns = self.glob_list(f"{where}.match", given["match"])
+            elif "match" not in meant:
+                self.problem(_line(item), f"{where}.match", "required: a glob or a list of globs")
+            purpose: object = _BAD
+            if "purpose" in given:
+                choice = Key(f"{where}.purpose", "choice", None, "", choices=_PURPOSES)
+                purpose = self.read_one(choice, given["purpose"])
+            elif "purpose" not in meant:
+                self.problem(_line(item), f"{where}.purpose", f"required: {', '.join(_PURPOSES)}")
+            if isinstance(patterns, _Absent) or isinstance(purpose, _Absent):
+                ok = False
+                continue
+            rules.append(PurposeRule(patterns, purpose))  # type: ignore[arg-type]
+        return tuple(rules) if ok else _BAD
+
+
+# ---------------------------------------------------------------- checks across keys
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def _creatable(parent: Path) -> bool:
+    """Whether a folder can be made in ``parent``: tried, then removed, because
+    ``os.access`` says yes to root even on /proc or a read-only mount."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".syncd-probe-", dir=parent))
+    except OSError:
+        return False
+    return True
+
+
+def _folder_problem(path: Path, interpolated: bool) -> str | None:
+    """Why a folder syncd must create or write into is unusable, or None."""
+    if path.exists():
+        return None if path.is_dir() else "is not a folder"
+    parent = _nearest_existing(path)
+    if parent.is_dir() and _creatable(parent):
+        return None
+    where = "a parent folder" if interpolated else str(parent)
+    what = "is not a folder" if not parent.is_dir() else "is not writable"
+    return f"cannot be created: {where} {what}"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _cross_checks(r: _Reader, got: Callable[[str], Any]) -> None:
+    def line(key: str) -> int:
+        return r.lines.get(key) or r.lines.get(key.rpartition(".")[0]) or 1
+
+    both = got("api.api_key_env") is not None and got("api.api_key_file") is not None
+    if both and "api.api_key_env" in r.lines:
+        r.problem(line("api.api_key_file"), "api.api_key_file",
+                      "set api_key_env or api_key_file, not both")  # fmt: skip
+
+    settle, max_settle = got("sync.settle_s"), got("sync.max_settle_s")
+    if None not in (settle, max_settle) and "sync.max_settle_s" in r.lines and max_settle < settle:
+        r.problem(line("sync.max_settle_s"), "sync.max_settle_s", "must be at least settle_s")
+
+    if got("reconcile.cron") is not None and "reconcile.interval_s" in r.lines:
+        r.problem(line("reconcile.cron"), "reconcile.cron", "set interval_s or cron, not both")
+
+    root = got("root")
+    bad: set[str] = set()
+    if root is not None:
+        # Anything syncd writes inside the root would be uploaded by syncd in a loop.
+        for key in ("state_dir", "mapping_file", "limits.pacing_dir"):
+            path = got(key)
+            if path is not None and _inside(path, root):
+                bad.add(key)
+                r.problem(
+                    line(key), key,
+                    "is inside root, so syncd would upload its own files in a loop; "
+                    "move it out of the mirrored folder",
+                )  # fmt: skip
+    for key in ("state_dir", "limits.pacing_dir"):
+        folder = got(key)
+        why = None if folder is None or key in bad else _folder_problem(folder, key in r.written)
+        if why:
+            r.problem(line(key), key, why)
+    mapping = got("mapping_file")
+    if mapping is not None and "mapping_file" not in bad:
+        if mapping.is_dir():
+            r.problem(line("mapping_file"), "mapping_file", "is a folder; name a file")
+        elif why := _folder_problem(mapping.parent, "mapping_file" in r.written):
+            folder = "its folder" if "mapping_file" in r.written else str(mapping.parent)
+            r.problem(line("mapping_file"), "mapping_file", f"{folder} {why}")
+
+
+# ---------------------------------------------------------------- entry points
+
+
 def load_config(path: Path) -> Config:
-    """Read and validate one project's YAML file."""
+    """Read and validate one project's YAML file (raises ConfigError with every problem)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
     return parse_config(text, source=str(path), base=path.resolve().parent)
+
+
+def _key_vars(node: yaml.MappingNode) -> frozenset[str]:
+    """Variables that hold an API key: the default one, the one api_key_env names, and
+    any it interpolates (``api_key_env: ${DASHSCOPE_API_KEY}`` is the classic slip)."""
+    names = {DEFAULT_KEY_ENV}
+    for k, v in node.value:
+        if k.value == "api" and isinstance(v, yaml.MappingNode):
+            for k2, v2 in v.value:
+                if k2.value == "api_key_env" and isinstance(v2, yaml.ScalarNode):
+                    text = str(v2.value)
+                    names.update([text] if _ENV_NAME.match(text) else [])
+                    names.update(m.group(1) for m in _VAR.finditer(text))
+    return frozenset(names)
 
 
 def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:
@@ -364,150 +850,56 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         raise ConfigError(f"{source}:{line}invalid YAML: {problem}") from None
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{source}:1: the file must be a mapping of keys")
-    top = _Node(node, "", source, base)
 
-    project = top.string("project", None)
-    if project is None:
-        top.require("project")
-    root = top.path("root", None)
-    if root is None:
-        top.require("root")
-    state_dir = top.path("state_dir", None)
-    if state_dir is None:
-        top.require("state_dir")
-    assert project is not None and root is not None and state_dir is not None
-    mapping_file = top.path("mapping_file", None) or state_dir / "mapping.json"
+    r = _Reader(source, base, _key_vars(node))
+    r.walk(node, "")
+    for key in KEYS:
+        if key.required and key.name not in r.values and key.name not in r.suggested:
+            r.problem(1, key.name, "required")
 
-    api = _api(top.section("api"))
-    limits = _limits(top.section("limits"))
-    rules = _rules(top.section("rules"))
-    sync = _sync(top.section("sync"))
-    watch_node = top.section("watch")
-    watch = WatchConfig(
-        mode=watch_node.choice("mode", "auto", ("auto", "inotify", "polling")),  # type: ignore[arg-type]
-        poll_interval_s=watch_node.number("poll_interval_s", 5.0, minimum=0.1),
-    )
-    watch_node.done()
-    reconcile = _reconcile(top.section("reconcile"))
-    daemon_node = top.section("daemon")
-    daemon = DaemonConfig(
-        shutdown_timeout_s=daemon_node.number("shutdown_timeout_s", 30.0),
-        max_pending=daemon_node.integer("max_pending", 20_000, minimum=1),
-        publish_interval_s=daemon_node.number("publish_interval_s", 2.0, minimum=0.0),
-    )
-    daemon_node.done()
-    log_node = top.section("logging")
-    logging_cfg = LoggingConfig(
-        format=log_node.choice("format", "auto", ("auto", "json", "console")),  # type: ignore[arg-type]
-        level=log_node.choice("level", "info", _LEVELS),
-    )
-    log_node.done()
-    top.done()
+    def got(name: str) -> Any:
+        """The valid value of a key (default when absent), None when it was invalid."""
+        value = r.values.get(name, SCHEMA[name].default)
+        return None if isinstance(value, _Absent) else value
+
+    _cross_checks(r, got)
+    if r.problems:
+        r.problems.sort(key=lambda p: p[0])
+        raise ConfigError([p for _line_no, p in r.problems])
+    return _build(r, got, source)
+
+
+def _build(r: _Reader, got: Callable[[str], Any], source: str) -> Config:
+    values: dict[str, Any] = {k.name: got(k.name) for k in KEYS}
+    if values["mapping_file"] is None:
+        values["mapping_file"] = values["state_dir"] / "mapping.json"
+    if values["api.api_key_file"] is not None and "api.api_key_env" not in r.lines:
+        values["api.api_key_env"] = None  # the file is the one source
+    if "sync.max_settle_s" not in r.lines:
+        values["sync.max_settle_s"] = max(values["sync.max_settle_s"], values["sync.settle_s"])
+    if values["reconcile.cron"] is not None:
+        values["reconcile.interval_s"] = None  # an explicit cron wins over the default interval
+    sections = {
+        name: cls(**{k.rpartition(".")[2]: v for k, v in values.items()
+                     if k.rpartition(".")[0] == name})
+        for name, cls in _SECTION_TYPES.items()
+    }  # fmt: skip
     return Config(
-        project=project,
-        root=root,
-        state_dir=state_dir,
-        mapping_file=mapping_file,
+        project=values["project"],
+        root=values["root"],
+        state_dir=values["state_dir"],
+        mapping_file=values["mapping_file"],
         source=Path(source) if source != "<config>" else None,
-        api=api,
-        limits=limits,
-        rules=rules,
-        sync=sync,
-        watch=watch,
-        reconcile=reconcile,
-        daemon=daemon,
-        logging=logging_cfg,
+        origin=Origin(source, dict(r.lines), dict(r.written)),
+        **sections,
     )
 
 
-def _api(n: _Node) -> ApiConfig:
-    base_url = n.string("base_url", EMBEDDED).rstrip("/")
-    if base_url != EMBEDDED and not re.match(r"^https?://", base_url):
-        raise n.error("base_url", f"expected 'embedded' or an http(s) URL, got {base_url!r}")
-    key_env = n.string("api_key_env", None)
-    key_file = n.path("api_key_file", None)
-    if key_env is not None and key_file is not None:
-        raise n.error("api_key_file", "set api_key_env or api_key_file, not both")
-    cfg = ApiConfig(
-        base_url=base_url,
-        api_key_env=key_env if key_file is None else None,
-        api_key_file=key_file,
-        connect_timeout_s=n.number("connect_timeout_s", 10.0, minimum=0.1),
-        read_timeout_s=n.number("read_timeout_s", 120.0, minimum=0.1),
-        write_timeout_s=n.number("write_timeout_s", 120.0, minimum=0.1),
-        embedded_port=n.integer("embedded_port", 8765, minimum=1),
-    )
-    if key_env is None and key_file is None:
-        cfg = ApiConfig(**{**cfg.__dict__, "api_key_env": "DASHSCOPE_API_KEY"})
-    n.done()
-    return cfg
-
-
-def _limits(n: _Node) -> LimitsConfig:
-    cfg = LimitsConfig(
-        upload_qps=n.number("upload_qps", 20.0, minimum=0.1),
-        read_qps=n.number("read_qps", 20.0, minimum=0.1),
-        delete_qps=n.number("delete_qps", 10.0, minimum=0.1),
-        workers=n.integer("workers", 8, minimum=1),
-        max_files=n.integer("max_files", 10_000, minimum=1),
-        max_bytes=n.size("max_bytes", 100 * 1024**3),
-        headroom_files=n.integer("headroom_files", 0),
-        headroom_bytes=n.size("headroom_bytes", 0),
-        pacing_dir=n.path("pacing_dir", None),
-    )
-    n.done()
-    return cfg
-
-
-def _rules(n: _Node) -> RulesConfig:
-    include = n.strings("include", ("**",))
-    exclude = n.strings("exclude", DEFAULT_EXCLUDE)
-    items = n.sequence("purposes")
-    purposes: tuple[PurposeRule, ...] = DEFAULT_PURPOSES
-    if items is not None:
-        rules = []
-        for item in items:
-            patterns = item.strings("match", ())
-            if not patterns:
-                raise item.error("match", "required: one glob or a list of globs")
-            purpose = item.choice("purpose", "", ("file-extract", "batch", "skip"))
-            if not purpose:
-                raise item.error("purpose", "required: file-extract, batch or skip")
-            item.done()
-            rules.append(PurposeRule(patterns, purpose))  # type: ignore[arg-type]
-        purposes = tuple(rules)
-    n.done()
-    return RulesConfig(include=include, exclude=exclude, purposes=purposes)
-
-
-def _sync(n: _Node) -> SyncConfig:
-    settle = n.number("settle_s", 2.0)
-    cfg = SyncConfig(
-        delete_remote=n.boolean("delete_remote", True),
-        max_delete=n._convert("max_delete", MaxDelete(), _max_delete, "a count or a percentage"),
-        marker=n.string("marker", None),
-        settle_s=settle,
-        max_settle_s=n.number("max_settle_s", max(60.0, settle)),
-    )
-    if cfg.max_settle_s < cfg.settle_s:
-        raise n.error("max_settle_s", "must be at least settle_s")
-    n.done()
-    return cfg
-
-
-def _reconcile(n: _Node) -> ReconcileConfig:
-    interval = n.number("interval_s", None, minimum=1.0)
-    cron = n.string("cron", None)
-    if cron is not None:
-        if interval is not None:
-            raise n.error("cron", "set interval_s or cron, not both")
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(cron)
-        except ValueError as exc:
-            raise n.error("cron", f"not a valid 5-field crontab line: {exc}") from None
-        n.done()
-        return ReconcileConfig(interval_s=None, cron=cron)
-    n.done()
-    return ReconcileConfig(interval_s=interval if interval is not None else 3600.0)
+def describe_keys(keys: Iterable[Key] = KEYS) -> str:
+    """One line per key: name, default, reloadable; for docs and ``--help`` texts."""
+    rows = []
+    for k in keys:
+        default = "" if k.default is None else f" (default {k.default})"
+        live = " [SIGHUP]" if k.reload else ""
+        rows.append(f"{k.name}: {k.doc}{default}{live}")
+    return "\n".join(rows)

@@ -2,11 +2,15 @@
 
 `emulator` is a ready emulator with two keys; `emulator_factory(**overrides)` starts one with
 CLI flags derived from keyword names (`max_files=5` -> `--max-files 5`, `retry_after=True`
--> `--retry-after`, `api_key=[...]` -> repeated `--api-key`).
+-> `--retry-after`, `api_key=[...]` -> repeated `--api-key`; `flavor="openai"`,
+`fault_list_omit=0.2`, `unknown_id_status=400`, `clock_offset_s=-600` likewise).
+`EmulatorHandle.truth_files()` lists an account's live files past any fault or omission;
+`EmulatorHandle.expire(*ids)` makes files expire now.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import signal
@@ -14,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,8 +92,10 @@ class EmulatorHandle:
             log.close()
         line = self._read_url_line()
         self.url = line.strip()[len(URL_PREFIX):]
-        self.root_url = self.url.split("/compatible-mode/")[0]
-        self.port = int(self.root_url.rsplit(":", 1)[1])
+        # The API prefix depends on the flavour (/compatible-mode/v1 or /v1).
+        parts = urllib.parse.urlsplit(self.url)
+        self.root_url = f"{parts.scheme}://{parts.netloc}"
+        self.port = int(parts.port or 0)
 
     def _read_url_line(self) -> str:
         assert self.process is not None and self.process.stdout is not None
@@ -142,6 +149,18 @@ class EmulatorHandle:
     def configure(self, **changes: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._admin("POST", "config", json=changes)
         return result
+
+    def truth_files(self, key: str | None = None) -> list[dict[str, Any]]:
+        """Every live file of an account, newest first, from the control API: no fault,
+        list omission or rate limit applies, and no API request is counted."""
+        account = hashlib.sha256((key or self.api_key).encode()).hexdigest()[:12]
+        accounts: dict[str, list[dict[str, Any]]] = self._admin("GET", "files")["accounts"]
+        return accounts.get(account, [])
+
+    def expire(self, *file_ids: str) -> int:
+        """Make files expire now (they vanish from list and retrieve); returns how many."""
+        count: int = self._admin("POST", "expire", json={"ids": list(file_ids)})["expired"]
+        return count
 
     def files(self, key: str | None = None) -> list[dict[str, Any]]:
         """Every live file of an account, newest first (retries 429s; other faults raise)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import (
+    ApiConfig,
     Config,
     DaemonConfig,
     ReconcileConfig,
@@ -20,7 +21,7 @@ from syncd.config import (
     WatchConfig,
 )
 from syncd.daemon.notify import Notifier
-from syncd.daemon.service import EXIT_FAILED, EXIT_OK, Daemon
+from syncd.daemon.service import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, Daemon
 from tests.helpers import NotifySocket, wait_for
 
 
@@ -31,9 +32,12 @@ class FakeReport:
     exit_code: int = 0
     root_unavailable: bool = False
     remote_unavailable: bool = False
+    aborted: str | None = None
 
 
 class FakeSyncer:
+    base_url = ""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, list[str]]] = []
@@ -44,6 +48,8 @@ class FakeSyncer:
         self.fail_next_sync = 0
         self.fail_next_reconcile = 0
         self.closed = False
+        # An engine run stops short with this reason when the key is refused.
+        self.refuse_key: str | None = None
         self.published = 0
         self.published_after_sync = False
 
@@ -58,7 +64,7 @@ class FakeSyncer:
         if self.reconcile_gate is not None:
             assert self.reconcile_gate.wait(30)
             self.reconcile_gate = None
-        return FakeReport()
+        return FakeReport(aborted=self.refuse_key, exit_code=2 if self.refuse_key else 0)
 
     def sync_paths(self, paths: Iterable[str]) -> FakeReport:
         batch = list(paths)
@@ -72,6 +78,8 @@ class FakeSyncer:
             self.sync_gate.wait(30)
         if fail:
             raise ConnectionError("network down")
+        if self.refuse_key:
+            return FakeReport(aborted=self.refuse_key, exit_code=2)
         changed = [p for p in batch if p in self.changed_once]
         self.changed_once -= set(changed)
         return FakeReport(changed_during_upload=changed)
@@ -342,3 +350,79 @@ def test_reload_applies_valid_and_keeps_old_on_invalid(
     )
     assert daemon.reload() is False
     assert daemon.config.sync.settle_s == 7
+
+
+# ------------------------------------------------------------------ health: key and root
+
+
+def test_refused_key_at_start_is_never_ready_and_exits_2(
+    tmp_path: Path, start: Callable[..., Running], notify_socket: NotifySocket
+) -> None:
+    key_file = tmp_path / "dashscope-api-key"
+    api = ApiConfig(base_url="https://example.invalid/v1", api_key_file=key_file)
+    config = make_config(tmp_path, api=api)
+    syncer = FakeSyncer()
+    syncer.refuse_key = "Incorrect API key provided status=401"
+    r = start(config, syncer, notifier=Notifier(notify_socket.path))
+    r.thread.join(15)
+    assert r.code == EXIT_REFUSED
+    assert not notify_socket.has("READY=1")
+    status = [line for line in notify_socket.lines if line.startswith("STATUS=failed")]
+    assert status and f"the file {key_file} (api.api_key_file)" in status[-1], status
+    assert syncer.closed
+
+
+def test_key_refused_later_exits_2_with_a_status_saying_so(
+    tmp_path: Path, start: Callable[..., Running], notify_socket: NotifySocket
+) -> None:
+    api = ApiConfig(base_url="https://example.invalid/v1", api_key_env="DASHSCOPE_API_KEY")
+    config = make_config(tmp_path, api=api)
+    syncer = FakeSyncer()
+    r = start(config, syncer, notifier=Notifier(notify_socket.path))
+    wait_for(lambda: notify_socket.has("READY=1"))
+    syncer.refuse_key = "Incorrect API key provided status=401"
+    (config.root / "a.txt").write_text("x")
+    r.thread.join(15)
+    assert r.code == EXIT_REFUSED
+    status = [line for line in notify_socket.lines if line.startswith("STATUS=failed")]
+    assert status and "$DASHSCOPE_API_KEY" in status[-1], status
+
+
+def test_missing_root_at_start_is_waited_for_then_synced(
+    tmp_path: Path, start: Callable[..., Running], notify_socket: NotifySocket
+) -> None:
+    config = make_config(tmp_path, sync=SyncConfig(settle_s=0.3, max_settle_s=5.0))
+    config.root.rmdir()
+    syncer = FakeSyncer()
+    r = start(config, syncer, notifier=Notifier(notify_socket.path))
+    # Up and doing its job, which is waiting: READY, a status naming the path, no engine call.
+    wait_for(lambda: notify_socket.has("READY=1"))
+    wait_for(lambda: notify_socket.has(f"STATUS=waiting for root {config.root}"))
+    assert r.thread.is_alive() and syncer.reconciles() == 0
+    config.root.mkdir()
+    (config.root / "a.txt").write_text("x")
+    wait_for(lambda: syncer.reconciles() == 1, timeout=15)
+    (config.root / "b.txt").write_text("x")
+    wait_for(lambda: "b.txt" in syncer.synced())
+    assert r.stop() == EXIT_OK
+
+
+def test_returning_root_is_reconciled_only_once_settled(
+    tmp_path: Path, start: Callable[..., Running]
+) -> None:
+    settle_s = 0.5
+    config = make_config(tmp_path, sync=SyncConfig(settle_s=settle_s, max_settle_s=30.0))
+    syncer = FakeSyncer()
+    r = start(config, syncer)
+    wait_for(lambda: r.daemon.ready.is_set())
+    away = tmp_path / "away"
+    config.root.rename(away)
+    wait_for(lambda: r.daemon.status_text().startswith("waiting for root"))
+    away.rename(config.root)
+    # Files keep arriving faster than settle_s: no reconcile while they do.
+    for i in range(12):
+        (config.root / f"copied-{i}.txt").write_text("x")
+        time.sleep(settle_s / 3)
+        assert syncer.reconciles() == 1, f"reconciled during the copy, after file {i}"
+    wait_for(lambda: syncer.reconciles() == 2, timeout=15)
+    assert r.stop() == EXIT_OK

@@ -178,7 +178,8 @@ def test_admin_api(emulator: EmulatorHandle) -> None:
     stats = emulator.stats()
     assert set(stats) == {"requests", "mutations", "throttled", "faults", "max_per_second",
                           "accounts", "uptime_s"}
-    assert stats["faults"] == {"5xx": 0, "429": 0, "drop_before": 0, "drop_after_store": 0}
+    assert stats["faults"] == {"5xx": 0, "429": 0, "drop_before": 0, "drop_after_store": 0,
+                               "list_omit": 0}
     bad = httpx.post(f"{emulator.root_url}/_emulator/config", json={"fault_5xx": 3})
     assert bad.status_code == 400
     settings = emulator.configure(max_files=3, max_bytes=10)

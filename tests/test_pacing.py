@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import json
 import multiprocessing as mp
 import random
 import threading
@@ -18,9 +19,13 @@ from syncd.api.pacing import (
     AdaptiveTuning,
     ClassState,
     Pacer,
+    effective_rate,
+    is_implausible,
     note_success,
     note_throttled,
+    relax_idle,
     try_grant,
+    window_count,
 )
 from syncd.emulator.limits import RateLimiter
 
@@ -86,7 +91,8 @@ def test_late_wakeups_only_widen_gaps() -> None:
 def test_below_the_ceiling_grants_are_evenly_spaced() -> None:
     clock = FakeClock()
     pacer = Pacer({"upload": 20, "read": 20, "delete": 10}, clock=clock, sleep=clock.sleep)
-    pacer.on_throttled("upload", 0.0)  # rate drops below the ceiling
+    for _ in range(3):  # nothing proven: three 429s say we are too fast
+        pacer.on_throttled("upload", 0.0)
     rate = pacer.current_rate("upload")
     grants = []
     for _ in range(30):
@@ -106,85 +112,185 @@ def test_classes_are_independent() -> None:
     assert pacer.acquire("upload") == pytest.approx(1 + MARGIN - 0.25)
 
 
-def test_burst_of_429s_counts_as_one_decrease() -> None:
+def over_the_limit(state: ClassState, start: float, n: int, limit: int) -> tuple[float, list[str]]:
+    """n requests sent 26 ms apart to a provider taking ``limit`` per window: the first
+    ``limit`` succeed, the rest are refused, each answer 5 ms after it was sent.
+    Returns the time after and the verdicts of the refusals."""
+    sent = []
+    for i in range(n):
+        t = start + i * 0.026
+        assert try_grant(state, t, 20, TUNING, MARGIN) == 0
+        sent.append((t, window_count(state, t)))
+    verdicts = []
+    for i, (t, count) in enumerate(sent):
+        if i < limit:
+            note_success(state, t + 0.005, 20, TUNING, count=count, sent_at=t)
+        else:
+            verdicts.append(
+                note_throttled(state, t + 0.005, 20, TUNING, None, count=count, sent_at=t)
+            )
+    return start + n * 0.026, verdicts
+
+
+def test_429s_above_what_the_provider_just_accepted_lower_the_rate_once() -> None:
     state = ClassState()
-    now = 100.0
-    for i in range(10):
-        assert try_grant(state, now + i * 0.06, 20, TUNING, MARGIN) == 0
-    t = now + 0.6
-    assert note_throttled(state, t, 20, TUNING, None) is True
-    rate_after_first = state.rate
-    # 10 requests went out in the window, so at most 9 fit: rate halves from there.
-    assert state.target == 9
-    assert rate_after_first == pytest.approx(4.5)
-    for dt in (0.05, 0.2, 0.9):
-        assert note_throttled(state, t + dt, 20, TUNING, None) is False
-    assert state.rate == rate_after_first
-    # Each 429 of the burst pushes the pause to 1 s after itself.
-    assert state.paused_until == pytest.approx(t + 0.9 + 1.0)
+    _t, verdicts = over_the_limit(state, 100.0, 10, limit=4)
+    # Three refusals above the proven count make the verdict; the rest are the same burst.
+    assert verdicts[:3] == ["evidence", "evidence", "lowered"]
+    assert set(verdicts[3:]) == {"burst"}
+    # Accepted at 4, refused at 5: the limit is pinned down, so no halving and no pause.
+    assert state.target == 4 and state.rate == 4
+    assert state.paused_until < 100.3
 
 
-def test_retry_after_sets_the_pause() -> None:
+def test_isolated_429_at_an_accepted_count_changes_nothing() -> None:
     state = ClassState()
-    try_grant(state, 10.0, 20, TUNING, MARGIN)
-    note_throttled(state, 10.0, 20, TUNING, 3.0)
-    assert try_grant(state, 12.9, 20, TUNING, MARGIN) == pytest.approx(0.1)
-    assert try_grant(state, 13.0, 20, TUNING, MARGIN) == 0
+    t = 10.0
+    for _ in range(40):  # 20/s, all accepted: counts up to 20 are proven
+        assert try_grant(state, t, 20, TUNING, MARGIN) == 0
+        note_success(state, t + 0.1, 20, TUNING, count=window_count(state, t), sent_at=t)
+        t += 0.052
+    assert state.proven >= 19
+    for retry_after in (None, 1.0):
+        assert try_grant(state, t, 20, TUNING, MARGIN) == 0
+        count = window_count(state, t)
+        verdict = note_throttled(state, t + 0.1, 20, TUNING, retry_after, count=count, sent_at=t)
+        assert verdict == "isolated"
+        t += 0.052
+    # No lowered rate, no estimate, no pause of the class (the caller retries the request).
+    assert (state.rate, state.target) == (None, None)
+    assert try_grant(state, t, 20, TUNING, MARGIN) == 0
 
 
-def test_repeated_throttling_doubles_the_pause() -> None:
+def test_a_success_at_a_higher_count_disproves_the_evidence() -> None:
+    state = ClassState()
+    # Ramp-up: 429s at counts 3 and 5 while later requests, at 6 and 7, go through.
+    assert note_throttled(state, 1.0, 20, TUNING, None, count=3, sent_at=0.9) == "evidence"
+    assert note_throttled(state, 1.1, 20, TUNING, None, count=5, sent_at=1.0) == "evidence"
+    note_success(state, 1.2, 20, TUNING, count=7, sent_at=1.1)
+    assert state.evidence == []
+    assert note_throttled(state, 1.3, 20, TUNING, None, count=8, sent_at=1.2) == "evidence"
+    assert state.rate is None and state.target is None
+
+
+def test_a_success_sent_before_a_decrease_undoes_it() -> None:
+    state = ClassState()
+    for i, count in enumerate((9, 10, 11)):
+        sent_at = 1.9 + i * 0.01
+        note_throttled(state, 2.0 + i * 0.01, 20, TUNING, None, count=count, sent_at=sent_at)
+    assert state.target is not None
+    # A request sent before the verdict, as the 15th of its window (12th once the three
+    # refused ones are left out), went through: the 429s at 9-11 were not about our rate.
+    note_success(state, 2.1, 20, TUNING, count=15, sent_at=1.95)
+    assert state.target == 12 and state.rate == 12
+    assert state.paused_until <= 2.1
+
+
+def test_retry_after_sets_the_pause_of_an_over_rate_verdict() -> None:
+    state = ClassState()
+    for i in range(3):
+        note_throttled(state, 10.0 + i * 0.01, 20, TUNING, 3.0, count=1, sent_at=10.0)
+    assert try_grant(state, 12.9, 20, TUNING, MARGIN) == pytest.approx(0.12)
+    assert try_grant(state, 13.02, 20, TUNING, MARGIN) == 0
+
+
+def test_repeated_over_rate_verdicts_double_the_pause() -> None:
     state = ClassState()
     t = 50.0
     pauses = []
     for _ in range(4):
-        try_grant(state, t, 20, TUNING, MARGIN)
-        note_throttled(state, t, 20, TUNING, None)
-        pauses.append(state.paused_until - t)
+        # Every request refused: nothing is proven, every 429 is evidence.
+        for i in range(3):
+            note_throttled(state, t + i * 0.01, 20, TUNING, None, count=1, sent_at=t)
+        pauses.append(state.paused_until - (t + 0.02))
         t = state.paused_until + 0.1
     assert pauses == pytest.approx([1.0, 2.0, 4.0, 8.0])
 
 
-def test_recovery_to_estimate_then_slow_probe() -> None:
+def test_the_rate_never_goes_below_one_per_second() -> None:
     state = ClassState()
     t = 0.0
-    for i in range(4):
-        assert try_grant(state, t + i * 0.06, 20, TUNING, MARGIN) == 0
-    t = 0.2
-    note_throttled(state, t, 20, TUNING, None)
+    for _ in range(12):
+        for i in range(3):
+            note_throttled(state, t + i * 0.01, 20, TUNING, None, count=1, sent_at=t)
+        t = state.paused_until + 0.1
+    assert effective_rate(state, 20, TUNING) == 1.0
+    # A ceiling below the floor is obeyed.
+    assert effective_rate(ClassState(rate=0.01), 0.5, TUNING) == 0.5
+
+
+def test_recovery_to_estimate_then_slow_probe_that_stops_at_the_first_429() -> None:
+    state = ClassState()
+    t = 0.0
+    # No proof yet: refused at 4, so at most 3 fit; the rate halves from there.
+    for i in range(3):
+        note_throttled(state, t + i * 0.01, 20, TUNING, None, count=4, sent_at=t)
     assert state.target == 3
     assert state.rate == pytest.approx(1.5)
+    t = 0.02
     for _ in range(10):
         t += 0.5
-        note_success(state, t, 20, TUNING)
+        note_success(state, t, 20, TUNING, count=1, sent_at=t - 0.1)
     assert state.rate == pytest.approx(3.0)
     # Quiet but not yet for probe_quiet: stays at the estimate.
-    t = 0.2 + TUNING.probe_quiet - 1
-    note_success(state, t, 20, TUNING)
+    t = 0.02 + TUNING.probe_quiet - 1
+    note_success(state, t, 20, TUNING, count=3, sent_at=t - 0.1)
     assert state.rate == pytest.approx(3.0)
-    t = 0.2 + TUNING.probe_quiet + 0.1
-    note_success(state, t, 20, TUNING)
+    t = 0.02 + TUNING.probe_quiet + 0.1
+    note_success(state, t, 20, TUNING, count=3, sent_at=t - 0.1)
     assert state.rate == pytest.approx(3.0 * TUNING.probe_factor)
     # At most one probe step per probe_interval.
-    note_success(state, t + 0.1, 20, TUNING)
+    note_success(state, t + 0.1, 20, TUNING, count=3, sent_at=t)
     assert state.rate == pytest.approx(3.0 * TUNING.probe_factor)
-    # Long quiet: back to the configured ceiling, estimate forgotten.
+    # One 429 above the estimate ends the probe at the proven count, without a pause.
+    t += 0.5
+    assert note_throttled(state, t, 20, TUNING, None, count=4, sent_at=t - 0.01) == "lowered"
+    assert state.target == 3 and state.rate == 3
+    assert state.paused_until <= t
+    # Long quiet and many successes: back to the configured ceiling, estimate forgotten.
     for k in range(200):
-        note_success(state, t + 1.0 * (k + 1), 20, TUNING)
+        now = t + TUNING.probe_quiet + k
+        note_success(state, now, 20, TUNING, count=3, sent_at=now - 0.1)
     assert state.rate is None and state.target is None
 
 
-def simulate(
-    *, server_limit: int, ceiling: float, uploads: int, workers: int, seed: int = 0
-) -> tuple[int, int, float]:
-    """Discrete-event run of workers sharing one pacer against a sliding-window server.
+def test_an_estimate_decays_with_idle_time() -> None:
+    state = ClassState(target=4.0, rate=2.0, last_grant=100.0)
+    # Within the grace period nothing changes.
+    relax_idle(state, 100.0 + TUNING.idle_grace - 1, 20, TUNING)
+    assert (state.target, state.rate) == (4.0, 2.0)
+    # One half-life past the grace: half the gap to the ceiling is gone.
+    relax_idle(state, 100.0 + TUNING.idle_grace + TUNING.idle_half_life, 20, TUNING)
+    assert state.target == pytest.approx(12.0) and state.rate == pytest.approx(12.0)
+    # Long idle: the ceiling again.
+    state = ClassState(target=4.0, rate=2.0, last_grant=100.0)
+    assert try_grant(state, 100.0 + 3600, 20, TUNING, MARGIN) == 0
+    assert (state.target, state.rate) == (None, None)
 
-    Returns (requests, throttled, duration).
+
+def simulate(
+    *,
+    server_limit: int,
+    ceiling: float,
+    uploads: int,
+    workers: int,
+    fault: float = 0.0,
+    latency: float = 0.1,
+    seed: int = 0,
+) -> tuple[int, int, float, ClassState]:
+    """Discrete-event run of workers sharing one pacer against a sliding-window server
+    that also refuses a share ``fault`` of the requests it admitted, at random (as the
+    emulator's fault_429 does). A refused request is retried with full-jitter backoff.
+
+    Returns (requests, throttled, duration, final state).
     """
     rng = random.Random(seed)
     state = ClassState()
     limiter = RateLimiter()
     events: list[tuple[float, int, str]] = [(0.0, w, "ready") for w in range(workers)]
     heapq.heapify(events)
+    sent: dict[int, tuple[float, int]] = {}
+    attempts: dict[int, int] = {}
     done = requests = throttled = 0
     t = 0.0
     while done < uploads:
@@ -195,34 +301,59 @@ def simulate(
                 heapq.heappush(events, (t + wait + rng.uniform(0, 0.002), worker, "ready"))
                 continue
             requests += 1
+            sent[worker] = (t, window_count(state, t))
             arrival = t + rng.uniform(0.001, 0.004)
-            refused = limiter.try_acquire("acct", "upload", server_limit, now=arrival)
-            outcome = "throttled" if refused is not None else "ok"
-            heapq.heappush(events, (arrival + rng.uniform(0.005, 0.03), worker, outcome))
+            if limiter.try_acquire("acct", "upload", server_limit, now=arrival) is not None:
+                heapq.heappush(events, (arrival + 0.002, worker, "throttled"))
+            elif rng.random() < fault:
+                heapq.heappush(events, (arrival + latency, worker, "throttled"))
+            else:
+                heapq.heappush(events, (arrival + latency, worker, "ok"))
         elif kind == "throttled":
             throttled += 1
-            note_throttled(state, t, ceiling, TUNING, None)
-            backoff = rng.uniform(0, 0.5)
+            sent_at, count = sent.pop(worker)
+            note_throttled(state, t, ceiling, TUNING, None, count=count, sent_at=sent_at)
+            attempts[worker] = attempts.get(worker, 0) + 1
+            backoff = rng.uniform(0, 0.5 * 2 ** (attempts[worker] - 1))
             heapq.heappush(events, (t + backoff, worker, "ready"))
         else:
             done += 1
-            note_success(state, t, ceiling, TUNING)
+            attempts[worker] = 0
+            sent_at, count = sent.pop(worker)
+            note_success(state, t, ceiling, TUNING, count=count, sent_at=sent_at)
             heapq.heappush(events, (t, worker, "ready"))
-    return requests, throttled, t
+    return requests, throttled, t, state
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_adapts_to_a_lower_provider_limit(seed: int) -> None:
-    requests, throttled, duration = simulate(
+    requests, throttled, duration, state = simulate(
         server_limit=3, ceiling=20, uploads=150, workers=8, seed=seed
     )
-    assert throttled <= 0.1 * requests
-    # Close to the provider's 3/s once adapted.
-    assert duration < 150 / 3 * 1.35
+    assert throttled <= 0.05 * requests
+    # At the provider's 3/s once adapted, within 10 %.
+    assert duration < 150 / 3 / 0.9
+    assert state.target == 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("share", "at_least"), [(0.01, 0.9), (0.03, 0.85), (0.10, 0.8)])
+def test_random_429s_cost_their_retries_not_the_rate(
+    share: float, at_least: float, seed: int
+) -> None:
+    _r, _t, clean, _s = simulate(server_limit=20, ceiling=20, uploads=300, workers=8, seed=seed)
+    _r, throttled, duration, state = simulate(
+        server_limit=20, ceiling=20, uploads=300, workers=8, fault=share, seed=seed
+    )
+    assert throttled > 0
+    assert clean / duration >= at_least
+    assert state.target is None
 
 
 def test_no_throttling_when_configured_at_the_limit() -> None:
-    _requests, throttled, duration = simulate(server_limit=20, ceiling=20, uploads=400, workers=16)
+    _requests, throttled, duration, _s = simulate(
+        server_limit=20, ceiling=20, uploads=400, workers=16
+    )
     assert throttled == 0
     assert duration < 400 / 20 * 1.05
 
@@ -234,6 +365,61 @@ def test_stale_state_from_before_a_reboot_is_reset() -> None:
         state.last_grant = 1e6
         state.paused_until = 1e7
     assert pacer.acquire("upload") == 0
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        {"rate": -5.0},
+        {"rate": 0.0},
+        {"target": -1.0},
+        {"paused_until": 1000.0 + 3000},  # longer than any pause we set
+        {"recent": [1000.0 + 120]},  # in the future
+        {"last_throttle": 1000.0 + 1e9},
+        {"throttle_streak": -1},
+        {"proven": 10**9},
+    ],
+)
+def test_absurd_state_is_reset_not_obeyed(tampered: dict[str, object]) -> None:
+    state = ClassState.from_json(json.dumps({"last_grant": 999.0, **tampered}))
+    assert is_implausible(state, 1000.0, TUNING)
+    assert not is_implausible(ClassState.from_json('{"last_grant": 999.0}'), 1000.0, TUNING)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"rate": NaN}',
+        '{"rate": Infinity}',
+        '{"paused_until": 1e400}',
+        '{"recent": [1, "x"]}',
+        '{"throttle_streak": 1.5}',
+        "[1, 2]",
+        "{not json",
+    ],
+)
+def test_unparsable_state_is_rejected(text: str) -> None:
+    with pytest.raises(ValueError):
+        ClassState.from_json(text)
+
+
+def test_a_tampered_state_file_does_not_stall_the_pacer(tmp_path: Path) -> None:
+    clock = FakeClock(start=1000.0)
+    (tmp_path / "k-upload.json").write_text(
+        json.dumps({"rate": 1e-9, "target": 1e-9, "paused_until": 1000.0 + 50_000})
+    )
+    pacer = Pacer(
+        {"upload": 5, "read": 5, "delete": 5},
+        state_dir=tmp_path,
+        key_fingerprint="k",
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    try:
+        assert pacer.acquire("upload") == 0
+        assert pacer.current_rate("upload") == 5
+    finally:
+        pacer.close()
 
 
 def test_file_state_is_shared_between_pacers(tmp_path: Path) -> None:
@@ -251,15 +437,14 @@ def test_file_state_is_shared_between_pacers(tmp_path: Path) -> None:
         start = time.monotonic()
         other.acquire("read")
         assert time.monotonic() - start < 0.05
-        a.on_throttled("upload", 0.5)
+        for _ in range(3):  # nothing proven: three 429s say a is too fast
+            a.on_throttled("upload", 0.5)
         seen = b.snapshot("upload")
         assert (seen.target, seen.rate) == pytest.approx((2.5, 1.25))
         assert seen.paused_until > time.monotonic()
-        assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "k1-read.json",
-            "k1-upload.json",
-            "k2-read.json",
-        ]
+        states = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
+        assert states == ["k1-read.json", "k1-upload.json", "k2-read.json"]
+        assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o600}
     finally:
         for p in (a, b, other):
             p.close()
@@ -286,9 +471,9 @@ def _grant_worker(state_dir: str, count: int, out: mp.Queue) -> None:  # type: i
 
     def run() -> None:
         for _ in range(count):
-            pacer.acquire("upload")
+            granted_at, _waited = pacer.grant("upload")
             with lock:
-                grants.append(time.monotonic())
+                grants.append(granted_at)
 
     threads = [threading.Thread(target=run) for _ in range(4)]
     for th in threads:
@@ -308,7 +493,7 @@ def test_processes_and_threads_share_one_budget(tmp_path: Path) -> None:
     for p in procs:
         p.join(timeout=10)
     assert len(grants) == 120
-    # CLOCK_MONOTONIC is host-wide, so the processes' readings are comparable.
-    assert max_in_window(grants) <= 20
-    # Read after acquire() returned, so a few ms of scheduling noise on each side.
-    assert max_in_window(grants, window=1 + MARGIN - 0.02) <= 20
+    # CLOCK_MONOTONIC is host-wide, so the processes' readings are comparable; the grant
+    # times are those the pacer recorded under the shared lock, so the widened window
+    # holds exactly, however loaded the machine.
+    assert max_in_window(grants, window=1 + MARGIN - 1e-6) <= 20

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ApiKey:
@@ -42,10 +45,16 @@ class ApiKey:
     @classmethod
     def load(cls, *, env: str | None = None, file: Path | None = None) -> ApiKey:
         """From an env var name or a file (systemd credentials); raises ValueError
-        naming the source, never the value. With both, the env var wins when set."""
+        naming the source, never the value. With both, the env var wins when set.
+
+        A file is named as it was written in the configuration when the path says so
+        (``as_written``): a path built from ``${VAR}`` may hold a secret by mistake."""
         if env is None and file is None:
             raise ValueError("no API key source given (env var or file)")
         if env is not None:
+            if not _ENV_NAME.match(env):
+                # Never echoed: this is most likely the key itself in place of a name.
+                raise ValueError("API key env var: the name given is not a variable name")
             raw = os.environ.get(env)
             if raw is not None and raw.strip():
                 try:
@@ -55,13 +64,14 @@ class ApiKey:
             if file is None:
                 raise ValueError(f"API key env var {env} is not set or empty")
         assert file is not None
+        shown = getattr(file, "as_written", None) or str(file)
         try:
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"cannot read API key file {file}: {exc.strerror}") from None
+            raise ValueError(f"cannot read API key file {shown}: {exc.strerror}") from None
         except UnicodeDecodeError:
-            raise ValueError(f"API key file {file} is not UTF-8") from None
+            raise ValueError(f"API key file {shown} is not UTF-8") from None
         try:
             return cls(text)
         except ValueError as exc:
-            raise ValueError(f"API key from file {file}: {exc}") from None
+            raise ValueError(f"API key from file {shown}: {exc}") from None

@@ -10,16 +10,42 @@ as long as the delay between our grant and the server's arrival timestamp varies
 less than ``margin`` seconds. A quiet class may start with a burst, which buys the
 margin back in throughput.
 
-On top of that sits an rclone-style adaptive pacer: a 429 lowers the class's rate
-(multiplicative decrease, a burst of 429s counting once), pauses the class, and
-remembers a ceiling estimate; successes recover the rate up to that estimate
-quickly and probe above it only slowly after a quiet period.
+On top of that sits an adaptive pacer that tells two kinds of 429 apart:
 
-The state of each class lives in a small JSON file under ``state_dir`` guarded by
-``fcntl.flock``, so every process on the host using the same key paces and adapts
-together. Without ``state_dir`` the state is in memory, shared by the threads of
-one process. Times come from ``time.monotonic`` (CLOCK_MONOTONIC is host-wide on
-Linux, so processes agree on it); state from before a reboot is detected and reset.
+- **We are too fast.** Every request carries the number of requests we sent in the
+  one-second window it went out in (its *count*). A success at count ``c`` proves
+  the provider took ``c`` requests in a window (for ``proof_ttl`` seconds). A 429 at
+  a count above that proof is *evidence* of a lower limit, until a later success at
+  the same or a higher count disproves it. Two pieces of evidence (or more than half
+  of the recent answers being 429s) mean we are over the provider's rate: the rate
+  drops (to the proven count when the limit is pinned down exactly, else by half),
+  the class pauses, and the estimate is remembered. Successes recover the rate up to
+  the estimate quickly and probe above it only slowly after a quiet period.
+- **The server sheds load.** A 429 at a count the provider has just accepted says
+  nothing about our rate. It changes nothing here; the caller retries that one
+  request with backoff (obeying Retry-After). A provider that throttles at random
+  therefore costs the retries, not a ratcheting ceiling.
+
+The rate never goes below ``min_rate`` (1/s, or the ceiling if that is lower). A
+learned estimate decays with idle time: a state last used long ago returns towards
+the configured ceiling (half the gap per ``idle_half_life`` seconds idle), so one
+bad hour does not slow the next run.
+
+The state of each class lives in a small JSON file in a private folder guarded by
+``fcntl.flock`` on a separate lock file, so every process of this user on the host
+using the same key paces and adapts together. Without a folder the state is in
+memory, shared by the threads of one process. The folder must belong to this user
+and must not be writable by group or others (it is created 0700); its files are
+opened without following symlinks and replaced atomically (write a temporary file,
+rename it over the old one). A state that cannot be parsed, or that is absurd
+(non-finite or non-positive rates, times in the future, an endless pause), is
+reset rather than obeyed. Times come from ``time.monotonic`` (CLOCK_MONOTONIC is
+host-wide on Linux, so processes agree on it); state from before a reboot has times
+in the future and is reset too.
+
+Where the state lives is a small interface (:class:`StateStore`): one transaction
+that yields a :class:`ClassState` under an exclusive lock and saves it afterwards.
+The memory and file stores implement it; a store shared between hosts could too.
 """
 
 from __future__ import annotations
@@ -29,12 +55,13 @@ import fcntl
 import json
 import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -50,17 +77,33 @@ CALL_CLASSES: tuple[CallClass, ...] = ("upload", "read", "delete")
 DEFAULT_MARGIN = 0.03
 WINDOW = 1.0
 
+# A stored state larger than this is not ours to parse (a window holds a few dozen times).
+MAX_STATE_BYTES = 1 << 16
+MAX_RECENT = 4096
+# How long the send times of refused requests are kept (longer than any window they
+# could matter for, short enough to stay small).
+REFUSED_KEEP = 10.0
+# Clock readings of different processes differ by scheduling noise, never by this much.
+FUTURE_SLACK = 60.0
+
+Verdict = Literal["isolated", "evidence", "burst", "lowered"]
+
+
+class PacingDirError(ValueError):
+    """The shared pacing folder (or a file in it) is not safe to use; the message says
+    which path and what to do."""
+
 
 @dataclass(frozen=True)
 class AdaptiveTuning:
-    """Constants of the adaptive pacer (attack on 429, decay on success)."""
+    """Constants of the adaptive pacer (attack on over-rate 429s, recovery, decay)."""
 
-    # Multiplicative decrease on a 429.
+    # Decrease on an over-rate verdict when the limit is not pinned down exactly.
     decrease_factor: float = 0.5
-    # 429s within this long after a decrease belong to the same burst.
+    # Over-rate verdicts within this long after a decrease belong to the same burst.
     dedupe_window: float = 1.0
-    # Pause of the class after a 429 without Retry-After; doubles while 429s keep
-    # coming (a fixed 1 s proved too short for some providers), up to max_pause.
+    # Pause of the class after an over-rate verdict without Retry-After; doubles while
+    # they keep coming (a fixed 1 s proved too short for some providers), up to max_pause.
     base_pause: float = 1.0
     max_pause: float = 16.0
     # A provider hint pauses the whole class; past this the call gives up instead
@@ -68,13 +111,24 @@ class AdaptiveTuning:
     max_hint_pause: float = 60.0
     # Per-success growth of the rate while below the ceiling estimate.
     recover_factor: float = 1.1
-    # No 429 for this long before probing above the ceiling estimate ...
+    # No over-rate verdict for this long before probing above the ceiling estimate ...
     probe_quiet: float = 30.0
     # ... and then raise the estimate by this factor at most once per probe_interval.
     probe_factor: float = 1.05
     probe_interval: float = 1.0
-    # Never pace slower than this.
-    min_rate: float = 0.2
+    # Never pace slower than this (or than the ceiling, if that is lower): below 1/s a
+    # few unlucky 429s would turn a sync of minutes into hours.
+    min_rate: float = 1.0
+    # How long a success at count c proves that the provider takes c per window.
+    proof_ttl: float = 5.0
+    # 429s above the proven count (not disproved since) that mean "we are too fast",
+    # and how long one such 429 stays evidence.
+    evidence_needed: int = 3
+    evidence_ttl: float = 5.0
+    # Idle time after which a learned estimate starts returning to the ceiling, and the
+    # idle time that halves the remaining gap.
+    idle_grace: float = 30.0
+    idle_half_life: float = 120.0
 
 
 @dataclass
@@ -82,17 +136,30 @@ class ClassState:
     """Shared pacing state of one call class (serialised as JSON)."""
 
     last_grant: float = -math.inf
-    # Grant times within the last window, to know how many we sent when a 429 came.
+    # Grant times within the last window: the count of each new request, and of the
+    # window a 429 came from.
     recent: list[float] = field(default_factory=list)
     # Currently allowed rate; None = the configured ceiling.
     rate: float | None = None
-    # Highest rate believed safe after a 429; None = no estimate (trust the ceiling).
+    # Highest rate believed safe after an over-rate verdict; None = trust the ceiling.
     target: float | None = None
     paused_until: float = -math.inf
+    # Last over-rate verdict (isolated 429s do not move it).
     last_throttle: float = -math.inf
     last_decrease: float = -math.inf
     last_probe: float = -math.inf
     throttle_streak: int = 0
+    # Highest count at which a request recently succeeded, and when.
+    proven: int = 0
+    proven_at: float = -math.inf
+    # The highest count of the evidence behind the last decrease: a request sent
+    # before it that succeeded at this count or above proves the decrease wrong.
+    decided_on: int = 0
+    # 429s above the proven count, as (time, count).
+    evidence: list[tuple[float, int]] = field(default_factory=list)
+    # Send times of recent requests answered 429: a provider need not count what it
+    # refused, so a count that proves anything leaves them out.
+    refused: list[float] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -104,27 +171,97 @@ class ClassState:
 
     @classmethod
     def from_json(cls, text: str) -> ClassState:
-        raw: dict[str, Any] = json.loads(text)
+        """Parse a stored state; raises ValueError on anything not finite and well typed."""
+        raw = json.loads(text, parse_constant=_reject_constant)
+        if not isinstance(raw, dict):
+            raise ValueError("pacing state is not an object")
         state = cls()
-        for name in ("last_grant", "paused_until", "last_throttle", "last_decrease", "last_probe"):
+        for name in (
+            "last_grant",
+            "paused_until",
+            "last_throttle",
+            "last_decrease",
+            "last_probe",
+            "proven_at",
+        ):
             value = raw.get(name)
             if value is not None:
-                setattr(state, name, float(value))
+                setattr(state, name, _finite(value))
         for name in ("rate", "target"):
             value = raw.get(name)
-            setattr(state, name, None if value is None else float(value))
-        state.recent = [float(t) for t in raw.get("recent") or []]
-        state.throttle_streak = int(raw.get("throttle_streak") or 0)
+            setattr(state, name, None if value is None else _finite(value))
+        for name in ("throttle_streak", "proven", "decided_on"):
+            setattr(state, name, _integer(raw.get(name) or 0))
+        state.recent = [_finite(t) for t in _list(raw.get("recent"))]
+        state.refused = [_finite(t) for t in _list(raw.get("refused"))]
+        state.evidence = [_evidence(e) for e in _list(raw.get("evidence"))]
         return state
 
-    def looks_stale(self, now: float) -> bool:
-        """True when times lie in the future: the state predates a reboot."""
-        times = (self.last_grant, self.last_throttle, self.last_decrease, self.last_probe)
-        return any(t > now + 60.0 for t in times) or self.paused_until > now + 3600.0
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} in pacing state")
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("pacing state: not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("pacing state: not finite")
+    return number
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("pacing state: not an integer")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("pacing state: not a list")
+    return value
+
+
+def _evidence(value: Any) -> tuple[float, int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("pacing state: bad evidence")
+    return _finite(value[0]), _integer(value[1])
 
 
 # The pure rules, on a state and a clock reading. The store decides where the
 # state lives; these decide what happens to it.
+
+
+def is_implausible(state: ClassState, now: float, tuning: AdaptiveTuning) -> bool:
+    """True for a state that must be reset rather than obeyed: times in the future (it
+    predates a reboot, or was tampered with), a pause longer than any we set, rates
+    that are not positive, or lists longer than any window holds."""
+    times = [
+        state.last_grant,
+        state.last_throttle,
+        state.last_decrease,
+        state.last_probe,
+        state.proven_at,
+        *state.recent,
+        *state.refused,
+        *(e[0] for e in state.evidence),
+    ]
+    if any(not math.isfinite(t) and t != -math.inf for t in times):
+        return True
+    if any(t > now + FUTURE_SLACK for t in times):
+        return True
+    if state.paused_until > now + max(tuning.max_pause, tuning.max_hint_pause) + 1.0:
+        return True
+    for rate in (state.rate, state.target):
+        if rate is not None and not (math.isfinite(rate) and rate > 0.0):
+            return True
+    if max(len(state.recent), len(state.refused), len(state.evidence)) > MAX_RECENT:
+        return True
+    counters = (state.throttle_streak, state.proven, state.decided_on)
+    return any(c < 0 or c > MAX_RECENT for c in counters)
 
 
 def effective_rate(state: ClassState, ceiling: float, tuning: AdaptiveTuning) -> float:
@@ -132,10 +269,39 @@ def effective_rate(state: ClassState, ceiling: float, tuning: AdaptiveTuning) ->
     return max(rate, min(tuning.min_rate, ceiling))
 
 
+def window_count(state: ClassState, t: float) -> int:
+    """Requests we sent in the one-second window ending at ``t`` (as the provider counts)."""
+    return sum(1 for x in state.recent if t - WINDOW < x <= t)
+
+
+def relax_idle(state: ClassState, now: float, ceiling: float, tuning: AdaptiveTuning) -> bool:
+    """Let a learned estimate decay towards the ceiling with the time the class was idle.
+
+    A state last used long ago describes a provider we no longer know about: half the
+    gap to the ceiling goes per ``idle_half_life`` seconds past ``idle_grace``. Returns
+    True when the state changed.
+    """
+    idle = now - max(state.last_grant, state.last_throttle)
+    if not idle > tuning.idle_grace or (state.target is None and state.rate is None):
+        return False
+    target = ceiling if state.target is None else min(state.target, ceiling)
+    keep = 0.5 ** ((idle - tuning.idle_grace) / tuning.idle_half_life)  # 0.0 when never used
+    relaxed = ceiling - (ceiling - target) * keep
+    if relaxed >= 0.95 * ceiling:
+        state.target = state.rate = None
+    else:
+        # The provider's window has long drained: start at the estimate, not below it.
+        state.target = state.rate = relaxed
+    state.throttle_streak = 0
+    state.evidence = []
+    return True
+
+
 def try_grant(
     state: ClassState, now: float, ceiling: float, tuning: AdaptiveTuning, margin: float
 ) -> float:
     """Grant a request now (return 0.0, state updated) or say how long to wait first."""
+    relax_idle(state, now, ceiling, tuning)
     earliest = state.paused_until
     if ceiling >= 1.0:
         # Mirror the provider's own rule at the configured ceiling: at most N grants in
@@ -150,8 +316,8 @@ def try_grant(
         # smooth (its arrival stamps lag under bursts), yet short enough to gain time.
         earliest = max(earliest, state.last_grant + 0.5 / ceiling)
     if state.rate is not None or ceiling < 1.0:
-        # Below the ceiling (after a 429) the provider's real limit is unknown: even
-        # spacing never bunches more into a window than the average rate allows.
+        # Below the ceiling (after an over-rate verdict) the provider's real limit is
+        # unknown: even spacing never bunches more into a window than the average allows.
         interval = (1.0 / effective_rate(state, ceiling, tuning)) * (1.0 + margin)
         earliest = max(earliest, state.last_grant + interval)
     if now < earliest:
@@ -177,44 +343,118 @@ def note_sent(state: ClassState, granted_at: float, sent_at: float) -> None:
     state.last_grant = max(state.last_grant, sent_at)
 
 
+def _proven(state: ClassState, now: float, tuning: AdaptiveTuning) -> int:
+    return state.proven if now - state.proven_at <= tuning.proof_ttl else 0
+
+
+def net_count(state: ClassState, sent_at: float, count: int) -> int:
+    """``count`` (our requests in the window a request went out in, itself included)
+    less those of them since answered 429: what the provider surely counted."""
+    return max(1, count - sum(1 for r in state.refused if sent_at - WINDOW < r < sent_at))
+
+
 def note_throttled(
     state: ClassState,
     now: float,
     ceiling: float,
     tuning: AdaptiveTuning,
     retry_after: float | None,
-) -> bool:
-    """Apply a 429. Returns True when it lowered the rate (first of a burst)."""
+    *,
+    count: int | None = None,
+    sent_at: float | None = None,
+) -> Verdict:
+    """Apply a 429 of a request sent at ``sent_at`` as the ``count``-th of its window
+    (both default to now). Returns what it meant:
+
+    ``isolated``: the provider recently accepted as many per window; nothing changes.
+    ``evidence``: a hint of a lower limit, not yet enough to act on.
+    ``lowered``: we are too fast: rate lowered, estimate remembered, class paused.
+    ``burst``: too fast again within the same burst: estimate tightened, pause extended.
+    """
+    sent_at = now if sent_at is None else sent_at
+    count = net_count(state, sent_at, window_count(state, now) if count is None else count)
+    state.refused = [r for r in state.refused if r > now - REFUSED_KEEP]
+    state.refused.append(sent_at)
+    proven = _proven(state, now, tuning)
+    state.evidence = [e for e in state.evidence if now - e[0] <= tuning.evidence_ttl]
+    # Above a learned estimate (probing, or the limit moved down) one 429 is enough.
+    above_target = state.target is not None and count > state.target
+    if count > proven or above_target:
+        state.evidence.append((now, count))
+    needed = 1 if above_target else tuning.evidence_needed
+    if len(state.evidence) < needed:
+        return "evidence" if count > proven else "isolated"
+
+    counts = [e[1] for e in state.evidence]
+    state.evidence = []
     same_burst = now - state.last_decrease < tuning.dedupe_window
     if not same_burst:
         # Throttled again soon after the previous pause ended: the pause was too short.
         recent_pause_end = state.paused_until + 2.0 * tuning.dedupe_window
         state.throttle_streak = state.throttle_streak + 1 if now <= recent_pause_end else 0
+    floor = min(tuning.min_rate, ceiling)
+    current = effective_rate(state, ceiling, tuning)
+    # The provider limits a count per window: refused at count c means at most c - 1 fit.
+    limit = min(counts) - 1 if counts else 0
+    # Pinned down: accepted at `proven` moments ago, refused just above it (a proof
+    # may be one too high: a request at the window's edge may have arrived outside).
+    exact = limit >= 1 and proven - 1 <= limit <= proven
     if retry_after is not None:
         pause = min(max(0.0, retry_after), tuning.max_hint_pause)
+    elif exact:
+        pause = 0.0  # at the proven rate the provider's window drains by itself
     else:
         pause = min(tuning.max_pause, tuning.base_pause * 2.0**state.throttle_streak)
     state.paused_until = max(state.paused_until, now + pause)
     state.last_throttle = now
     if same_burst:
-        return False
-    current = effective_rate(state, ceiling, tuning)
-    # The provider limits a count per window: if it refused us with `sent` requests
-    # in the last window, at most `sent - 1` fit.
-    sent = sum(1 for t in state.recent if t > now - WINDOW)
-    estimate = min(current, float(sent - 1)) if sent >= 2 else current * tuning.decrease_factor
-    floor = min(tuning.min_rate, ceiling)
+        if limit >= 1 and state.target is not None and limit < state.target:
+            state.target = max(floor, float(limit))
+            state.rate = min(state.rate or state.target, state.target)
+        return "burst"
+    estimate = min(current, float(limit)) if limit >= 1 else current * tuning.decrease_factor
     state.target = max(floor, estimate)
-    state.rate = max(floor, min(current, state.target) * tuning.decrease_factor)
+    if exact:
+        state.rate = state.target
+    else:
+        state.rate = max(floor, min(current, state.target) * tuning.decrease_factor)
+    state.decided_on = max(counts) if counts else count
     state.last_decrease = now
-    return True
+    return "lowered"
 
 
-def note_success(state: ClassState, now: float, ceiling: float, tuning: AdaptiveTuning) -> bool:
-    """Apply a success: recover toward the estimate, or probe above it when quiet.
-
-    Returns True when the state changed.
+def note_success(
+    state: ClassState,
+    now: float,
+    ceiling: float,
+    tuning: AdaptiveTuning,
+    *,
+    count: int | None = None,
+    sent_at: float | None = None,
+) -> bool:
+    """Apply a success of a request sent at ``sent_at`` as the ``count``-th of its
+    window: record the proof, drop the evidence it disproves, recover toward the
+    estimate, or probe above it when quiet. Returns True when the rate changed.
     """
+    sent_at = now if sent_at is None else sent_at
+    count = net_count(state, sent_at, window_count(state, now) if count is None else count)
+    if count >= _proven(state, now, tuning):
+        state.proven = count
+        state.proven_at = now
+    if state.evidence:
+        state.evidence = [e for e in state.evidence if e[1] > count]
+    if (
+        state.target is not None
+        and sent_at < state.last_decrease
+        and count >= max(state.decided_on, 1)
+    ):
+        # Sent before the decrease, at a count that drew the 429s behind it, and yet
+        # accepted: those 429s were not about our rate. Undo the decrease.
+        state.target = float(count) if count < ceiling else None
+        state.rate = state.target
+        state.paused_until = min(state.paused_until, now)
+        state.throttle_streak = 0
+        return True
     rate = effective_rate(state, ceiling, tuning)
     target = ceiling if state.target is None else min(state.target, ceiling)
     if rate < target:
@@ -239,17 +479,19 @@ def note_success(state: ClassState, now: float, ceiling: float, tuning: Adaptive
     return False
 
 
-class _Store:
-    """Where the state of one class lives; ``transaction`` yields it under a lock."""
-
-    def transaction(self) -> contextlib.AbstractContextManager[ClassState]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
+# Where the state lives.
 
 
-class _MemoryStore(_Store):
+class StateStore(Protocol):
+    """Storage of one class's state: ``transaction`` yields it under an exclusive lock
+    (across every pacer sharing the store) and saves what the caller changed."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[ClassState]: ...
+
+    def close(self) -> None: ...
+
+
+class _MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state = ClassState()
@@ -262,43 +504,201 @@ class _MemoryStore(_Store):
     def transaction(self) -> contextlib.AbstractContextManager[ClassState]:
         return self._txn()
 
+    def close(self) -> None:
+        pass
 
-class _FileStore(_Store):
-    """State in a file under an exclusive ``flock``.
 
+def default_pacing_dir() -> Path:
+    """The per-user folder for shared pacing state, never a world-writable temp dir.
+
+    In order: ``$RUNTIME_DIRECTORY/pacing`` (systemd's ``RuntimeDirectory=``, private
+    to the service); ``$XDG_RUNTIME_DIR/syncd/pacing`` (the login session's 0700
+    ``/run/user/UID``, used only if it belongs to this user); else
+    ``$XDG_CACHE_HOME/syncd/pacing`` or ``~/.cache/syncd/pacing``. Every process of one
+    user on the host finds the same folder, so they share one budget per key;
+    different users do not share (each has its own folder), by design.
+    """
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if os.path.isabs(runtime):
+        return Path(runtime) / "pacing"
+    xdg_runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(xdg_runtime):
+        try:
+            st = os.stat(xdg_runtime)
+        except OSError:
+            pass
+        else:
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+                return Path(xdg_runtime) / "syncd" / "pacing"
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(cache):
+        return Path(cache) / "syncd" / "pacing"
+    try:
+        home = Path.home()
+    except RuntimeError:
+        raise PacingDirError(
+            "no per-user folder for the shared pacing state (no runtime dir, no home); "
+            "set limits.pacing_dir to a folder of this user"
+        ) from None
+    return home / ".cache" / "syncd" / "pacing"
+
+
+def dir_problem(st: os.stat_result, euid: int) -> str | None:
+    """Why a folder with this stat must not hold our pacing state, or None."""
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if st.st_uid != euid:
+        return (
+            f"belongs to uid {st.st_uid}, not to this user (uid {euid}): someone else could "
+            "have prepared its files. Remove it, or set limits.pacing_dir to a folder of "
+            "this user"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): they "
+            "could plant files in it. Run `chmod go-w` on it, or set limits.pacing_dir to "
+            "a folder of this user"
+        )
+    return None
+
+
+def file_problem(st: os.stat_result, euid: int) -> str | None:
+    """Why a file in the pacing folder must not be used, or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != euid:
+        return f"belongs to uid {st.st_uid}, not to this user (uid {euid})"
+    if st.st_nlink != 1:
+        return "has other hard links"
+    return None
+
+
+class _PacingDir:
+    """The checked pacing folder, held open: files are created relative to this
+    descriptor, so the folder checked is the folder used even if a path component
+    is swapped afterwards."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PacingDirError(
+                f"cannot create the pacing folder {path}: {exc.strerror}; "
+                "set limits.pacing_dir to a folder this user can write"
+            ) from None
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise PacingDirError(
+                f"pacing folder {path} cannot be opened ({exc.strerror}); "
+                "set limits.pacing_dir to a folder of this user"
+            ) from None
+        problem = dir_problem(os.fstat(self.fd), os.geteuid())
+        if problem is not None:
+            os.close(self.fd)
+            raise PacingDirError(f"pacing folder {path} {problem}")
+
+    def open_lock(self, name: str) -> int:
+        """Open (creating it if new) a lock file, never through a symlink."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK
+        for _ in range(3):
+            try:
+                fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=self.fd)
+                break
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(name, flags, dir_fd=self.fd)
+                break
+            except FileNotFoundError:
+                continue  # removed in between: create it
+            except OSError as exc:
+                raise PacingDirError(
+                    f"pacing file {self.path / name} cannot be opened safely "
+                    f"({exc.strerror}; a symlink?): remove it"
+                ) from None
+        else:
+            raise PacingDirError(f"pacing file {self.path / name} keeps disappearing")
+        problem = file_problem(os.fstat(fd), os.geteuid())
+        if problem is not None:
+            os.close(fd)
+            raise PacingDirError(f"pacing file {self.path / name} {problem}: remove it")
+        return fd
+
+    def read(self, name: str) -> bytes:
+        """The file's bytes, or b"" when it is missing or not a plain file of ours (it
+        is then replaced on the next write, never followed)."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=self.fd)
+        except OSError:
+            return b""
+        try:
+            if file_problem(os.fstat(fd), os.geteuid()) is not None:
+                return b""
+            data = os.read(fd, MAX_STATE_BYTES + 1)
+            return b"" if len(data) > MAX_STATE_BYTES else data
+        finally:
+            os.close(fd)
+
+    def replace(self, name: str, data: bytes) -> None:
+        """Atomically replace ``name`` with ``data``. Callers hold the lock, so one
+        temporary name per file is enough; a leftover from a crash is removed first."""
+        tmp = f".{name}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=self.fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=self.fd
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _FileStore:
+    """State in ``<name>.json``, under an exclusive ``flock`` of ``<name>.lock``.
+
+    The lock lives in its own file because the state file is replaced on every write.
     The thread lock is needed too: flock is per open file description, so threads
     sharing this descriptor would not exclude each other through it.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
+    def __init__(self, folder: _PacingDir, name: str) -> None:
+        self._folder = folder
+        self._name = f"{name}.json"
         self._lock = threading.Lock()
-        self._fd: int | None = None
-
-    def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        return self._fd
+        self._fd: int | None = folder.open_lock(f"{name}.lock")
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[ClassState]:
         with self._lock:
-            fd = self._open()
+            fd = self._fd
+            if fd is None:
+                raise ValueError("pacer is closed")
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                raw = os.pread(fd, 1 << 16, 0)
+                raw = self._folder.read(self._name)
                 try:
                     state = ClassState.from_json(raw.decode()) if raw else ClassState()
                 except (ValueError, TypeError, UnicodeDecodeError):
-                    # A writer died mid-write; pacing state is cheap to rebuild.
+                    # A writer died mid-write, or someone edited it: pacing state is cheap
+                    # to rebuild, and not to be trusted.
                     state = ClassState()
-                before = raw
                 yield state
                 data = state.to_json().encode()
-                if data != before:
-                    os.pwrite(fd, data, 0)
-                    if len(data) < len(before):
-                        os.ftruncate(fd, len(data))
+                if data != raw:
+                    self._folder.replace(self._name, data)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -315,8 +715,13 @@ class _FileStore(_Store):
 class Pacer:
     """Adaptive per-class rate limiter.
 
-    ``acquire(cls)`` blocks until a request of that class may be sent; report the
-    outcome with ``on_throttled`` (a 429) or ``on_success``.
+    ``grant(cls)`` blocks until a request of that class may be sent; ``mark_sent``
+    says when it actually left; report the outcome with ``on_throttled`` (a 429) or
+    ``on_success``, from the same thread (the pacer remembers, per thread, the count
+    each request went out with).
+
+    The state lives in ``stores`` if given, else in files under ``state_dir`` (checked
+    and created private; :class:`PacingDirError` if it is not safe), else in memory.
     """
 
     def __init__(
@@ -329,29 +734,43 @@ class Pacer:
         tuning: AdaptiveTuning | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stores: Mapping[CallClass, StateStore] | None = None,
     ) -> None:
         self._ceilings = {cls: float(ceilings[cls]) for cls in CALL_CLASSES}
         self._margin = margin
         self._tuning = tuning or AdaptiveTuning()
         self._clock = clock
         self._sleep = sleep
-        self._stores: dict[CallClass, _Store] = {}
-        if state_dir is not None:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for cls in CALL_CLASSES:
-            if state_dir is None:
-                self._stores[cls] = _MemoryStore()
-            else:
-                self._stores[cls] = _FileStore(state_dir / f"{key_fingerprint}-{cls}.json")
+        self._local = threading.local()
+        self._folder: _PacingDir | None = None
+        self._stores: dict[CallClass, StateStore] = {}
+        if stores is not None:
+            self._stores = {cls: stores[cls] for cls in CALL_CLASSES}
+        elif state_dir is not None:
+            self._folder = _PacingDir(state_dir)
+            try:
+                for cls in CALL_CLASSES:
+                    self._stores[cls] = _FileStore(self._folder, f"{key_fingerprint}-{cls}")
+            except BaseException:
+                self.close()
+                raise
+        else:
+            self._stores = {cls: _MemoryStore() for cls in CALL_CLASSES}
 
     @contextlib.contextmanager
     def _state(self, cls: CallClass) -> Iterator[tuple[ClassState, float]]:
         with self._stores[cls].transaction() as state:
             now = self._clock()
-            if state.looks_stale(now):
-                fresh = ClassState()
-                state.__dict__.update(fresh.__dict__)
+            if is_implausible(state, now, self._tuning):
+                state.__dict__.update(ClassState().__dict__)
             yield state, now
+
+    def _remember(self, cls: CallClass, sent_at: float, count: int) -> None:
+        self._local.__dict__[cls] = (sent_at, count)
+
+    def _recall(self, cls: CallClass) -> tuple[float | None, int | None]:
+        sent: tuple[float, int] | None = self._local.__dict__.pop(cls, None)
+        return (None, None) if sent is None else sent
 
     def grant(self, cls: CallClass) -> tuple[float, float]:
         """Block until a request of ``cls`` may go. Returns the grant time (to pass to
@@ -361,6 +780,8 @@ class Pacer:
         while True:
             with self._state(cls) as (state, now):
                 wait = try_grant(state, now, ceiling, self._tuning, self._margin)
+                if wait <= 0.0:
+                    self._remember(cls, now, window_count(state, now))
             if wait <= 0.0:
                 return now, waited
             # Sleep and re-check rather than grant-then-sleep: the grant time must be
@@ -376,25 +797,41 @@ class Pacer:
         """The request granted at ``granted_at`` has just been written to the socket."""
         with self._state(cls) as (state, now):
             note_sent(state, granted_at, now)
+            if now > granted_at and now in state.recent:
+                self._remember(cls, now, window_count(state, now))
 
     def on_throttled(self, cls: CallClass, retry_after: float | None = None) -> None:
+        """A 429. It lowers the rate only when it says we are too fast; otherwise the
+        caller's retry (with backoff, obeying ``retry_after``) is all that happens."""
+        sent_at, count = self._recall(cls)
         with self._state(cls) as (state, now):
-            lowered = note_throttled(state, now, self._ceilings[cls], self._tuning, retry_after)
+            verdict = note_throttled(
+                state,
+                now,
+                self._ceilings[cls],
+                self._tuning,
+                retry_after,
+                count=count,
+                sent_at=sent_at,
+            )
             rate, target, pause = state.rate, state.target, state.paused_until - now
-        if lowered:
+        if verdict == "lowered":
             log.warning(
                 "api.pacer.slow_down",
                 call_class=cls,
                 rate=round(rate or 0.0, 3),
                 ceiling_estimate=round(target or 0.0, 3),
-                pause=round(pause, 3),
+                pause=round(max(pause, 0.0), 3),
             )
+        else:
+            log.debug("api.pacer.throttled", call_class=cls, verdict=verdict, count=count)
 
     def on_success(self, cls: CallClass) -> None:
+        sent_at, count = self._recall(cls)
         with self._state(cls) as (state, now):
-            if state.rate is None and state.target is None:
-                return
-            changed = note_success(state, now, self._ceilings[cls], self._tuning)
+            changed = note_success(
+                state, now, self._ceilings[cls], self._tuning, count=count, sent_at=sent_at
+            )
             rate = state.rate
         if changed:
             log.debug(
@@ -413,3 +850,5 @@ class Pacer:
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
+        if self._folder is not None:
+            self._folder.close()

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from syncd.daemon.notify import Notifier
+from syncd.daemon.reach import Reachability, reachable
+from syncd.daemon.root_watch import RootReturn, tree_signature
 from syncd.daemon.schedule import ReconcileScheduler, ScheduleError, build_trigger, describe
 from syncd.daemon.settle import Kind, Probe, SettleQueue, stat_probe
 from syncd.daemon.watch import OverflowMonitor, QueueingHandler, Watcher
@@ -44,8 +46,8 @@ log = structlog.get_logger("syncd.daemon")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-# A configuration error or a second daemon on the same state_dir: restarting will
-# not help, so the unit lists this in RestartPreventExitStatus=.
+# A configuration error or an API key the provider refuses: restarting will not
+# help, so the unit lists this in RestartPreventExitStatus=.
 EXIT_REFUSED = 2
 # Another syncd holds the state_dir (a one-off reconcile, say): worth a restart later.
 EXIT_LOCKED = 4
@@ -56,6 +58,14 @@ TICK_S = 1.0
 MAX_BACKOFF_S = 60.0
 # How long past the first due path the worker waits before taking a batch.
 GATHER_S = 0.25
+# A call running this long may be a retry loop against a remote that is down: probe it
+# (a TCP connect) at most every PROBE_EVERY_S, so STATUS can say so before the call ends.
+PROBE_AFTER_S = 3.0
+PROBE_EVERY_S = 5.0
+PROBE_TIMEOUT_S = 1.0
+# On a stop while the remote is down, how long to give the call in progress: it is
+# retrying something that cannot succeed, and the next start's catch-up redoes it.
+UNREACHABLE_GRACE_S = 0.5
 
 
 class Report(Protocol):
@@ -74,9 +84,16 @@ class Report(Protocol):
     @property
     def remote_unavailable(self) -> bool: ...
 
+    @property
+    def aborted(self) -> str | None:
+        """Why the run stopped short; the engine aborts only when the key is refused."""
+        ...
+
 
 class SyncerLike(Protocol):
     """The part of ``syncd.engine.Syncer`` the daemon uses."""
+
+    base_url: str
 
     def reconcile(self, dry_run: bool = False) -> Report: ...
 
@@ -151,7 +168,11 @@ class Daemon:
         self._stop_reason = ""
         self._stats: dict[str, int] = {}
         self._phase = "starting"
-        self._root_missing = False
+        # Set by the worker when the provider refused the key: the run cannot go on.
+        self.refused: str | None = None
+        self.reach = Reachability()
+        # When the worker's current engine call began (monotonic), None between calls.
+        self._busy_since: float | None = None
         self.synced_batches = 0
         self.rescans = 0
 
@@ -181,6 +202,7 @@ class Daemon:
         watchdog_every = self.notifier.watchdog_interval_s
         next_status = 0.0
         next_ping = 0.0
+        next_probe = 0.0
         announced = False
         try:
             while not self._stop.is_set():
@@ -193,10 +215,17 @@ class Daemon:
                     self._reload.clear()
                     self.reload()
                 if not self._worker.is_alive():
+                    if self.refused is not None:
+                        self.request_stop("the API key was refused")
+                        self.notifier.status(f"failed: {self.refused}")
+                        return self._shutdown(EXIT_REFUSED)
                     log.error("the worker stopped unexpectedly", error=repr(self._worker_error))
                     self.notifier.status("failed: worker stopped")
                     return self._shutdown(EXIT_FAILED)
                 now = time.monotonic()
+                if now >= next_probe and self._call_outlasted(PROBE_AFTER_S):
+                    next_probe = now + PROBE_EVERY_S
+                    self._probe_remote()
                 if not announced and self.ready.is_set():
                     announced = True
                     self._scheduler.start(self.config.reconcile)
@@ -225,7 +254,7 @@ class Daemon:
         failed = sum(stats.get(k, 0) for k in ("error", "invalid", "quota"))
         watching = self.watcher.kind or "not yet"
         parts = [
-            self._phase,
+            self.reach.describe() or self._phase,
             f"queue {len(self.queue)}",
             f"synced {synced}",
         ]
@@ -284,7 +313,24 @@ class Daemon:
         self.watcher.stop()
         worker = self._worker
         if worker is not None:
-            worker.join(timeout)
+            grace = timeout
+            if worker.is_alive() and self._call_outlasted(0.0):
+                if not self.reach.down:
+                    self._probe_remote()
+                if self.reach.down:
+                    grace = min(timeout, UNREACHABLE_GRACE_S)
+            worker.join(grace)
+            if worker.is_alive() and grace < timeout:
+                # Safe to leave: every outcome is committed to the state as it happens,
+                # like after a crash, and the mapping was published after the last call.
+                log.warning(
+                    "the remote is unreachable; not waiting for the call retrying it, the "
+                    "next start's catch-up reconcile will redo it",
+                    base_url=self.syncer.base_url,
+                )
+                self._overflow.uninstall()
+                log.info("stopped", exit_code=code)
+                return code
             if worker.is_alive():
                 log.error(
                     "in-flight work did not finish in time; exiting without it, the next "
@@ -309,18 +355,34 @@ class Daemon:
         log.info("stopped", exit_code=code)
         return code
 
+    def _call_outlasted(self, seconds: float) -> bool:
+        began = self._busy_since
+        return began is not None and time.monotonic() - began >= seconds
+
+    def _probe_remote(self) -> None:
+        """Main thread: only a failed connect is news (calls that complete clear it)."""
+        if not self.reach.down and not reachable(self.syncer.base_url, PROBE_TIMEOUT_S):
+            self.reach.failed()
+            log.error(
+                "the remote is unreachable; retrying with backoff",
+                base_url=self.syncer.base_url,
+            )
+            self.notifier.status(self.status_text())
+
     # ------------------------------------------------------------ worker thread
 
     def _work(self) -> None:
         try:
             self._phase = "catching up"
-            self._start_watching()
+            if not self._await_root(returning=False):
+                return
             caught_up = self._run_reconcile("catch-up")
+            if self.refused is not None:
+                return  # never READY: the main thread exits with EXIT_REFUSED
             # Ready even if the catch-up failed (provider unreachable, say): watching
             # and queueing work, and the loop retries the reconcile with backoff.
             self._phase = "idle"
-            self.ready.set()
-            self._wake.set()
+            self._announce_ready()
             if not caught_up:
                 self.queue.request_rescan("catch-up retry")
             self._loop(backoff=0.0 if caught_up else 1.0)
@@ -330,14 +392,24 @@ class Daemon:
         finally:
             self._wake.set()
 
+    def _announce_ready(self) -> None:
+        self.ready.set()
+        self._wake.set()
+
     def _loop(self, backoff: float) -> None:
         last_sync = -1e9
         last_full = False
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.refused is None:
             if backoff and self._stop.wait(backoff):
                 return
-            if self._rewatch.is_set() or not self.watcher.is_alive:
+            if self._rewatch.is_set():
                 self._restart_watching()
+                continue
+            if not self.watcher.is_alive:
+                # Watching stops on its own when the root goes away (or is replaced).
+                if not self._await_root(returning=True):
+                    return
+                self.queue.request_rescan("the folder is back")
                 continue
             reason = self.queue.take_rescan()
             if reason is not None:
@@ -378,49 +450,93 @@ class Daemon:
             wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))
             self.queue.wait(wait)
 
+    def _await_root(self, *, returning: bool) -> bool:
+        """Until the root is there and watched; False when a stop came first.
+
+        At start a root that is there is used at once. A root that was missing, or
+        whose watch stopped (it went away, or was replaced), must also settle (see
+        :mod:`syncd.daemon.root_watch`): a reconcile of a half-restored folder would
+        delete what the copy has not reached yet.
+        """
+        root = self.config.root
+        gate = RootReturn(self.config.sync.settle_s, self.config.sync.max_settle_s)
+        settle = returning
+        missing = False
+        back = False
+        while not self._stop.is_set():
+            if not settle:
+                if root.is_dir():
+                    if self._watch():
+                        return True
+                    continue
+                settle = True
+            signature = tree_signature(root, self.syncer.is_candidate)
+            if signature is None:
+                back = False
+                if not missing:
+                    missing = True
+                    self.watcher.stop()
+                    self._phase = f"waiting for root {root}"
+                    log.error(
+                        "the folder is unavailable; nothing will be synced or deleted until it "
+                        "is back",
+                        root=str(root),
+                    )
+                    # Up and doing its job, which for now is waiting.
+                    self._announce_ready()
+                gate.step(time.monotonic(), None, None)
+                self._stop.wait(TICK_S)
+                continue
+            if not back:
+                back, missing = True, False
+                self._phase = f"root {root} is back; waiting for it to settle"
+                log.info("the folder is there; waiting for it to settle", root=str(root))
+            if not self.watcher.is_alive and not self._watch():
+                continue
+            wait = gate.step(time.monotonic(), signature, self.queue.last_event())
+            if wait is None:
+                log.info("the folder has settled", root=str(root))
+                return True
+            self._stop.wait(wait)
+        return False
+
+    def _watch(self) -> bool:
+        """(Re)start watching; on failure say why and wait a little before the next try."""
+        self.watcher.stop()
+        try:
+            self._start_watching()
+        except OSError as exc:  # the root went away again, or the watch cannot be set
+            log.error("cannot watch; retrying", root=str(self.config.root), error=str(exc))
+            self._stop.wait(min(MAX_BACKOFF_S, 5.0))
+            return False
+        return True
+
     def _start_watching(self) -> None:
         kind = self.watcher.start()
         log.info("watching", root=str(self.config.root), mode=kind)
 
     def _restart_watching(self) -> None:
-        rewatch = self._rewatch.is_set()
+        """Apply a reloaded watch section."""
         self._rewatch.clear()
-        if not rewatch and not self.config.root.is_dir():
-            # The root is gone (unmounted, deleted, renamed away). Nothing is synced or
-            # deleted meanwhile; stop watching what may be the moved folder, say so
-            # once, and try again at the next tick.
-            if not self._root_missing:
-                self._root_missing = True
-                self.watcher.stop()
-                self._phase = "waiting for the folder"
-                log.error(
-                    "the folder is unavailable; nothing will be synced or deleted until it "
-                    "is back",
-                    root=str(self.config.root),
-                )
-            self._stop.wait(TICK_S)
-            return
-        if self._root_missing:
-            self._root_missing = False
-            log.info("the folder is back; rescanning", root=str(self.config.root))
         self.watcher.stop()
-        if rewatch:
-            self.watcher = self._watcher_factory(self.config, self.handler)
+        self.watcher = self._watcher_factory(self.config, self.handler)
+        if self._watch():
+            # Changes made while nothing was watching are only found by a scan.
+            self.queue.request_rescan("watching restarted")
+
+    def _call(self, fn: Callable[[], Report]) -> Report:
+        self._busy_since = time.monotonic()
         try:
-            self._start_watching()
-        except OSError as exc:
-            log.error("cannot watch; retrying", root=str(self.config.root), error=str(exc))
-            self._stop.wait(min(MAX_BACKOFF_S, 5.0))
-            return
-        # Changes made while nothing was watching are only found by a scan.
-        self.queue.request_rescan("watching restarted")
+            return fn()
+        finally:
+            self._busy_since = None
 
     def _run_reconcile(self, reason: str) -> bool:
         self._phase = "reconciling" if reason != "catch-up" else "catching up"
         self.rescans += 1
         log.info("reconcile", reason=reason)
         try:
-            report = self.syncer.reconcile()
+            report = self._call(self.syncer.reconcile)
         except Exception as exc:
             log.exception("reconcile failed", reason=reason, error=str(exc))
             return False
@@ -435,25 +551,49 @@ class Daemon:
             exit_code=report.exit_code,
         )
         self._after(report, what=reason)
+        if report.aborted is not None:
+            return False
         # Nothing was planned without a listing: retry like a failed reconcile.
-        return not report.remote_unavailable
+        if report.remote_unavailable:
+            self.reach.failed()
+            return False
+        self._reachable()
+        return True
 
     def _sync(self, batch: list[str]) -> bool:
         self._phase = "syncing"
         try:
-            report = self.syncer.sync_paths(batch)
+            report = self._call(lambda: self.syncer.sync_paths(batch))
         except Exception as exc:
             log.exception("sync failed; will retry", paths=len(batch), error=str(exc))
             self.queue.requeue(batch)
             return False
         self._after(report, what="sync")
+        if report.aborted is not None:
+            return False
         if report.remote_unavailable:
+            self.reach.failed()
+        if report.remote_unavailable or (self.reach.down and report.errors):
+            # Failed for want of a remote (the supervisor's probe may have found it down
+            # while the call retried): keep the paths and retry with backoff.
             self.queue.requeue(batch)
             return False
+        if not report.errors:
+            self._reachable()
         self.synced_batches += 1
         return True
 
+    def _reachable(self) -> None:
+        if self.reach.down:
+            log.info("the remote is reachable again", base_url=self.syncer.base_url)
+        self.reach.ok()
+
     def _after(self, report: Report, *, what: str) -> None:
+        if report.aborted is not None:
+            self.refused = self._refused_message(report.aborted)
+            log.error(self.refused)
+            self._wake.set()
+            return
         if report.root_unavailable:
             log.error("the folder is unavailable; nothing was deleted", root=str(self.config.root))
         for error in report.errors[:20]:
@@ -466,6 +606,19 @@ class Daemon:
             self._stats = dict(self.syncer.stats())
         except Exception:
             log.debug("stats unavailable", exc_info=True)
+
+    def _refused_message(self, error: str) -> str:
+        api = self.config.api
+        if api.api_key_file is not None:
+            source = f"the file {api.api_key_file} (api.api_key_file)"
+        elif api.embedded and not os.environ.get(api.api_key_env or ""):
+            source = "the embedded emulator's built-in key"
+        else:
+            source = f"${api.api_key_env} (api.api_key_env)"
+        return (
+            f"the provider refused the API key from {source}: {error}; "
+            "fix the key, then start syncd again"
+        )
 
     def _expand(self, dirs: list[str]) -> None:
         """Queue the files of folders that appeared (created, or moved in from outside)."""

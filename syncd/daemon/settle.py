@@ -106,11 +106,13 @@ class SettleQueue:
         self._rescan_reason: str | None = None
         self._overflowed = False
         self._dropped = 0
+        self._last_event: float | None = None
 
     # ------------------------------------------------------------- producers
 
     def touch(self, path: str, kind: Kind) -> None:
         with self._cond:
+            self._last_event = self._clock()
             if self._overflowed:
                 self._dropped += 1
                 return
@@ -135,6 +137,7 @@ class SettleQueue:
     def touch_dir(self, path: str) -> None:
         """Queue a folder for expansion (walked by the worker, never by the handler)."""
         with self._cond:
+            self._last_event = self._clock()
             if self._overflowed:
                 self._dropped += 1
                 return
@@ -214,6 +217,11 @@ class SettleQueue:
             if self._rescan_reason is not None or self._dirs:
                 return self._clock()
             return self._heap[0][0] if self._heap else None
+
+    def last_event(self) -> float | None:
+        """When (by the queue's clock) the last event arrived, dropped ones included."""
+        with self._cond:
+            return self._last_event
 
     def wait(self, timeout: float) -> None:
         """Block until something changes or ``timeout`` seconds pass."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,14 +24,12 @@ from .limits import RateLimiter, retry_after_header
 from .multipart import UploadReader, boundary_of
 from .settings import RATE_PROFILES, EmulatorSettings
 from .stats import Stats
-from .store import Store, account_of
+from .store import FileRecord, Store, account_of
 from .transport import drop_connection
 
 log = logging.getLogger("syncd.emulator")
 
-API_PREFIX = "/compatible-mode/v1"
 ADMIN_PREFIX = "/_emulator"
-LIST_MAX = 2000
 FEED_BYTES = 1024 * 1024
 LOOPBACK = ("127.", "::1", "::ffff:127.")
 
@@ -68,7 +69,8 @@ Handler = Callable[[_Call], Awaitable[Response | None]]
 class EmulatorApp:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
-        self.store = Store(settings.data_dir)
+        self.flavor = validate.FLAVORS[settings.flavor]
+        self.store = Store(settings.data_dir, clock=self.clock)
         self.limiter = RateLimiter()
         self.stats = Stats()
         self.dice = FaultDice(settings.seed)
@@ -78,6 +80,20 @@ class EmulatorApp:
 
     def close(self) -> None:
         self.store.close()
+
+    def clock(self) -> float:
+        """The provider's clock: the host's, shifted by the configured offset."""
+        return time.time() + self.settings.clock_offset_s
+
+    def _dated(self, send: Send) -> Send:
+        """Every response carries a `Date` from the provider's clock (uvicorn's is off), so
+        a client can measure the offset."""
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                date = formatdate(self.clock(), usegmt=True).encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"date", date)]}
+            await send(message)
+        return dated
 
     def _refresh_keys(self) -> None:
         self._accounts = {k: account_of(k) for k in self.settings.effective_api_keys()}
@@ -101,14 +117,15 @@ class EmulatorApp:
         except _ClientGone:
             return
         except errors.ApiError as exc:
-            response = exc.response(call.request_id)
+            response = exc.response(call.request_id, self.flavor.request_id_in_body)
         except Exception:
             # Keep the envelope and x-request-id even for emulator bugs, so clients see a
             # provider-shaped 500 rather than uvicorn's plain-text one.
             log.exception("unhandled error in %s %s", scope.get("method"), path)
-            response = errors.internal().response(call.request_id)
+            response = errors.internal().response(call.request_id,
+                                                  self.flavor.request_id_in_body)
         if response is not None:
-            await response(scope, receive, send)
+            await response(scope, receive, self._dated(send))
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:
@@ -123,9 +140,10 @@ class EmulatorApp:
     # ---- the provider's API -------------------------------------------------------------
 
     def _route(self, method: str, path: str) -> tuple[str, Handler, str | None] | None:
-        if not path.startswith(API_PREFIX + "/files"):
+        files = self.flavor.api_prefix + "/files"
+        if not path.startswith(files):
             return None
-        rest = path[len(API_PREFIX + "/files"):]
+        rest = path[len(files):]
         if rest in ("", "/"):
             table: dict[str, tuple[str, Handler]] = {
                 "POST": ("upload", self._upload), "GET": ("read", self._list)}
@@ -200,30 +218,44 @@ class EmulatorApp:
         file_id = call.scope["file_id"]
         record = await to_thread.run_sync(self.store.get, call.account, file_id)
         if record is None:
-            raise errors.not_found(file_id)
-        return self._json(call, record.to_json())
+            raise self._not_found(file_id)
+        return self._json(call, self._file_json(record))
 
     async def _content(self, call: _Call) -> Response:
         file_id = call.scope["file_id"]
         record = await to_thread.run_sync(self.store.get, call.account, file_id)
         if record is None:
-            raise errors.not_found(file_id)
+            raise self._not_found(file_id)
         return FileResponse(self.store.blob_path(file_id), media_type="application/octet-stream",
                             headers={"x-request-id": call.request_id})
 
     async def _delete(self, call: _Call) -> Response:
         file_id = call.scope["file_id"]
         if not await to_thread.run_sync(self.store.delete, call.account, file_id):
-            raise errors.not_found(file_id)
+            raise self._not_found(file_id)
         self.stats.bump("mutations", "delete")
         return self._json(call, {"object": "file", "deleted": True, "id": file_id})
 
+    def _not_found(self, file_id: str) -> errors.ApiError:
+        return errors.not_found(file_id, self.settings.unknown_id_status)
+
+    def _file_json(self, record: FileRecord) -> dict[str, Any]:
+        return record.to_json(with_expiry=self.flavor.expiry)
+
     async def _list(self, call: _Call) -> Response:
         query = call.query()
-        limit = _int_param(query, "limit", LIST_MAX)
-        if limit is None or not 1 <= limit <= LIST_MAX:
+        list_max = self.flavor.list_max
+        limit = _int_param(query, "limit", list_max)
+        if limit is None or not 1 <= limit <= list_max:
             raise errors.bad_request(
-                f"Invalid 'limit': must be an integer between 1 and {LIST_MAX}.", param="limit")
+                f"Invalid 'limit': must be an integer between 1 and {list_max}.", param="limit")
+        ascending = False
+        if self.flavor.list_order:
+            order = query.get("order") or "desc"
+            if order not in ("asc", "desc"):
+                raise errors.bad_request("Invalid 'order': must be 'asc' or 'desc'.",
+                                         param="order")
+            ascending = order == "asc"
         after_pos = None
         after = query.get("after") or None
         if after is not None:
@@ -236,31 +268,61 @@ class EmulatorApp:
         records, has_more = await to_thread.run_sync(
             lambda: self.store.list(call.account, limit=limit, after=after_pos,
                                     purpose=query.get("purpose") or None,
-                                    create_after=create_after, create_before=create_before))
-        return self._json(call, {"object": "list", "data": [r.to_json() for r in records],
-                                 "has_more": has_more})
+                                    create_after=create_after, create_before=create_before,
+                                    ascending=ascending))
+        data = [self._file_json(r) for r in self._omit(records, has_more)]
+        body: dict[str, Any] = {"object": "list", "data": data}
+        if self.flavor.list_order:
+            body["first_id"] = data[0]["id"] if data else None
+            body["last_id"] = data[-1]["id"] if data else None
+        body["has_more"] = has_more
+        return self._json(call, body)
+
+    def _omit(self, records: list[FileRecord], has_more: bool) -> list[FileRecord]:
+        """Leave out a seeded fraction of a page, like an eventually consistent listing.
+
+        The last entry of a page with more to come is kept: clients page with its id, so
+        the cursor moves past every entry left out and they are not seen on a later page.
+        """
+        fraction = self.settings.fault_list_omit
+        eligible = len(records) - 1 if has_more else len(records)
+        if fraction <= 0 or eligible <= 0:
+            return records
+        exact = fraction * eligible
+        # Rounded up or down at random so small pages also lose F of their entries on average.
+        count = math.floor(exact) + (1 if self.dice.uniform("list_omit", 0, 1) < exact % 1
+                                     else 0)
+        omitted = set(self.dice.sample("list_omit", eligible, min(count, eligible)))
+        if omitted:
+            self.stats.bump("faults", "list_omit", len(omitted))
+        return [r for i, r in enumerate(records) if i not in omitted]
 
     async def _upload(self, call: _Call) -> Response | None:
         boundary = boundary_of(call.header("content-type") or "")
-        reader = UploadReader(boundary, self.store.new_temp_path(), validate.size_cap)
+        flavor = self.flavor
+        reader = UploadReader(boundary, self.store.new_temp_path(), flavor.size_cap)
         try:
             form = await self._read_form(call, reader)
-            purpose = validate.check_purpose(form.purpose)
+            purpose = validate.check_purpose(flavor, form.purpose)
+            expires_in = validate.expiry_seconds(
+                flavor, purpose, form.fields.get("expires_after[anchor]"),
+                form.fields.get("expires_after[seconds]"))
             if form.filename is None:
                 raise errors.bad_request("Missing required parameter: 'file'.", param="file")
-            validate.check_format(purpose, form.filename)
-            cap = validate.size_cap(purpose, validate.extension(form.filename))
+            validate.check_format(flavor, purpose, form.filename)
+            cap = flavor.size_cap(purpose, validate.extension(form.filename))
             if form.over_cap or cap is None or form.size > cap:
                 raise validate.too_large()
             if form.size == 0 or form.temp_path is None:
-                raise errors.bad_request("The file is empty.", param="file",
-                                         code="BadRequest.EmptyFile")
+                raise validate.empty_file()
             if purpose == "batch":
-                await to_thread.run_sync(validate.check_batch_file, form.temp_path)
+                await to_thread.run_sync(validate.check_batch_file, form.temp_path,
+                                         flavor.batch_urls)
             settings = self.settings
             record = await to_thread.run_sync(
-                self.store.commit_upload, call.account, form.temp_path, form.filename,
-                purpose, form.size, settings.max_files, settings.max_bytes)
+                self.store.commit_upload, call.account, form.temp_path,
+                flavor.new_id(purpose), form.filename, purpose, form.size,
+                settings.max_files, settings.max_bytes, expires_in)
         except BaseException:
             await to_thread.run_sync(reader.abort)
             raise
@@ -269,7 +331,7 @@ class EmulatorApp:
             self.stats.bump("faults", "drop_after_store")
             await drop_connection(call.send)
             raise _Dropped
-        return self._json(call, record.to_json())
+        return self._json(call, self._file_json(record))
 
     async def _read_form(self, call: _Call, reader: UploadReader) -> Any:
         buf = bytearray()
@@ -285,7 +347,7 @@ class EmulatorApp:
                 chunk = bytes(buf)
                 buf.clear()
                 await to_thread.run_sync(reader.feed, chunk)
-                early = _early_rejection(reader)
+                early = _early_rejection(self.flavor, reader)
                 if early is not None and more:
                     # uvicorn discards the unread rest of the body after we answer.
                     raise early
@@ -309,6 +371,17 @@ class EmulatorApp:
             self.stats.reset()
             self.limiter.reset()
             return self._json(call, {"reset": True})
+        if sub == "/files" and method == "GET":
+            live = await to_thread.run_sync(self.store.live_files)
+            return self._json(call, {"accounts": {
+                acc[:12]: [self._file_json(r) for r in records]
+                for acc, records in sorted(live.items())}})
+        if sub == "/expire" and method == "POST":
+            body = await _read_json(call.receive)
+            ids = body.get("ids") if isinstance(body, dict) else None
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise errors.bad_request("Expected {\"ids\": [file ids]}.")
+            return self._json(call, {"expired": await to_thread.run_sync(self.store.expire, ids)})
         if sub == "/config" and method in ("GET", "POST"):
             if method == "POST":
                 body = await _read_json(call.receive)
@@ -331,6 +404,8 @@ class EmulatorApp:
             "retry_after": s.retry_after, "rate_limit": s.rate_limit,
             "rate_profile": s.rate_profile, "rates": s.effective_rates(),
             "max_files": s.max_files, "max_bytes": s.max_bytes, "seed": s.seed,
+            "fault_list_omit": s.fault_list_omit, "unknown_id_status": s.unknown_id_status,
+            "clock_offset_s": s.clock_offset_s, "flavor": s.flavor,
         }
 
     def apply_config(self, body: Any) -> None:
@@ -345,7 +420,7 @@ class EmulatorApp:
 def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
     """Validate everything first so a bad request changes nothing."""
     floats = ("fault_5xx", "fault_429", "latency_ms", "jitter_ms", "drop_before",
-              "drop_after_store")
+              "drop_after_store", "fault_list_omit")
     updates: dict[str, Any] = {}
     try:
         for name in floats:
@@ -373,6 +448,18 @@ def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
                 updates[name] = int(body[name])
         if "seed" in body:
             updates["seed"] = None if body["seed"] is None else int(body["seed"])
+        if "unknown_id_status" in body:
+            if int(body["unknown_id_status"]) not in (400, 404):
+                raise ValueError("unknown_id_status must be 404 or 400")
+            updates["unknown_id_status"] = int(body["unknown_id_status"])
+        if "clock_offset_s" in body:
+            offset = float(body["clock_offset_s"])
+            if not math.isfinite(offset):
+                raise ValueError("clock_offset_s")
+            updates["clock_offset_s"] = offset
+        # Ids, the URL prefix and stored files follow the flavour: it is fixed at start.
+        if "flavor" in body and body["flavor"] != s.flavor:
+            raise ValueError("flavor is fixed when the emulator starts")
     except (TypeError, ValueError) as exc:
         raise errors.bad_request(f"Invalid config value: {exc}") from None
     for name, value in updates.items():
@@ -410,11 +497,11 @@ def _int_param(query: dict[str, str], name: str, default: int | None,
         return None
 
 
-def _early_rejection(reader: UploadReader) -> errors.ApiError | None:
+def _early_rejection(flavor: validate.Flavor, reader: UploadReader) -> errors.ApiError | None:
     """An error already certain mid-body (purpose known and the file can't be accepted)."""
     form = reader.form
     if form.purpose is None or form.filename is None or not form.discarded:
         return None
-    purpose = validate.check_purpose(form.purpose)
-    validate.check_format(purpose, form.filename)
+    purpose = validate.check_purpose(flavor, form.purpose)
+    validate.check_format(flavor, purpose, form.filename)
     return validate.too_large() if form.over_cap else None

@@ -9,9 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from .app import API_PREFIX, EmulatorApp
+from .app import EmulatorApp
 from .server import bind_socket, make_server, root_url, serve
 from .settings import RATE_PROFILES, EmulatorSettings, parse_size
+from .validate import FLAVORS
 
 KEYS_ENV = "SYNCD_EMULATOR_API_KEYS"
 
@@ -40,7 +41,12 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syncd emulate",
-        description="Local emulator of the DashScope OpenAI-compatible Files API.")
+        description="Local emulator of the DashScope OpenAI-compatible Files API"
+                    " (or of OpenAI's, with --flavor openai).")
+    p.add_argument("--flavor", choices=sorted(FLAVORS), default="dashscope",
+                   help="whose Files API to serve: purposes, ids, caps, list paging, errors"
+                        " and expiry; dashscope serves under /compatible-mode/v1, openai"
+                        " under /v1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--data-dir", type=Path, default=Path("emulator-data"))
@@ -64,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--drop-before", type=_rate, default=0.0)
     p.add_argument("--drop-after-store", type=_rate, default=0.0)
+    p.add_argument("--fault-list-omit", type=_rate, default=0.0, metavar="F",
+                   help="leave a seeded fraction F of the entries out of each list page")
+    p.add_argument("--unknown-id-status", type=int, choices=(404, 400), default=404,
+                   help="400 answers unknown ids with a bare {\"detail\": ...} body")
+    p.add_argument("--clock-offset-s", type=float, default=0.0, metavar="S",
+                   help="shift the emulator's clock (created_at, expiry, Date) by S seconds")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"))
@@ -81,7 +93,9 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         rate_limit=args.rate_limit == "on", retry_after=args.retry_after,
         fault_5xx=args.fault_5xx, fault_429=args.fault_429, latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms, drop_before=args.drop_before,
-        drop_after_store=args.drop_after_store, seed=args.seed, log_level=args.log_level)
+        drop_after_store=args.drop_after_store, fault_list_omit=args.fault_list_omit,
+        unknown_id_status=args.unknown_id_status, clock_offset_s=args.clock_offset_s,
+        flavor=args.flavor, seed=args.seed, log_level=args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = EmulatorApp(settings)
     server = make_server(app, settings)
-    url = root_url(settings.host, port) + API_PREFIX
+    url = root_url(settings.host, port) + app.flavor.api_prefix
 
     def announce() -> None:
         print(f"syncd-emulator listening on {url}", flush=True)

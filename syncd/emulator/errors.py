@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import JSONResponse
 
@@ -25,17 +26,22 @@ class ApiError(Exception):
     param: str | None = None
     code: str | None = None
     headers: dict[str, str] | None = None
+    # Answer `{"detail": message}`, as some self-hosted OpenAI-compatible servers do.
+    detail_only: bool = False
 
-    def response(self, request_id: str) -> JSONResponse:
-        body = {
+    def response(self, request_id: str, request_id_in_body: bool = True) -> JSONResponse:
+        body: dict[str, Any] = {
             "error": {
                 "message": self.message,
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
             },
-            "request_id": request_id,
         }
+        if request_id_in_body:
+            body["request_id"] = request_id
+        if self.detail_only:
+            body = {"detail": self.message}
         headers = {"x-request-id": request_id, **(self.headers or {})}
         return JSONResponse(body, status_code=self.status, headers=headers)
 
@@ -55,7 +61,10 @@ def internal(status: int = 500) -> ApiError:
                     type="internal_error", code="internal_error")
 
 
-def not_found(file_id: str) -> ApiError:
+def not_found(file_id: str, status: int = 404) -> ApiError:
+    """An unknown id: the OpenAI-shaped 404, or a bare `{"detail"}` 400 like some servers."""
+    if status == 400:
+        return ApiError(400, "File not found", detail_only=True)
     return ApiError(404, f"Not found! No such file: {file_id}", param="file_id",
                     code="not_found")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import threading
 
-KINDS = ("drop_before", "fault_429", "fault_5xx", "status_5xx", "drop_after_store", "latency")
+KINDS = ("drop_before", "fault_429", "fault_5xx", "status_5xx", "drop_after_store", "latency",
+         "list_omit")
 
 
 class FaultDice:
@@ -31,6 +32,11 @@ class FaultDice:
     def uniform(self, kind: str, low: float, high: float) -> float:
         with self._lock:
             return self._rngs[kind].uniform(low, high)
+
+    def sample(self, kind: str, population: int, count: int) -> list[int]:
+        """`count` distinct indices below `population`."""
+        with self._lock:
+            return self._rngs[kind].sample(range(population), count)
 
     def choice(self, kind: str, options: tuple[int, ...]) -> int:
         with self._lock:

@@ -20,6 +20,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from . import errors, validate
 
 MAX_FIELD_BYTES = 64 * 1024
+# Text fields kept (the first of each name); any other part is read and dropped.
+TEXT_FIELDS = frozenset({"purpose", "expires_after[anchor]", "expires_after[seconds]"})
 
 
 def boundary_of(content_type: str) -> bytes:
@@ -92,6 +94,8 @@ def parse_content_disposition(raw: bytes) -> dict[str, str]:
 @dataclass
 class UploadForm:
     purpose: str | None = None
+    # Text fields other than `purpose`, by name.
+    fields: dict[str, str] = field(default_factory=dict)
     filename: str | None = None
     size: int = 0
     temp_path: Path | None = None
@@ -103,7 +107,8 @@ class UploadForm:
 @dataclass
 class _Part:
     headers: dict[str, bytes] = field(default_factory=dict)
-    kind: str = "ignore"  # "purpose" | "file" | "ignore"
+    kind: str = "ignore"  # "field" | "file" | "ignore"
+    name: str = ""
     field_buf: bytearray = field(default_factory=bytearray)
 
 
@@ -174,8 +179,9 @@ class UploadReader:
     def _on_headers_finished(self) -> None:
         params = parse_content_disposition(self._part.headers.get("content-disposition", b""))
         name = params.get("name")
-        if name == "purpose" and self.form.purpose is None:
-            self._part.kind = "purpose"
+        if name in TEXT_FIELDS and not self._has_field(name):
+            self._part.kind = "field"
+            self._part.name = name
         elif name == "file" and "filename" in params and self.form.filename is None:
             self._part.kind = "file"
             self.form.filename = params["filename"]
@@ -185,6 +191,9 @@ class UploadReader:
             else:
                 self._fh = self._temp_path.open("wb")
                 self.form.temp_path = self._temp_path
+
+    def _has_field(self, name: str) -> bool:
+        return self.form.purpose is not None if name == "purpose" else name in self.form.fields
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         kind = self._part.kind
@@ -199,12 +208,16 @@ class UploadReader:
                 self.abort()
                 return
             self._fh.write(data[start:end])
-        elif kind == "purpose" and len(self._part.field_buf) < MAX_FIELD_BYTES:
+        elif kind == "field" and len(self._part.field_buf) < MAX_FIELD_BYTES:
             self._part.field_buf += data[start:end]
 
     def _on_part_end(self) -> None:
-        if self._part.kind == "purpose":
-            self.form.purpose = bytes(self._part.field_buf).decode("utf-8", "replace").strip()
+        if self._part.kind == "field":
+            value = bytes(self._part.field_buf).decode("utf-8", "replace").strip()
+            if self._part.name == "purpose":
+                self.form.purpose = value
+            else:
+                self.form.fields[self._part.name] = value
         elif self._part.kind == "file":
             self._close_file()
         self._part = _Part()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from .app import API_PREFIX, EmulatorApp
+from .app import EmulatorApp
 from .settings import EmulatorSettings
 
 STARTUP_TIMEOUT_S = 15.0
@@ -52,6 +52,9 @@ def make_server(app: EmulatorApp, settings: EmulatorSettings) -> uvicorn.Server:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=3,
         server_header=False,
+        # The app stamps `Date` itself, from its clock with the configured offset; uvicorn's
+        # would come as a second header.
+        date_header=False,
     )
     return uvicorn.Server(config)
 
@@ -74,8 +77,8 @@ class RunningEmulator:
         self._sock = bind_socket(settings.host, settings.port)
         self.port: int = self._sock.getsockname()[1]
         self.root_url = root_url(settings.host, self.port)
-        self.url = self.root_url + API_PREFIX
         self.app = EmulatorApp(settings)
+        self.url = self.root_url + self.app.flavor.api_prefix
         self._server = make_server(self.app, settings)
         self._started = threading.Event()
         self._error: BaseException | None = None

@@ -54,6 +54,14 @@ class EmulatorSettings:
     jitter_ms: float = 0.0
     drop_before: float = 0.0
     drop_after_store: float = 0.0
+    # Fraction of the entries of each list page left out (the cursor still passes them).
+    fault_list_omit: float = 0.0
+    # 404 (OpenAI-shaped) or 400 with a bare {"detail": ...} body for unknown file ids.
+    unknown_id_status: int = 404
+    # Added to the emulator's clock: `created_at`, expiry and the `Date` header.
+    clock_offset_s: float = 0.0
+    # "dashscope" or "openai"; fixed for the life of the server.
+    flavor: str = "dashscope"
     seed: int | None = None
     log_level: str = "warning"
 

@@ -9,7 +9,8 @@ from typing import Any
 from .limits import PeakMeter
 
 CLASSES = ("upload", "read", "delete")
-FAULTS = ("5xx", "429", "drop_before", "drop_after_store")
+# `list_omit` counts entries left out of list pages, not requests.
+FAULTS = ("5xx", "429", "drop_before", "drop_after_store", "list_omit")
 
 
 class Stats:
@@ -32,9 +33,9 @@ class Stats:
             self.requests[cls] += 1
         self.meter.record(cls)
 
-    def bump(self, table: str, key: str) -> None:
+    def bump(self, table: str, key: str, amount: int = 1) -> None:
         with self._lock:
-            getattr(self, table)[key] += 1
+            getattr(self, table)[key] += amount
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

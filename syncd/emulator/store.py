@@ -13,17 +13,12 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import errors
-
-ID_PREFIX = {
-    "file-extract": "file-fe-",
-    "batch": "file-batch-",
-    "batch_output": "file-batch_output-",
-}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -34,7 +29,8 @@ CREATE TABLE IF NOT EXISTS files (
     created_at INTEGER NOT NULL,
     filename TEXT NOT NULL,
     purpose TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS files_by_account ON files (account, deleted, created_at, seq);
 """
@@ -53,9 +49,10 @@ class FileRecord:
     created_at: int
     filename: str
     purpose: str
+    expires_at: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, with_expiry: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "id": self.id,
             "object": "file",
             "bytes": self.bytes,
@@ -65,11 +62,21 @@ class FileRecord:
             "status": "processed",
             "status_details": None,
         }
+        if with_expiry:
+            body["expires_at"] = self.expires_at
+        return body
+
+
+_COLUMNS = "seq, id, bytes, created_at, filename, purpose, expires_at"
+# A file is live until deleted or until the provider's clock reaches its expiry.
+_LIVE = "deleted = 0 AND (expires_at IS NULL OR expires_at > ?)"
 
 
 class Store:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        """`clock` is the provider's clock: it stamps `created_at` and decides expiry."""
         self.data_dir = data_dir
+        self._clock = clock
         self.blob_dir = data_dir / "blobs"
         self.tmp_dir = data_dir / "tmp"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +89,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if "expires_at" not in columns:  # a data dir from before expiry existed
+            self._db.execute("ALTER TABLE files ADD COLUMN expires_at INTEGER")
         self._closed = False
+
+    def now(self) -> int:
+        return int(self._clock())
 
     def close(self) -> None:
         with self._lock:
@@ -100,14 +113,14 @@ class Store:
         with self._lock:
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM files"
-                " WHERE account = ? AND deleted = 0", (account,)).fetchone()
+                f" WHERE account = ? AND {_LIVE}", (account, self.now())).fetchone()
         return int(row[0]), int(row[1])
 
     def all_usage(self) -> dict[str, tuple[int, int]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT account, COUNT(*), COALESCE(SUM(bytes), 0) FROM files"
-                " WHERE deleted = 0 GROUP BY account").fetchall()
+                f" WHERE {_LIVE} GROUP BY account", (self.now(),)).fetchall()
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
     def check_quota(self, account: str, size: int, max_files: int, max_bytes: int) -> None:
@@ -121,35 +134,36 @@ class Store:
         if total + size > max_bytes:
             raise errors.bad_request(errors.MSG_QUOTA_BYTES, code=errors.CODE_QUOTA)
 
-    def commit_upload(self, account: str, temp_path: Path, filename: str, purpose: str,
-                      size: int, max_files: int, max_bytes: int) -> FileRecord:
+    def commit_upload(self, account: str, temp_path: Path, file_id: str, filename: str,
+                      purpose: str, size: int, max_files: int, max_bytes: int,
+                      expires_in: int | None = None) -> FileRecord:
         """Move a fully received temp file into the blob store and record it, quota permitting."""
-        file_id = ID_PREFIX[purpose] + secrets.token_hex(12)
         blob = self.blob_path(file_id)
         with self._lock:
+            created_at = self.now()
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM files"
-                " WHERE account = ? AND deleted = 0", (account,)).fetchone()
+                f" WHERE account = ? AND {_LIVE}", (account, created_at)).fetchone()
             self._raise_if_over(int(row[0]), int(row[1]), size, max_files, max_bytes)
             os.replace(temp_path, blob)
-            created_at = int(time.time())
+            expires_at = None if expires_in is None else created_at + expires_in
             try:
                 cur = self._db.execute(
-                    "INSERT INTO files (id, account, bytes, created_at, filename, purpose)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (file_id, account, size, created_at, filename, purpose))
+                    "INSERT INTO files (id, account, bytes, created_at, filename, purpose,"
+                    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (file_id, account, size, created_at, filename, purpose, expires_at))
             except BaseException:
                 blob.unlink(missing_ok=True)
                 raise
             seq = cur.lastrowid
         assert seq is not None
-        return FileRecord(seq, file_id, size, created_at, filename, purpose)
+        return FileRecord(seq, file_id, size, created_at, filename, purpose, expires_at)
 
     def get(self, account: str, file_id: str) -> FileRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT seq, id, bytes, created_at, filename, purpose FROM files"
-                " WHERE account = ? AND id = ? AND deleted = 0", (account, file_id)).fetchone()
+                f"SELECT {_COLUMNS} FROM files WHERE account = ? AND id = ? AND {_LIVE}",
+                (account, file_id, self.now())).fetchone()
         return FileRecord(*row) if row else None
 
     def delete(self, account: str, file_id: str) -> bool:
@@ -157,12 +171,35 @@ class Store:
         # two list pages keeps working.
         with self._lock:
             cur = self._db.execute(
-                "UPDATE files SET deleted = 1 WHERE account = ? AND id = ? AND deleted = 0",
-                (account, file_id))
+                f"UPDATE files SET deleted = 1 WHERE account = ? AND id = ? AND {_LIVE}",
+                (account, file_id, self.now()))
             if cur.rowcount == 0:
                 return False
             self.blob_path(file_id).unlink(missing_ok=True)
         return True
+
+    def expire(self, file_ids: list[str]) -> int:
+        """Make files expire now, in any account; returns how many were live."""
+        with self._lock:
+            now = self.now()
+            count = 0
+            for file_id in file_ids:
+                cur = self._db.execute(
+                    f"UPDATE files SET expires_at = ? WHERE id = ? AND {_LIVE}",
+                    (now, file_id, now))
+                count += cur.rowcount
+        return count
+
+    def live_files(self) -> dict[str, list[FileRecord]]:
+        """Every live file per account, newest first: the truth no fault touches."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT account, {_COLUMNS} FROM files WHERE {_LIVE}"
+                " ORDER BY created_at DESC, seq DESC", (self.now(),)).fetchall()
+        out: dict[str, list[FileRecord]] = {}
+        for row in rows:
+            out.setdefault(row[0], []).append(FileRecord(*row[1:]))
+        return out
 
     def cursor_position(self, account: str, file_id: str) -> tuple[int, int] | None:
         with self._lock:
@@ -173,13 +210,15 @@ class Store:
 
     def list(self, account: str, *, limit: int, after: tuple[int, int] | None = None,
              purpose: str | None = None, create_after: int | None = None,
-             create_before: int | None = None) -> tuple[list[FileRecord], bool]:
-        """Newest first; `created_at` has one-second resolution so insertion order breaks ties."""
-        sql = ["SELECT seq, id, bytes, created_at, filename, purpose FROM files"
-               " WHERE account = ? AND deleted = 0"]
-        args: list[Any] = [account]
+             create_before: int | None = None, ascending: bool = False
+             ) -> tuple[list[FileRecord], bool]:
+        """Newest first unless `ascending`; `created_at` has one-second resolution, so
+        insertion order breaks ties."""
+        sql = [f"SELECT {_COLUMNS} FROM files WHERE account = ? AND {_LIVE}"]
+        args: list[Any] = [account, self.now()]
         if after is not None:
-            sql.append("AND (created_at < ? OR (created_at = ? AND seq < ?))")
+            cmp = ">" if ascending else "<"
+            sql.append(f"AND (created_at {cmp} ? OR (created_at = ? AND seq {cmp} ?))")
             args += [after[0], after[0], after[1]]
         if purpose is not None:
             sql.append("AND purpose = ?")
@@ -190,7 +229,8 @@ class Store:
         if create_before is not None:
             sql.append("AND created_at <= ?")
             args.append(create_before)
-        sql.append("ORDER BY created_at DESC, seq DESC LIMIT ?")
+        direction = "ASC" if ascending else "DESC"
+        sql.append(f"ORDER BY created_at {direction}, seq {direction} LIMIT ?")
         args.append(limit + 1)
         with self._lock:
             rows = self._db.execute(" ".join(sql), args).fetchall()

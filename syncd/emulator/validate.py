@@ -1,16 +1,21 @@
-"""What the provider accepts: purposes, formats, sizes, and batch input files."""
+"""What the provider accepts: purposes, formats, sizes, ids, and batch input files.
+
+Everything that differs between the DashScope and the OpenAI flavour of the Files API is a
+field or method of `Flavor`; the rest of the emulator asks the flavour, never a name.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import secrets
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import errors
 
 MB = 1024 * 1024
-PURPOSES = ("file-extract", "batch")
 DOCUMENT_EXTS = frozenset({"txt", "docx", "pdf", "xlsx", "epub", "mobi", "md", "csv", "json"})
 IMAGE_EXTS = frozenset({"bmp", "png", "jpg", "jpeg", "gif"})
 BATCH_EXTS = frozenset({"jsonl"})
@@ -22,47 +27,112 @@ BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-t
 BATCH_MAX_LINES = 50_000
 BATCH_MAX_LINE_BYTES = 6 * MB
 
+OPENAI_FILE_CAP = 512 * MB
+OPENAI_BATCH_CAP = 200 * MB
+OPENAI_BATCH_URLS = frozenset(
+    {"/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/completions"})
+OPENAI_MAX_EXPIRY_S = 30 * 24 * 3600
+_ALNUM = string.ascii_letters + string.digits
+
 
 def extension(filename: str) -> str:
     _, dot, ext = filename.rpartition(".")
     return ext.lower() if dot else ""
 
 
-def accepts(purpose: str, ext: str) -> bool:
-    if purpose == "batch":
-        return ext in BATCH_EXTS
-    return ext in DOCUMENT_EXTS or ext in IMAGE_EXTS
+@dataclass(frozen=True)
+class Flavor:
+    """DashScope's flavour; `OpenAIFlavor` overrides what OpenAI does differently."""
 
+    name: str = "dashscope"
+    api_prefix: str = "/compatible-mode/v1"
+    purposes: tuple[str, ...] = ("file-extract", "batch")
+    batch_urls: frozenset[str] = BATCH_URLS
+    list_max: int = 2000
+    # Whether list takes `order` and answers with `first_id`/`last_id`.
+    list_order: bool = False
+    # DashScope puts `request_id` in error bodies; OpenAI only sends the header.
+    request_id_in_body: bool = True
+    # Purpose -> seconds until a new file expires when the upload does not say.
+    default_expiry_s: dict[str, int] = field(default_factory=dict)
+    # Whether `expires_after[...]` upload fields are read and `expires_at` is reported.
+    expiry: bool = False
 
-def size_cap(purpose: str | None, ext: str) -> int | None:
-    """Byte cap for a file, or None when it cannot be accepted whatever its size.
+    def accepts(self, purpose: str, ext: str) -> bool:
+        if purpose == "batch":
+            return ext in BATCH_EXTS
+        return ext in DOCUMENT_EXTS or ext in IMAGE_EXTS
 
-    With the purpose still unknown (the file part came first) the extension alone decides,
-    since no extension is accepted by both purposes.
-    """
-    if purpose is not None and (purpose not in PURPOSES or not accepts(purpose, ext)):
+    def size_cap(self, purpose: str | None, ext: str) -> int | None:
+        """Byte cap for a file, or None when it cannot be accepted whatever its size.
+
+        With the purpose still unknown (the file part came first) the extension alone
+        decides, since no extension is accepted by both purposes.
+        """
+        if purpose is not None and (purpose not in self.purposes
+                                    or not self.accepts(purpose, ext)):
+            return None
+        if ext in IMAGE_EXTS:
+            return IMAGE_CAP
+        if ext in DOCUMENT_EXTS:
+            return DOCUMENT_CAP
+        if ext in BATCH_EXTS:
+            return BATCH_CAP
         return None
-    if ext in IMAGE_EXTS:
-        return IMAGE_CAP
-    if ext in DOCUMENT_EXTS:
-        return DOCUMENT_CAP
-    if ext in BATCH_EXTS:
-        return BATCH_CAP
-    return None
+
+    def new_id(self, purpose: str) -> str:
+        return ID_PREFIX[purpose] + secrets.token_hex(12)
 
 
-def check_purpose(purpose: str | None) -> str:
+ID_PREFIX = {
+    "file-extract": "file-fe-",
+    "batch": "file-batch-",
+    "batch_output": "file-batch_output-",
+}
+
+
+@dataclass(frozen=True)
+class OpenAIFlavor(Flavor):
+    # Purposes whose files must be JSONL; the others take any format (unconfirmed which
+    # formats OpenAI refuses at upload time for them, so none are refused here).
+    jsonl_purposes: frozenset[str] = frozenset({"batch", "fine-tune", "evals"})
+
+    def accepts(self, purpose: str, ext: str) -> bool:
+        return ext in BATCH_EXTS if purpose in self.jsonl_purposes else True
+
+    def size_cap(self, purpose: str | None, ext: str) -> int | None:
+        if purpose is None:
+            return OPENAI_FILE_CAP
+        if purpose not in self.purposes or not self.accepts(purpose, ext):
+            return None
+        return OPENAI_BATCH_CAP if purpose == "batch" else OPENAI_FILE_CAP
+
+    def new_id(self, purpose: str) -> str:
+        return "file-" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+
+DASHSCOPE = Flavor()
+OPENAI = OpenAIFlavor(
+    name="openai", api_prefix="/v1",
+    purposes=("assistants", "batch", "fine-tune", "vision", "user_data", "evals"),
+    batch_urls=OPENAI_BATCH_URLS, list_max=10_000, list_order=True,
+    request_id_in_body=False, default_expiry_s={"batch": OPENAI_MAX_EXPIRY_S}, expiry=True)
+FLAVORS: dict[str, Flavor] = {f.name: f for f in (DASHSCOPE, OPENAI)}
+
+
+def check_purpose(flavor: Flavor, purpose: str | None) -> str:
     if purpose is None:
         raise errors.bad_request("Missing required parameter: 'purpose'.", param="purpose")
-    if purpose not in PURPOSES:
+    if purpose not in flavor.purposes:
+        quoted = [f"'{p}'" for p in flavor.purposes]
         raise errors.bad_request(
             f"Invalid value for 'purpose': {purpose!r}. Supported values are:"
-            " 'file-extract' and 'batch'.", param="purpose")
+            f" {', '.join(quoted[:-1])} and {quoted[-1]}.", param="purpose")
     return purpose
 
 
-def check_format(purpose: str, filename: str) -> None:
-    if not accepts(purpose, extension(filename)):
+def check_format(flavor: Flavor, purpose: str, filename: str) -> None:
+    if not flavor.accepts(purpose, extension(filename)):
         raise errors.bad_request(
             f"The file format of {filename!r} is not supported for purpose {purpose!r}.",
             param="file", code="BadRequest.UnsupportedFileFormat")
@@ -72,8 +142,38 @@ def too_large() -> errors.ApiError:
     return errors.bad_request(errors.MSG_TOO_LARGE, param="file", code="BadRequest.TooLarge")
 
 
+def empty_file() -> errors.ApiError:
+    return errors.bad_request("The file is empty.", param="file", code="BadRequest.EmptyFile")
+
+
+def expiry_seconds(flavor: Flavor, purpose: str, anchor: str | None,
+                   seconds: str | None) -> int | None:
+    """Seconds from `created_at` until the file expires, or None for never.
+
+    Any positive number of seconds up to OpenAI's maximum is accepted, although OpenAI's
+    minimum is 3600: a test can then watch a file expire within seconds.
+    """
+    if not flavor.expiry:
+        return None
+    if anchor is None and seconds is None:
+        return flavor.default_expiry_s.get(purpose)
+    if anchor != "created_at":
+        raise errors.bad_request("Invalid 'expires_after[anchor]': must be 'created_at'.",
+                                 param="expires_after[anchor]")
+    try:
+        value = int(seconds or "")
+    except ValueError:
+        value = 0
+    if not 1 <= value <= OPENAI_MAX_EXPIRY_S:
+        raise errors.bad_request(
+            f"Invalid 'expires_after[seconds]': must be an integer between 1 and"
+            f" {OPENAI_MAX_EXPIRY_S}.", param="expires_after[seconds]")
+    return value
+
+
 @dataclass
 class _BatchState:
+    urls: frozenset[str] = BATCH_URLS
     url: str | None = None
     model: str | None = None
     requests: int = 0
@@ -84,10 +184,15 @@ def _line_error(lineno: int, code: str, detail: str) -> errors.ApiError:
                               param="file", code=code)
 
 
-def check_batch_file(path: Path) -> None:
-    """Validate a batch input file line by line; memory stays bounded by the line cap."""
+def check_batch_file(path: Path, urls: frozenset[str] = BATCH_URLS) -> None:
+    """Validate a batch input file line by line; memory stays bounded by the line cap.
+
+    A line's length excludes its terminator (LF or CRLF); a UTF-8 BOM opening the file is
+    skipped but counts toward the first line's length. A file of blank lines only is
+    refused as empty.
+    """
     seen: set[str] = set()
-    state = _BatchState()
+    state = _BatchState(urls=urls)
     with path.open("rb") as fh:
         lineno = 0
         while True:
@@ -108,6 +213,9 @@ def check_batch_file(path: Path) -> None:
                 raise _line_error(lineno, "too_many_lines",
                                   f"more than {BATCH_MAX_LINES} requests in one file")
             _check_line(lineno, line, seen, state)
+    if state.requests == 0:
+        raise errors.bad_request("The batch file has no requests.", param="file",
+                                 code="BadRequest.EmptyFile")
 
 
 def _check_line(lineno: int, line: bytes, seen: set[str], state: _BatchState) -> None:
@@ -128,9 +236,9 @@ def _check_line(lineno: int, line: bytes, seen: set[str], state: _BatchState) ->
     if obj.get("method") != "POST":
         raise _line_error(lineno, "invalid_json_line", "'method' must be 'POST'")
     url = obj.get("url")
-    if not isinstance(url, str) or url not in BATCH_URLS:
+    if not isinstance(url, str) or url not in state.urls:
         raise _line_error(lineno, "invalid_json_line",
-                          f"'url' must be one of {', '.join(sorted(BATCH_URLS))}")
+                          f"'url' must be one of {', '.join(sorted(state.urls))}")
     if state.url is None:
         state.url = url
     elif url != state.url:

@@ -1,12 +1,17 @@
 """The provider's acceptance rules, applied locally before any quota is spent.
 
-Each check returns a reason string (shown by ``syncd status``) or None.
+Each check returns a reason string (shown by ``syncd status``) or None. The emulator has its
+own validator on purpose; `tests/test_validation_corpus.py` holds both to the same sample
+files, and where the provider's behaviour is unknown both make the choice written in
+`syncd/emulator/README.md`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from syncd.config import FILE_EXTRACT_EXTENSIONS
 
@@ -18,6 +23,7 @@ BATCH_MAX = 500 * MB
 BATCH_MAX_LINES = 50_000
 BATCH_MAX_LINE_BYTES = 6 * MB
 BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-test"})
+_BOM = b"\xef\xbb\xbf"
 
 
 def extension(name: str) -> str:
@@ -25,34 +31,51 @@ def extension(name: str) -> str:
 
 
 def check_size(name: str, purpose: str, size: int) -> str | None:
+    """Format, then size cap, then emptiness: the provider's order, so a file breaking two
+    rules gets the reason the provider would give."""
     ext = extension(name)
-    if size == 0:
-        return "empty file (the provider rejects empty files)"
     if purpose == "batch":
         if ext != "jsonl":
             return "batch files must be .jsonl"
         if size > BATCH_MAX:
             return f"too large: {size} bytes > 500 MB limit for batch files"
-        return None
-    if ext not in FILE_EXTRACT_EXTENSIONS:
-        return f"unsupported format .{ext or '(none)'} for file-extract"
-    if ext in IMAGE_EXTENSIONS and size > IMAGE_MAX:
-        return f"too large: {size} bytes > 20 MB limit for images"
-    if size > DOCUMENT_MAX:
-        return f"too large: {size} bytes > 150 MB limit for documents"
+    else:
+        if ext not in FILE_EXTRACT_EXTENSIONS:
+            return f"unsupported format .{ext or '(none)'} for file-extract"
+        if ext in IMAGE_EXTENSIONS and size > IMAGE_MAX:
+            return f"too large: {size} bytes > 20 MB limit for images"
+        if size > DOCUMENT_MAX:
+            return f"too large: {size} bytes > 150 MB limit for documents"
+    if size == 0:
+        return "empty file (the provider rejects empty files)"
     return None
 
 
+def _lines(fh: BinaryIO) -> Iterator[bytes]:
+    """Lines without their LF or CRLF; one longer than the cap is cut just past it, so
+    memory stays bounded whatever the file holds."""
+    while raw := fh.readline(BATCH_MAX_LINE_BYTES + 2):
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        yield line[:-1] if line.endswith(b"\r") else line
+
+
 def check_batch_content(path: Path) -> str | None:
-    """Stream the JSONL file and apply the batch input rules, naming the line."""
+    """Stream the JSONL file and apply the batch input rules, naming the line.
+
+    A line's length excludes its terminator (LF or CRLF); a UTF-8 BOM opening the file is
+    skipped but counts toward the first line's length; blank lines are skipped but counted
+    for line numbers.
+    """
     seen: set[str] = set()
     url: str | None = None
     model: str | None = None
     count = 0
     with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        for number, raw in enumerate(_lines(fh), start=1):
             if len(raw) > BATCH_MAX_LINE_BYTES:
                 return f"line {number}: longer than 6 MB"
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             if not raw.strip():
                 continue
             count += 1

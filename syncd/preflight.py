@@ -1,0 +1,116 @@
+"""``syncd check-config``: will a loaded configuration actually work on this host?
+
+The loader checks what the file says; this checks the world it points at: the root
+is a readable folder, the marker is there, the key can be loaded, syncd can write
+its state and its mapping, and (``online``) the remote accepts the key. Each problem
+is ``file:line: key: message`` like the loader's, and names paths as written when
+they came from ``${VAR}`` (a variable may hold a secret).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from syncd.config import Config
+
+
+def preflight(config: Config, *, online: bool) -> list[str]:
+    """Every problem found, in the order a person would fix them; empty when all is well."""
+    problems = [*_root(config), *_writable(config)]
+    key_problem = _key(config)
+    if key_problem:
+        problems.append(key_problem)
+    elif online and not problems:
+        problems.extend(_online(config))
+    return problems
+
+
+def _at(config: Config, key: str, message: str) -> str:
+    return f"{config.origin.at(key)}: {message}"
+
+
+def _root(config: Config) -> list[str]:
+    root = config.root
+    shown = config.origin.shown("root", root)
+    if not root.exists():
+        return [_at(config, "root", f"{shown} does not exist")]
+    if not root.is_dir():
+        return [_at(config, "root", f"{shown} is not a folder")]
+    try:
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return [_at(config, "root", f"{shown} cannot be read: {exc.strerror or exc}")]
+    marker = config.sync.marker
+    if marker and not (root / marker).exists():
+        return [
+            _at(config, "sync.marker",
+                f"{marker} is missing from the root: syncd does nothing until it exists")
+        ]  # fmt: skip
+    return []
+
+
+def _can_write_in(folder: Path) -> str | None:
+    """Why syncd cannot create files in ``folder`` (or create it), or None. Tried for
+    real: ``os.access`` answers yes to root on read-only mounts."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return "is not a folder"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".syncd-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return f"is not writable ({exc.strerror or exc})"
+    return None
+
+
+def _writable(config: Config) -> list[str]:
+    out = []
+    why = _can_write_in(config.state_dir)
+    if why:
+        out.append(_at(config, "state_dir", why))
+    why = _can_write_in(config.mapping_file.parent)
+    if why:
+        out.append(_at(config, "mapping_file", f"its folder {why}"))
+    return out
+
+
+def _key(config: Config) -> str | None:
+    from syncd.engine.sync import load_key
+
+    api = config.api
+    source = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"
+    try:
+        load_key(config)
+    except ValueError as exc:  # names the variable or the file as written, never the key
+        return _at(config, source, str(exc))
+    return None
+
+
+def _online(config: Config) -> list[str]:
+    """Authenticate and list one page of the remote."""
+    from syncd.api.errors import APIError, AuthenticationError
+    from syncd.engine.sync import connect
+
+    api = config.api
+    source = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"
+    try:
+        client, base_url, closers = connect(config)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return [_at(config, "api.base_url", f"cannot start or reach the remote: {exc}")]
+    try:
+        next(iter(client.iter_files(page_size=1)), None)
+    except AuthenticationError as exc:
+        return [_at(config, source, f"the remote refused the key (status {exc.status})")]
+    except APIError as exc:
+        return [_at(config, "api.base_url", f"listing files at {base_url} failed: {exc}")]
+    finally:
+        client.close()
+        for close in closers:
+            close()
+    return []

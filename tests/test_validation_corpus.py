@@ -1,0 +1,108 @@
+"""The engine's local validator and the emulator's must judge every corpus file alike.
+
+Each sample of `tests/corpus` goes through the local checks exactly as the scanner applies
+them, and is uploaded to the emulator over HTTP; both verdicts must equal the sample's
+expected one. Only the DashScope flavour is covered: the engine's validator knows no other
+provider's rules yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from syncd.engine.validate import check_batch_content, check_size
+from tests.corpus import Sample, dashscope_samples, materialize
+from tests.emulator_fixture import EmulatorHandle
+
+Factory = Callable[..., EmulatorHandle]
+
+_LINE = re.compile(r"line (\d+): ")
+# Local reasons of a batch line -> the emulator's code for the same rule.
+_LOCAL_LINE_CODES = (
+    (re.compile(r"longer than 6 MB"), "line_too_large"),
+    (re.compile(r"more than \d+ requests"), "too_many_lines"),
+    (re.compile(r"duplicate custom_id"), "duplicate_custom_id"),
+    (re.compile(r"url .* differs"), "url_mismatch"),
+    (re.compile(r"model .* differs"), "mismatched_model"),
+)
+_EMULATOR_CODES = {
+    "BadRequest.EmptyFile": "empty",
+    "BadRequest.UnsupportedFileFormat": "format",
+    "BadRequest.TooLarge": "too_large",
+}
+
+
+def local_verdict(path: Path, purpose: str) -> str:
+    """What the scanner decides (see `engine/scan.py`), as a verdict."""
+    reason = check_size(path.name, purpose, path.stat().st_size)
+    if reason is None and purpose == "batch":
+        reason = check_batch_content(path)
+    if reason is None:
+        return "ok"
+    if reason.startswith("empty file") or reason == "batch file has no requests":
+        return "empty"
+    if reason.startswith(("unsupported format", "batch files must be")):
+        return "format"
+    if reason.startswith("too large"):
+        return "too_large"
+    match = _LINE.match(reason)
+    if match is None:
+        return f"unclassified: {reason}"
+    code = next((c for pattern, c in _LOCAL_LINE_CODES if pattern.search(reason)),
+                "invalid_json_line")
+    return f"{code}@{match.group(1)}"
+
+
+def emulator_verdict(http: httpx.Client, path: Path, purpose: str) -> str:
+    with path.open("rb") as fh:
+        r = http.post("/files", data={"purpose": purpose}, files={"file": (path.name, fh)})
+    if r.status_code == 200:
+        assert http.delete(f"/files/{r.json()['id']}").status_code == 200
+        return "ok"
+    if r.status_code != 400:
+        return f"http {r.status_code}: {r.text[:200]}"
+    error = r.json()["error"]
+    code = error.get("code")
+    if code in _EMULATOR_CODES:
+        return _EMULATOR_CODES[code]
+    match = _LINE.search(error["message"])
+    return f"{code}@{match.group(1) if match else '?'}"
+
+
+def test_local_and_emulator_validators_agree_on_the_corpus(
+        emulator_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples = dashscope_samples()
+    emu = emulator_factory(rate_limit="off")
+    rows: list[tuple[Sample, str, str]] = []
+    with httpx.Client(base_url=emu.url, timeout=120,
+                      headers={"Authorization": f"Bearer {emu.api_key}"}) as http:
+        for sample in samples:
+            path = materialize(sample, tmp_path / "corpus")
+            try:
+                rows.append((sample, local_verdict(path, sample.purpose),
+                             emulator_verdict(http, path, sample.purpose)))
+            finally:
+                path.unlink()
+    disagreements = [(s.ident, local, remote) for s, local, remote in rows if local != remote]
+    unexpected = [(s.ident, s.expect, local, remote) for s, local, remote in rows
+                  if s.expect != local or s.expect != remote]
+    verdicts = {s.expect for s in samples}
+    with capsys.disabled():
+        print(f"\nvalidation corpus (dashscope): {len(samples)} files x 2 validators,"
+              f" {len(disagreements)} disagreements, {len(verdicts)} distinct verdicts")
+    assert not disagreements, "\n".join(f"{i}: local {a!r} != emulator {b!r}"
+                                        for i, a, b in disagreements)
+    assert not unexpected, "\n".join(f"{i}: expected {e!r}, local {a!r}, emulator {b!r}"
+                                     for i, e, a, b in unexpected)
+    # The corpus exercises every kind of verdict, so a validator that accepts everything
+    # (or refuses everything) cannot pass.
+    assert {"ok", "format", "too_large", "empty"} <= verdicts
+    assert {v.split("@")[0] for v in verdicts if "@" in v} == {
+        "invalid_json_line", "duplicate_custom_id", "url_mismatch", "mismatched_model",
+        "line_too_large", "too_many_lines"}
+    assert emu.truth_files() == []
