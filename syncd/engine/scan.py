@@ -128,6 +128,17 @@ def _add(
             problem_status=status,  # type: ignore[arg-type]
         )
 
+    if not _is_text(rel):
+        # The provider takes names as UTF-8 text; a name that is not cannot be sent
+        # faithfully. It is recorded under a visible spelling, with what to do.
+        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        result.files[shown] = LocalFile(
+            shown, st.st_size, st.st_mtime_ns, st.st_ino,
+            problem="file name is not valid UTF-8: rename it to sync it",
+            problem_status="invalid",
+        )  # fmt: skip
+        return
+
     if stat.S_ISLNK(st.st_mode):
         try:
             target = path.resolve(strict=True)
@@ -192,6 +203,15 @@ def _add(
     result.files[rel] = LocalFile(
         rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose, sha256=sha
     )
+
+
+def _is_text(rel: str) -> bool:
+    """Whether the name decoded from the filesystem is real text (no smuggled bytes)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def hash_file(path: Path, before: os.stat_result) -> tuple[str, bool]:

@@ -8,13 +8,11 @@ never interleave their plans.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,6 +26,7 @@ from syncd.api.errors import (
     NotFoundError,
     QuotaExceededError,
 )
+from syncd.api.pacing import default_pacing_dir
 from syncd.config import Config
 from syncd.engine import identity, mapping
 from syncd.engine.claims import Claims, owner_of
@@ -349,7 +348,7 @@ def client_options(config: Config) -> ClientOptions:
             write=config.api.write_timeout_s,
         ),
         rates=Rates(upload=limits.upload_qps, read=limits.read_qps, delete=limits.delete_qps),
-        pacing_dir=limits.pacing_dir or Path(tempfile.gettempdir()) / "syncd-pacing",
+        pacing_dir=limits.pacing_dir or default_pacing_dir(),
     )
 
 
