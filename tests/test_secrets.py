@@ -1,0 +1,203 @@
+"""The API key appears in 0 bytes of anything syncd writes: stdout, stderr, state,
+mapping, pacing files, the embedded emulator's data, file names, across normal runs,
+a refused key, the daemon, and the ways a config file can point at the key wrongly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.emulator_fixture import EmulatorHandle
+from tests.engine_helpers import (
+    KEY_ENV,
+    Run,
+    build_flat_tree,
+    fast_emulator,
+    read_mapping,
+    run_syncd,
+    syncd_cmd,
+    syncd_env,
+    write_config,
+)
+from tests.helpers import wait_for
+
+KEY = "sk-Sec7ret0Distinct1ve4a9e5d"
+WRONG = "sk-Wr0ngS3cretDistinct77b1c"
+NEEDLES = (KEY, WRONG, KEY[3:-3], WRONG[3:-3])  # a partial leak counts too
+
+
+def _leaks(text: str) -> list[str]:
+    return [n for n in NEEDLES if n in text]
+
+
+def _leaks_in_tree(where: Path) -> list[str]:
+    out = []
+    for p in where.rglob("*"):
+        out += [f"{p}: name" for n in NEEDLES if n in p.name]
+        if p.is_file() and not p.is_symlink():
+            data = p.read_bytes()
+            out += [f"{p}: content" for n in NEEDLES if n.encode() in data]
+    return out
+
+
+@pytest.fixture
+def outputs() -> Iterator[list[tuple[str, Run]]]:
+    """Every run of a test; checked for the key once the test is done."""
+    runs: list[tuple[str, Run]] = []
+    yield runs
+    assert runs, "no scenario ran"
+    for what, run in runs:
+        assert _leaks(run.output) == [], f"{what} leaked the key:\n{run.output}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_normal_runs_a_refused_key_and_the_daemon(
+    tmp_path: Path,
+    emulator_factory: Callable[..., EmulatorHandle],
+    outputs: list[tuple[str, Run]],
+) -> None:
+    emu = fast_emulator(emulator_factory, api_key=[KEY])
+    project = tmp_path / "project"
+    project.mkdir()
+    paths = build_flat_tree(tmp_path / "root", 20)
+    cfg = write_config(project, tmp_path / "root", emu, logging={"format": "json",
+                                                                 "level": "debug"})  # fmt: skip
+
+    def run(command: str, *extra: str, key: str = KEY, code: int | None = 0) -> None:
+        got = run_syncd(command, cfg, *extra, key=key)
+        outputs.append((f"{command} {' '.join(extra)} key={key[:6]}", got))
+        assert got.returncode == code if code is not None else got.returncode, got.output
+
+    run("reconcile", "--json", key=WRONG, code=2)
+    run("ls-remote", key=WRONG, code=None)  # refused, however it is reported
+    run("check-config", "--online", key=WRONG, code=2)
+    run("check-config")
+    run("check-config", "--online")
+    run("reconcile", "--json")
+    assert set(read_mapping(project / "mapping.json")) == set(paths)
+    run("reconcile")
+    run("reconcile", "--dry-run")
+    run("status")
+    run("status", "--json")
+    run("ls-remote")
+    run("ls-remote", "--json")
+
+    # The daemon, at debug level, through a change and a stop.
+    log = project / "daemon.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(syncd_cmd("run", cfg), env=syncd_env(KEY), stdout=sink,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        (tmp_path / "root" / "late.txt").write_text("late\n")
+        wait_for(lambda: "late.txt" in read_mapping(project / "mapping.json"), timeout=60,
+                 what="the daemon to sync a new file")  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    outputs.append(("run", Run(0, log.read_text(), "")))
+    assert _leaks_in_tree(project) == []
+
+
+def test_embedded_emulator_keeps_no_key_on_disk(
+    tmp_path: Path, outputs: list[tuple[str, Run]]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    build_flat_tree(tmp_path / "root", 5)
+    cfg = write_config(project, tmp_path / "root", "embedded",
+                       api={"embedded_port": _free_port()})  # fmt: skip
+    for command, extra in (("reconcile", ()), ("status", ()), ("ls-remote", ()),
+                           ("check-config", ("--online",))):  # fmt: skip
+        got = run_syncd(command, cfg, *extra, key=KEY)
+        outputs.append((command, got))
+        assert got.returncode == 0, got.output
+    assert (project / "state" / "emulator").exists()
+    assert _leaks_in_tree(project) == []
+
+
+# Config mistakes that put the key where a name or a path belongs. The key is in both
+# variables, as on a host where DASHSCOPE_API_KEY is exported.
+MISTAKES = {
+    "api_key_env: ${DASHSCOPE_API_KEY}": {"api": {"api_key_env": "${DASHSCOPE_API_KEY}"}},
+    "api_key_env: ${KEY_ENV}": {"api": {"api_key_env": "${" + KEY_ENV + "}"}},
+    "api_key_file: ${DASHSCOPE_API_KEY}": {"api": {"api_key_env": None,
+                                                   "api_key_file": "${DASHSCOPE_API_KEY}"}},
+    "api_key_file: ${KEY_ENV}": {"api": {"api_key_env": None,
+                                         "api_key_file": "${" + KEY_ENV + "}"}},
+    "api_key_file: dir/${KEY_ENV}/key": {"api": {"api_key_env": None,
+                                                 "api_key_file": "creds/${" + KEY_ENV + "}/k"}},
+    # Only the variable the file path names holds the key: nothing tells it is one.
+    "api_key_file: ${KEY_ENV}, key only there": {"api": {"api_key_env": None,
+                                                         "api_key_file": "${" + KEY_ENV + "}"}},
+    "api_key_env: the key itself": {"api": {"api_key_env": KEY}},
+    "root: ${DASHSCOPE_API_KEY}": {"root": "${DASHSCOPE_API_KEY}"},
+    "upload_qps: ${KEY_ENV}": {"limits": {"upload_qps": "${" + KEY_ENV + "}"}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_config_mistakes_never_echo_the_key(
+    tmp_path: Path, mistake: str, outputs: list[tuple[str, Run]]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    build_flat_tree(tmp_path / "root", 3)
+    # The config file lives outside the project folder: one mistake writes the key in it.
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    base = write_config(configs, tmp_path / "root", "http://127.0.0.1:9/compatible-mode/v1")
+    data = yaml.safe_load(base.read_text("utf-8"))
+    data["state_dir"] = str(project / "state")
+    data["mapping_file"] = str(project / "mapping.json")
+    data["limits"]["pacing_dir"] = str(project / "pacing")
+    for section, value in MISTAKES[mistake].items():
+        if isinstance(value, dict):
+            data[section].update(value)
+            data[section] = {k: v for k, v in data[section].items() if v is not None}
+        else:
+            data[section] = value
+    cfg = configs / "syncd.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+
+    commands = [("reconcile", "--json"), ("check-config",), ("check-config", "--online"),
+                ("ls-remote",), ("status",)]  # fmt: skip
+    exported = "" if "key only there" in mistake else KEY
+    for command, *extra in commands:
+        got = run_syncd(command, cfg, *extra, key=KEY, env={"DASHSCOPE_API_KEY": exported})
+        outputs.append((f"{mistake}: {command}", got))
+        if command in ("reconcile", "check-config"):
+            assert got.returncode == 2, got.output
+            assert got.stderr.startswith("syncd: "), got.stderr  # one clean message
+        elif command == "ls-remote":
+            assert got.returncode != 0, got.output
+        # status needs no key: some of these mistakes touch only the key.
+    assert _leaks_in_tree(project) == []
+
+
+def test_check_config_errors_with_the_key_set(
+    tmp_path: Path, outputs: list[tuple[str, Run]]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "project: p\nroot: ./nowhere\nstate_dir: ./state\napi:\n  base_url: ftp://x\n"
+        "  api_key_env: SYNCD_TEST_API_KEY\nlimits:\n  upload_qps: nan\n",
+        "utf-8",
+    )
+    got = run_syncd("check-config", bad, key=KEY, env={"DASHSCOPE_API_KEY": KEY})
+    outputs.append(("check-config with errors", got))
+    assert got.returncode == 2
+    assert "api.base_url" in got.stderr and "limits.upload_qps" in got.stderr
