@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`syncd status | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except sqlite3.Error as exc:
+        # Typically a full disk under state_dir: the state is transactional, so the next
+        # run resumes from the last committed step.
+        print(f"syncd: state database error: {exc}{_space_hint(str(exc))}", file=sys.stderr)
+        return EXIT_UNSYNCED
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"syncd: {exc.strerror or exc}{where}{_space_hint(str(exc))}", file=sys.stderr)
+        return EXIT_UNSYNCED
+
+
+def _space_hint(text: str) -> str:
+    full = "full" in text.lower() or "no space" in text.lower()
+    return " (free some space under state_dir, then run again)" if full else ""
 
 
 def _parser() -> argparse.ArgumentParser:
