@@ -114,6 +114,7 @@ def test_unset_variable_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert f"{cfg}:2: root:" in err
     assert "environment variable SYNCD_TEST_UNSET_ROOT is not set" in err
     # With the variable set (or a default given) the same file is fine.
+    (tmp_path / "docs").mkdir()
     ok = run_syncd("check-config", cfg, key=None, env={"SYNCD_TEST_UNSET_ROOT": str(tmp_path)})
     assert ok.returncode == 0, ok.output
 
