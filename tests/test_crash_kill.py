@@ -76,18 +76,20 @@ def test_reconcile_killed_20_times_then_one_clean_run(
     tree = CrashTree(tmp_path / "root", rng)
     tree.populate(FILES)
     cfg = write_config(tmp_path, tree.root, emulator, limits={"workers": 8})
+    log = tmp_path / "reconcile.log"
 
-    kills = rounds = 0
+    kills = rounds = busy = 0
     started = time.monotonic()
     while kills < KILLS and rounds < MAX_ROUNDS:
         rounds += 1
         if kills >= 2:  # replaces, deletes and moves get interrupted too
             tree.mutate(rng.randint(0, 8))
         base = traffic(emulator)
-        proc = spawn_reconcile(cfg, key)
+        with log.open("ab") as fh:
+            proc = spawn_reconcile(cfg, key, stdout=fh, stderr=fh)
         try:
             if rng.random() < 0.3:  # anywhere: start-up, listing, planning, publishing
-                pause(proc, rng.uniform(0.2, 2.0))
+                pause(proc, rng.uniform(0.2, 1.5))
             else:  # in the thick of the uploads and deletes
                 want = rng.randint(1, 25)
                 run_until(proc, lambda b=base, w=want: traffic(emulator) >= b + w, 60)
@@ -95,10 +97,13 @@ def test_reconcile_killed_20_times_then_one_clean_run(
         finally:
             killed = kill9(proc)
         kills += killed
+        busy += killed and traffic(emulator) > base  # uploads or deletes were under way
         if not killed:
-            assert proc.returncode in (0, 1), f"reconcile exited {proc.returncode}"
+            assert proc.returncode in (0, 1), (
+                f"reconcile exited {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
     faults = emulator.stats()["faults"]["drop_after_store"]
-    print(f"kills: {kills} in {rounds} rounds, {time.monotonic() - started:.1f} s; "
+    print(f"kills: {kills} ({busy} after uploads/deletes began) in {rounds} rounds, "
+          f"{time.monotonic() - started:.1f} s; "
           f"lost responses: {faults}; changes: {dict(tree.changes)}; seed {SEED}")
     record_property("kills", kills)
     assert kills >= KILLS, f"only {kills} kills in {rounds} rounds"
@@ -131,7 +136,7 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
         assert ok, f"syncd run exited {proc.returncode} by itself:\n" \
                    f"{log.read_text(errors='replace')[-4000:]}"
 
-    kills = 0
+    kills = busy = 0
     started = time.monotonic()
     for _ in range(KILLS):
         if rng.random() < 0.4:  # changes made while it is down: found by the catch-up
@@ -153,8 +158,10 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
         finally:
             killed = kill9(proc)
         kills += killed
+        busy += killed and traffic(emulator) > base  # uploads or deletes were under way
     faults = emulator.stats()["faults"]["drop_after_store"]
-    print(f"kills: {kills}, {time.monotonic() - started:.1f} s; lost responses: {faults}; "
+    print(f"kills: {kills} ({busy} after uploads/deletes began), "
+          f"{time.monotonic() - started:.1f} s; lost responses: {faults}; "
           f"changes: {dict(tree.changes)}; seed {SEED + 1}")
     record_property("kills", kills)
     assert kills >= KILLS
