@@ -54,7 +54,7 @@ def make_tree(root: Path, n: int) -> None:
 
 
 def run_case(work: Path, name: str, files: int, latency_ms: int, emu_args: list[str]) -> Row:
-    case = work / name
+    case = work / f"case{len(list(work.iterdir()))}"
     case.mkdir()
     root = case / "docs"
     make_tree(root, files)
