@@ -20,7 +20,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PosixPath
 from typing import Any, Literal
@@ -889,13 +889,3 @@ def _build(r: _Reader, got: Callable[[str], Any], source: str) -> Config:
         origin=Origin(source, dict(r.lines), dict(r.written)),
         **sections,
     )
-
-
-def describe_keys(keys: Iterable[Key] = KEYS) -> str:
-    """One line per key: name, default, reloadable; for docs and ``--help`` texts."""
-    rows = []
-    for k in keys:
-        default = "" if k.default is None else f" (default {k.default})"
-        live = " [SIGHUP]" if k.reload else ""
-        rows.append(f"{k.name}: {k.doc}{default}{live}")
-    return "\n".join(rows)
