@@ -26,6 +26,7 @@ from tests.crash_helpers import (
     kill9,
     pause,
     quiet,
+    requests_seen,
     run_until,
     traffic,
 )
@@ -107,6 +108,7 @@ def test_reconcile_killed_20_times_then_one_clean_run(
           f"lost responses: {faults}; changes: {dict(tree.changes)}; seed {SEED}")
     record_property("kills", kills)
     assert kills >= KILLS, f"only {kills} kills in {rounds} rounds"
+    assert busy >= KILLS // 2, "most kills should land among uploads and deletes"
 
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")
 
@@ -139,21 +141,25 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
     kills = busy = 0
     started = time.monotonic()
     for _ in range(KILLS):
-        if rng.random() < 0.4:  # changes made while it is down: found by the catch-up
+        if rng.random() < 0.6:  # changes made while it is down: found by the catch-up
             tree.mutate(rng.randint(1, 6))
-        base = traffic(emulator)
+        base, seen = traffic(emulator), requests_seen(emulator)
         proc = start()
         try:
-            life = rng.uniform(0.3, 2.5)
+            if rng.random() < 0.2:  # while it starts: state, lock, scan, watches
+                life = rng.uniform(0.1, 1.0)
+            else:  # from its first request on, however slow the machine is to get there
+                alive(proc, run_until(proc, lambda s=seen: requests_seen(emulator) > s, 60))
+                life = rng.uniform(0.0, 1.2)
             t0 = time.monotonic()
             for at in sorted(rng.uniform(0, life) for _ in range(rng.randint(0, 3))):
                 alive(proc, pause(proc, t0 + at - time.monotonic()))
                 tree.mutate(rng.randint(1, 5))  # seen by the watcher, mid-upload or not
             alive(proc, pause(proc, t0 + life - time.monotonic()))
-            if rng.random() < 0.5:  # land among uploads and deletes, if there are any
+            if rng.random() < 0.7:  # land among uploads and deletes, if there are any
                 want = rng.randint(1, 20)
                 alive(proc, run_until(proc, lambda b=base, w=want: traffic(emulator) >= b + w,
-                                      rng.uniform(0.3, 2.0)))
+                                      rng.uniform(0.2, 1.0)))
                 alive(proc, pause(proc, rng.uniform(0.0, 0.12)))
         finally:
             killed = kill9(proc)
@@ -165,5 +171,6 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
           f"changes: {dict(tree.changes)}; seed {SEED + 1}")
     record_property("kills", kills)
     assert kills >= KILLS
+    assert busy >= KILLS // 2, "most kills should land among uploads and deletes"
 
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")
