@@ -20,12 +20,13 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PosixPath
 from typing import Any, Literal
 
 import yaml
+from wcmatch import glob
 
 EMBEDDED = "embedded"
 DEFAULT_KEY_ENV = "DASHSCOPE_API_KEY"
@@ -169,8 +170,8 @@ KEYS: tuple[Key, ...] = (
 
 SCHEMA: Mapping[str, Key] = {k.name: k for k in KEYS}
 SECTIONS = ("api", "limits", "rules", "sync", "watch", "reconcile", "daemon", "logging")
-# The globs' dialect, the same flags the rules are matched with.
-GLOB_FLAGS_NAMES = ("GLOBSTAR", "BRACE", "DOTGLOB", "IGNORECASE")
+# The globs' dialect: validated here with the flags the rules are matched with.
+GLOB_FLAGS = glob.GLOBSTAR | glob.BRACE | glob.DOTGLOB | glob.IGNORECASE
 
 
 def reloadable_keys() -> frozenset[str]:
@@ -377,13 +378,8 @@ def glob_problem(pattern: str) -> str | None:
         i += 1
     if depth:
         return "unclosed { (write \\{ for a literal brace)"
-    from wcmatch import glob
-
-    flags = 0
-    for name in GLOB_FLAGS_NAMES:
-        flags |= getattr(glob, name)
     try:
-        glob.compile(pattern, flags=flags)
+        glob.compile(pattern, flags=GLOB_FLAGS)
     except Exception as exc:  # wcmatch's own refusals, e.g. too many brace expansions
         return str(exc) or type(exc).__name__
     return None
@@ -893,13 +889,3 @@ def _build(r: _Reader, got: Callable[[str], Any], source: str) -> Config:
         origin=Origin(source, dict(r.lines), dict(r.written)),
         **sections,
     )
-
-
-def describe_keys(keys: Iterable[Key] = KEYS) -> str:
-    """One line per key: name, default, reloadable; for docs and ``--help`` texts."""
-    rows = []
-    for k in keys:
-        default = "" if k.default is None else f" (default {k.default})"
-        live = " [SIGHUP]" if k.reload else ""
-        rows.append(f"{k.name}: {k.doc}{default}{live}")
-    return "\n".join(rows)

@@ -39,6 +39,11 @@ def traffic(emulator: EmulatorHandle) -> int:
     return int(requests["upload"]) + int(requests["delete"])
 
 
+def requests_seen(emulator: EmulatorHandle) -> int:
+    """Every API request the emulator has received, of any class."""
+    return sum(int(n) for n in emulator.stats()["requests"].values())
+
+
 def pause(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     """Let ``proc`` run for ``seconds``; False if it exited meanwhile."""
     try:

@@ -26,6 +26,7 @@ from tests.crash_helpers import (
     kill9,
     pause,
     quiet,
+    requests_seen,
     run_until,
     traffic,
 )
@@ -76,18 +77,20 @@ def test_reconcile_killed_20_times_then_one_clean_run(
     tree = CrashTree(tmp_path / "root", rng)
     tree.populate(FILES)
     cfg = write_config(tmp_path, tree.root, emulator, limits={"workers": 8})
+    log = tmp_path / "reconcile.log"
 
-    kills = rounds = 0
+    kills = rounds = busy = 0
     started = time.monotonic()
     while kills < KILLS and rounds < MAX_ROUNDS:
         rounds += 1
         if kills >= 2:  # replaces, deletes and moves get interrupted too
             tree.mutate(rng.randint(0, 8))
         base = traffic(emulator)
-        proc = spawn_reconcile(cfg, key)
+        with log.open("ab") as fh:
+            proc = spawn_reconcile(cfg, key, stdout=fh, stderr=fh)
         try:
             if rng.random() < 0.3:  # anywhere: start-up, listing, planning, publishing
-                pause(proc, rng.uniform(0.2, 2.0))
+                pause(proc, rng.uniform(0.2, 1.5))
             else:  # in the thick of the uploads and deletes
                 want = rng.randint(1, 25)
                 run_until(proc, lambda b=base, w=want: traffic(emulator) >= b + w, 60)
@@ -95,13 +98,17 @@ def test_reconcile_killed_20_times_then_one_clean_run(
         finally:
             killed = kill9(proc)
         kills += killed
+        busy += killed and traffic(emulator) > base  # uploads or deletes were under way
         if not killed:
-            assert proc.returncode in (0, 1), f"reconcile exited {proc.returncode}"
+            assert proc.returncode in (0, 1), (
+                f"reconcile exited {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
     faults = emulator.stats()["faults"]["drop_after_store"]
-    print(f"kills: {kills} in {rounds} rounds, {time.monotonic() - started:.1f} s; "
+    print(f"kills: {kills} ({busy} after uploads/deletes began) in {rounds} rounds, "
+          f"{time.monotonic() - started:.1f} s; "
           f"lost responses: {faults}; changes: {dict(tree.changes)}; seed {SEED}")
     record_property("kills", kills)
     assert kills >= KILLS, f"only {kills} kills in {rounds} rounds"
+    assert busy >= KILLS // 2, "most kills should land among uploads and deletes"
 
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")
 
@@ -131,32 +138,39 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
         assert ok, f"syncd run exited {proc.returncode} by itself:\n" \
                    f"{log.read_text(errors='replace')[-4000:]}"
 
-    kills = 0
+    kills = busy = 0
     started = time.monotonic()
     for _ in range(KILLS):
-        if rng.random() < 0.4:  # changes made while it is down: found by the catch-up
+        if rng.random() < 0.6:  # changes made while it is down: found by the catch-up
             tree.mutate(rng.randint(1, 6))
-        base = traffic(emulator)
+        base, seen = traffic(emulator), requests_seen(emulator)
         proc = start()
         try:
-            life = rng.uniform(0.3, 2.5)
+            if rng.random() < 0.2:  # while it starts: state, lock, scan, watches
+                life = rng.uniform(0.1, 1.0)
+            else:  # from its first request on, however slow the machine is to get there
+                alive(proc, run_until(proc, lambda s=seen: requests_seen(emulator) > s, 60))
+                life = rng.uniform(0.0, 1.2)
             t0 = time.monotonic()
             for at in sorted(rng.uniform(0, life) for _ in range(rng.randint(0, 3))):
                 alive(proc, pause(proc, t0 + at - time.monotonic()))
                 tree.mutate(rng.randint(1, 5))  # seen by the watcher, mid-upload or not
             alive(proc, pause(proc, t0 + life - time.monotonic()))
-            if rng.random() < 0.5:  # land among uploads and deletes, if there are any
+            if rng.random() < 0.7:  # land among uploads and deletes, if there are any
                 want = rng.randint(1, 20)
                 alive(proc, run_until(proc, lambda b=base, w=want: traffic(emulator) >= b + w,
-                                      rng.uniform(0.3, 2.0)))
+                                      rng.uniform(0.2, 1.0)))
                 alive(proc, pause(proc, rng.uniform(0.0, 0.12)))
         finally:
             killed = kill9(proc)
         kills += killed
+        busy += killed and traffic(emulator) > base  # uploads or deletes were under way
     faults = emulator.stats()["faults"]["drop_after_store"]
-    print(f"kills: {kills}, {time.monotonic() - started:.1f} s; lost responses: {faults}; "
+    print(f"kills: {kills} ({busy} after uploads/deletes began), "
+          f"{time.monotonic() - started:.1f} s; lost responses: {faults}; "
           f"changes: {dict(tree.changes)}; seed {SEED + 1}")
     record_property("kills", kills)
     assert kills >= KILLS
+    assert busy >= KILLS // 2, "most kills should land among uploads and deletes"
 
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")

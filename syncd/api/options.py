@@ -66,8 +66,10 @@ class ClientOptions:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rates: Rates = field(default_factory=Rates)
-    # Directory for file-locked pacing buckets shared by every process on this host
-    # using the same key; None = in-process only.
+    # Directory for file-locked pacing buckets shared by every process of this user on
+    # this host using the same key; None = in-process only. It must belong to this user
+    # and not be writable by others (else PacingDirError); see
+    # syncd.api.pacing.default_pacing_dir for the per-user default.
     pacing_dir: Path | None = None
     # Upper bound of pooled connections; more threads than this queue for a connection.
     max_connections: int = 64

@@ -13,14 +13,17 @@ margin back in throughput.
 On top of that sits an adaptive pacer that tells two kinds of 429 apart:
 
 - **We are too fast.** Every request carries the number of requests we sent in the
-  one-second window it went out in (its *count*). A success at count ``c`` proves
-  the provider took ``c`` requests in a window (for ``proof_ttl`` seconds). A 429 at
-  a count above that proof is *evidence* of a lower limit, until a later success at
-  the same or a higher count disproves it. Two pieces of evidence (or more than half
-  of the recent answers being 429s) mean we are over the provider's rate: the rate
-  drops (to the proven count when the limit is pinned down exactly, else by half),
-  the class pauses, and the estimate is remembered. Successes recover the rate up to
-  the estimate quickly and probe above it only slowly after a quiet period.
+  one-second window it went out in, less those of them answered 429 (its *count*:
+  what the provider surely counted). A success at count ``c`` proves the provider
+  took ``c`` requests in a window (for ``proof_ttl`` seconds). A 429 at a count above
+  that proof is *evidence* of a lower limit, until a later success at the same or a
+  higher count disproves it. Three pieces of evidence within ``evidence_ttl`` (one,
+  above a learned estimate) mean we are over the provider's rate: the rate drops (to
+  the proven count when that pins the limit down, else by half), the class pauses
+  (not when pinned down: the provider's window drains at that rate), and the
+  estimate is remembered. A request sent before that verdict and accepted at a count
+  that drew it proves the verdict wrong, and undoes it. Successes recover the rate
+  up to the estimate quickly and probe above it only slowly after a quiet period.
 - **The server sheds load.** A 429 at a count the provider has just accepted says
   nothing about our rate. It changes nothing here; the caller retries that one
   request with backoff (obeying Retry-After). A provider that throttles at random
@@ -458,7 +461,9 @@ def note_success(
     rate = effective_rate(state, ceiling, tuning)
     target = ceiling if state.target is None else min(state.target, ceiling)
     if rate < target:
-        state.rate = min(target, rate * tuning.recover_factor)
+        # Accepted at the estimated count itself: the estimate holds, go straight to it.
+        proved = count >= math.floor(target)
+        state.rate = target if proved else min(target, rate * tuning.recover_factor)
         return True
     if state.target is None and state.rate is None:
         return False

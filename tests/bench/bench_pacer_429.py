@@ -54,7 +54,7 @@ def make_tree(root: Path, n: int) -> None:
 
 
 def run_case(work: Path, name: str, files: int, latency_ms: int, emu_args: list[str]) -> Row:
-    case = work / name
+    case = work / f"case{len(list(work.iterdir()))}"
     case.mkdir()
     root = case / "docs"
     make_tree(root, files)
@@ -113,7 +113,7 @@ def main() -> None:
     print(f"{'case':<34} {'wall s':>7} {'files/s':>8} {'ratio':>6} {'target':>7} "
           f"{'requests':>9} {'rnd 429':>8} {'lim 429':>8} {'remote':>7} {'exit':>5}")  # fmt: skip
     for row, ratio, target in rows:
-        against = "(0% row)" if target is None and row is rows[0][0] else ""
+        against = "  (baseline)" if target is None else ""
         tgt = f">={target:.2f}" if target is not None else "base"
         ok = "" if target is None else ("  ok" if ratio >= target else "  MISS")
         print(f"{row.name:<34} {row.wall:>7.1f} {row.rate:>8.2f} {ratio:>6.2f} {tgt:>7} "

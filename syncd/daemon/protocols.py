@@ -1,0 +1,49 @@
+"""What the daemon needs from the engine (``syncd.engine.Syncer`` and its ``RunReport``).
+
+Written as protocols so the daemon's control flow can be tested against a fake engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+
+class Report(Protocol):
+    @property
+    def changed_during_upload(self) -> list[str]: ...
+
+    @property
+    def errors(self) -> list[str]: ...
+
+    @property
+    def exit_code(self) -> int: ...
+
+    @property
+    def root_unavailable(self) -> bool: ...
+
+    @property
+    def remote_unavailable(self) -> bool: ...
+
+    @property
+    def aborted(self) -> str | None:
+        """Why the run stopped short; the engine aborts only when the key is refused."""
+        ...
+
+
+class SyncerLike(Protocol):
+    """The part of ``syncd.engine.Syncer`` the daemon uses."""
+
+    base_url: str
+
+    def reconcile(self, dry_run: bool = False) -> Report: ...
+
+    def sync_paths(self, paths: Iterable[str]) -> Report: ...
+
+    def publish_mapping(self) -> None: ...
+
+    def is_candidate(self, rel_path: str) -> bool: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...

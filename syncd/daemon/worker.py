@@ -1,0 +1,383 @@
+"""The worker thread: the only thread that calls the engine, one call at a time.
+
+It starts watching, runs the catch-up reconcile, then drains settled paths into
+``sync_paths`` in batches and runs rescans when asked, backing off while calls
+fail. When the root goes away it stops, waits for the root to come back and
+settle (:mod:`syncd.daemon.root_watch`), and only then reconciles again. The
+supervisor (main thread) reads its ``phase``, ``reach``, ``refused`` and queue
+for STATUS, and ends it by setting the shared stop event.
+
+Watching starts before the catch-up scan, so a file written while the scan runs
+is queued and synced right after it; the engine finds nothing to do for the
+files the scan already handled.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from syncd.config import Config
+from syncd.daemon.protocols import Report, SyncerLike
+from syncd.daemon.reach import Reachability
+from syncd.daemon.root_watch import RootReturn, tree_signature
+from syncd.daemon.settle import Kind, Probe, SettleQueue, stat_probe
+from syncd.daemon.watch import QueueingHandler, Watcher
+
+log = structlog.get_logger("syncd.daemon")
+
+BATCH_SIZE = 128
+TICK_S = 1.0
+MAX_BACKOFF_S = 60.0
+# How long past the first due path the worker waits before taking a batch.
+GATHER_S = 0.25
+
+WatcherFactory = Callable[[Config, QueueingHandler], Watcher]
+
+
+def default_watcher(config: Config, handler: QueueingHandler) -> Watcher:
+    return Watcher(
+        config.root,
+        handler,
+        mode=config.watch.mode,
+        poll_interval_s=config.watch.poll_interval_s,
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        syncer: SyncerLike,
+        *,
+        stop: threading.Event,
+        wake: Callable[[], None],
+        watcher_factory: WatcherFactory = default_watcher,
+        probe: Probe | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self.config = config
+        self.syncer = syncer
+        self._stop = stop
+        # Tells the supervisor something it reports on changed.
+        self._wake = wake
+        self._watcher_factory = watcher_factory
+        self._probe = probe or stat_probe(str(config.root))
+        self._batch_size = batch_size
+        self.queue = SettleQueue(
+            settle_s=config.sync.settle_s,
+            max_settle_s=config.sync.max_settle_s,
+            max_pending=config.daemon.max_pending,
+        )
+        self.handler = QueueingHandler(config.root, self.queue, syncer.is_candidate)
+        self.watcher = watcher_factory(config, self.handler)
+        self._rewatch = threading.Event()
+        self._thread: threading.Thread | None = None
+
+        self.ready = threading.Event()
+        self.phase = "starting"
+        self.stats: dict[str, int] = {}
+        self.reach = Reachability()
+        # Set when the provider refused the key: the run cannot go on.
+        self.refused: str | None = None
+        self.error: BaseException | None = None
+        # When the current engine call began (monotonic), None between calls.
+        self._busy_since: float | None = None
+        self.synced_batches = 0
+        self.rescans = 0
+
+    # ------------------------------------------------------------ for the supervisor
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="syncd-worker", daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def rewatch(self) -> None:
+        """Watch again with the current configuration's watch section."""
+        self._rewatch.set()
+        self.queue.wake()
+
+    def call_outlasted(self, seconds: float) -> bool:
+        began = self._busy_since
+        return began is not None and time.monotonic() - began >= seconds
+
+    # ------------------------------------------------------------ worker thread
+
+    def _work(self) -> None:
+        try:
+            self.phase = "catching up"
+            if not self._await_root(returning=False):
+                return
+            caught_up = self._run_reconcile("catch-up")
+            if self.refused is not None:
+                return  # never READY: the main thread exits with EXIT_REFUSED
+            # Ready even if the catch-up failed (provider unreachable, say): watching
+            # and queueing work, and the loop retries the reconcile with backoff.
+            self.phase = "idle"
+            self._announce_ready()
+            if not caught_up:
+                self.queue.request_rescan("catch-up retry")
+            self._loop(backoff=0.0 if caught_up else 1.0)
+        except BaseException as exc:
+            self.error = exc
+            log.exception("worker failed")
+        finally:
+            self._wake()
+
+    def _announce_ready(self) -> None:
+        self.ready.set()
+        self._wake()
+
+    def _loop(self, backoff: float) -> None:
+        last_sync = -1e9
+        last_full = False
+        while not self._stop.is_set() and self.refused is None:
+            if backoff and self._stop.wait(backoff):
+                return
+            if self._rewatch.is_set():
+                self._restart_watching()
+                continue
+            if not self.watcher.is_alive:
+                # Watching stops on its own when the root goes away (or is replaced).
+                if not self._await_root(returning=True):
+                    return
+                self.queue.request_rescan("the folder is back")
+                continue
+            reason = self.queue.take_rescan()
+            if reason is not None:
+                ok = self._run_reconcile(reason)
+                backoff = 0.0 if ok else _next_backoff(backoff)
+                if not ok:
+                    self.queue.request_rescan(reason)
+                continue
+            dirs = self.queue.take_dirs()
+            if dirs:
+                self._expand(dirs)
+                continue
+            # Each sync_paths call rewrites the mapping file, so calls are spaced
+            # publish_interval_s apart and what settles meanwhile rides along; a full
+            # batch means a backlog, which goes out at once.
+            gap = last_sync + self.config.daemon.publish_interval_s - time.monotonic()
+            if gap > 0 and not last_full:
+                self.queue.wait(min(gap, TICK_S))
+                continue
+            # A burst (rm -r, a copy, an unpacked archive) becomes due over a few
+            # milliseconds; releasing only what is due at the first instant would split
+            # it into batches, and each batch is judged alone by the deletion guard
+            # (max_delete), so hold the first release briefly to take the burst whole.
+            due = self.queue.next_due()
+            hold = 0.0 if due is None or last_full else due + GATHER_S - time.monotonic()
+            if hold > 0:
+                self.queue.wait(min(hold, TICK_S))
+                continue
+            batch = self.queue.pop_ready(self._probe, limit=self._batch_size)
+            if batch:
+                ok = self._sync(batch)
+                backoff = 0.0 if ok else _next_backoff(backoff)
+                last_sync = time.monotonic()
+                last_full = len(batch) >= self._batch_size
+                continue
+            self.phase = "idle"
+            due = self.queue.next_due()
+            wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))
+            self.queue.wait(wait)
+
+    def _await_root(self, *, returning: bool) -> bool:
+        """Until the root is there and watched; False when a stop came first.
+
+        At start a root that is there is used at once. A root that was missing, or
+        whose watch stopped (it went away, or was replaced), must also settle (see
+        :mod:`syncd.daemon.root_watch`): a reconcile of a half-restored folder would
+        delete what the copy has not reached yet.
+        """
+        root = self.config.root
+        gate = RootReturn(self.config.sync.settle_s, self.config.sync.max_settle_s)
+        settle = returning
+        missing = False
+        back = False
+        while not self._stop.is_set():
+            if not settle:
+                if root.is_dir():
+                    if self._watch():
+                        return True
+                    continue
+                settle = True
+            signature = tree_signature(root, self.syncer.is_candidate)
+            if signature is None:
+                back = False
+                if not missing:
+                    missing = True
+                    self.watcher.stop()
+                    self.phase = f"waiting for root {root}"
+                    log.error(
+                        "the folder is unavailable; nothing will be synced or deleted until it "
+                        "is back",
+                        root=str(root),
+                    )
+                    # Up and doing its job, which for now is waiting.
+                    self._announce_ready()
+                gate.step(time.monotonic(), None, None)
+                self._stop.wait(TICK_S)
+                continue
+            if not back:
+                back, missing = True, False
+                self.phase = f"root {root} is back; waiting for it to settle"
+                log.info("the folder is there; waiting for it to settle", root=str(root))
+            if not self.watcher.is_alive and not self._watch():
+                continue
+            wait = gate.step(time.monotonic(), signature, self.queue.last_event())
+            if wait is None:
+                log.info("the folder has settled", root=str(root))
+                return True
+            self._stop.wait(wait)
+        return False
+
+    def _watch(self) -> bool:
+        """(Re)start watching; on failure say why and wait a little before the next try."""
+        self.watcher.stop()
+        try:
+            self._start_watching()
+        except OSError as exc:  # the root went away again, or the watch cannot be set
+            log.error("cannot watch; retrying", root=str(self.config.root), error=str(exc))
+            self._stop.wait(min(MAX_BACKOFF_S, 5.0))
+            return False
+        return True
+
+    def _start_watching(self) -> None:
+        kind = self.watcher.start()
+        log.info("watching", root=str(self.config.root), mode=kind)
+
+    def _restart_watching(self) -> None:
+        """Apply a reloaded watch section."""
+        self._rewatch.clear()
+        self.watcher.stop()
+        self.watcher = self._watcher_factory(self.config, self.handler)
+        if self._watch():
+            # Changes made while nothing was watching are only found by a scan.
+            self.queue.request_rescan("watching restarted")
+
+    def _call(self, fn: Callable[[], Report]) -> Report:
+        self._busy_since = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self._busy_since = None
+
+    def _run_reconcile(self, reason: str) -> bool:
+        self.phase = "reconciling" if reason != "catch-up" else "catching up"
+        self.rescans += 1
+        log.info("reconcile", reason=reason)
+        try:
+            report = self._call(self.syncer.reconcile)
+        except Exception as exc:
+            log.exception("reconcile failed", reason=reason, error=str(exc))
+            return False
+        outcome = getattr(report, "outcome", None)
+        log.info(
+            "reconciled",
+            reason=reason,
+            hashed=getattr(report, "hashed", None),
+            uploaded=getattr(outcome, "uploaded", None),
+            deleted=getattr(outcome, "deleted", None),
+            duration_s=round(float(getattr(report, "duration_s", 0.0)), 3),
+            exit_code=report.exit_code,
+        )
+        self._after(report, what=reason)
+        if report.aborted is not None:
+            return False
+        # Nothing was planned without a listing: retry like a failed reconcile.
+        if report.remote_unavailable:
+            self.reach.failed()
+            return False
+        self._reachable()
+        return True
+
+    def _sync(self, batch: list[str]) -> bool:
+        self.phase = "syncing"
+        try:
+            report = self._call(lambda: self.syncer.sync_paths(batch))
+        except Exception as exc:
+            log.exception("sync failed; will retry", paths=len(batch), error=str(exc))
+            self.queue.requeue(batch)
+            return False
+        self._after(report, what="sync")
+        if report.aborted is not None:
+            return False
+        if report.remote_unavailable:
+            self.reach.failed()
+        if report.remote_unavailable or (self.reach.down and report.errors):
+            # Failed for want of a remote (the supervisor's probe may have found it down
+            # while the call retried): keep the paths and retry with backoff.
+            self.queue.requeue(batch)
+            return False
+        if not report.errors:
+            self._reachable()
+        self.synced_batches += 1
+        return True
+
+    def _reachable(self) -> None:
+        if self.reach.down:
+            log.info("the remote is reachable again", base_url=self.syncer.base_url)
+        self.reach.ok()
+
+    def _after(self, report: Report, *, what: str) -> None:
+        if report.aborted is not None:
+            self.refused = self._refused_message(report.aborted)
+            log.error(self.refused)
+            self._wake()
+            return
+        if report.root_unavailable:
+            log.error("the folder is unavailable; nothing was deleted", root=str(self.config.root))
+        for error in report.errors[:20]:
+            log.warning("not synced", during=what, error=error)
+        changed = report.changed_during_upload
+        if changed:
+            log.info("files changed while uploading; queued again", count=len(changed))
+            self.queue.requeue(changed)
+        try:
+            self.stats = dict(self.syncer.stats())
+        except Exception:
+            log.debug("stats unavailable", exc_info=True)
+
+    def _refused_message(self, error: str) -> str:
+        api = self.config.api
+        if api.api_key_file is not None:
+            source = f"the file {api.api_key_file} (api.api_key_file)"
+        elif api.embedded and not os.environ.get(api.api_key_env or ""):
+            source = "the embedded emulator's built-in key"
+        else:
+            source = f"${api.api_key_env} (api.api_key_env)"
+        return (
+            f"the provider refused the API key from {source}: {error}; "
+            "fix the key, then start syncd again"
+        )
+
+    def _expand(self, dirs: list[str]) -> None:
+        """Queue the files of folders that appeared (created, or moved in from outside)."""
+        root = self.config.root
+        is_candidate = self.syncer.is_candidate
+        for rel_dir in dirs:
+            for dirpath, dirnames, filenames in os.walk(root / rel_dir):
+                if self._stop.is_set():
+                    return
+                dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+                rel_base = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                for name in filenames:
+                    rel = f"{rel_base}/{name}"
+                    if is_candidate(rel):
+                        self.queue.touch(rel, Kind.CREATED)
+
+
+def _next_backoff(current: float) -> float:
+    return min(MAX_BACKOFF_S, max(1.0, current * 2))
