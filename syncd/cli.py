@@ -191,13 +191,19 @@ def _report_json(report: Any) -> dict[str, Any]:
         "planned": {
             "upload": [{"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads],
             "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
+            # Paths that take an existing remote file of the same content (dedupe), or
+            # ride along with one upload of it ("with").
+            "share": [{"path": s.path, "file_id": s.file_id} for s in p.shares]
+            + [{"path": r.path, "with": u.path} for u in p.uploads for r in u.sharers],
             "delete": [
                 {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
             ],
         },
         "uploaded": report.outcome.uploaded,
         "adopted": report.outcome.adopted,
+        "shared": len(p.shares) + sum(len(u.sharers) for u in p.uploads),
         "deleted": report.outcome.deleted,
+        "inconsistent_listing": report.inconsistent,
         "hashed": report.hashed,
         "refused": p.refused,
         "errors": report.errors,
@@ -218,6 +224,11 @@ def _print_report(report: Any) -> None:
             print(f"  upload  {u.kind:<9} {visible(u.path)} ({u.local.size} bytes)")
         for a in p.adopts:
             print(f"  adopt   {visible(a.path)} -> {visible(a.file_id)}")
+        for sh in p.shares:
+            print(f"  share   {visible(sh.path)} -> {visible(sh.file_id or '')}")
+        for u in p.uploads:
+            for r in u.sharers:
+                print(f"  share   {visible(r.path)} -> upload of {visible(u.path)}")
         for d in p.deletes:
             print(f"  delete  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
         for n in p.notes:
@@ -225,8 +236,10 @@ def _print_report(report: Any) -> None:
                 print(f"  {n.status:<7} {visible(n.path)}: {visible(n.reason)}")
     else:
         o = report.outcome
-        print(f"uploaded {o.uploaded}, adopted {o.adopted}, deleted {o.deleted}, "
-              f"hashed {report.hashed} in {report.duration_s:.1f}s")  # fmt: skip
+        shared = len(p.shares) + sum(len(u.sharers) for u in p.uploads)
+        print(f"uploaded {o.uploaded}, adopted {o.adopted}, shared {shared}, "
+              f"deleted {o.deleted}, hashed {report.hashed} "
+              f"in {report.duration_s:.1f}s")  # fmt: skip
         if report.unsynced:
             print(f"{len(report.unsynced)} file(s) not synced:")
             for path, (status, reason) in sorted(report.unsynced.items()):

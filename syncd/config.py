@@ -144,6 +144,7 @@ KEYS: tuple[Key, ...] = (
     Key("sync.delete_remote", "bool", True, "delete the remote copy of a removed file"),
     Key("sync.max_delete", "max_delete", MaxDelete(), "most deletes per run: count or %"),
     Key("sync.marker", "string", None, "file that must exist in root, or nothing is done"),
+    Key("sync.dedupe", "bool", True, "identical content of one purpose shares a remote file"),
     Key("sync.settle_s", "number", 2.0, "quiet seconds before a changed file is acted on",
         reload=True, minimum=0, maximum=_DAY),
     Key("sync.max_settle_s", "number", 60.0, "longest wait for a file that keeps changing",
@@ -239,6 +240,7 @@ class SyncConfig:
     delete_remote: bool = _D["sync.delete_remote"]
     max_delete: MaxDelete = _D["sync.max_delete"]
     marker: str | None = _D["sync.marker"]
+    dedupe: bool = _D["sync.dedupe"]
     settle_s: float = _D["sync.settle_s"]
     max_settle_s: float = _D["sync.max_settle_s"]
 

@@ -146,6 +146,7 @@ def policies(world_size: int) -> st.SearchStrategy[Policy]:
     return st.builds(
         Policy,
         delete_remote=st.booleans(),
+        dedupe=st.booleans(),
         max_delete=st.one_of(st.none(), st.integers(0, 6)),
         max_files=st.integers(world_size, world_size + 10),
         max_bytes=st.integers(0, 60),
@@ -167,15 +168,20 @@ class Sim:
         self.remote = dict(w.remote)
         self._ids = itertools.count()
 
-    def record_uploaded(self, local: LocalFile, remote: RemoteFile, replaces: str | None) -> None:
-        if replaces and replaces != remote.id:
-            self.garbage.add(replaces)
+    def record_uploaded(self, local: LocalFile, remote: RemoteFile, replaces: str | None) -> bool:
+        """Like State.record_uploaded: a replaced id no path holds any more is garbage."""
         self.records[local.path] = Record(
             local.path, "synced", remote.id, local.purpose, remote.filename or local.name,
             local.size, local.mtime_ns, local.inode, local.sha256,
             float(remote.created_at), None,
         )
         self.intents.pop(local.path, None)
+        if replaces and replaces != remote.id and all(
+            r.file_id != replaces for r in self.records.values()
+        ):
+            self.garbage.add(replaces)
+            return True
+        return False
 
     def record_deleted(self, file_id: str, path: str | None, forget_path: bool) -> None:
         self.remote.pop(file_id, None)  # a 404 counts as done
@@ -217,8 +223,14 @@ class Sim:
             self.note(n)
         for f in p.forgets:
             self.records.pop(f.path, None)
-        early = p.deletes if p.deletes_first else []
+        for path in p.detaches:
+            self.records[path] = replace(self.records[path], file_id=None, uploaded_at=None)
         late = [] if p.deletes_first else list(p.deletes)
+        for sh in p.shares:
+            assert sh.file_id is not None
+            if self.record_uploaded(sh.local, self.remote[sh.file_id], sh.replaces):
+                late.append(Delete(sh.replaces or "", "replaced", sh.path))
+        early = p.deletes if p.deletes_first else []
         for d in early:
             self.record_deleted(d.file_id, d.path, d.reason == "gone")
         for up in p.uploads:
@@ -226,9 +238,9 @@ class Sim:
             remote = RemoteFile(fid, up.local.size, NOW + 60, up.local.name,
                                 up.local.purpose or "")
             self.remote[fid] = remote
-            self.record_uploaded(up.local, remote, up.replaces)
-            if up.replaces and up.replaces != fid:
-                late.append(Delete(up.replaces, "replaced", up.path))
+            for one in (up, *up.sharers):
+                if self.record_uploaded(one.local, remote, one.replaces):
+                    late.append(Delete(one.replaces or "", "replaced", one.path))
         for d in late:
             self.record_deleted(d.file_id, d.path, d.reason == "gone")
 
@@ -277,7 +289,8 @@ def test_never_touches_a_foreign_file(data: st.DataObject) -> None:
 def test_one_successful_run_converges(data: st.DataObject) -> None:
     w = data.draw(worlds())
     w.scan.errors.clear()
-    policy = Policy(delete_remote=data.draw(st.booleans()), max_delete=None)
+    policy = Policy(delete_remote=data.draw(st.booleans()), dedupe=data.draw(st.booleans()),
+                    max_delete=None)
     first = plan(w.scan, w.view(), w.remote, policy)
     assume(first.refused is None)
     assert not any(n.status == "quota" for n in first.notes)
@@ -294,9 +307,18 @@ def test_one_successful_run_converges(data: st.DataObject) -> None:
         if local.syncable:
             assert rec.file_id in after.remote and rec.status == "synced"
             f = after.remote[rec.file_id]
-            assert (f.filename, f.bytes) == (local.name, local.size)
+            assert f.bytes == local.size and rec.sha256 == local.sha256
+            if not policy.dedupe:
+                assert f.filename == local.name
     recorded = [r.file_id for r in after.records.values() if r.file_id]
-    assert len(recorded) == len(set(recorded))
+    if not policy.dedupe:
+        assert len(recorded) == len(set(recorded))
+    # Paths share an id only when they hold the same content for the same purpose.
+    holders: dict[str, set[tuple[str | None, str | None]]] = {}
+    for r in after.records.values():
+        if r.file_id:
+            holders.setdefault(r.file_id, set()).add((r.sha256, r.purpose))
+    assert all(len(v) == 1 for v in holders.values()), holders
     if policy.delete_remote:
         # Nothing of ours is left over: every remote id is recorded, belongs to others,
         # or is a look-alike of an interrupted upload that no intent claimed (it may be
@@ -312,6 +334,7 @@ def test_one_successful_run_converges(data: st.DataObject) -> None:
     assert after.garbage == set()
     event("has adopt" if first.adopts else "no adopt")
     event("has delete" if first.deletes else "no delete")
+    event("has share" if first.shares or any(u.sharers for u in first.uploads) else "no share")
 
 
 @SETTINGS

@@ -94,6 +94,8 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class Uploaded:
     remote: RemoteFile
+    # Ids this upload (or a path riding along) left without any path: delete them.
+    freed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ class Executor:
         self._progress = progress or (lambda _kind: None)
         self._abort: AuthenticationError | None = None
         self._interrupted = False
+        self._shares_freed: list[Delete] = []
         self._open_intents: dict[str, Intent] = {}
         self._out = Outcome()
 
@@ -142,7 +145,7 @@ class Executor:
             if self._abort is not None:
                 raise Aborted(str(self._abort))
             publish()
-            self._deletes([*late, *replaced], out)
+            self._deletes([*late, *self._shares_freed, *replaced], out)
         except KeyboardInterrupt:
             self._interrupted = True
             raise Interrupted(out) from None
@@ -178,6 +181,17 @@ class Executor:
                 log.info("not synced", path=note.path, status=note.status, reason=note.reason)
         for f in plan.forgets:
             self._state.forget(f.path)
+        for path in plan.detaches:
+            self._state.detach(path)
+        self._shares_freed = [
+            Delete(sh.replaces, "replaced", sh.path)
+            for sh in plan.shares
+            if sh.file_id in remote
+            and self._state.record_uploaded(sh.local, remote[sh.file_id], replaces=sh.replaces)
+            and sh.replaces
+        ]
+        if plan.shares:
+            log.info("shared identical content", paths=len(plan.shares))
         # Out of the mapping before its id is deleted (the record keeps the id, so it
         # stays ours if the delete fails).
         for d in plan.deletes:
@@ -210,8 +224,7 @@ class Executor:
             with lock:
                 if isinstance(result, Uploaded):
                     out.uploaded += 1
-                    if up.replaces and up.replaces != result.remote.id:
-                        replaced.append(Delete(up.replaces, "replaced", up.path))
+                    replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
                 elif isinstance(result, Changed):
                     out.changed_during_upload.append(up.path)
                 else:
@@ -232,10 +245,10 @@ class Executor:
         with self._claims.name_lock(wire_name(local.name), local.size):
             earlier = self._open_intents.get(up.path)
             if earlier is not None:
-                found = self._resolve_earlier(earlier, up)
-                if found is not None:
-                    self._remote.add(found)
-                    return Uploaded(found)
+                resolved = self._resolve_earlier(earlier, up)
+                if resolved is not None:
+                    self._remote.add(resolved.remote)
+                    return resolved
             intent = self._state.begin_intent(local)
             try:
                 remote, attempts = self._send(intent, local.name, local.purpose)
@@ -247,6 +260,8 @@ class Executor:
                 if not failed.keep_intent:
                     self._state.clear_intent(up.path)
                 self._state.note(Note(up.path, failed.status, failed.reason))
+                for rider in up.sharers:
+                    self._state.note(Note(rider.path, failed.status, failed.reason))
                 if failed.status == "changing":
                     return Changed(failed.reason)
                 return failed
@@ -254,13 +269,7 @@ class Executor:
             # upload of this name and size whose response is lost could take it for its own.
             self._claims.claim(remote.id)
             changed = not same_as_scanned(self._root, local)
-            self._state.record_uploaded(
-                local,
-                remote,
-                replaces=up.replaces,
-                status="changing" if changed else "synced",
-                reason="changed while it was uploaded; will upload again" if changed else None,
-            )
+            freed = self._record(up, remote, changed=changed)
         self._remote.add(remote)
         log.info(
             "uploaded",
@@ -274,9 +283,25 @@ class Executor:
         )
         if changed:
             return Changed("changed while it was uploaded; will upload again")
-        return Uploaded(remote)
+        return Uploaded(remote, freed)
 
-    def _resolve_earlier(self, earlier: Intent, up: Upload) -> RemoteFile | None:
+    def _record(self, up: Upload, remote: RemoteFile, *, changed: bool = False) -> tuple[str, ...]:
+        """Record the path (and the paths riding along) as holding ``remote``; the ids
+        no path holds any more are returned, to delete."""
+        reason = "changed while it was uploaded; will upload again" if changed else None
+        freed: list[str] = []
+        status = "changing" if changed else "synced"
+        if self._state.record_uploaded(
+            up.local, remote, replaces=up.replaces, status=status, reason=reason
+        ):
+            freed.append(up.replaces or "")
+        # What was sent may not be what the riders hold if the lead changed meanwhile.
+        for rider in () if changed else up.sharers:
+            if self._state.record_uploaded(rider.local, remote, replaces=rider.replaces):
+                freed.append(rider.replaces or "")
+        return tuple(i for i in freed if i)
+
+    def _resolve_earlier(self, earlier: Intent, up: Upload) -> Uploaded | None:
         """An earlier upload of this path never recorded its outcome: adopt what it made
         if it holds the current content, else keep its id as ours to delete."""
         if earlier.window is None:
@@ -285,9 +310,9 @@ class Executor:
         if found is None:
             return None
         if earlier.sha256 == up.local.sha256:
-            self._state.record_uploaded(up.local, found, replaces=up.replaces)
+            freed = self._record(up, found)
             log.info("adopted earlier upload", path=up.path, file_id=found.id)
-            return found
+            return Uploaded(found, freed)
         self._state.add_garbage(found.id, up.path)
         return None
 

@@ -45,8 +45,7 @@ def check(state: State, mine: dict[str, str]) -> None:
     differ = [k for k in _FIELDS if stored.get(k) != mine[k]]
     if differ:
         lines = [
-            f"  {_FIELDS[k]}: state has {stored.get(k)!r}, config has {mine[k]!r}"
-            for k in differ
+            f"  {_FIELDS[k]}: state has {stored.get(k)!r}, config has {mine[k]!r}" for k in differ
         ]
         raise Mismatch(
             "this state_dir belongs to another project or setup:\n"

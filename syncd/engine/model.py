@@ -82,10 +82,27 @@ class Intent:
 
 
 @dataclass(frozen=True, slots=True)
+class Share:
+    """Point a path at a remote file that already holds its content (dedupe): no upload.
+
+    ``file_id`` is None for a path that shares the upload it rides along with."""
+
+    local: LocalFile
+    file_id: str | None
+    replaces: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.local.path
+
+
+@dataclass(frozen=True, slots=True)
 class Upload:
     local: LocalFile
     kind: Literal["new", "replace", "reupload"]
     replaces: str | None = None
+    # Paths of identical content that take this upload's id once it is recorded.
+    sharers: tuple[Share, ...] = ()
 
     @property
     def path(self) -> str:
@@ -139,6 +156,9 @@ class Plan:
     deletes: list[Delete] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     forgets: list[Forget] = field(default_factory=list)
+    shares: list[Share] = field(default_factory=list)
+    # Paths that stop using their remote id while other paths keep it (no delete).
+    detaches: list[str] = field(default_factory=list)
     clear_intents: list[str] = field(default_factory=list)
     # Run deletes before uploads: only when the account is short of space.
     deletes_first: bool = False

@@ -11,10 +11,12 @@ quota and otherwise never touched.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
-from syncd.api.adoption import find_own_upload, same_name
+from syncd.api.adoption import find_own_upload
 from syncd.api.models import RemoteFile
 from syncd.engine.model import (
     Adopt,
@@ -26,6 +28,7 @@ from syncd.engine.model import (
     Plan,
     Record,
     ScanResult,
+    Share,
     Upload,
 )
 
@@ -39,6 +42,8 @@ class Policy:
     max_bytes: int = 100 * 1024**3
     headroom_files: int = 0
     headroom_bytes: int = 0
+    # Identical content of one purpose shares one remote file.
+    dedupe: bool = True
     # Only these paths are looked at (targeted sync); None means the whole tree.
     scope: frozenset[str] | None = None
 
@@ -63,7 +68,17 @@ def in_scope(path: str, scope: frozenset[str] | None) -> bool:
 
 
 def tracked(records: Mapping[str, Record]) -> int:
-    return sum(1 for r in records.values() if r.file_id)
+    """Remote files our records hold (paths sharing one count once)."""
+    return len({r.file_id for r in records.values() if r.file_id})
+
+
+@dataclass(frozen=True, slots=True)
+class _Release:
+    """A path stops using its remote id; the id is deleted only if no path keeps it."""
+
+    path: str
+    file_id: str
+    reason: Literal["gone", "stale", "replaced"]
 
 
 def plan(
@@ -86,8 +101,13 @@ def plan(
     adopted = _adopt_from_intents(scan, state, remote, owned, out) if policy.scope is None else {}
 
     paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p, policy.scope))
+    releases: list[_Release] = []
     for path in paths:
-        _decide(path, scan.files.get(path), state.records.get(path), remote, adopted, policy, out)
+        rec = state.records.get(path)
+        _decide(path, scan.files.get(path), rec, remote, adopted, policy, out, releases)
+    if policy.dedupe:
+        _share(state, remote, out)
+    _settle_releases(state, releases, out)
 
     if policy.scope is None:
         # An id already gone remotely is still "deleted": the executor takes 404 as done.
@@ -140,12 +160,13 @@ def _decide(
     adopted: Mapping[str, str],
     policy: Policy,
     out: Plan,
+    releases: list[_Release],
 ) -> None:
     has_remote = rec is not None and rec.file_id is not None and rec.file_id in remote
     if path in adopted:
         # The adopted id becomes current; a different id recorded before is replaced.
         if rec is not None and rec.file_id and rec.file_id != adopted[path] and has_remote:
-            out.deletes.append(Delete(rec.file_id, "replaced", path))
+            releases.append(_Release(path, rec.file_id, "replaced"))
         return
 
     if local is None:
@@ -153,7 +174,7 @@ def _decide(
             return
         if has_remote and policy.delete_remote:
             assert rec.file_id is not None
-            out.deletes.append(Delete(rec.file_id, "gone", path))
+            releases.append(_Release(path, rec.file_id, "gone"))
         else:
             out.forgets.append(Forget(path))
         return
@@ -166,7 +187,7 @@ def _decide(
             return
         if has_remote:
             assert rec is not None and rec.file_id is not None
-            out.deletes.append(Delete(rec.file_id, "stale", path))
+            releases.append(_Release(path, rec.file_id, "stale"))
         if rec is None or rec.status != status or rec.reason != local.problem or has_remote:
             out.notes.append(Note(path, status, local.problem, local))
         return
@@ -185,22 +206,62 @@ def _decide(
 
 
 def _same(rec: Record, local: LocalFile) -> bool:
-    return (
-        rec.sha256 == local.sha256
-        and rec.size == local.size
-        and rec.purpose == local.purpose
-        and same_name(rec.remote_name, local.name)
-    )
+    # The name is not compared: the path is the same, and a remote file shared by
+    # identical copies carries the first one's name.
+    return rec.sha256 == local.sha256 and rec.size == local.size and rec.purpose == local.purpose
+
+
+def _share(state: StateView, remote: Mapping[str, RemoteFile], out: Plan) -> None:
+    """Uploads whose content a remote file of ours already holds become shares; uploads
+    of identical content in this plan go once, the others ride along."""
+    holding: dict[tuple[str, str], str] = {}
+    for rec in sorted(state.records.values(), key=lambda r: r.path):
+        fid = rec.file_id
+        if fid and fid in remote and rec.sha256 and rec.purpose and rec.status == "synced":
+            holding.setdefault((rec.sha256, rec.purpose), fid)
+    leads: dict[tuple[str, str], Upload] = {}
+    riders: dict[tuple[str, str], list[Share]] = defaultdict(list)
+    for up in out.uploads:
+        key = (up.local.sha256 or "", up.local.purpose or "")
+        if key in holding:
+            out.shares.append(Share(up.local, holding[key], up.replaces))
+        elif key in leads:
+            riders[key].append(Share(up.local, None, up.replaces))
+        else:
+            leads[key] = up
+    out.uploads = [
+        Upload(up.local, up.kind, up.replaces, tuple(riders[key])) if key in riders else up
+        for key, up in leads.items()
+    ]
+
+
+def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> None:
+    """Delete an id only when no path keeps it; a path leaving a shared id just lets go."""
+    leaving = {r.path for r in releases}
+    kept = {r.file_id for p, r in state.records.items() if r.file_id and p not in leaving} | {
+        s.file_id for s in out.shares if s.file_id
+    }
+    deleted: set[str] = set()
+    for rel in releases:
+        if rel.file_id not in kept and rel.file_id not in deleted:
+            deleted.add(rel.file_id)
+            out.deletes.append(Delete(rel.file_id, rel.reason, rel.path))
+        elif rel.reason == "gone":
+            out.forgets.append(Forget(rel.path))
+        elif rel.reason == "stale":
+            out.detaches.append(rel.path)
+        # "replaced" by adoption: the record takes the adopted id; nothing else to do.
 
 
 def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan) -> None:
     """Never read a vanished or broken source as "the user deleted everything"."""
     gone = [d for d in out.deletes if d.reason in ("gone", "stale")]
-    # Forgetting a record that still has a remote copy (delete_remote off) gives the id up.
+    # Forgetting a record that still has a remote copy (delete_remote off, or a copy of
+    # shared content) gives its mapping up: a broken scan must not do that either.
     letting_go = {
         f.path for f in out.forgets if (r := state.records.get(f.path)) is not None and r.file_id
     }
-    if not gone and not letting_go:
+    if not gone and not letting_go and not out.detaches:
         return
     reason: str | None = None
     if scan.root_empty and tracked(state.records) > 0:
@@ -217,6 +278,7 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
     out.refused = reason
     out.deletes = [d for d in out.deletes if d.reason not in ("gone", "stale")]
     out.forgets = [f for f in out.forgets if f.path not in letting_go]
+    out.detaches = []
 
 
 def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:
@@ -240,15 +302,17 @@ def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> N
             free_files -= 1
             free_bytes -= up.local.size
         else:
-            out.notes.append(
-                Note(
-                    up.path,
-                    "quota",
-                    f"waiting for account space: needs 1 file and {up.local.size} bytes, "
-                    f"{max(free_files, 0)} files and {max(free_bytes, 0)} bytes free "
-                    f"(limits {policy.max_files} files, {policy.max_bytes} bytes, "
-                    f"headroom {policy.headroom_files} files, {policy.headroom_bytes} bytes)",
-                    up.local,
+            waiting_paths: list[Upload | Share] = [up, *up.sharers]
+            for waiting in waiting_paths:
+                out.notes.append(
+                    Note(
+                        waiting.path,
+                        "quota",
+                        f"waiting for account space: needs 1 file and {up.local.size} bytes, "
+                        f"{max(free_files, 0)} files and {max(free_bytes, 0)} bytes free "
+                        f"(limits {policy.max_files} files, {policy.max_bytes} bytes, "
+                        f"headroom {policy.headroom_files} files, {policy.headroom_bytes} bytes)",
+                        waiting.local,
+                    )
                 )
-            )
     out.uploads = fitting

@@ -213,15 +213,12 @@ class State:
         replaces: str | None,
         status: str = "synced",
         reason: str | None = None,
-    ) -> None:
-        """The upload's outcome, its intent cleared and any replaced id queued for deletion,
-        in one transaction: a crash leaves either all of it or none."""
+    ) -> bool:
+        """The path now holds ``remote`` (uploaded, adopted or shared): its intent cleared
+        and, if no path holds the replaced id any more, that id queued for deletion, in
+        one transaction: a crash leaves either all of it or none. Returns whether the
+        replaced id was queued."""
         with self._tx() as db:
-            if replaces and replaces != remote.id:
-                db.execute(
-                    "INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)",
-                    (replaces, local.path, time.time()),
-                )
             row = (
                 local.path, status, remote.id, local.purpose, remote.filename or local.name,
                 local.size, local.mtime_ns, local.inode, local.sha256,
@@ -233,6 +230,43 @@ class State:
                 row,
             )
             db.execute("DELETE FROM intents WHERE path = ?", (local.path,))
+            if not replaces or replaces == remote.id:
+                return False
+            # The reference count of a remote file is the number of paths holding it,
+            # derived in this same transaction rather than kept beside it.
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO garbage SELECT ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM files WHERE file_id = ?)",
+                (replaces, local.path, time.time(), replaces),
+            )
+            return cursor.rowcount > 0
+
+    def detach(self, path: str) -> None:
+        """The path no longer holds its remote id, which other paths keep."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET file_id = NULL, uploaded_at = NULL, updated_at = ? "
+                "WHERE path = ?",
+                (time.time(), path),
+            )
+
+    def sharing(self) -> dict[str, int]:
+        """What dedupe saves: paths and bytes beyond one per remote file."""
+        with self._lock:
+            paths, files, path_bytes = self._db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT file_id), COALESCE(SUM(size), 0) FROM files "
+                "WHERE status = 'synced' AND file_id IS NOT NULL"
+            ).fetchone()
+            (file_bytes,) = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM files "
+                "WHERE status = 'synced' AND file_id IS NOT NULL GROUP BY file_id)"
+            ).fetchone()
+        return {
+            "paths": paths,
+            "remote_files": files,
+            "saved_files": paths - files,
+            "saved_bytes": path_bytes - file_bytes,
+        }
 
     def add_garbage(self, file_id: str, path: str | None) -> None:
         with self._tx() as db:

@@ -186,6 +186,7 @@ class Syncer:
             max_bytes=limits.max_bytes,
             headroom_files=limits.headroom_files,
             headroom_bytes=limits.headroom_bytes,
+            dedupe=self.config.sync.dedupe,
             scope=scope,
         )
         try:
@@ -229,8 +230,9 @@ class Syncer:
             report.interrupted = True
             log.warning("interrupted", uploaded=exc.outcome.uploaded, deleted=exc.outcome.deleted)
         self.publish_mapping()
-        if the_plan.mutating:
+        if the_plan.mutating or the_plan.shares:
             self._save_account()
+            self.state.set_meta("sharing", self.state.sharing())
         for path, rec in self.state.records().items():
             if not in_scope(path, scope):
                 continue
@@ -263,9 +265,11 @@ class Syncer:
         """
         listed = self.remote.snapshot()
         missing = sorted(
-            rec.file_id
-            for path, rec in records.items()
-            if rec.file_id and rec.file_id not in listed and in_scope(path, scope)
+            {
+                rec.file_id
+                for path, rec in records.items()
+                if rec.file_id and rec.file_id not in listed and in_scope(path, scope)
+            }
         )
         found = 0
         for file_id in missing:
@@ -284,9 +288,7 @@ class Syncer:
 
     def _list_remote(self) -> None:
         self.remote.replace_all(self.client.list_files())
-        identity.record(
-            self.state, identity.of_config(self.config, self.client.key_fingerprint)
-        )
+        identity.record(self.state, identity.of_config(self.config, self.client.key_fingerprint))
         self._save_account()
 
     def _save_account(self) -> None:
