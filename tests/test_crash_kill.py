@@ -22,6 +22,7 @@ import pytest
 from tests.crash_helpers import (
     CrashTree,
     assert_mirrored,
+    check_claims,
     crash_emulator,
     kill9,
     pause,
@@ -75,7 +76,9 @@ def converge_and_check(emulator: EmulatorHandle, key: str, cfg: Path, tree: Cras
     assert requests["upload"] == requests["delete"] == 0, requests
     # Not asserted here (see test_mapping_temp_file_left_by_a_kill_is_swept): shown so a
     # run that leaves some says so.
-    print(f"mapping temp files left: {[p.name for p in mapping_debris(cfg.parent)]}")
+    stale = check_claims(cfg.parent / "pacing", cfg.parent / "mapping.json")
+    print(f"mapping temp files left: {[p.name for p in mapping_debris(cfg.parent)]}; "
+          f"stale claims: {stale}")
 
 
 def mapping_debris(folder: Path) -> list[Path]:
