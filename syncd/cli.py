@@ -19,9 +19,11 @@ from typing import Any
 
 from syncd import __version__, logs
 from syncd.config import Config, ConfigError, load_config
+from syncd.exitcodes import ExitCode
 from syncd.textsafe import visible
 
-EXIT_OK, EXIT_UNSYNCED, EXIT_USAGE, EXIT_REFUSED, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_UNSYNCED, EXIT_USAGE = ExitCode.OK, ExitCode.UNSYNCED, ExitCode.USAGE
+EXIT_LOCKED = ExitCode.LOCKED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`syncd status | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -108,8 +110,8 @@ def _load(ns: argparse.Namespace) -> Config:
 
 
 def _open(config: Config) -> Any:
+    from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld
-    from syncd.engine.sync import open_syncer
 
     try:
         syncer = open_syncer(config)
@@ -143,8 +145,8 @@ def _check_config(ns: argparse.Namespace) -> int:
 
 
 def _rebind(ns: argparse.Namespace) -> int:
+    from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld
-    from syncd.engine.sync import open_syncer
 
     config = _load(ns)
     try:
@@ -307,8 +309,8 @@ def _status(ns: argparse.Namespace) -> int:
 
 
 def _ls_remote(ns: argparse.Namespace) -> int:
+    from syncd.bootstrap import connect
     from syncd.engine.state import State
-    from syncd.engine.sync import connect
 
     config = _load(ns)
     state = State(config.state_dir)

@@ -81,7 +81,7 @@ def _writable(config: Config) -> list[str]:
 
 
 def _key(config: Config) -> str | None:
-    from syncd.engine.sync import load_key
+    from syncd.bootstrap import load_key
 
     api = config.api
     source = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"
@@ -95,7 +95,7 @@ def _key(config: Config) -> str | None:
 def _online(config: Config) -> list[str]:
     """Authenticate and list one page of the remote."""
     from syncd.api.errors import APIError, AuthenticationError
-    from syncd.engine.sync import connect
+    from syncd.bootstrap import connect
 
     api = config.api
     source = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"

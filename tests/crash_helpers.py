@@ -8,6 +8,7 @@ account is fetched, so a mapping that points a path at a look-alike upload is ca
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import sqlite3
 import subprocess
@@ -185,12 +186,31 @@ def local_files(root: Path) -> dict[str, bytes]:
             for p in root.rglob("*") if p.is_file()}
 
 
-def integrity(state_dir: Path) -> str:
-    db = sqlite3.connect(f"file:{state_dir / 'state.sqlite3'}?mode=ro", uri=True)
+def integrity(db_path: Path) -> str:
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         return ";".join(str(row[0]) for row in db.execute("PRAGMA integrity_check"))
     finally:
         db.close()
+
+
+def check_claims(pacing_dir: Path, mapping_path: Path) -> int:
+    """The host-wide claims registry (the other SQLite file a kill can hit) is intact and
+    claims every mapped id for this project; returns how many claimed ids are no longer
+    mapped (a kill between a delete and its release leaves those; they do no harm)."""
+    (db_path,) = pacing_dir.glob("*-claims.sqlite3")
+    assert integrity(db_path) == "ok"
+    owner = json.loads(mapping_path.read_text("utf-8"))["owner"]
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT file_id, owner FROM claims").fetchall()
+    finally:
+        db.close()
+    claimed = {fid for fid, who in rows if who == owner}
+    assert {who for _, who in rows} <= {owner}, "ids claimed for a project that does not exist"
+    mapped = {entry["file_id"] for entry in read_mapping(mapping_path).values()}
+    assert mapped <= claimed, f"mapped ids nobody claims: {sorted(mapped - claimed)[:10]}"
+    return len(claimed - mapped)
 
 
 def assert_mirrored(emulator: EmulatorHandle, key: str, root: Path, mapping_path: Path,
@@ -228,7 +248,7 @@ def assert_mirrored(emulator: EmulatorHandle, key: str, root: Path, mapping_path
                 or entry["bytes"] != len(data) or entry["sha256"] != _sha(data)):
             wrong.append(rel)
     assert not wrong, f"{len(wrong)} paths mapped to an id with other content: {wrong[:10]}"
-    assert integrity(state_dir) == "ok"
+    assert integrity(state_dir / "state.sqlite3") == "ok"
 
 
 def quiet(emulator: EmulatorHandle) -> dict[str, Any]:

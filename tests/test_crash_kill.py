@@ -22,6 +22,7 @@ import pytest
 from tests.crash_helpers import (
     CrashTree,
     assert_mirrored,
+    check_claims,
     crash_emulator,
     kill9,
     pause,
@@ -31,7 +32,15 @@ from tests.crash_helpers import (
     traffic,
 )
 from tests.emulator_fixture import EmulatorHandle
-from tests.engine_helpers import reconcile, spawn_reconcile, syncd_cmd, syncd_env, write_config
+from tests.engine_helpers import (
+    build_flat_tree,
+    fast_emulator,
+    reconcile,
+    spawn_reconcile,
+    syncd_cmd,
+    syncd_env,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -65,6 +74,15 @@ def converge_and_check(emulator: EmulatorHandle, key: str, cfg: Path, tree: Cras
     assert again.returncode == 0, again.output[-4000:]
     requests = emulator.stats()["requests"]
     assert requests["upload"] == requests["delete"] == 0, requests
+    # Not asserted here (see test_mapping_temp_file_left_by_a_kill_is_swept): shown so a
+    # run that leaves some says so.
+    stale = check_claims(cfg.parent / "pacing", cfg.parent / "mapping.json")
+    print(f"mapping temp files left: {[p.name for p in mapping_debris(cfg.parent)]}; "
+          f"stale claims: {stale}")
+
+
+def mapping_debris(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".mapping.json.*.tmp"))
 
 
 def test_reconcile_killed_20_times_then_one_clean_run(
@@ -174,3 +192,23 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
     assert busy >= KILLS // 2, "most kills should land among uploads and deletes"
 
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a SIGKILL between mkstemp and os.replace in mapping.write_atomic leaves "
+    ".mapping.json.*.tmp next to the mapping, and no later publish removes it"))
+def test_mapping_temp_file_left_by_a_kill_is_swept(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    """Seen after the kills above (seed 11 reconcile, seed 24 daemon: one 40-70 KB file
+    each). Each unlucky kill adds one; a folder other programs read fills with partial
+    copies of the mapping. Planted here as a kill leaves it: a half-written temp file."""
+    emulator = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    build_flat_tree(root, 5)
+    cfg = write_config(tmp_path, root, emulator)
+    (tmp_path / ".mapping.json.k9x2ab7q.tmp").write_text('{"version": 1, "files": {"d0/')
+    run = reconcile(cfg, emulator.api_key)
+    assert run.returncode == 0, run.output
+    assert (tmp_path / "mapping.json").exists()
+    assert mapping_debris(tmp_path) == []

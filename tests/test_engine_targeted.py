@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from syncd.bootstrap import open_syncer
 from syncd.config import load_config
-from syncd.engine.sync import Syncer, open_syncer
+from syncd.engine.sync import Syncer
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import (
     KEY_ENV,

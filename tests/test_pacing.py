@@ -18,6 +18,8 @@ from syncd.api.pacing import (
     DEFAULT_MARGIN,
     AdaptiveTuning,
     ClassState,
+    Held,
+    MemoryStore,
     Pacer,
     effective_rate,
     is_implausible,
@@ -360,10 +362,16 @@ def test_no_throttling_when_configured_at_the_limit() -> None:
 
 def test_stale_state_from_before_a_reboot_is_reset() -> None:
     clock = FakeClock(start=5.0)
-    pacer = Pacer({"upload": 1, "read": 1, "delete": 1}, clock=clock, sleep=clock.sleep)
-    with pacer._state("upload") as (state, _now):
-        state.last_grant = 1e6
-        state.paused_until = 1e7
+    stores = {cls: MemoryStore() for cls in ("upload", "read", "delete")}
+
+    def plant(held: Held) -> None:
+        held.state.last_grant = 1e6
+        held.state.paused_until = 1e7
+
+    stores["upload"].update(plant, clock)
+    pacer = Pacer(
+        {"upload": 1, "read": 1, "delete": 1}, clock=clock, sleep=clock.sleep, stores=stores
+    )
     assert pacer.acquire("upload") == 0
 
 

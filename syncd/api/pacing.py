@@ -61,10 +61,10 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -90,6 +90,7 @@ REFUSED_KEEP = 10.0
 FUTURE_SLACK = 60.0
 
 Verdict = Literal["isolated", "evidence", "burst", "lowered"]
+T = TypeVar("T")
 
 
 class PacingDirError(ValueError):
@@ -487,30 +488,159 @@ def note_success(
 # Where the state lives.
 
 
-class StateStore(Protocol):
-    """Storage of one class's state: ``transaction`` yields it under an exclusive lock
-    (across every pacer sharing the store) and saves what the caller changed."""
+@dataclass
+class Held:
+    """A class's state as a store hands it to an update, with the clock reading its
+    times are compared with."""
 
-    def transaction(self) -> contextlib.AbstractContextManager[ClassState]: ...
+    state: ClassState
+    now: float
+    # Share of the configured ceiling this host may use while this store serves:
+    # 1.0, or 1 / fleet_size while a shared store is unreachable.
+    share: float = 1.0
+    # Which clock ``now`` and the state's times are on: this host's monotonic clock
+    # ("local") or the shared store's. A time remembered on one is meaningless on the other.
+    clock: str = "local"
+
+
+class StateStore(Protocol):
+    """Storage of one class's state. ``update`` applies ``fn`` to the state under
+    mutual exclusion with every pacer sharing the store, saves what it changed and
+    returns its result. ``fn`` must act only on the state it is given: a store may
+    run it again on a fresher state (optimistic concurrency)."""
+
+    def update(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T: ...
 
     def close(self) -> None: ...
 
 
-class _MemoryStore:
+class StoreUnavailable(Exception):
+    """A shared store cannot be reached (or answered nonsense); the pacer falls back."""
+
+
+class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state = ClassState()
 
-    @contextlib.contextmanager
-    def _txn(self) -> Iterator[ClassState]:
+    def update(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T:
         with self._lock:
-            yield self._state
-
-    def transaction(self) -> contextlib.AbstractContextManager[ClassState]:
-        return self._txn()
+            return fn(Held(self._state, clock()))
 
     def close(self) -> None:
         pass
+
+
+class Failover:
+    """Health of a shared store, one for all classes of a pacer.
+
+    While the store answers, it serves. When it fails, every call goes to the local
+    store at ``1 / fleet_size`` of the ceiling (a warning is logged once per outage),
+    and one caller per ``retry_s`` tries the shared store again: a refused connection
+    costs nothing, a dead host at most the client's connect timeout, paid by that one
+    caller only. The first success switches back (logged once).
+    """
+
+    def __init__(
+        self,
+        fleet_size: int,
+        *,
+        retry_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "shared",
+    ) -> None:
+        if fleet_size < 1:
+            raise ValueError("fleet_size must be >= 1")
+        self.share = 1.0 / fleet_size
+        self.name = name
+        self._retry_s = retry_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._next_try = -math.inf
+        self.outages = 0
+
+    @property
+    def mode(self) -> Literal["shared", "fallback"]:
+        return "shared" if self._down_since is None else "fallback"
+
+    @property
+    def down_for(self) -> float | None:
+        """Seconds since the shared store failed, or None while it serves."""
+        since = self._down_since
+        return None if since is None else max(0.0, self._clock() - since)
+
+    def should_try(self) -> bool:
+        with self._lock:
+            if self._down_since is None:
+                return True
+            now = self._clock()
+            if now < self._next_try:
+                return False
+            self._next_try = now + self._retry_s
+            return True
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            first = self._down_since is None
+            now = self._clock()
+            if first:
+                self._down_since = now
+                self.outages += 1
+            self._next_try = now + self._retry_s
+        if first:
+            log.warning(
+                "api.pacer.shared_unavailable",
+                store=self.name,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                fallback_share=round(self.share, 4),
+            )
+
+    def succeeded(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            log.warning(
+                "api.pacer.shared_restored",
+                store=self.name,
+                down_s=round(self._clock() - since, 3),
+            )
+
+
+class _FailoverStore:
+    """A shared store, and the local one that serves at a share of the ceiling while
+    the shared one is unreachable."""
+
+    def __init__(self, shared: StateStore, local: StateStore, health: Failover) -> None:
+        self._shared = shared
+        self._local = local
+        self._health = health
+
+    def update(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T:
+        if self._health.should_try():
+            try:
+                result = self._shared.update(fn, clock)
+            except StoreUnavailable as exc:
+                self._health.failed(exc)
+            else:
+                self._health.succeeded()
+                return result
+        share = self._health.share
+
+        def local(held: Held) -> T:
+            held.share = share
+            return fn(held)
+
+        return self._local.update(local, clock)
+
+    def close(self) -> None:
+        try:
+            self._shared.close()
+        finally:
+            self._local.close()
 
 
 def default_pacing_dir() -> Path:
@@ -685,8 +815,7 @@ class _FileStore:
         self._lock = threading.Lock()
         self._fd: int | None = folder.open_lock(f"{name}.lock")
 
-    @contextlib.contextmanager
-    def _txn(self) -> Iterator[ClassState]:
+    def update(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T:
         with self._lock:
             fd = self._fd
             if fd is None:
@@ -700,15 +829,13 @@ class _FileStore:
                     # A writer died mid-write, or someone edited it: pacing state is cheap
                     # to rebuild, and not to be trusted.
                     state = ClassState()
-                yield state
+                result = fn(Held(state, clock()))
                 data = state.to_json().encode()
                 if data != raw:
                     self._folder.replace(self._name, data)
+                return result
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def transaction(self) -> contextlib.AbstractContextManager[ClassState]:
-        return self._txn()
 
     def close(self) -> None:
         with self._lock:
@@ -748,6 +875,7 @@ class Pacer:
         self._sleep = sleep
         self._local = threading.local()
         self._folder: _PacingDir | None = None
+        self._health: Failover | None = None
         self._stores: dict[CallClass, StateStore] = {}
         if stores is not None:
             self._stores = {cls: stores[cls] for cls in CALL_CLASSES}
@@ -760,34 +888,52 @@ class Pacer:
                 self.close()
                 raise
         else:
-            self._stores = {cls: _MemoryStore() for cls in CALL_CLASSES}
+            self._stores = {cls: MemoryStore() for cls in CALL_CLASSES}
 
-    @contextlib.contextmanager
-    def _state(self, cls: CallClass) -> Iterator[tuple[ClassState, float]]:
-        with self._stores[cls].transaction() as state:
-            now = self._clock()
-            if is_implausible(state, now, self._tuning):
-                state.__dict__.update(ClassState().__dict__)
-            yield state, now
+    def _apply(self, cls: CallClass, fn: Callable[[ClassState, float, float, str], T]) -> T:
+        """Run ``fn(state, now, ceiling, clock)`` on the class's state in its store."""
+        full = self._ceilings[cls]
+        tuning = self._tuning
 
-    def _remember(self, cls: CallClass, sent_at: float, count: int) -> None:
-        self._local.__dict__[cls] = (sent_at, count)
+        def run(held: Held) -> T:
+            if is_implausible(held.state, held.now, tuning):
+                held.state.__dict__.update(ClassState().__dict__)
+            return fn(held.state, held.now, full * held.share, held.clock)
 
-    def _recall(self, cls: CallClass) -> tuple[float | None, int | None]:
-        sent: tuple[float, int] | None = self._local.__dict__.pop(cls, None)
-        return (None, None) if sent is None else sent
+        return self._stores[cls].update(run, self._clock)
+
+    def _remember(self, cls: CallClass, sent_at: float, count: int, clock: str) -> None:
+        self._local.__dict__[cls] = (sent_at, count, clock)
+
+    def _recall(self, cls: CallClass) -> tuple[float, int, str] | None:
+        sent: tuple[float, int, str] | None = self._local.__dict__.pop(cls, None)
+        return sent
+
+    @staticmethod
+    def _on_clock(
+        sent: tuple[float, int, str] | None, clock: str
+    ) -> tuple[float | None, int | None]:
+        """What a request remembered on ``clock`` says (nothing, on another clock)."""
+        if sent is None or sent[2] != clock:
+            return None, None
+        return sent[0], sent[1]
 
     def grant(self, cls: CallClass) -> tuple[float, float]:
         """Block until a request of ``cls`` may go. Returns the grant time (to pass to
         :meth:`mark_sent` once the request has actually left) and the seconds waited."""
-        ceiling = self._ceilings[cls]
+        tuning, margin = self._tuning, self._margin
+
+        def attempt(
+            state: ClassState, now: float, ceiling: float, clock: str
+        ) -> tuple[float, float, int, str]:
+            wait = try_grant(state, now, ceiling, tuning, margin)
+            return wait, now, window_count(state, now) if wait <= 0.0 else 0, clock
+
         waited = 0.0
         while True:
-            with self._state(cls) as (state, now):
-                wait = try_grant(state, now, ceiling, self._tuning, self._margin)
-                if wait <= 0.0:
-                    self._remember(cls, now, window_count(state, now))
+            wait, now, count, clock = self._apply(cls, attempt)
             if wait <= 0.0:
+                self._remember(cls, now, count, clock)
                 return now, waited
             # Sleep and re-check rather than grant-then-sleep: the grant time must be
             # the time the request actually leaves.
@@ -800,26 +946,38 @@ class Pacer:
 
     def mark_sent(self, cls: CallClass, granted_at: float) -> None:
         """The request granted at ``granted_at`` has just been written to the socket."""
-        with self._state(cls) as (state, now):
+        sent = self._recall(cls)
+
+        def note(
+            state: ClassState, now: float, _ceiling: float, clock: str
+        ) -> tuple[float, int, str] | None:
+            if sent is not None and sent[2] != clock:
+                return sent  # granted on another clock: nothing to move
             note_sent(state, granted_at, now)
             if now > granted_at and now in state.recent:
-                self._remember(cls, now, window_count(state, now))
+                return now, window_count(state, now), clock
+            return sent
+
+        moved = self._apply(cls, note)
+        if moved is not None:
+            self._remember(cls, *moved)
 
     def on_throttled(self, cls: CallClass, retry_after: float | None = None) -> None:
         """A 429. It lowers the rate only when it says we are too fast; otherwise the
         caller's retry (with backoff, obeying ``retry_after``) is all that happens."""
-        sent_at, count = self._recall(cls)
-        with self._state(cls) as (state, now):
+        sent = self._recall(cls)
+        tuning = self._tuning
+
+        def note(
+            state: ClassState, now: float, ceiling: float, clock: str
+        ) -> tuple[Verdict, float | None, float | None, float, int | None]:
+            sent_at, count = self._on_clock(sent, clock)
             verdict = note_throttled(
-                state,
-                now,
-                self._ceilings[cls],
-                self._tuning,
-                retry_after,
-                count=count,
-                sent_at=sent_at,
+                state, now, ceiling, tuning, retry_after, count=count, sent_at=sent_at
             )
-            rate, target, pause = state.rate, state.target, state.paused_until - now
+            return verdict, state.rate, state.target, state.paused_until - now, count
+
+        verdict, rate, target, pause, count = self._apply(cls, note)
         if verdict == "lowered":
             log.warning(
                 "api.pacer.slow_down",
@@ -832,12 +990,17 @@ class Pacer:
             log.debug("api.pacer.throttled", call_class=cls, verdict=verdict, count=count)
 
     def on_success(self, cls: CallClass) -> None:
-        sent_at, count = self._recall(cls)
-        with self._state(cls) as (state, now):
-            changed = note_success(
-                state, now, self._ceilings[cls], self._tuning, count=count, sent_at=sent_at
-            )
-            rate = state.rate
+        sent = self._recall(cls)
+        tuning = self._tuning
+
+        def note(
+            state: ClassState, now: float, ceiling: float, clock: str
+        ) -> tuple[bool, float | None]:
+            sent_at, count = self._on_clock(sent, clock)
+            changed = note_success(state, now, ceiling, tuning, count=count, sent_at=sent_at)
+            return changed, state.rate
+
+        changed, rate = self._apply(cls, note)
         if changed:
             log.debug(
                 "api.pacer.recover", call_class=cls, rate=None if rate is None else round(rate, 3)
@@ -845,12 +1008,39 @@ class Pacer:
 
     def snapshot(self, cls: CallClass) -> ClassState:
         """A copy of the class's current state (diagnostics and tests)."""
-        with self._state(cls) as (state, _now):
-            return ClassState.from_json(state.to_json())
+        return self._apply(cls, lambda state, *_: ClassState.from_json(state.to_json()))
 
     def current_rate(self, cls: CallClass) -> float:
-        with self._state(cls) as (state, _now):
-            return effective_rate(state, self._ceilings[cls], self._tuning)
+        tuning = self._tuning
+        return self._apply(
+            cls, lambda state, _now, ceiling, _c: effective_rate(state, ceiling, tuning)
+        )
+
+    def share_through(
+        self,
+        shared: Mapping[CallClass, StateStore],
+        *,
+        fleet_size: int,
+        retry_s: float = 1.0,
+        name: str = "shared",
+    ) -> Failover:
+        """Pace through ``shared`` stores (one per class, common to every host on the
+        key), keeping this pacer's own stores as the fallback at ``1 / fleet_size`` of
+        the ceiling while they are unreachable. Returns the health, which
+        :attr:`sharing` reports too."""
+        health = Failover(fleet_size, retry_s=retry_s, clock=self._clock, name=name)
+        self._stores = {
+            cls: _FailoverStore(shared[cls], self._stores[cls], health) for cls in CALL_CLASSES
+        }
+        self._health = health
+        return health
+
+    @property
+    def sharing(self) -> Literal["local", "shared", "fallback"]:
+        """Where the budget lives now: this host only ("local"), the shared store
+        ("shared"), or this host at a share of the ceiling because the shared store is
+        unreachable ("fallback")."""
+        return "local" if self._health is None else self._health.mode
 
     def close(self) -> None:
         for store in self._stores.values():

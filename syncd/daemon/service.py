@@ -67,8 +67,8 @@ def run(config_path: Path) -> int:
         return EXIT_REFUSED
     logs.configure(config.logging.format, config.logging.level)
 
+    from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld
-    from syncd.engine.sync import open_syncer
 
     try:
         syncer = open_syncer(config)

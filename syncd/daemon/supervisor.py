@@ -30,16 +30,17 @@ from syncd.daemon.schedule import ReconcileScheduler, build_trigger, describe
 from syncd.daemon.settle import Probe, SettleQueue
 from syncd.daemon.watch import OverflowMonitor, Watcher
 from syncd.daemon.worker import BATCH_SIZE, TICK_S, WatcherFactory, Worker, default_watcher
+from syncd.exitcodes import ExitCode
 
 log = structlog.get_logger("syncd.daemon")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.UNSYNCED
 # A configuration error or an API key the provider refuses: restarting will not
 # help, so the unit lists this in RestartPreventExitStatus=.
-EXIT_REFUSED = 2
+EXIT_REFUSED = ExitCode.USAGE
 # Another syncd holds the state_dir (a one-off reconcile, say): worth a restart later.
-EXIT_LOCKED = 4
+EXIT_LOCKED = ExitCode.LOCKED
 
 STATUS_INTERVAL_S = 5.0
 # A call running this long may be a retry loop against a remote that is down: probe it

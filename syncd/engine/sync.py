@@ -7,7 +7,6 @@ never interleave their plans.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -17,8 +16,6 @@ from typing import Any
 
 import structlog
 
-from syncd import logs
-from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
 from syncd.api.errors import (
     APIError,
     AuthenticationError,
@@ -26,22 +23,22 @@ from syncd.api.errors import (
     NotFoundError,
     QuotaExceededError,
 )
-from syncd.api.pacing import default_pacing_dir
 from syncd.config import Config
 from syncd.engine import identity, mapping
-from syncd.engine.claims import Claims, owner_of
+from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
 from syncd.engine.model import Plan, Record
 from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
+from syncd.engine.remote import RemoteFiles
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_paths, scan_root
 from syncd.engine.state import State, StateLock
+from syncd.exitcodes import ExitCode
 
 log = structlog.get_logger("syncd.engine")
 
 # Statuses that mean "this file should be on the remote and is not".
 UNSYNCED = ("invalid", "quota", "error", "changing", "pending")
-EMBEDDED_KEY = "sk-emulator"
 # Deletes by targeted syncs within this long count together against max_delete.
 DELETE_WINDOW_S = 600.0
 
@@ -85,23 +82,23 @@ class RunReport:
         return errs
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if self.interrupted:
-            return 130
+            return ExitCode.INTERRUPTED
         if self.aborted:
-            return 2
+            return ExitCode.USAGE
         if self.plan.refused:
-            return 3
+            return ExitCode.REFUSED
         if self.unsynced or self.outcome.failures or self.scan_errors:
-            return 1
-        return 0
+            return ExitCode.UNSYNCED
+        return ExitCode.OK
 
 
 class Syncer:
     def __init__(
         self,
         config: Config,
-        client: FilesClient,
+        client: RemoteFiles,
         state: State,
         claims: Claims,
         *,
@@ -330,77 +327,3 @@ class Syncer:
         if self._lock is not None:
             self._lock.release()
 
-
-# ---------------------------------------------------------------- wiring
-
-
-def load_key(config: Config) -> ApiKey:
-    api = config.api
-    if api.embedded and api.api_key_file is None and not os.environ.get(api.api_key_env or ""):
-        return ApiKey(EMBEDDED_KEY)
-    return ApiKey.load(env=api.api_key_env, file=api.api_key_file)
-
-
-def client_options(config: Config) -> ClientOptions:
-    limits = config.limits
-    return ClientOptions(
-        timeouts=Timeouts(
-            connect=config.api.connect_timeout_s,
-            read=config.api.read_timeout_s,
-            write=config.api.write_timeout_s,
-        ),
-        rates=Rates(upload=limits.upload_qps, read=limits.read_qps, delete=limits.delete_qps),
-        pacing_dir=limits.pacing_dir or default_pacing_dir(),
-    )
-
-
-def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]:
-    """A client for the configured endpoint, starting the embedded emulator if asked."""
-    key = load_key(config)
-    # Every log line from here on masks the key, whichever command opened the client.
-    logs.add_secret(key.reveal())
-    closers: list[Callable[[], None]] = []
-    base_url = config.api.base_url
-    if config.api.embedded:
-        from syncd.embedded import ensure_emulator
-
-        port = config.api.embedded_port
-        base_url, stop = ensure_emulator(config.state_dir / "emulator", port, key)
-        if stop is not None:
-            closers.append(stop)
-    return FilesClient(base_url, key, client_options(config)), base_url, closers
-
-
-def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:
-    """Take the state lock and build a ready Syncer.
-
-    Raises LockHeld when another process holds the state, identity.Mismatch when the
-    state or the mapping file belongs to another project (unless ``rebind``)."""
-    lock = StateLock(config.state_dir)
-    lock.acquire()
-    opened: list[Callable[[], None]] = [lock.release]
-    try:
-        client, base_url, closers = connect(config)
-        opened[:0] = [client.close, *closers]
-        state = State(config.state_dir)
-        opened.insert(0, state.close)
-        owner = owner_of(config.state_dir)
-        mine = identity.of_config(config, client.key_fingerprint)
-        if rebind:
-            identity.record(state, mine)
-        identity.check(state, mine)
-        identity.check_mapping_file(config.mapping_file, owner, config.project)
-        pacing_dir = client.options.pacing_dir or config.state_dir
-        claims = Claims(pacing_dir, client.key_fingerprint, owner)
-        opened.insert(0, claims.close)
-        claims.claim_all(
-            [r.file_id for r in state.records().values() if r.file_id] + sorted(state.garbage())
-        )
-    except BaseException:
-        for close in opened:
-            try:
-                close()
-            except Exception:  # the original error is the one worth reporting
-                log.exception("close failed")
-        raise
-    return Syncer(config, client, state, claims, base_url=base_url, lock=lock, closers=closers)
