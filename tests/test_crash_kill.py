@@ -194,9 +194,6 @@ def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a SIGKILL between mkstemp and os.replace in mapping.write_atomic leaves "
-    ".mapping.json.*.tmp next to the mapping, and no later publish removes it"))
 def test_mapping_temp_file_left_by_a_kill_is_swept(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
 ) -> None:

@@ -6,6 +6,7 @@ sees the old mapping or the new one, never half of either.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ from typing import Any
 from syncd.engine.model import Record
 
 VERSION = 1
+_swept: set[Path] = set()
 
 
 def build(
@@ -51,6 +53,13 @@ def build(
 
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path not in _swept:
+        # A process killed between creating its temp file and the rename leaves it
+        # behind; one process publishes a mapping (the state lock), so at its first
+        # publish any such file is debris.
+        for debris in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            debris.unlink(missing_ok=True)
+        _swept.add(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
