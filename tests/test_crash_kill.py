@@ -2,7 +2,8 @@
 while the folder changes. The emulator answers in 50-100 ms and loses 5 % of upload
 responses after storing the file. After one clean reconcile the remote holds each local
 file exactly once (checked by content), nothing the mapping does not name, the mapping
-points each path at its own content, SQLite is intact, and a further run changes nothing.
+points each path at its own content, both SQLite files (state, claims registry) are
+intact, and a further run changes nothing.
 
 SYNCD_CRASH_SEED picks another sequence of kill moments and changes.
 """
