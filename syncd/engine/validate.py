@@ -75,7 +75,7 @@ def check_batch_content(path: Path) -> str | None:
             if len(raw) > BATCH_MAX_LINE_BYTES:
                 return f"line {number}: longer than 6 MB"
             if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
+                raw = raw[len(_BOM):]
             if not raw.strip():
                 continue
             count += 1
