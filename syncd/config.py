@@ -163,6 +163,7 @@ KEYS: tuple[Key, ...] = (
         reload=True, minimum=1, maximum=10_000_000),
     Key("daemon.publish_interval_s", "number", 2.0, "least seconds between mapping publishes",
         reload=True, minimum=0, maximum=3600),
+    Key("daemon.metrics", "string", None, "HOST:PORT of the Prometheus metrics (off if unset)"),
     Key("logging.format", "choice", "auto", "auto, json or console", reload=True,
         choices=("auto", "json", "console")),
     Key("logging.level", "choice", "info", "debug, info, warning, error or critical",
@@ -262,6 +263,7 @@ class DaemonConfig:
     shutdown_timeout_s: float = _D["daemon.shutdown_timeout_s"]
     max_pending: int = _D["daemon.max_pending"]
     publish_interval_s: float = _D["daemon.publish_interval_s"]
+    metrics: str | None = _D["daemon.metrics"]
 
 
 @dataclass(frozen=True)

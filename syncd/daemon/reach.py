@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.request
 from urllib.parse import urlsplit
 
 
@@ -19,6 +20,8 @@ def reachable(url: str, timeout: float) -> bool:
 
     True when the URL cannot be parsed: only a failed connect counts as unreachable.
     """
+    if _proxied(url):
+        return True  # a direct connect proves nothing when calls go through a proxy
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -34,22 +37,37 @@ def reachable(url: str, timeout: float) -> bool:
         return False
 
 
+def _proxied(url: str) -> bool:
+    scheme = urlsplit(url).scheme or "http"
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    host = urlsplit(url).hostname or ""
+    return not urllib.request.proxy_bypass(host)
+
+
 class Reachability:
     """Since when the remote has been unreachable, from probes and from call outcomes."""
 
     def __init__(self) -> None:
         self.since: float | None = None  # wall-clock time, for people
+        # Whether a failed TCP connect (not only failed calls) says so: then calls
+        # would only sit in their retries, and a connect that opens again means it is back.
+        self.probed_down = False
 
     @property
     def down(self) -> bool:
         return self.since is not None
 
-    def failed(self) -> None:
+    def failed(self, *, probed: bool = False) -> None:
         if self.since is None:
             self.since = time.time()
+        if probed:
+            self.probed_down = True
 
     def ok(self) -> None:
         self.since = None
+        self.probed_down = False
 
     def describe(self) -> str:
         if self.since is None:

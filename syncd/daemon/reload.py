@@ -15,4 +15,6 @@ def needs_restart(old: Config, new: Config) -> list[str]:
     old_sync = (old.sync.delete_remote, old.sync.max_delete, old.sync.marker)
     if old_sync != (new.sync.delete_remote, new.sync.max_delete, new.sync.marker):
         names.append("sync")
+    if old.daemon.metrics != new.daemon.metrics:
+        names.append("daemon.metrics")  # the server was bound at start
     return names

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from syncd.daemon.metrics import parse_address
 from syncd.daemon.notify import Notifier
 from syncd.daemon.schedule import ScheduleError, build_trigger
 from syncd.daemon.supervisor import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_REFUSED, Daemon
@@ -39,12 +40,16 @@ def _signals(daemon: Daemon) -> Iterator[None]:
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
         daemon.request_reload()
 
+    def on_usr1(_signum: int, _frame: FrameType | None) -> None:
+        daemon.request_reconcile("SIGUSR1")
+
     previous = {
         sig: signal.signal(sig, handler)
         for sig, handler in (
             (signal.SIGTERM, on_stop),
             (signal.SIGINT, on_stop),
             (signal.SIGHUP, on_hup),
+            (signal.SIGUSR1, on_usr1),
         )
     }
     try:
@@ -62,7 +67,9 @@ def run(config_path: Path) -> int:
     try:
         config = load_config(config_path)
         build_trigger(config.reconcile)
-    except (ConfigError, ScheduleError) as exc:
+        if config.daemon.metrics:
+            parse_address(config.daemon.metrics)
+    except (ConfigError, ScheduleError, ValueError) as exc:
         print(f"syncd: config error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     logs.configure(config.logging.format, config.logging.level)

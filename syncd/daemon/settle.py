@@ -183,8 +183,13 @@ class SettleQueue:
             self._dirs.clear()
             return dirs
 
-    def pop_ready(self, probe: Probe, *, limit: int) -> list[str]:
+    def pop_ready(
+        self, probe: Probe, *, limit: int, first_seen: dict[str, float] | None = None
+    ) -> list[str]:
         """Remove and return up to ``limit`` settled paths.
+
+        ``first_seen``, if given, receives when each was first queued (the queue's
+        clock), from which the event-to-mapping latency is measured.
 
         ``probe`` runs under the lock; it is one stat per due path, and the handler
         thread waiting on it briefly is fine (it only appends to this queue).
@@ -207,6 +212,8 @@ class SettleQueue:
                 if self._is_settled(entry, now, probe(path)):
                     del self._entries[path]
                     ready.append(path)
+                    if first_seen is not None:
+                        first_seen[path] = entry.first_seen
                 else:
                     self._schedule_locked(path, entry)
             return ready

@@ -14,14 +14,24 @@ retry loop that cannot succeed, and the next start's catch-up redoes it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from syncd.config import Config
+from syncd.daemon.control import ControlError, ControlServer, ReconcileRequest, socket_path
+from syncd.daemon.metrics import (
+    MetricsServer,
+    Recorder,
+    build_registry,
+    instrument,
+    parse_address,
+)
 from syncd.daemon.notify import Notifier
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import reachable
@@ -43,10 +53,10 @@ EXIT_REFUSED = ExitCode.USAGE
 EXIT_LOCKED = ExitCode.LOCKED
 
 STATUS_INTERVAL_S = 5.0
-# A call running this long may be a retry loop against a remote that is down: probe it
-# (a TCP connect) at most every PROBE_EVERY_S, so STATUS can say so before the call ends.
-PROBE_AFTER_S = 3.0
-PROBE_EVERY_S = 5.0
+# Whether the remote is reachable at all is probed (a TCP connect) every PROBE_EVERY_S,
+# so STATUS, `syncd status` and the metrics say so within seconds, even while idle or
+# while a call sits in its retries.
+PROBE_EVERY_S = 4.0
 PROBE_TIMEOUT_S = 1.0
 # On a stop while the remote is down, how long to give the call in progress.
 UNREACHABLE_GRACE_S = 0.5
@@ -76,6 +86,12 @@ class Daemon:
         self._wake = threading.Event()
         self._reload = threading.Event()
         self._stop_reason = ""
+        self.started_at = time.time()
+        self.recorder = Recorder()
+        # The engine's requests are counted where they leave: the client's transport.
+        instrument(getattr(syncer, "client", None), self.recorder)
+        self._control: ControlServer | None = None
+        self._metrics: MetricsServer | None = None
         self.worker = Worker(
             config,
             syncer,
@@ -84,6 +100,7 @@ class Daemon:
             watcher_factory=watcher_factory,
             probe=probe,
             batch_size=batch_size,
+            recorder=self.recorder,
         )
         self._overflow = OverflowMonitor(self._on_overflow)
         self._scheduler = ReconcileScheduler(lambda: self.queue.request_rescan("scheduled"))
@@ -108,7 +125,51 @@ class Daemon:
             self._stop_reason = reason
         self._stop.set()
         self._wake.set()
-        self.queue.wake()
+        self.worker.nudge()
+
+    def request_reconcile(self, reason: str = "requested") -> None:
+        """A full reconcile as soon as the worker is free (SIGUSR1). Signal-safe."""
+        self.queue.request_rescan(reason)
+        self.worker.nudge()
+
+    def submit(self, request: ReconcileRequest) -> None:
+        """The control socket's reconcile: run by the worker, outcome in the request."""
+        self.worker.submit(request)
+
+    def status(self) -> dict[str, Any]:
+        """The live status the control socket answers and the metrics export."""
+        worker = self.worker
+        reach = worker.reach
+        tally = self.recorder.snapshot()
+        try:
+            counts = dict(self.syncer.stats())
+        except Exception:  # the state is busy or closing: the last known counts will do
+            counts = dict(worker.stats)
+        return {
+            "source": "daemon",
+            "alive": True,
+            "pid": os.getpid(),
+            "started_at": iso_utc(self.started_at),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "phase": phase_of(worker.phase, reach.down),
+            "activity": worker.phase,
+            "queue": len(self.queue),
+            "watch_mode": self.watcher.kind,
+            "remote": {
+                "base_url": self.syncer.base_url,
+                "reachable": not reach.down,
+                "unreachable_since": iso_utc(reach.since),
+            },
+            "counts": counts,
+            "last_reconcile": _stamped(tally["last_reconcile"], "at"),
+            "last_success_at": iso_utc(tally["last_success_at"]),
+            "last_error": _stamped(tally["last_error"], "at", "since"),
+            "requests": tally["requests"],
+            "retries": tally["retries"],
+            "upload_bytes": tally["upload_bytes"],
+            "pacer": pacer_state(getattr(self.syncer, "client", None), tally["requests"]),
+            "quota": quota_state(getattr(self.syncer, "remote", None), self.config),
+        }
 
     def request_reload(self) -> None:
         self._reload.set()
@@ -119,6 +180,7 @@ class Daemon:
     def run(self) -> int:
         """Run until a stop is requested; returns the process exit code."""
         self._overflow.install()
+        self._open_endpoints()
         self.worker.start()
         self.notifier.status("starting: watching and catching up")
         self.notifier.extend_timeout(30.0)
@@ -146,7 +208,7 @@ class Daemon:
                     self.notifier.status("failed: worker stopped")
                     return self._shutdown(EXIT_FAILED)
                 now = time.monotonic()
-                if now >= next_probe and self.worker.call_outlasted(PROBE_AFTER_S):
+                if now >= next_probe:
                     next_probe = now + PROBE_EVERY_S
                     self._probe_remote()
                 if not announced and self.worker.ready.is_set():
@@ -235,6 +297,7 @@ class Daemon:
             if worker.reach.down:
                 grace = min(timeout, UNREACHABLE_GRACE_S)
         worker.join(grace)
+        self._close_endpoints()
         if worker.is_alive():
             self._overflow.uninstall()
             if grace < timeout:
@@ -270,18 +333,133 @@ class Daemon:
         return code
 
     def _probe_remote(self) -> None:
-        """Main thread: only a failed connect is news (calls that complete clear it)."""
-        if not self.worker.reach.down and not reachable(self.syncer.base_url, PROBE_TIMEOUT_S):
-            self.worker.reach.failed()
+        """Main thread: a failed connect marks the remote down; a connect that opens
+        again after that clears it and asks for a reconcile, which retries what
+        waited. Failed calls (a 5xx, say) are the worker's to clear, by a call that
+        succeeds."""
+        reach = self.worker.reach
+        if reachable(self.syncer.base_url, PROBE_TIMEOUT_S):
+            if reach.probed_down:
+                reach.ok()
+                log.info("the remote is reachable again", base_url=self.syncer.base_url)
+                self.request_reconcile("the remote is reachable again")
+                self.notifier.status(self.status_text())
+            return
+        if not reach.probed_down:
+            reach.failed(probed=True)
+            self.recorder.error(f"the remote is unreachable ({self.syncer.base_url})")
             log.error(
                 "the remote is unreachable; retrying with backoff",
                 base_url=self.syncer.base_url,
             )
             self.notifier.status(self.status_text())
 
+    def _open_endpoints(self) -> None:
+        """The control socket (always) and the metrics server (when configured).
+
+        Neither is needed to sync: if one cannot open, the daemon says so and goes on.
+        """
+        path = socket_path(self.config.state_dir)
+        try:
+            self._control = ControlServer(self, path)
+        except (OSError, ControlError) as exc:
+            log.error("control socket unavailable; `syncd status` will read the state file",
+                      path=str(path), error=str(exc))  # fmt: skip
+        address = self.config.daemon.metrics
+        if address:
+            try:
+                self._metrics = MetricsServer(
+                    build_registry(self.recorder, self.status), parse_address(address)
+                )
+                log.info("serving metrics", address=address, path="/metrics")
+            except (OSError, ValueError) as exc:
+                log.error("metrics unavailable", address=address, error=str(exc))
+
+    def _close_endpoints(self) -> None:
+        for endpoint in (self._control, self._metrics):
+            if endpoint is not None:
+                try:
+                    endpoint.close()
+                except Exception:
+                    log.exception("could not close an endpoint")
+        self._control = self._metrics = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self._metrics is None else self._metrics.port
+
     def _on_overflow(self, message: str) -> None:
         log.warning("filesystem events were lost; scheduling a rescan", detail=message)
         self.queue.request_rescan("inotify queue overflowed")
+
+
+def phase_of(activity: str, unreachable: bool) -> str:
+    """One of metrics.PHASES, from the worker's own words and the remote's reachability."""
+    if activity == "stopping":
+        return "stopping"
+    if activity.startswith(("waiting for root", "root ")):
+        return "waiting for root"
+    if unreachable:
+        return "remote unreachable"
+    if activity in ("reconciling", "syncing"):
+        return "syncing"
+    return activity if activity in ("starting", "catching up", "idle") else "syncing"
+
+
+def iso_utc(t: float | None) -> str | None:
+    """ISO 8601 in UTC, to the second: the one timezone of status output and logs."""
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _stamped(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    return {**data, **{k: iso_utc(data.get(k)) for k in keys}}
+
+
+def pacer_state(client: Any, requests: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Per call class: the rate allowed now, the ceiling and the limit as estimated."""
+    pacer = getattr(client, "pacer", None)
+    options = getattr(client, "options", None)
+    if pacer is None or options is None:
+        return {}
+    out: dict[str, Any] = {}
+    now = time.monotonic()
+    for cls in ("upload", "read", "delete"):
+        try:
+            state = pacer.snapshot(cls)
+            rate = pacer.current_rate(cls)
+        except Exception:  # a shared pacing file being rewritten: skip this class
+            log.debug("pacer state unavailable", call_class=cls, exc_info=True)
+            continue
+        ceiling = float(options.rates.for_class(cls))
+        target = getattr(state, "target", None)
+        out[cls] = {
+            "rate_per_s": round(float(rate), 3),
+            "ceiling_per_s": ceiling,
+            "ceiling_estimate_per_s": round(float(target if target is not None else ceiling), 3),
+            "paused": float(getattr(state, "paused_until", 0.0)) > now,
+            "recent_429": len(getattr(state, "refused", ()) or ()),
+            "throttled_total": requests.get(cls, {}).get("429", 0),
+        }
+    return out
+
+
+def quota_state(remote: Any, config: Config) -> dict[str, Any]:
+    """The account's usage as last listed (ours and others' files) against its quota."""
+    limits = {"max_files": config.limits.max_files, "max_bytes": config.limits.max_bytes}
+    listed_at = getattr(remote, "listed_at", None)
+    if remote is None or listed_at is None:
+        return {"files": None, "bytes": None, **limits, "listed_at": None}
+    files = remote.snapshot().values()
+    return {
+        "files": len(files),
+        "bytes": sum(int(f.bytes) for f in files),
+        **limits,
+        "listed_at": iso_utc(listed_at),
+    }
 
 
 def _default_load_config(path: Path) -> Config:

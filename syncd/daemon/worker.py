@@ -15,13 +15,17 @@ files the scan already handled.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from syncd.config import Config
+from syncd.daemon.control import ReconcileRequest, report_json
+from syncd.daemon.metrics import Recorder
 from syncd.daemon.protocols import Report, SyncerLike
 from syncd.daemon.reach import Reachability
 from syncd.daemon.root_watch import RootReturn, tree_signature
@@ -59,6 +63,7 @@ class Worker:
         watcher_factory: WatcherFactory = default_watcher,
         probe: Probe | None = None,
         batch_size: int = BATCH_SIZE,
+        recorder: Recorder | None = None,
     ) -> None:
         self.config = config
         self.syncer = syncer
@@ -77,6 +82,11 @@ class Worker:
         self.watcher = watcher_factory(config, self.handler)
         self._rewatch = threading.Event()
         self._thread: threading.Thread | None = None
+        # Reconciles asked for over the control socket, run between batches.
+        self._requests: queue.SimpleQueue[ReconcileRequest] = queue.SimpleQueue()
+        # Cuts a backoff short: a request came, or the remote is back.
+        self._nudge = threading.Event()
+        self.recorder = recorder or Recorder()
 
         self.ready = threading.Event()
         self.phase = "starting"
@@ -108,6 +118,17 @@ class Worker:
         self._rewatch.set()
         self.queue.wake()
 
+    def submit(self, request: ReconcileRequest) -> None:
+        """Queue a reconcile asked for from outside; its outcome arrives in ``request.result``."""
+        self._requests.put(request)
+        self.nudge()
+        if not self.is_alive():
+            self._fail_requests("the daemon is not running its worker")
+
+    def nudge(self) -> None:
+        self._nudge.set()
+        self.queue.wake()
+
     def call_outlasted(self, seconds: float) -> bool:
         began = self._busy_since
         return began is not None and time.monotonic() - began >= seconds
@@ -133,6 +154,7 @@ class Worker:
             self.error = exc
             log.exception("worker failed")
         finally:
+            self._fail_requests("the daemon is stopping")
             self._wake()
 
     def _announce_ready(self) -> None:
@@ -143,8 +165,15 @@ class Worker:
         last_sync = -1e9
         last_full = False
         while not self._stop.is_set() and self.refused is None:
-            if backoff and self._stop.wait(backoff):
+            if backoff and self._pause(backoff):
                 return
+            if self._serve_requests():
+                continue
+            if self.reach.probed_down:
+                # A TCP probe finds the remote down: a call now would only sit in its
+                # retries. Changes stay queued; the supervisor nudges when it is back.
+                self._pause(TICK_S)
+                continue
             if self._rewatch.is_set():
                 self._restart_watching()
                 continue
@@ -181,9 +210,12 @@ class Worker:
             if hold > 0:
                 self.queue.wait(min(hold, TICK_S))
                 continue
-            batch = self.queue.pop_ready(self._probe, limit=self._batch_size)
+            first_events: dict[str, float] = {}
+            batch = self.queue.pop_ready(
+                self._probe, limit=self._batch_size, first_seen=first_events
+            )
             if batch:
-                ok = self._sync(batch)
+                ok = self._sync(batch, first_events)
                 backoff = 0.0 if ok else _next_backoff(backoff)
                 last_sync = time.monotonic()
                 last_full = len(batch) >= self._batch_size
@@ -207,6 +239,7 @@ class Worker:
         missing = False
         back = False
         while not self._stop.is_set():
+            self._serve_requests()
             if not settle:
                 if root.is_dir():
                     if self._watch():
@@ -274,15 +307,62 @@ class Worker:
         finally:
             self._busy_since = None
 
+    def _pause(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` or until nudged; True when a stop was requested."""
+        self._nudge.wait(seconds)
+        self._nudge.clear()
+        return self._stop.is_set()
+
+    def _serve_requests(self) -> bool:
+        """Run the reconciles asked for over the control socket; True if there were any."""
+        served = False
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return served
+            served = True
+            if not request.result.set_running_or_notify_cancel():
+                continue
+            try:
+                request.result.set_result(self._requested(request))
+            except Exception as exc:
+                log.exception("requested reconcile failed", error=str(exc))
+                request.result.set_exception(exc)
+
+    def _requested(self, request: ReconcileRequest) -> dict[str, Any]:
+        if self.reach.probed_down:
+            return _not_run(request.dry_run, self.reach.describe())
+        root = self.config.root
+        if not root.is_dir():
+            return _not_run(request.dry_run, f"the folder {root} is unavailable")
+        if request.paths:
+            self.phase = "syncing"
+            paths = list(request.paths)
+            report = self._call(lambda: self.syncer.sync_paths(paths))
+            self._after(report, what="sync")
+            if not report.remote_unavailable and not report.errors:
+                self._reachable()
+            return report_json(report)
+        what = "requested dry run" if request.dry_run else "requested"
+        report = self._reconcile(what, dry_run=request.dry_run)
+        return report_json(report)
+
     def _run_reconcile(self, reason: str) -> bool:
-        self.phase = "reconciling" if reason != "catch-up" else "catching up"
-        self.rescans += 1
-        log.info("reconcile", reason=reason)
         try:
-            report = self._call(self.syncer.reconcile)
+            report = self._reconcile(reason)
         except Exception as exc:
             log.exception("reconcile failed", reason=reason, error=str(exc))
             return False
+        return not (report.aborted is not None or report.remote_unavailable)
+
+    def _reconcile(self, reason: str, *, dry_run: bool = False) -> Report:
+        self.phase = "reconciling" if reason != "catch-up" else "catching up"
+        self.rescans += 1
+        log.info("reconcile", reason=reason, dry_run=dry_run)
+        report = self._call(lambda: self.syncer.reconcile(dry_run=dry_run))
+        if dry_run:
+            return report
         outcome = getattr(report, "outcome", None)
         log.info(
             "reconciled",
@@ -295,23 +375,25 @@ class Worker:
         )
         self._after(report, what=reason)
         if report.aborted is not None:
-            return False
-        # Nothing was planned without a listing: retry like a failed reconcile.
+            return report
+        # Nothing was planned without a listing: the caller retries.
         if report.remote_unavailable:
             self.reach.failed()
-            return False
+            return report
         self._reachable()
-        return True
+        return report
 
-    def _sync(self, batch: list[str]) -> bool:
+    def _sync(self, batch: list[str], first_events: dict[str, float] | None = None) -> bool:
         self.phase = "syncing"
         try:
             report = self._call(lambda: self.syncer.sync_paths(batch))
         except Exception as exc:
             log.exception("sync failed; will retry", paths=len(batch), error=str(exc))
+            self.recorder.error(f"sync failed: {exc}")
             self.queue.requeue(batch)
             return False
-        self._after(report, what="sync")
+        failed = report.remote_unavailable or (self.reach.down and bool(report.errors))
+        self._after(report, what="sync", first_events=None if failed else first_events)
         if report.aborted is not None:
             return False
         if report.remote_unavailable:
@@ -326,12 +408,30 @@ class Worker:
         self.synced_batches += 1
         return True
 
+    def _fail_requests(self, why: str) -> None:
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if request.result.set_running_or_notify_cancel():
+                request.result.set_exception(RuntimeError(why))
+
     def _reachable(self) -> None:
         if self.reach.down:
             log.info("the remote is reachable again", base_url=self.syncer.base_url)
         self.reach.ok()
 
-    def _after(self, report: Report, *, what: str) -> None:
+    def _after(
+        self, report: Report, *, what: str, first_events: dict[str, float] | None = None
+    ) -> None:
+        self.recorder.run_finished(
+            "sync" if what == "sync" else "reconcile",
+            report,
+            duration_s=float(getattr(report, "duration_s", 0.0)),
+            uploaded_bytes=uploaded_bytes(report),
+            first_events=first_events,
+        )
         if report.aborted is not None:
             self.refused = self._refused_message(report.aborted)
             log.error(self.refused)
@@ -377,6 +477,35 @@ class Worker:
                     rel = f"{rel_base}/{name}"
                     if is_candidate(rel):
                         self.queue.touch(rel, Kind.CREATED)
+
+
+def uploaded_bytes(report: Report) -> int:
+    """Bytes of the files a run uploaded: its planned uploads that did not fail."""
+    plan = getattr(report, "plan", None)
+    outcome = getattr(report, "outcome", None)
+    if plan is None or outcome is None or not getattr(outcome, "uploaded", 0):
+        return 0
+    failed = set(getattr(outcome, "failures", {})) | set(report.changed_during_upload)
+    return sum(u.local.size for u in plan.uploads if u.path not in failed)
+
+
+def _not_run(dry_run: bool, why: str) -> dict[str, Any]:
+    """The outcome of a requested reconcile that could not start."""
+    return {
+        "dry_run": dry_run,
+        "exit_code": 1,
+        "duration_s": 0.0,
+        "planned": {"upload": [], "adopt": [], "delete": []},
+        "uploaded": 0,
+        "adopted": 0,
+        "deleted": 0,
+        "hashed": 0,
+        "refused": None,
+        "errors": [why],
+        "not_synced": [],
+        "skipped": [],
+        "notes": [],
+    }
 
 
 def _next_backoff(current: float) -> float:

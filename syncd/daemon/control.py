@@ -1,0 +1,296 @@
+"""The running daemon's control socket: ask it how it is, ask it to reconcile.
+
+JSON over HTTP on a Unix socket, ``state_dir/control.sock``, served by uvicorn
+(Starlette) on its own thread. The socket is the access control: it is created
+mode 0600, so only the daemon's user (and root) can connect. It is bound under a
+private temporary name and renamed into place, so it is never reachable with
+wider permissions, not even for an instant (uvicorn's own ``uds=`` makes it 0666).
+
+    GET  /v1/status     the daemon's live status (see ``Daemon.status``)
+    POST /v1/reconcile  {"dry_run": bool, "paths": [str] | null} -> the run's outcome
+
+A reconcile asked for here runs on the daemon's worker thread, like every engine
+call: the same plan, the same deletion safety, never concurrently with a sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import structlog
+
+from syncd.textsafe import visible
+
+log = structlog.get_logger("syncd.daemon")
+
+SOCKET_NAME = "control.sock"
+# sun_path holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
+API = "http://syncd/v1"
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / SOCKET_NAME
+
+
+@dataclass
+class ReconcileRequest:
+    """A reconcile asked for over the socket; the worker fills ``result``."""
+
+    dry_run: bool = False
+    paths: list[str] | None = None
+    result: Future[dict[str, Any]] = field(default_factory=Future)
+
+
+class Controlled(Protocol):
+    """What the control socket needs from the daemon."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def submit(self, request: ReconcileRequest) -> None: ...
+
+
+class ControlError(Exception):
+    """The daemon could not be asked; the message says why."""
+
+
+class NotRunning(ControlError):
+    """No daemon answers on the socket (none started, or it crashed)."""
+
+
+# ---------------------------------------------------------------- server
+
+
+def _app(target: Controlled) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def status(_request: Request) -> JSONResponse:
+        return JSONResponse(target.status())
+
+    async def reconcile(request: Request) -> JSONResponse:
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        problem = _request_problem(body)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=400)
+        paths = body.get("paths")
+        job = ReconcileRequest(dry_run=bool(body.get("dry_run")), paths=paths)
+        target.submit(job)
+        try:
+            outcome = await asyncio.wrap_future(job.result)
+        except Exception as exc:  # the worker stopped, or the run itself failed
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse(outcome)
+
+    return Starlette(
+        routes=[
+            Route("/v1/status", status, methods=["GET"]),
+            Route("/v1/reconcile", reconcile, methods=["POST"]),
+        ]
+    )
+
+
+def _request_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    paths = body.get("paths")
+    if paths is not None and not (
+        isinstance(paths, list) and paths and all(isinstance(p, str) and p for p in paths)
+    ):
+        return "paths must be a non-empty list of root-relative paths"
+    if paths is not None and body.get("dry_run"):
+        return "a dry run covers the whole folder; leave out paths"
+    return None
+
+
+def bind_private(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600 from the moment it is reachable."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ControlError(f"socket path too long for a Unix socket ({path})")
+    tmp = Path(tempfile.mkdtemp(prefix=".ctl-", dir=path.parent))  # mode 0700
+    staged = tmp / "s"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(staged))
+        os.chmod(staged, 0o600)
+        os.replace(staged, path)  # a stale socket of a crashed daemon is replaced
+        sock.listen(64)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            staged.unlink()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.rmdir()
+    return sock
+
+
+class ControlServer:
+    """uvicorn serving the control API on the socket, on a thread of its own."""
+
+    def __init__(self, target: Controlled, path: Path) -> None:
+        import uvicorn
+
+        self.path = path
+        self._sock = bind_private(path)
+        config = uvicorn.Config(
+            _app(target),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[self._sock])),
+            name="syncd-control",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5.0)
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            if self.path.is_socket():
+                self.path.unlink()
+
+
+# ---------------------------------------------------------------- client
+
+
+def ask(
+    state_dir: Path, method: str, path: str, body: Any = None, *, timeout: float | None = 10.0
+) -> dict[str, Any]:
+    """One request to the daemon of ``state_dir``; raises NotRunning when none answers."""
+    where = socket_path(state_dir)
+    if not where.exists():
+        raise NotRunning(f"no control socket at {where}")
+    transport = httpx.HTTPTransport(uds=str(where))
+    try:
+        with httpx.Client(transport=transport, timeout=httpx.Timeout(timeout, connect=5.0)) as c:
+            response = c.request(method, f"{API}{path}", json=body)
+    except httpx.ConnectError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, PermissionError) or "ermission" in str(exc):
+            raise ControlError(
+                f"not allowed to use {where}: run this as the daemon's user"
+            ) from None
+        raise NotRunning(f"nothing answers on {where}") from None
+    except httpx.HTTPError as exc:
+        raise ControlError(f"the daemon did not answer on {where}: {exc}") from None
+    try:
+        data = response.json()
+    except ValueError:
+        raise ControlError(f"the daemon answered {response.status_code} without JSON") from None
+    if response.status_code != 200:
+        raise ControlError(str(data.get("error") if isinstance(data, dict) else data))
+    if not isinstance(data, dict):
+        raise ControlError("the daemon answered something other than a JSON object")
+    return data
+
+
+def daemon_status(state_dir: Path) -> dict[str, Any]:
+    return ask(state_dir, "GET", "/status")
+
+
+def daemon_reconcile(
+    state_dir: Path, *, dry_run: bool = False, paths: list[str] | None = None
+) -> dict[str, Any]:
+    """Ask the daemon to reconcile now and wait for the outcome, however long it takes."""
+    body: dict[str, Any] = {"dry_run": dry_run}
+    if paths:
+        body["paths"] = paths
+    return ask(state_dir, "POST", "/reconcile", body, timeout=None)
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def report_json(report: Any) -> dict[str, Any]:
+    """An engine RunReport as ``syncd reconcile --json`` prints it."""
+    p = report.plan
+    return {
+        "dry_run": report.dry_run,
+        "exit_code": report.exit_code,
+        "duration_s": round(report.duration_s, 3),
+        "planned": {
+            "upload": [{"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads],
+            "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
+            "delete": [
+                {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
+            ],
+        },
+        "uploaded": report.outcome.uploaded,
+        "adopted": report.outcome.adopted,
+        "deleted": report.outcome.deleted,
+        "hashed": report.hashed,
+        "refused": p.refused,
+        "errors": report.errors,
+        "not_synced": [
+            {"path": path, "status": status, "reason": reason}
+            for path, (status, reason) in sorted(report.unsynced.items())
+        ],
+        "skipped": [{"path": k, "reason": v} for k, v in sorted(report.skipped.items())],
+        "notes": [
+            {"path": n.path, "status": n.status, "reason": n.reason}
+            for n in p.notes
+            if n.status != "synced"
+        ],
+    }
+
+
+def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(stdout lines, stderr lines) of a reconcile outcome, as ``syncd reconcile`` prints."""
+    out: list[str] = []
+    planned = data.get("planned", {})
+    if data.get("dry_run"):
+        ups, adopts, dels = (
+            planned.get("upload", []),
+            planned.get("adopt", []),
+            planned.get("delete", []),
+        )
+        out.append(f"plan (dry run): {len(ups)} upload(s), {len(adopts)} adoption(s), "
+                   f"{len(dels)} delete(s)")  # fmt: skip
+        out += [f"  upload  {u['kind']:<9} {visible(u['path'])} ({u['bytes']} bytes)"
+                for u in ups]  # fmt: skip
+        out += [f"  adopt   {visible(a['path'])} -> {visible(a['file_id'])}" for a in adopts]
+        out += [f"  delete  {d['reason']:<9} {visible(d['file_id'])} {visible(d['path'] or '')}"
+                for d in dels]  # fmt: skip
+        out += [f"  {n['status']:<7} {visible(n['path'])}: {visible(n['reason'] or '')}"
+                for n in data.get("notes", [])]  # fmt: skip
+    else:
+        out.append(f"uploaded {data.get('uploaded', 0)}, adopted {data.get('adopted', 0)}, "
+                   f"deleted {data.get('deleted', 0)}, hashed {data.get('hashed', 0)} "
+                   f"in {float(data.get('duration_s', 0.0)):.1f}s")  # fmt: skip
+        unsynced = data.get("not_synced", [])
+        if unsynced:
+            out.append(f"{len(unsynced)} file(s) not synced:")
+            out += [f"  {u['status']:<8} {visible(u['path'])}: {visible(u['reason'] or '')}"
+                    for u in unsynced]  # fmt: skip
+        if data.get("skipped"):
+            out.append(f"{len(data['skipped'])} file(s) skipped by the rules (see syncd status)")
+    err = [f"error: {visible(e)}" for e in data.get("errors", [])]
+    return out, err
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=1)
