@@ -13,8 +13,9 @@ class Timeouts:
     """Per-phase HTTP timeouts in seconds."""
 
     connect: float = 10.0
-    read: float = 60.0
-    write: float = 60.0
+    # A 150 MB upload on a slow link, or a provider parsing it before it answers.
+    read: float = 120.0
+    write: float = 120.0
     pool: float = 10.0
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 from syncd.api.adoption import find_own_upload
 from syncd.api.models import RemoteFile
+from syncd.config import LimitsConfig, SyncConfig
 from syncd.engine.model import (
     Adopt,
     Delete,
@@ -35,15 +36,17 @@ from syncd.engine.model import (
 
 @dataclass(frozen=True)
 class Policy:
-    delete_remote: bool = True
+    """The configuration a plan obeys; defaults are the config's own."""
+
+    delete_remote: bool = SyncConfig.delete_remote
     # Largest number of "gone" deletes one run may make.
     max_delete: int | None = None
-    max_files: int = 10_000
-    max_bytes: int = 100 * 1024**3
-    headroom_files: int = 0
-    headroom_bytes: int = 0
+    max_files: int = LimitsConfig.max_files
+    max_bytes: int = LimitsConfig.max_bytes
+    headroom_files: int = LimitsConfig.headroom_files
+    headroom_bytes: int = LimitsConfig.headroom_bytes
     # Identical content of one purpose shares one remote file.
-    dedupe: bool = True
+    dedupe: bool = SyncConfig.dedupe
     # Only these paths are looked at (targeted sync); None means the whole tree.
     scope: frozenset[str] | None = None
 
