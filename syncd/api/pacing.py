@@ -548,11 +548,13 @@ class Failover:
         retry_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         name: str = "shared",
+        event: str = "api.pacer.shared",
     ) -> None:
         if fleet_size < 1:
             raise ValueError("fleet_size must be >= 1")
         self.share = 1.0 / fleet_size
         self.name = name
+        self._event = event
         self._retry_s = retry_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -590,7 +592,7 @@ class Failover:
             self._next_try = now + self._retry_s
         if first:
             log.warning(
-                "api.pacer.shared_unavailable",
+                f"{self._event}_unavailable",
                 store=self.name,
                 error=type(exc).__name__,
                 detail=str(exc)[:200],
@@ -604,7 +606,7 @@ class Failover:
             since, self._down_since = self._down_since, None
         if since is not None:
             log.warning(
-                "api.pacer.shared_restored",
+                f"{self._event}_restored",
                 store=self.name,
                 down_s=round(self._clock() - since, 3),
             )
