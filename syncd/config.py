@@ -138,6 +138,13 @@ KEYS: tuple[Key, ...] = (
     Key("limits.headroom_files", "integer", 0, "files left free for other tools", minimum=0),
     Key("limits.headroom_bytes", "size", 0, "bytes left free for other tools", minimum=0),
     Key("limits.pacing_dir", "path", None, "folder of the shared pacing state"),
+    Key("limits.shared", "string", None,
+        "redis:// (or rediss://) URL of the store every host on the key shares"),
+    Key("limits.shared_credential_file", "path", None,
+        "file holding the password of limits.shared (when its URL has none)"),
+    Key("limits.fleet_size", "integer", 1,
+        "hosts on the key: each gets 1/fleet_size while limits.shared is down",
+        minimum=1, maximum=10_000),
     Key("rules.include", "globs", ("**",), "globs of files to sync"),
     Key("rules.exclude", "globs", DEFAULT_EXCLUDE, "globs of files never synced"),
     Key("rules.purposes", "purposes", DEFAULT_PURPOSES, "purpose by glob, first match wins"),
@@ -227,6 +234,9 @@ class LimitsConfig:
     headroom_files: int = _D["limits.headroom_files"]
     headroom_bytes: int = _D["limits.headroom_bytes"]
     pacing_dir: Path | None = _D["limits.pacing_dir"]
+    shared: str | None = _D["limits.shared"]
+    shared_credential_file: Path | None = _D["limits.shared_credential_file"]
+    fleet_size: int = _D["limits.fleet_size"]
 
 
 @dataclass(frozen=True)
