@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
-from syncd.engine.model import Intent, LocalFile, Plan, ScanResult
+from syncd.engine.model import Intent, LocalFile, Plan, Record, ScanResult
 from syncd.engine.plan import Policy, StateView, plan
 
 T0 = 1_700_000_000.0
@@ -110,3 +110,19 @@ def test_names_compare_as_they_travelled() -> None:
     stored = remote("file-fe-1", wire_name(name), T0 + 1)
     p = run(files, [sent], [stored])
     assert [a.file_id for a in p.adopts] == ["file-fe-1"]
+
+
+def test_a_file_we_claimed_that_nothing_records_is_cleaned_up() -> None:
+    # A crash between claiming an upload and recording it: the file is ours, no path
+    # holds it and no intent will find it again.
+    stray = remote("file-fe-stray", "x.txt", T0 + 1)
+    held = remote("file-fe-held", "y.txt", T0 + 1)
+    foreign = remote("file-fe-foreign", "x.txt", T0 + 1)
+    rec = Record("y.txt", "synced", held.id, "file-extract", "y.txt", 10, 1, 1, "s1")
+    files = {"y.txt": local("y.txt")}
+    listing = {f.id: f for f in (stray, held, foreign)}
+    view = StateView({"y.txt": rec}, {}, set(), frozenset(), frozenset({stray.id, held.id}))
+    p = plan(ScanResult(files=files), view, listing, Policy())
+    assert [(d.file_id, d.reason) for d in p.deletes] == [(stray.id, "orphan")]
+    targeted = plan(ScanResult(files=files), view, listing, Policy(scope=frozenset({"y.txt"})))
+    assert targeted.deletes == []

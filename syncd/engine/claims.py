@@ -88,6 +88,12 @@ class Claims:
             rows = self._db.execute("SELECT file_id FROM claims WHERE owner != ?", (self.owner,))
             return frozenset(r[0] for r in rows)
 
+    def mine(self) -> frozenset[str]:
+        """Ids this project created or adopted and has not released."""
+        with self._lock:
+            rows = self._db.execute("SELECT file_id FROM claims WHERE owner = ?", (self.owner,))
+            return frozenset(r[0] for r in rows)
+
     @contextlib.contextmanager
     def name_lock(self, wire_name: str, size: int) -> Iterator[None]:
         digest = hashlib.sha256(f"{size}:{wire_name}".encode()).digest()

@@ -58,6 +58,8 @@ class StateView:
     garbage: Collection[str]
     # Ids other projects on this key have claimed: never adopted.
     claimed_elsewhere: Collection[str] = frozenset()
+    # Ids this project claimed (uploaded or adopted) and has not released.
+    claimed_here: Collection[str] = frozenset()
 
     def owned_ids(self) -> set[str]:
         ids = {r.file_id for r in self.records.values() if r.file_id}
@@ -115,6 +117,11 @@ def plan(
     if policy.scope is None:
         # An id already gone remotely is still "deleted": the executor takes 404 as done.
         out.deletes.extend(Delete(file_id, "garbage") for file_id in sorted(state.garbage))
+        # A file we created that no path, intent or queue knows (a crash between claiming
+        # and recording): ours, so cleaned up rather than left holding quota.
+        known = owned | {d.file_id for d in out.deletes}
+        strays = sorted(f for f in state.claimed_here if f in remote and f not in known)
+        out.deletes.extend(Delete(file_id, "orphan") for file_id in strays)
 
     _guard_deletes(scan, state, policy, out)
     _fit_quota(remote, policy, out)

@@ -31,7 +31,8 @@ from syncd.engine.model import Plan, Record
 from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.rules import Rules
-from syncd.engine.scan import scan_paths, scan_root
+from syncd.engine.scan import scan_paths, scan_root, unselected_examples
+from syncd.engine.scan import summary as scan_summary
 from syncd.engine.state import State, StateLock
 from syncd.exitcodes import ExitCode
 
@@ -130,10 +131,14 @@ class Syncer:
             started = time.monotonic()
             records = self.state.records()
             scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
+            scanned_s = time.monotonic() - started
             failed = self._try_list(scan.errors)
             report = failed or self._run(scan, records, None, dry_run, progress)
+            # Files no purpose rule takes have no record: the report names a few per rule.
+            report.skipped.update(unselected_examples(scan))
             report.duration_s = time.monotonic() - started
             if not dry_run:
+                self.state.set_meta("scan", scan_summary(scan, scanned_s))
                 self.state.set_meta(
                     "last_reconcile",
                     {
@@ -192,7 +197,13 @@ class Syncer:
             log.error("cannot confirm files missing from the listing", error=str(exc))
             errors = [*scan.errors, f"cannot confirm files missing from the listing: {exc}"]
             return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
-        view = StateView(records, self.state.intents(), self.state.garbage(), self.claims.others())
+        view = StateView(
+            records,
+            self.state.intents(),
+            self.state.garbage(),
+            self.claims.others(),
+            self.claims.mine(),
+        )
         the_plan = plan(scan, view, self.remote.snapshot(), policy)
         report = RunReport(
             the_plan,
