@@ -81,8 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     r = command("reconcile", _reconcile, "one full pass: scan, list, plan, act, publish")
     r.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     r.add_argument("--json", action="store_true", help="machine-readable summary")
+    r.add_argument(
+        "--path",
+        action="append",
+        metavar="P",
+        help="with a running daemon: sync only P (root-relative; repeatable)",
+    )
     s = command("status", _status, "what is synced, what is not and why, quota usage")
-    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help='machine-readable; "source" says whether the running daemon ("daemon") '
+        'or the state file ("state") answered',
+    )
     ls = command("ls-remote", _ls_remote, "remote files, marked ours or foreign")
     ls.add_argument("--json", action="store_true")
     cc = command(
@@ -168,7 +179,38 @@ def _run(ns: argparse.Namespace) -> int:
 
 
 def _reconcile(ns: argparse.Namespace) -> int:
+    from syncd.daemon.control import (
+        ControlError,
+        NotRunning,
+        daemon_reconcile,
+        dumps,
+        outcome_lines,
+    )
+
     config = _load(ns)
+    try:
+        # A running daemon holds the state: it runs the reconcile (same plan, same
+        # safety) on its worker and answers with the outcome.
+        outcome = daemon_reconcile(config.state_dir, dry_run=ns.dry_run, paths=ns.path)
+    except NotRunning:
+        outcome = None
+    except ControlError as exc:
+        print(f"syncd: the running daemon could not reconcile: {exc}", file=sys.stderr)
+        return EXIT_UNSYNCED
+    if outcome is not None:
+        print(f"syncd: reconciled by the running daemon of {config.state_dir}", file=sys.stderr)
+        if ns.json:
+            print(dumps({**outcome, "source": "daemon"}))
+        else:
+            out, err = outcome_lines(outcome)
+            print("\n".join(out))
+            for line in err:
+                print(line, file=sys.stderr)
+        return int(outcome.get("exit_code", EXIT_UNSYNCED))
+    if ns.path:
+        print("syncd: --path needs a running daemon; without one, reconcile the whole folder",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     syncer = _open(config)
     try:
         progress = _Progress() if sys.stderr.isatty() and not ns.json else None
@@ -253,59 +295,24 @@ def _print_report(report: Any) -> None:
 
 
 def _status(ns: argparse.Namespace) -> int:
-    from syncd.engine.state import State
+    from syncd.daemon.control import dumps
+    from syncd.daemon.status import exit_code, gather, render
 
+    # No key needed: the state file and the daemon's socket tell everything shown.
     config = load_config(ns.config)
-    if not (config.state_dir / "state.sqlite3").exists():
+    data, note = gather(config)
+    if note:
+        print(f"syncd: {note}", file=sys.stderr)
+    if data is None:
         print(f"syncd: no state yet in {config.state_dir}: run `syncd reconcile` first",
               file=sys.stderr)  # fmt: skip
         return EXIT_UNSYNCED
-    state = State(config.state_dir)
-    try:
-        records = state.records()
-        account = state.get_meta("account") or {}
-        last = state.get_meta("last_reconcile")
-    finally:
-        state.close()
-    counts: dict[str, int] = {}
-    for rec in records.values():
-        counts[rec.status] = counts.get(rec.status, 0) + 1
-    synced = [r for r in records.values() if r.status == "synced" and r.file_id]
-    not_synced = sorted(
-        (r for r in records.values() if r.status != "synced"), key=lambda r: r.path
-    )
-    data = {
-        "project": config.project,
-        "root": str(config.root),
-        "counts": counts,
-        "ours": {"files": len(synced), "bytes": sum(r.size for r in synced)},
-        "account": account,
-        "limits": {"max_files": config.limits.max_files, "max_bytes": config.limits.max_bytes},
-        "last_reconcile": last,
-        "not_synced": [{"path": r.path, "status": r.status, "reason": r.reason}
-                       for r in not_synced],
-    }  # fmt: skip
     if ns.json:
-        print(json.dumps(data, ensure_ascii=False, indent=1))
+        print(dumps(data))
     else:
-        print(f"project {visible(config.project)}: root {visible(config.root)}")
-        print("files: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        print(f"ours: {len(synced)} files, {_human(data['ours']['bytes'])}")
-        if account:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(account.get("at", 0)))
-            print(f"account: {account.get('files')} of {config.limits.max_files} files, "
-                  f"{_human(account.get('bytes', 0))} of {_human(config.limits.max_bytes)} "
-                  f"(listed {when})")  # fmt: skip
-        if last:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
-            print(f"last reconcile: {when}, exit {last['exit_code']}, "
-                  f"uploaded {last['uploaded']}, deleted {last['deleted']}")  # fmt: skip
-            if last.get("refused"):
-                print(f"  refused: {visible(last['refused'])}")
-        for r in not_synced:
-            print(f"  {r.status:<8} {visible(r.path)}: {visible(r.reason)}")
-    unsynced = any(r.status not in ("synced", "skipped") for r in records.values())
-    return EXIT_UNSYNCED if unsynced else EXIT_OK
+        for line in render(data):
+            print(line)
+    return exit_code(data)
 
 
 def _ls_remote(ns: argparse.Namespace) -> int:

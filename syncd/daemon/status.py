@@ -1,0 +1,182 @@
+"""What ``syncd status`` shows: the state file, plus the running daemon's own words.
+
+The state file (read without a key and without the state lock) says what is
+synced and why the rest is not. When a daemon answers on the control socket, its
+live fields are added (phase, queue, pid, pacer, reachability) and ``source`` says
+"daemon"; otherwise ``source`` is "state". Every time is ISO 8601 in UTC; sizes
+are in binary units spelled as such (KiB, MiB, GiB).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from syncd.config import Config
+from syncd.daemon.control import ControlError, NotRunning, daemon_status
+from syncd.textsafe import visible
+
+# Fields the daemon adds to the state file's.
+LIVE = (
+    "alive", "pid", "started_at", "uptime_s", "phase", "activity", "queue", "watch_mode",
+    "remote", "last_success_at", "requests", "retries", "upload_bytes", "pacer", "quota",
+)  # fmt: skip
+
+
+def iso_utc(t: float | None) -> str | None:
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def from_state(config: Config) -> dict[str, Any] | None:
+    """The status as the state file tells it; None when there is no state yet."""
+    from syncd.engine.state import State
+
+    if not (config.state_dir / "state.sqlite3").exists():
+        return None
+    state = State(config.state_dir)
+    try:
+        records = state.records()
+        account = state.get_meta("account") or {}
+        last = state.get_meta("last_reconcile")
+    finally:
+        state.close()
+    counts: dict[str, int] = {}
+    for rec in records.values():
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+    synced = [r for r in records.values() if r.status == "synced" and r.file_id]
+    not_synced = sorted((r for r in records.values() if r.status != "synced"), key=lambda r: r.path)
+    if account:
+        account = {**account, "at": iso_utc(account.get("at"))}
+    last_error = None
+    if last:
+        if last.get("exit_code"):
+            why = last.get("refused") or f"the last reconcile exited {last['exit_code']}"
+            last_error = {"message": why, "at": iso_utc(last.get("at")), "since": None}
+        last = {**last, "at": iso_utc(last.get("at"))}
+    return {
+        "source": "state",
+        "project": config.project,
+        "root": str(config.root),
+        "counts": counts,
+        "ours": {"files": len(synced), "bytes": sum(r.size for r in synced)},
+        "account": account,
+        "limits": {"max_files": config.limits.max_files, "max_bytes": config.limits.max_bytes},
+        "last_reconcile": last,
+        "last_error": last_error,
+        "not_synced": [
+            {"path": r.path, "status": r.status, "reason": r.reason} for r in not_synced
+        ],
+    }
+
+
+def gather(config: Config) -> tuple[dict[str, Any] | None, str | None]:
+    """(status, a note for stderr); the status is None when there is nothing to show."""
+    note = None
+    live: dict[str, Any] | None = None
+    try:
+        live = daemon_status(config.state_dir)
+    except NotRunning:
+        pass
+    except ControlError as exc:
+        note = f"the daemon did not answer ({exc}); showing the state file"
+    data = from_state(config)
+    if live is None:
+        if data is not None:
+            data["daemon"] = {"running": False}
+        return data, note
+    if data is None:
+        data = {"project": config.project, "root": str(config.root), "counts": {},
+                "not_synced": [], "last_reconcile": None}  # fmt: skip
+    data["source"] = "daemon"
+    data.update({k: live[k] for k in LIVE if k in live})
+    if live.get("last_reconcile"):
+        data["last_reconcile"] = {**(data.get("last_reconcile") or {}), **live["last_reconcile"]}
+    if live.get("last_error"):
+        data["last_error"] = live["last_error"]
+    return data, note
+
+
+def exit_code(data: dict[str, Any]) -> int:
+    """1 while some file is not synced (or nothing is known yet), else 0."""
+    if data.get("source") == "daemon" and not (data.get("remote") or {}).get("reachable", True):
+        return 1
+    waiting = [e for e in data.get("not_synced", []) if e["status"] != "skipped"]
+    last = data.get("last_reconcile") or {}
+    # Nothing known and no clean run: the first reconcile failed (say the remote was down).
+    unknown = not data.get("counts") and last.get("exit_code", 1) != 0
+    return 1 if waiting or unknown else 0
+
+
+def render(data: dict[str, Any]) -> list[str]:
+    """The text of ``syncd status``."""
+    out = [f"project {visible(data['project'])}: root {visible(data['root'])}"]
+    if data.get("source") == "daemon":
+        remote = data.get("remote") or {}
+        reach = (
+            "reachable"
+            if remote.get("reachable", True)
+            else f"unreachable since {remote.get('unreachable_since')}"
+        )
+        out.append(
+            f"daemon: running (pid {data.get('pid')}, up {_duration(data.get('uptime_s', 0))}),"
+            f" {data.get('phase')}, queue {data.get('queue', 0)},"
+            f" watching by {data.get('watch_mode') or 'nothing yet'}; remote {reach}"
+        )
+        for cls, p in sorted((data.get("pacer") or {}).items()):
+            out.append(
+                f"  pacer {cls:<6} {p['rate_per_s']:g}/s now, limit estimate"
+                f" {p['ceiling_estimate_per_s']:g}/s of {p['ceiling_per_s']:g}/s,"
+                f" {p['throttled_total']} throttled (429)"
+            )
+    else:
+        out.append("daemon: not running (from the state file)")
+    counts = data.get("counts") or {}
+    out.append(
+        "files: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none known yet")
+    )
+    ours = data.get("ours")
+    if ours:
+        out.append(f"ours: {ours['files']} files, {human_bytes(ours['bytes'])}")
+    account, limits = data.get("account"), data.get("limits") or {}
+    if account:
+        out.append(
+            f"account: {account.get('files')} of {limits.get('max_files')} files, "
+            f"{human_bytes(account.get('bytes', 0))} of {human_bytes(limits.get('max_bytes', 0))}"
+            f" (listed {account.get('at')})"
+        )
+    last = data.get("last_reconcile")
+    if last:
+        out.append(
+            f"last reconcile: {last.get('at')}, exit {last.get('exit_code')}"
+            + (
+                f", uploaded {last['uploaded']}, deleted {last['deleted']}"
+                if "uploaded" in last
+                else ""
+            )
+        )
+        if last.get("refused"):
+            out.append(f"  refused: {visible(last['refused'])}")
+    error = data.get("last_error")
+    if error:
+        since = f" since {error['since']}" if error.get("since") else ""
+        out.append(f"last error: {visible(error['message'])} (at {error.get('at')}{since})")
+    for e in data.get("not_synced", []):
+        out.append(f"  {e['status']:<8} {visible(e['path'])}: {visible(e['reason'] or '')}")
+    return out
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
