@@ -42,6 +42,14 @@ class ScanResult:
     root_empty: bool = False
     marker_ok: bool = True
     hashed: int = 0
+    # Files the rules leave out, counted by the rule's label (never stored one by one),
+    # with the first few paths of each as examples.
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)
+    # Folders read, folders the rules let the scan pass by, and entries looked at.
+    folders: int = 0
+    pruned: int = 0
+    entries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,12 @@
 """Walk the root, apply the rules, validate and hash what changed.
 
+The cost of a scan follows what syncs, not what the folder holds: the rules
+decide by name first (:meth:`Rules.verdict`), so a file no rule selects costs no
+``stat``, no hash and no record, only a count under the rule that left it out
+(with a few example paths, for ``syncd status``), and a folder no candidate can
+be under is not read at all (:meth:`Rules.can_hold`). Folders are read one at a
+time, as a stream: memory holds the candidates, not the entries walked.
+
 Hashing is the expensive part, so a file whose size, mtime and inode match its
 record keeps the record's hash (and its earlier verdict). A file that changes
 while it is read is reported ``changing`` and retried later, never uploaded.
@@ -10,14 +17,71 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+from syncd.config import PurposeRule
 from syncd.engine.model import LocalFile, Record, ScanResult
-from syncd.engine.rules import Rules
+from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
 from syncd.engine.validate import check_batch_content, check_size
 
 _CHUNK = 1024 * 1024
+# Example paths kept per skip label, and labels kept apart (a tree of random
+# extensions must not grow the summary without bound).
+EXAMPLES = 5
+MAX_LABELS = 50
+OTHER_LABEL = "other files no rule selects"
+PRUNED = "folder not entered: no rule can select a file below it"
+
+
+def walk_skipped(root: Path, rules: Rules) -> Iterator[tuple[str, str]]:
+    """Every file the rules leave out, and every folder the scan does not enter, with
+    its label: the long form of a scan's counts, walked again on demand (the scan
+    itself keeps only counts and a few examples). Folders end in ``/``."""
+    result = ScanResult()
+    for rel, _entry, verdict in _walk(root, rules, result, every=True):
+        if isinstance(verdict, str):
+            yield (rel if _is_text(rel) else _visible_name(rel)), verdict
+    for error in result.errors:
+        yield error, "not read"
+
+
+def summary(scan: ScanResult, seconds: float) -> dict[str, Any]:
+    """What a full scan saw, for ``syncd status``: sizes, and the skipped files by rule
+    (most first), each with a few examples."""
+    return {
+        "at": time.time(),
+        "seconds": round(seconds, 3),
+        "folders": scan.folders,
+        "pruned_folders": scan.pruned,
+        "entries": scan.entries,
+        "candidates": len(scan.files),
+        "hashed": scan.hashed,
+        "errors": len(scan.errors),
+        "skipped": [
+            {
+                "rule": label,
+                "files": count,
+                "examples": scan.skipped_examples.get(label, []),
+                # Left out by include/exclude (hidden, temporary...) rather than by purpose.
+                "filtered": _filtered(label),
+            }
+            for label, count in sorted(scan.skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+    }
+
+
+def unselected_examples(scan: ScanResult) -> dict[str, str]:
+    """The example paths of files no purpose rule takes, with their label (what a run
+    reports as skipped; hidden and temporary files never were)."""
+    return {
+        path: label
+        for label, paths in scan.skipped_examples.items()
+        if not _filtered(label)
+        for path in paths
+    }
 
 
 def scan_root(
@@ -31,11 +95,14 @@ def scan_root(
     result = _root_check(root, marker)
     if not result.root_ok:
         return result
-    for rel, path, st in _walk(root, rules, result):
-        _add(result, root, rel, path, st, rules, records.get(rel))
+    for rel, entry, rule in _walk(root, rules, result):
+        assert not isinstance(rule, str)  # only candidates without ``every``
+        _stat_and_add(result, root, rel, entry.path, rule, records.get(rel))
     # Folders without a single file look the same as a tree whose disk went away
     # underneath its mount points: treat it as empty, whatever max_delete allows.
-    result.root_empty = result.root_empty or (not result.files and not result.errors)
+    # Files the include/exclude rules leave out (hidden, temporary) do not count.
+    held = any(not _filtered(label) for label in result.skipped)
+    result.root_empty = result.root_empty or not (result.files or held or result.errors)
     return result
 
 
@@ -61,10 +128,18 @@ def scan_paths(
             result.errors.append(f"{rel}: {exc.strerror or exc}")
             continue
         if stat.S_ISDIR(st.st_mode):
-            for sub_rel, sub_path, sub_st in _walk(path, rules, result, prefix=rel + "/"):
-                _add(result, root, sub_rel, sub_path, sub_st, rules, records.get(sub_rel))
-        elif rules.is_candidate(rel):
-            _add(result, root, rel, path, st, rules, records.get(rel))
+            if not rules.can_hold(rel):
+                result.pruned += 1
+                continue
+            for sub_rel, entry, rule in _walk(path, rules, result, prefix=rel + "/"):
+                assert not isinstance(rule, str)
+                _stat_and_add(result, root, sub_rel, entry.path, rule, records.get(sub_rel))
+            continue
+        verdict = rules.verdict(rel)
+        if isinstance(verdict, str):
+            count_skipped(result, verdict, rel)
+        else:
+            _add(result, root, rel, path, st, verdict, records.get(rel))
     return result
 
 
@@ -83,29 +158,89 @@ def _root_check(root: Path, marker: str | None) -> ScanResult:
 
 
 def _walk(
-    top: Path, rules: Rules, result: ScanResult, prefix: str = ""
-) -> Iterable[tuple[str, Path, os.stat_result]]:
-    stack = [(top, prefix)]
+    top: Path, rules: Rules, result: ScanResult, prefix: str = "", *, every: bool = False
+) -> Iterator[tuple[str, os.DirEntry[str], PurposeRule | str]]:
+    """The candidates under ``top``, decided by name: nothing here touches a file.
+
+    Whether an entry is a folder comes from the directory listing itself (d_type),
+    so skipped files are not even stat'ed. One folder is open at a time. Skipped files
+    are counted; with ``every`` they, and the folders not entered, are yielded too,
+    with their label instead of a rule.
+    """
+    stack = [(os.fspath(top), prefix)]
     while stack:
         folder, rel_prefix = stack.pop()
         try:
-            with os.scandir(folder) as it:
-                entries = list(it)
+            listing = os.scandir(folder)
         except OSError as exc:
             result.errors.append(f"{rel_prefix or '.'}: {exc.strerror or exc}")
             continue
-        for entry in entries:
-            rel = rel_prefix + entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                result.errors.append(f"{rel}: {exc.strerror or exc}")
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if not rules.excludes_dir(rel):
-                    stack.append((Path(entry.path), rel + "/"))
-            elif rules.is_candidate(rel):
-                yield rel, Path(entry.path), st
+        result.folders += 1
+        skipped = result.skipped
+        try:
+            with listing:
+                for entry in listing:
+                    result.entries += 1
+                    rel = rel_prefix + entry.name
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError as exc:
+                        result.errors.append(f"{rel}: {exc.strerror or exc}")
+                        continue
+                    if is_dir:
+                        if rules.can_hold(rel):
+                            stack.append((entry.path, rel + "/"))
+                        else:
+                            result.pruned += 1
+                            if every:
+                                yield rel + "/", entry, PRUNED
+                        continue
+                    verdict = rules.verdict(rel, walked=True)
+                    if every or not isinstance(verdict, str):
+                        yield rel, entry, verdict
+                    elif skipped.get(verdict, 0) >= EXAMPLES:
+                        skipped[verdict] += 1  # the common case, kept short
+                    else:
+                        count_skipped(result, verdict, rel)
+        except OSError as exc:  # the listing failed part way: like an unreadable folder
+            result.errors.append(f"{rel_prefix or '.'}: {exc.strerror or exc}")
+
+
+def count_skipped(result: ScanResult, label: str, rel: str) -> None:
+    """Count a file the rules leave out under its rule, keeping the first few paths."""
+    if label not in result.skipped and len(result.skipped) >= MAX_LABELS:
+        label = OTHER_LABEL
+    result.skipped[label] = result.skipped.get(label, 0) + 1
+    examples = result.skipped_examples.setdefault(label, [])
+    if len(examples) < EXAMPLES:
+        examples.append(rel if _is_text(rel) else _visible_name(rel))
+
+
+def _filtered(label: str) -> bool:
+    """Left out by include/exclude (hidden, temporary, outside the include globs)."""
+    return label == NOT_INCLUDED or label.startswith(EXCLUDED)
+
+
+def _visible_name(rel: str) -> str:
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _stat_and_add(
+    result: ScanResult,
+    root: Path,
+    rel: str,
+    path: str,
+    rule: PurposeRule,
+    record: Record | None,
+) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # gone since the folder was listed: as if never there
+    except OSError as exc:
+        result.errors.append(f"{rel}: {exc.strerror or exc}")
+        return
+    _add(result, root, rel, Path(path), st, rule, record)
 
 
 def _add(
@@ -114,9 +249,11 @@ def _add(
     rel: str,
     path: Path,
     st: os.stat_result,
-    rules: Rules,
+    rule: PurposeRule,
     record: Record | None,
 ) -> None:
+    """One candidate: its record, validated and hashed when its stat changed."""
+
     def problem(reason: str, status: str = "skipped", purpose: str | None = None) -> None:
         result.files[rel] = LocalFile(
             rel,
@@ -131,7 +268,7 @@ def _add(
     if not _is_text(rel):
         # The provider takes names as UTF-8 text; a name that is not cannot be sent
         # faithfully. It is recorded under a visible spelling, with what to do.
-        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        shown = _visible_name(rel)
         result.files[shown] = LocalFile(
             shown, st.st_size, st.st_mtime_ns, st.st_ino,
             problem="file name is not valid UTF-8: rename it to sync it",
@@ -157,15 +294,6 @@ def _add(
             return  # the folder itself is scanned where it really lives
     if not stat.S_ISREG(st.st_mode):
         problem("not a regular file")
-        return
-
-    rule = rules.purpose(rel)
-    if rule is None:
-        ext = rel.rsplit(".", 1)[-1] if "." in rel.rsplit("/", 1)[-1] else "(none)"
-        problem(f"unsupported extension .{ext}: no purpose rule matches")
-        return
-    if rule.purpose == "skip":
-        problem("skipped by a purpose rule")
         return
 
     unchanged = (
