@@ -26,10 +26,16 @@ log = structlog.get_logger("syncd.bootstrap")
 EMBEDDED_KEY = "sk-emulator"
 
 
-def load_key(config: Config) -> ApiKey:
+def load_key(config: Config) -> ApiKey | None:
+    """The configured key; None for a provider that needs none when the config names no
+    source (or its variable is unset). Raises ValueError naming the source, never the key."""
     api = config.api
     if api.embedded and api.api_key_file is None and not os.environ.get(api.api_key_env or ""):
         return ApiKey(EMBEDDED_KEY)
+    if not api.profile.key_required:
+        unset = api.api_key_env is None or not os.environ.get(api.api_key_env, "").strip()
+        if api.api_key_file is None and unset:
+            return None
     return ApiKey.load(env=api.api_key_env, file=api.api_key_file)
 
 
@@ -49,18 +55,22 @@ def client_options(config: Config) -> ClientOptions:
 def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]:
     """A client for the configured endpoint, starting the embedded emulator if asked."""
     key = load_key(config)
-    # Every log line from here on masks the key, whichever command opened the client.
-    logs.add_secret(key.reveal())
+    if key is not None:
+        # Every log line from here on masks the key, whichever command opened the client.
+        logs.add_secret(key.reveal())
     closers: list[Callable[[], None]] = []
     base_url = config.api.base_url
     if config.api.embedded:
         from syncd.embedded import ensure_emulator
 
         port = config.api.embedded_port
-        base_url, stop = ensure_emulator(config.state_dir / "emulator", port, key)
+        base_url, stop = ensure_emulator(
+            config.state_dir / "emulator", port, key or ApiKey(EMBEDDED_KEY)
+        )
         if stop is not None:
             closers.append(stop)
-    return FilesClient(base_url, key, client_options(config)), base_url, closers
+    client = FilesClient(base_url, key, client_options(config), provider=config.api.profile)
+    return client, base_url, closers
 
 
 def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:

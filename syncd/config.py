@@ -28,13 +28,10 @@ from typing import Any, Literal
 import yaml
 from wcmatch import glob
 
-EMBEDDED = "embedded"
-DEFAULT_KEY_ENV = "DASHSCOPE_API_KEY"
+from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS, SKIP, Provider, PurposeSpec
 
-FILE_EXTRACT_EXTENSIONS = (
-    "txt", "docx", "pdf", "xlsx", "epub", "mobi", "md", "csv", "json",
-    "bmp", "png", "jpg", "jpeg", "gif",
-)  # fmt: skip
+EMBEDDED = "embedded"
+DEFAULT_KEY_ENV = PROVIDERS[DEFAULT_PROVIDER].key_env
 
 DEFAULT_EXCLUDE = ("*.part", "*.tmp", "~$*", ".*", "**/.*/**")
 
@@ -57,13 +54,23 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class PurposeRule:
     patterns: tuple[str, ...]
-    purpose: Literal["file-extract", "batch", "skip"]
+    # One of the provider's purposes, or "skip".
+    purpose: str
+    # What the provider accepts for this purpose (its profile's checks), so whoever
+    # holds the rule can check a file locally without knowing the provider.
+    accepts: PurposeSpec = field(default_factory=PurposeSpec)
 
 
-DEFAULT_PURPOSES = (
-    PurposeRule(("*.jsonl",), "batch"),
-    PurposeRule(tuple(f"*.{e}" for e in FILE_EXTRACT_EXTENSIONS), "file-extract"),
-)
+def with_checks(rules: Sequence[PurposeRule], provider: Provider) -> tuple[PurposeRule, ...]:
+    return tuple(PurposeRule(r.patterns, r.purpose, provider.spec(r.purpose)) for r in rules)
+
+
+def default_purposes(provider: Provider) -> tuple[PurposeRule, ...]:
+    rules = [PurposeRule(globs, purpose) for globs, purpose in provider.default_purposes]
+    return with_checks(rules, provider)
+
+
+DEFAULT_PURPOSES = default_purposes(PROVIDERS[DEFAULT_PROVIDER])
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ KEYS: tuple[Key, ...] = (
     Key("state_dir", "path", None, "state (SQLite), lock and embedded emulator data",
         required=True),
     Key("mapping_file", "path", None, "published path -> file_id map (state_dir/mapping.json)"),
+    Key("api.provider", "choice", DEFAULT_PROVIDER, "whose Files API: dashscope, openai or generic",
+        choices=tuple(PROVIDERS)),
     Key("api.base_url", "url", EMBEDDED, "'embedded' or the provider's compatible-mode URL"),
     Key("api.api_key_env", "env_name", DEFAULT_KEY_ENV, "name of the variable holding the key"),
     Key("api.api_key_file", "path", None, "file holding the key (systemd credentials)"),
@@ -126,6 +135,8 @@ KEYS: tuple[Key, ...] = (
         minimum=0, above=True, maximum=3600),
     Key("api.embedded_port", "integer", 8765, "port of the embedded emulator",
         minimum=1, maximum=65535),
+    Key("api.list_page_size", "integer", None, "files per list page (the provider's default)",
+        minimum=1),
     Key("limits.upload_qps", "number", 20.0, "uploads per second", minimum=0, above=True,
         maximum=10_000),
     Key("limits.read_qps", "number", 20.0, "retrieves and lists per second", minimum=0,
@@ -148,6 +159,8 @@ KEYS: tuple[Key, ...] = (
     Key("rules.include", "globs", ("**",), "globs of files to sync"),
     Key("rules.exclude", "globs", DEFAULT_EXCLUDE, "globs of files never synced"),
     Key("rules.purposes", "purposes", DEFAULT_PURPOSES, "purpose by glob, first match wins"),
+    Key("rules.max_file_bytes", "size", None, "files larger than this are not synced",
+        minimum=1),
     Key("sync.delete_remote", "bool", True, "delete the remote copy of a removed file"),
     Key("sync.max_delete", "max_delete", MaxDelete(), "most deletes per run: count or %"),
     Key("sync.marker", "string", None, "file that must exist in root, or nothing is done"),
@@ -210,6 +223,7 @@ _D: Mapping[str, Any] = {k.name: k.default for k in KEYS}
 
 @dataclass(frozen=True)
 class ApiConfig:
+    provider: str = _D["api.provider"]
     base_url: str = _D["api.base_url"]
     api_key_env: str | None = _D["api.api_key_env"]
     api_key_file: Path | None = _D["api.api_key_file"]
@@ -217,10 +231,16 @@ class ApiConfig:
     read_timeout_s: float = _D["api.read_timeout_s"]
     write_timeout_s: float = _D["api.write_timeout_s"]
     embedded_port: int = _D["api.embedded_port"]
+    list_page_size: int | None = _D["api.list_page_size"]
 
     @property
     def embedded(self) -> bool:
         return self.base_url == EMBEDDED
+
+    @property
+    def profile(self) -> Provider:
+        """The provider profile, with the configured list page size."""
+        return PROVIDERS[self.provider].with_page_size(self.list_page_size)
 
 
 @dataclass(frozen=True)
@@ -244,6 +264,7 @@ class RulesConfig:
     include: tuple[str, ...] = _D["rules.include"]
     exclude: tuple[str, ...] = _D["rules.exclude"]
     purposes: tuple[PurposeRule, ...] = _D["rules.purposes"]
+    max_file_bytes: int | None = _D["rules.max_file_bytes"]
 
 
 @dataclass(frozen=True)
@@ -339,7 +360,6 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_PURPOSES = ("file-extract", "batch", "skip")
 _NON_FINITE = ("inf", "infinity", "nan", ".inf", ".nan")
 
 
@@ -529,6 +549,8 @@ class _Reader:
         self.lines: dict[str, int] = {}
         self.written: dict[str, str] = {}
         self.suggested: set[str] = set()
+        # Line of each rules.purposes[i].purpose, so the provider check can name it.
+        self.purpose_lines: dict[int, int] = {}
         # Variables holding an API key, and their values: interpolating one is refused.
         self.key_vars = key_vars
         self.secrets = {v for n in key_vars if (v := os.environ.get(n, "").strip())}
@@ -722,14 +744,17 @@ class _Reader:
                 self.problem(_line(item), f"{where}.match", "required: a glob or a list of globs")
             purpose: object = _BAD
             if "purpose" in given:
-                choice = Key(f"{where}.purpose", "choice", None, "", choices=_PURPOSES)
-                purpose = self.read_one(choice, given["purpose"])
+                # Which purposes are allowed depends on api.provider: checked across keys.
+                text = Key(f"{where}.purpose", "string", None, "")
+                purpose = self.read_one(text, given["purpose"])
+                self.purpose_lines[i] = _line(given["purpose"])
             elif "purpose" not in meant:
-                self.problem(_line(item), f"{where}.purpose", f"required: {', '.join(_PURPOSES)}")
+                self.problem(_line(item), f"{where}.purpose",
+                             "required: one of the provider's purposes, or skip")  # fmt: skip
             if isinstance(patterns, _Absent) or isinstance(purpose, _Absent):
                 ok = False
                 continue
-            rules.append(PurposeRule(patterns, purpose))  # type: ignore[arg-type]
+            rules.append(PurposeRule(patterns, str(purpose)))
         return tuple(rules) if ok else _BAD
 
 
@@ -788,6 +813,8 @@ def _cross_checks(r: _Reader, got: Callable[[str], Any]) -> None:
     if got("reconcile.cron") is not None and "reconcile.interval_s" in r.lines:
         r.problem(line("reconcile.cron"), "reconcile.cron", "set interval_s or cron, not both")
 
+    _provider_checks(r, got, line)
+
     root = got("root")
     bad: set[str] = set()
     if root is not None:
@@ -815,6 +842,29 @@ def _cross_checks(r: _Reader, got: Callable[[str], Any]) -> None:
             r.problem(line("mapping_file"), "mapping_file", f"{folder} {why}")
 
 
+def _provider_checks(r: _Reader, got: Callable[[str], Any], line: Callable[[str], int]) -> None:
+    """What api.provider allows: its purposes, its list page sizes, its endpoint."""
+    name = got("api.provider")
+    if name is None:
+        return
+    profile = PROVIDERS[name]
+    for i, rule in enumerate(got("rules.purposes") or ()):
+        if not profile.allows(rule.purpose):
+            allowed = ", ".join([*profile.purposes, SKIP])
+            r.problem(r.purpose_lines.get(i, line("rules.purposes")),
+                      f"rules.purposes[{i}].purpose",
+                      f"{rule.purpose!r} is not a purpose of provider {name}; expected one of "
+                      f"{allowed} (or api.provider: generic for any)")  # fmt: skip
+    size = got("api.list_page_size")
+    if size is not None and size > profile.list_max_page_size:
+        r.problem(line("api.list_page_size"), "api.list_page_size",
+                  f"must be at most {profile.list_max_page_size} for provider {name}")
+    if got("api.base_url") == EMBEDDED and name != DEFAULT_PROVIDER and "api.provider" in r.lines:
+        r.problem(line("api.base_url"), "api.base_url",
+                  f"the embedded emulator speaks {DEFAULT_PROVIDER} only; for {name} run "
+                  f"`syncd emulate --flavor openai` and set base_url to its URL")  # fmt: skip
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -838,7 +888,7 @@ def load_config(path: Path) -> Config:
 def _key_vars(node: yaml.MappingNode) -> frozenset[str]:
     """Variables that hold an API key: the default one, the one api_key_env names, and
     any it interpolates (``api_key_env: ${DASHSCOPE_API_KEY}`` is the classic slip)."""
-    names = {DEFAULT_KEY_ENV}
+    names = {p.key_env for p in PROVIDERS.values() if p.key_env}
     for k, v in node.value:
         if k.value == "api" and isinstance(v, yaml.MappingNode):
             for k2, v2 in v.value:
@@ -881,6 +931,23 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
 
 def _build(r: _Reader, got: Callable[[str], Any], source: str) -> Config:
     values: dict[str, Any] = {k.name: got(k.name) for k in KEYS}
+    profile = PROVIDERS[values["api.provider"]]
+    # What the config leaves out, the provider's profile says.
+    for key, default in (
+        ("api.api_key_env", profile.key_env),
+        ("limits.upload_qps", profile.rates.upload),
+        ("limits.read_qps", profile.rates.read),
+        ("limits.delete_qps", profile.rates.delete),
+        ("limits.max_files", profile.max_files),
+        ("limits.max_bytes", profile.max_bytes),
+    ):
+        if key not in r.lines:
+            values[key] = default
+    values["rules.purposes"] = (
+        with_checks(values["rules.purposes"], profile)
+        if "rules.purposes" in r.lines
+        else default_purposes(profile)
+    )
     if values["mapping_file"] is None:
         values["mapping_file"] = values["state_dir"] / "mapping.json"
     if values["api.api_key_file"] is not None and "api.api_key_env" not in r.lines:

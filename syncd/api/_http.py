@@ -24,11 +24,8 @@ from syncd.api.errors import (
     RateLimitedError,
     ServerError,
 )
+from syncd.api.providers import DASHSCOPE, Provider
 
-_QUOTA_MESSAGES = (
-    "upload file number exceed limit",
-    "upload file capacity exceed limit",
-)
 _MAX_MESSAGE = 300
 
 
@@ -92,8 +89,33 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
     return value if value >= 0 else None
 
 
-def _envelope(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
-    """(message, code, request_id) from the OpenAI error envelope; all optional."""
+def _detail_text(detail: Any) -> str | None:
+    """A ``{"detail": ...}`` body's text: a string, or the messages of a list of errors
+    (as FastAPI-style servers send them)."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = [
+            str(d.get("msg") or d.get("message") or d) if isinstance(d, dict) else str(d)
+            for d in detail
+        ]
+        return "; ".join(parts) or None
+    return None if detail is None else json.dumps(detail, ensure_ascii=False)
+
+
+def _raw_text(content: bytes) -> str | None:
+    text = content[:_MAX_MESSAGE].decode("utf-8", "replace").strip()
+    return text or None
+
+
+def read_error_body(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
+    """(message, code, request_id) of an error response, whatever its shape.
+
+    Providers disagree: the OpenAI envelope ``{"error": {"message", "code"}}``,
+    DashScope's ``{"message", "code", "request_id"}``, a plain ``{"detail": ...}``
+    from self-hosted servers, or raw text. The server's own words are always kept,
+    so the user sees why it refused rather than only a status line.
+    """
     message = code = request_id = None
     try:
         body: Any = json.loads(response.content)
@@ -109,30 +131,28 @@ def _envelope(response: httpx.Response) -> tuple[str | None, str | None, str | N
                 code = str(raw_code)
         elif isinstance(err, str):
             message = err
-        elif isinstance(body.get("message"), str):
+        if message is None and isinstance(body.get("message"), str):
             message = body["message"]
-            if body.get("code") is not None:
-                code = str(body["code"])
+        if message is None and "detail" in body:
+            message = _detail_text(body["detail"])
+        if code is None and body.get("code") is not None:
+            code = str(body["code"])
         if body.get("request_id") is not None:
             request_id = str(body["request_id"])
+        if message is None:
+            message = _raw_text(response.content)
     elif response.content:
-        text = response.content[:_MAX_MESSAGE].decode("utf-8", "replace").strip()
-        message = text or None
+        message = _raw_text(response.content)
     return message, code, request_id or response.headers.get("x-request-id")
 
 
-def is_quota_error(message: str | None, code: str | None) -> bool:
-    text = (message or "").lower()
-    if any(m in text for m in _QUOTA_MESSAGES):
-        return True
-    low = (code or "").lower()
-    return "quota" in low or "exceedlimit" in low.replace("_", "").replace(".", "")
-
-
-def error_for_response(response: httpx.Response, scrub: str) -> APIError:
-    """The exception for a non-2xx response. ``scrub`` is removed from messages."""
+def error_for_response(
+    response: httpx.Response, scrub: str, provider: Provider = DASHSCOPE
+) -> APIError:
+    """The exception for a non-2xx response. ``scrub`` is removed from messages;
+    ``provider`` says which refusals mean a full quota."""
     status = response.status_code
-    message, code, request_id = _envelope(response)
+    message, code, request_id = read_error_body(response)
     text = (message or response.reason_phrase or f"HTTP {status}")[:_MAX_MESSAGE]
     if scrub:
         text = text.replace(scrub, "***")
@@ -147,7 +167,7 @@ def error_for_response(response: httpx.Response, scrub: str) -> APIError:
         return NetworkError(text, phase="receive", **kw)
     if status >= 500:
         return ServerError(text, retry_after=parse_retry_after(response.headers), **kw)
-    if is_quota_error(message, code):
+    if provider.is_quota_error(message, code):
         return QuotaExceededError(text, **kw)
     if 400 <= status < 500:
         return InvalidRequestError(text, **kw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -35,6 +36,7 @@ from syncd.api.key import ApiKey
 from syncd.api.models import CallClass, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import Pacer
+from syncd.api.providers import DASHSCOPE, Provider
 from syncd.api.retry import build_retrying
 
 __all__ = [
@@ -51,17 +53,18 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-MAX_PAGE_SIZE = 2000
 # find_uploaded looks at the newest files only; small pages end the walk sooner.
 FIND_PAGE_SIZE = 100
 
 
 class _BearerAuth(httpx.Auth):
-    def __init__(self, key: ApiKey) -> None:
+    def __init__(self, key: ApiKey | None) -> None:
         self._key = key
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        # No key: a server without auth (a provider profile may allow it).
+        if self._key is not None:
+            request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
         yield request
 
     def __repr__(self) -> str:
@@ -80,13 +83,19 @@ class FilesClient:
     def __init__(
         self,
         base_url: str,
-        api_key: ApiKey,
+        api_key: ApiKey | None,
         options: ClientOptions | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
+        provider: Provider = DASHSCOPE,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._key = api_key
+        self._provider = provider
+        # Without a key, pacing and state identity are per endpoint instead.
+        self._fingerprint = (
+            api_key.fingerprint() if api_key is not None else _anonymous(self._base_url)
+        )
         self._options = options or ClientOptions()
         t = self._options.timeouts
         limit = self._options.max_connections
@@ -103,7 +112,7 @@ class FilesClient:
         self._pacer = Pacer(
             {"upload": rates.upload, "read": rates.read, "delete": rates.delete},
             state_dir=self._options.pacing_dir,
-            key_fingerprint=api_key.fingerprint(),
+            key_fingerprint=self._fingerprint,
             margin=self._options.pacing_margin,
         )
         self.clock = ServerClock()
@@ -113,7 +122,15 @@ class FilesClient:
 
     @property
     def key_fingerprint(self) -> str:
-        return self._key.fingerprint()
+        return self._fingerprint
+
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
+    def _scrub(self) -> str:
+        """What error messages must not contain (revealed per call, never stored)."""
+        return self._key.reveal() if self._key is not None else ""
 
     @property
     def pacer(self) -> Pacer:
@@ -150,14 +167,14 @@ class FilesClient:
         response = self._http.send(request)
         self.clock.observe(response.headers.get("date"), before, time.time())
         if response.status_code == 429:
-            error = error_for_response(response, self._key.reveal())
+            error = error_for_response(response, self._scrub(), self._provider)
             assert isinstance(error, RateLimitedError)
             self._pacer.on_throttled(call_class, error.retry_after)
             raise error
         if response.is_success:
             self._pacer.on_success(call_class)
             return response
-        raise error_for_response(response, self._key.reveal())
+        raise error_for_response(response, self._scrub(), self._provider)
 
     def _simple(
         self,
@@ -294,6 +311,8 @@ class FilesClient:
         self, *, after: str | None, limit: int, purpose: str | None
     ) -> tuple[list[dict[str, Any]], bool | None]:
         params: dict[str, Any] = {"limit": limit}
+        if self._provider.list_order:
+            params["order"] = "desc"
         if after is not None:
             params["after"] = after
         if purpose is not None:
@@ -305,11 +324,14 @@ class FilesClient:
         return list(body.get("data") or []), has_more if isinstance(has_more, bool) else None
 
     def iter_files(
-        self, *, purpose: str | None = None, page_size: int = MAX_PAGE_SIZE
+        self, *, purpose: str | None = None, page_size: int | None = None
     ) -> Iterator[RemoteFile]:
-        """Every file of the account, newest first, following the ``after`` cursor."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
+        """Every file of the account, newest first, following the ``after`` cursor;
+        pages of the provider profile's size unless ``page_size`` says otherwise."""
+        most = self._provider.list_max_page_size
+        page_size = self._provider.list_page_size if page_size is None else page_size
+        if not 1 <= page_size <= most:
+            raise ValueError(f"page_size must be 1..{most}")
         after: str | None = None
         seen: set[str] = set()
         while True:
@@ -384,6 +406,10 @@ class FilesClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _anonymous(base_url: str) -> str:
+    return "anon-" + hashlib.sha256(base_url.encode()).hexdigest()[:7]
 
 
 def _remote_file(data: Any, operation: str) -> RemoteFile:

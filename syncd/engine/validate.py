@@ -1,5 +1,6 @@
 """The provider's acceptance rules, applied locally before any quota is spent.
 
+What each provider accepts is data in :mod:`syncd.api.providers`; this module applies it.
 Each check returns a reason string (shown by ``syncd status``) or None. The emulator has its
 own validator on purpose; `tests/test_validation_corpus.py` holds both to the same sample
 files, and where the provider's behaviour is unknown both make the choice written in
@@ -10,19 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from syncd.config import FILE_EXTRACT_EXTENSIONS
+from syncd.api.providers import (
+    BATCH,
+    DASHSCOPE,
+    MB,
+    JsonlRules,
+    Provider,
+    PurposeSpec,
+    SizeCap,
+)
+from syncd.config import PurposeRule
 
-MB = 1024 * 1024
-IMAGE_EXTENSIONS = frozenset({"bmp", "png", "jpg", "jpeg", "gif"})
-DOCUMENT_MAX = 150 * MB
-IMAGE_MAX = 20 * MB
-BATCH_MAX = 500 * MB
-BATCH_MAX_LINES = 50_000
-BATCH_MAX_LINE_BYTES = 6 * MB
-BATCH_URLS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-test"})
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -30,36 +33,73 @@ def extension(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
-def check_size(name: str, purpose: str, size: int) -> str | None:
-    """Format, then size cap, then emptiness: the provider's order, so a file breaking two
-    rules gets the reason the provider would give."""
+def _mb(n: int) -> str:
+    return f"{n // MB} MB" if n % MB == 0 else f"{n} bytes"
+
+
+def check_spec(name: str, purpose: str, spec: PurposeSpec, size: int,
+               max_file_bytes: int | None = None) -> str | None:
+    """Format, then size caps, then emptiness: the provider's order, so a file breaking
+    two rules gets the reason the provider would give. ``max_file_bytes`` is the
+    project's own cap (``rules.max_file_bytes``), checked with the provider's."""
     ext = extension(name)
-    if purpose == "batch":
-        if ext != "jsonl":
-            return "batch files must be .jsonl"
-        if size > BATCH_MAX:
-            return f"too large: {size} bytes > 500 MB limit for batch files"
-    else:
-        if ext not in FILE_EXTRACT_EXTENSIONS:
-            return f"unsupported format .{ext or '(none)'} for file-extract"
-        if ext in IMAGE_EXTENSIONS and size > IMAGE_MAX:
-            return f"too large: {size} bytes > 20 MB limit for images"
-        if size > DOCUMENT_MAX:
-            return f"too large: {size} bytes > 150 MB limit for documents"
-    if size == 0:
+    if spec.extensions is not None and ext not in spec.extensions:
+        if len(spec.extensions) == 1:
+            return f"{purpose} files must be .{next(iter(spec.extensions))}"
+        return f"unsupported format .{ext or '(none)'} for {purpose}"
+    caps = spec.caps
+    if max_file_bytes is not None:
+        caps = (*caps, SizeCap(max_file_bytes, "this project (rules.max_file_bytes)"))
+    for cap in caps:
+        if cap.applies(ext) and size > cap.limit:
+            return f"too large: {size} bytes > {_mb(cap.limit)} limit for {cap.what}"
+    if size == 0 and spec.reject_empty:
         return "empty file (the provider rejects empty files)"
     return None
 
 
-def _lines(fh: BinaryIO) -> Iterator[bytes]:
+def check_content(path: Path, spec: PurposeSpec) -> str | None:
+    """The checks that read the file (a batch file's lines), or None when there are none."""
+    return None if spec.jsonl is None else check_jsonl(path, spec.jsonl)
+
+
+@dataclass(frozen=True)
+class Validator:
+    """The local checks of one project: what its provider accepts for a rule's purpose
+    (carried by the rule), plus the configured ``rules.max_file_bytes``."""
+
+    max_file_bytes: int | None = None
+
+    def check_size(self, name: str, rule: PurposeRule, size: int) -> str | None:
+        return check_spec(name, rule.purpose, rule.accepts, size, self.max_file_bytes)
+
+    def checks_content(self, rule: PurposeRule) -> bool:
+        """Whether ``check_content`` reads the file (worth skipping for unchanged ones)."""
+        return rule.accepts.jsonl is not None
+
+    def check_content(self, path: Path, rule: PurposeRule) -> str | None:
+        return check_content(path, rule.accepts)
+
+
+def check_size(name: str, purpose: str, size: int, provider: Provider = DASHSCOPE) -> str | None:
+    """The provider's checks of a file's name and size for a purpose."""
+    return check_spec(name, purpose, provider.spec(purpose), size)
+
+
+def check_batch_content(path: Path, provider: Provider = DASHSCOPE) -> str | None:
+    """The provider's batch input rules."""
+    return check_content(path, provider.spec(BATCH))
+
+
+def _lines(fh: BinaryIO, cap: int) -> Iterator[bytes]:
     """Lines without their LF or CRLF; one longer than the cap is cut just past it, so
     memory stays bounded whatever the file holds."""
-    while raw := fh.readline(BATCH_MAX_LINE_BYTES + 2):
+    while raw := fh.readline(cap + 2):
         line = raw[:-1] if raw.endswith(b"\n") else raw
         yield line[:-1] if line.endswith(b"\r") else line
 
 
-def check_batch_content(path: Path) -> str | None:
+def check_jsonl(path: Path, rules: JsonlRules) -> str | None:
     """Stream the JSONL file and apply the batch input rules, naming the line.
 
     A line's length excludes its terminator (LF or CRLF); a UTF-8 BOM opening the file is
@@ -71,16 +111,16 @@ def check_batch_content(path: Path) -> str | None:
     model: str | None = None
     count = 0
     with path.open("rb") as fh:
-        for number, raw in enumerate(_lines(fh), start=1):
-            if len(raw) > BATCH_MAX_LINE_BYTES:
-                return f"line {number}: longer than 6 MB"
+        for number, raw in enumerate(_lines(fh, rules.max_line_bytes), start=1):
+            if len(raw) > rules.max_line_bytes:
+                return f"line {number}: longer than {_mb(rules.max_line_bytes)}"
             if number == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM):]
             if not raw.strip():
                 continue
             count += 1
-            if count > BATCH_MAX_LINES:
-                return f"line {number}: more than {BATCH_MAX_LINES} requests"
+            if count > rules.max_lines:
+                return f"line {number}: more than {rules.max_lines} requests"
             try:
                 item = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
@@ -96,8 +136,8 @@ def check_batch_content(path: Path) -> str | None:
             if item.get("method") != "POST":
                 return f"line {number}: method must be POST"
             line_url = item.get("url")
-            if line_url not in BATCH_URLS:
-                return f"line {number}: url must be one of {', '.join(sorted(BATCH_URLS))}"
+            if line_url not in rules.urls:
+                return f"line {number}: url must be one of {', '.join(sorted(rules.urls))}"
             if url is None:
                 url = line_url
             elif line_url != url:
