@@ -15,6 +15,7 @@ import structlog
 from syncd import logs
 from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
 from syncd.api.pacing import default_pacing_dir
+from syncd.api.pacing_redis import join as share_pacing
 from syncd.config import Config
 from syncd.engine import identity
 from syncd.engine.claims import Claims, owner_of
@@ -84,6 +85,18 @@ def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:
     try:
         client, base_url, closers = connect(config)
         opened[:0] = [client.close, *closers]
+        if config.limits.shared:
+            # Every host on the key paces through one Redis (README: several hosts).
+            closers.append(
+                share_pacing(
+                    client.pacer,
+                    config.limits.shared,
+                    client.key_fingerprint,
+                    fleet_size=config.limits.fleet_size,
+                    password_file=config.limits.shared_credential_file,
+                )
+            )
+            opened.insert(0, closers[-1])
         state = State(config.state_dir)
         opened.insert(0, state.close)
         owner = owner_of(config.state_dir)
