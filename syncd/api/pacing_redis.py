@@ -194,3 +194,20 @@ def share_pacer(
         retry_s=retry_s,
         name=describe(url) if url else "redis",
     )
+
+
+def join(
+    pacer: Pacer,
+    url: str,
+    key_fingerprint: str,
+    *,
+    fleet_size: int,
+    password_file: Path | None = None,
+) -> Callable[[], None]:
+    """Wire ``limits.shared`` into a client's pacer; returns the closer of the connection.
+
+    Raises ValueError (naming the config key, never the URL) for a URL that is not
+    Redis's or an unreadable password file; an unreachable server is not an error."""
+    client = connect(url, password_file=password_file)
+    share_pacer(pacer, client, key_fingerprint, fleet_size=fleet_size, url=url)
+    return client.close

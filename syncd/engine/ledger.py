@@ -50,12 +50,14 @@ import threading
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import redis
 import structlog
 
 from syncd.api.pacing import Failover
+from syncd.api.pacing_redis import connect, describe
 
 log = structlog.get_logger("syncd.ledger")
 
@@ -312,6 +314,7 @@ class RedisLedger:
         lease_s: float = 60.0,
         retry_s: float = 1.0,
         name: str = "redis",
+        owns_client: bool = False,
     ) -> None:
         prefix = f"syncd:{key_fingerprint}:ledger"
         self._keys = [
@@ -333,6 +336,7 @@ class RedisLedger:
             )
         }
         self._client = client
+        self._owns_client = owns_client
         self._health = Failover(fleet_size, retry_s=retry_s, name=name, event="engine.ledger")
         self._lock = threading.Lock()
         self._live: set[str] = set()
@@ -498,6 +502,30 @@ class RedisLedger:
                 self._call("release", [rid])
             except _Down:
                 break
+        if self._owns_client:
+            self._client.close()
+
+
+def open_ledger(
+    *,
+    shared: str | None,
+    key_fingerprint: str,
+    quota: Quota,
+    fleet_size: int,
+    password_file: Path | None = None,
+) -> Ledger:
+    """The ledger ``limits.shared`` asks for: Redis's, or the single-host one."""
+    if not shared:
+        return LocalLedger()
+    client = connect(shared, password_file=password_file)
+    return RedisLedger(
+        client,
+        key_fingerprint,
+        quota,
+        fleet_size=fleet_size,
+        name=describe(shared),
+        owns_client=True,
+    )
 
 
 class _Down(Exception):
