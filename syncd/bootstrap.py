@@ -13,7 +13,7 @@ from collections.abc import Callable
 import structlog
 
 from syncd import logs
-from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, Timeouts
+from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import default_pacing_dir
 from syncd.api.pacing_redis import join as share_pacing
 from syncd.config import Config
@@ -40,7 +40,12 @@ def load_key(config: Config) -> ApiKey | None:
     return ApiKey.load(env=api.api_key_env, file=api.api_key_file)
 
 
-def client_options(config: Config) -> ClientOptions:
+# How long a one-off command retries a remote it cannot connect to (refused, DNS,
+# TLS) before it says so; the daemon keeps retrying under its own backoff instead.
+ONE_OFF_CONNECT_S = 1.0
+
+
+def client_options(config: Config, *, one_off: bool = False) -> ClientOptions:
     limits = config.limits
     return ClientOptions(
         timeouts=Timeouts(
@@ -50,11 +55,15 @@ def client_options(config: Config) -> ClientOptions:
         ),
         rates=Rates(upload=limits.upload_qps, read=limits.read_qps, delete=limits.delete_qps),
         pacing_dir=limits.pacing_dir or default_pacing_dir(),
+        retry=RetryPolicy(connect_elapsed=ONE_OFF_CONNECT_S) if one_off else RetryPolicy(),
     )
 
 
-def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]:
-    """A client for the configured endpoint, starting the embedded emulator if asked."""
+def connect(
+    config: Config, *, one_off: bool = True
+) -> tuple[FilesClient, str, list[Callable[[], None]]]:
+    """A client for the configured endpoint, starting the embedded emulator if asked.
+    ``one_off``: a command a person waits for (short retries when nothing connects)."""
     key = load_key(config)
     if key is not None:
         # Every log line from here on masks the key, whichever command opened the client.
@@ -70,11 +79,12 @@ def connect(config: Config) -> tuple[FilesClient, str, list[Callable[[], None]]]
         )
         if stop is not None:
             closers.append(stop)
-    client = FilesClient(base_url, key, client_options(config), provider=config.api.profile)
+    options = client_options(config, one_off=one_off)
+    client = FilesClient(base_url, key, options, provider=config.api.profile)
     return client, base_url, closers
 
 
-def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:
+def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) -> Syncer:
     """Take the state lock and build a ready Syncer.
 
     Raises LockHeld when another process holds the state, identity.Mismatch when the
@@ -83,7 +93,7 @@ def open_syncer(config: Config, *, rebind: bool = False) -> Syncer:
     lock.acquire()
     opened: list[Callable[[], None]] = [lock.release]
     try:
-        client, base_url, closers = connect(config)
+        client, base_url, closers = connect(config, one_off=one_off)
         opened[:0] = [client.close, *closers]
         if config.limits.shared:
             # Every host on the key paces through one Redis (README: several hosts).

@@ -2,17 +2,17 @@
 
 Exit codes: 0 converged; 1 some files not synced (each listed with its reason);
 2 configuration, usage or authentication error; 3 deletion safety refused;
-4 another syncd process holds the state directory.
+4 another syncd process holds the state directory; 5 the remote could not be reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(ns, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    level = "error" if ns.quiet else "debug" if ns.verbose else None
+    logs.set_overrides(ns.log_format, level)
+    # Until a command reads its config: the command line's choices, else the defaults.
+    logs.configure()
     handler: Callable[[argparse.Namespace], int] = ns.handler
     try:
         return handler(ns)
@@ -75,12 +79,23 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
         sp = sub.add_parser(name, help=text, description=text)
         sp.add_argument("-c", "--config", type=Path, required=True, help="project YAML file")
+        loud = sp.add_mutually_exclusive_group()
+        loud.add_argument("-q", "--quiet", action="store_true",
+                          help="errors only: no progress display, no info logs")  # fmt: skip
+        loud.add_argument("-v", "--verbose", action="store_true",
+                          help="debug logs, including one line per file")  # fmt: skip
+        sp.add_argument("--log-format", choices=("json", "console"), default=None,
+                        help="log lines as JSON or for people (default: JSON only under "
+                        "systemd; overrides logging.format)")  # fmt: skip
         sp.set_defaults(handler=handler)
         return sp
 
     r = command("reconcile", _reconcile, "one full pass: scan, list, plan, act, publish")
     r.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     r.add_argument("--json", action="store_true", help="machine-readable summary")
+    r.add_argument("--max-delete", type=_max_delete, metavar="N|P%",
+                   help="most remote deletes this run, a count or a share of tracked files "
+                   "(overrides sync.max_delete)")  # fmt: skip
     r.add_argument(
         "--path",
         action="append",
@@ -110,28 +125,69 @@ def _parser() -> argparse.ArgumentParser:
         _rebind,
         "accept a deliberate change of root, endpoint or key for this project's state",
     )
+    i = command("id", _id, "print the file_id of each PATH (root-relative) from the mapping")
+    i.add_argument("paths", nargs="+", metavar="PATH")
+    i.add_argument("--fileid", action="store_true",
+                   help="print fileid://ID, as Qwen-Long takes it")  # fmt: skip
+    m = command("map", _map, "print the published mapping (path -> file_id)")
+    m.add_argument("--under", metavar="DIR", help="only paths under DIR (root-relative)")
+    m.add_argument("--format", choices=("lines", "json", "fileid"), default="lines",
+                   help="lines: PATH<TAB>ID (default); json: the entries; "
+                   "fileid: one fileid://ID per line")  # fmt: skip
     sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
     return p
+
+
+def _max_delete(text: str) -> Any:
+    """``N`` or ``P%``, as ``sync.max_delete`` takes it."""
+    from syncd.config import MaxDelete
+
+    raw = text.strip()
+    try:
+        if raw.endswith("%"):
+            pct = float(raw[:-1])
+            if 0 <= pct <= 100:
+                return MaxDelete(percent=pct)
+        elif int(raw) >= 0:
+            return MaxDelete(count=int(raw), percent=None)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a count such as 100 or a share such as 5%, "
+                                     f"got {text!r}")  # fmt: skip
 
 
 def _load(ns: argparse.Namespace) -> Config:
     config = load_config(ns.config)
     logs.configure(config.logging.format, config.logging.level)
+    if getattr(ns, "max_delete", None) is not None:
+        sync = dataclasses.replace(config.sync, max_delete=ns.max_delete)
+        config = dataclasses.replace(config, sync=sync)
     return config
 
 
 def _open(config: Config) -> Any:
+    from syncd.api import FilesClient
     from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld
+    from syncd.reachable import RemoteProblem, probe
 
     try:
-        syncer = open_syncer(config)
+        syncer = open_syncer(config, one_off=True)
     except LockHeld as exc:
         print(f"syncd: {exc}; try again when it has finished", file=sys.stderr)
         raise SystemExit(EXIT_LOCKED) from None
     except ValueError as exc:  # the API key could not be loaded
         print(f"syncd: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    try:
+        # One page first: an unreachable or misaddressed remote is said plainly, with
+        # its own exit code, before a run that would only count failures.
+        if isinstance(syncer.client, FilesClient):
+            probe(config, syncer.client, syncer.base_url)
+    except RemoteProblem as exc:
+        syncer.close()
+        print(f"syncd: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     return syncer
 
 
@@ -242,6 +298,11 @@ def _report_json(report: Any) -> dict[str, Any]:
             "delete": [
                 {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
             ],
+            # Deletes deletion safety held back (see "refused" for why).
+            "refused_delete": [
+                {"path": d.path, "file_id": d.file_id, "reason": d.reason}
+                for d in _refused_deletes(p)
+            ],
         },
         "uploaded": report.outcome.uploaded,
         "adopted": report.outcome.adopted,
@@ -259,11 +320,20 @@ def _report_json(report: Any) -> dict[str, Any]:
     }
 
 
+def _refused_deletes(plan: Any) -> list[Any]:
+    """The deletes the planner refused (the plan keeps them apart from ``deletes``)."""
+    return list(getattr(plan, "refused_deletes", None) or ())
+
+
 def _print_report(report: Any) -> None:
+    from syncd.progress import decimal_size
+
     p = report.plan
+    refused = _refused_deletes(p)
     if report.dry_run:
+        held = f", {len(refused)} refused" if refused else ""
         print(f"plan (dry run): {len(p.uploads)} upload(s), {len(p.adopts)} adoption(s), "
-              f"{len(p.deletes)} delete(s)")  # fmt: skip
+              f"{len(p.deletes)} delete(s){held}")  # fmt: skip
         for u in p.uploads:
             print(f"  upload  {u.kind:<9} {visible(u.path)} ({u.local.size} bytes)")
         for a in p.adopts:
@@ -275,14 +345,20 @@ def _print_report(report: Any) -> None:
                 print(f"  share   {visible(r.path)} -> upload of {visible(u.path)}")
         for d in p.deletes:
             print(f"  delete  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
+        for d in refused:
+            print(f"  refuse  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
+        if p.refused:
+            print(f"  refused: {visible(p.refused)}")
         for n in p.notes:
             if n.status != "synced":
                 print(f"  {n.status:<7} {visible(n.path)}: {visible(n.reason)}")
     else:
         o = report.outcome
         shared = len(p.shares) + sum(len(u.sharers) for u in p.uploads)
-        print(f"uploaded {o.uploaded}, adopted {o.adopted}, shared {shared}, "
-              f"deleted {o.deleted}, hashed {report.hashed} "
+        not_sent = set(o.failures) | set(o.changed_during_upload)
+        sent = sum(u.local.size for u in p.uploads if u.path not in not_sent)
+        print(f"uploaded {o.uploaded} ({decimal_size(sent)}), adopted {o.adopted}, "
+              f"shared {shared}, deleted {o.deleted}, hashed {report.hashed} "
               f"in {report.duration_s:.1f}s")  # fmt: skip
         if report.unsynced:
             print(f"{len(report.unsynced)} file(s) not synced:")
@@ -316,8 +392,10 @@ def _status(ns: argparse.Namespace) -> int:
 
 
 def _ls_remote(ns: argparse.Namespace) -> int:
+    from syncd.api.errors import APIError
     from syncd.bootstrap import connect
     from syncd.engine.state import State
+    from syncd.reachable import describe
 
     config = _load(ns)
     state = State(config.state_dir)
@@ -326,9 +404,13 @@ def _ls_remote(ns: argparse.Namespace) -> int:
         owned.update({fid: "(old version, to delete)" for fid in state.garbage()})
     finally:
         state.close()
-    client, _url, closers = connect(config)
+    client, url, closers = connect(config, one_off=True)
     try:
         files = client.list_files()
+    except APIError as exc:
+        problem = describe(config, url, exc)
+        print(f"syncd: {problem or f'listing {url} failed: {exc}'}", file=sys.stderr)
+        return problem.exit_code if problem else EXIT_UNSYNCED
     finally:
         client.close()
         for close in closers:
@@ -357,21 +439,59 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-class _Progress:
-    """One self-rewriting stderr line; only used on a terminal."""
+def _mapping(ns: argparse.Namespace) -> Any:
+    from syncd.mapping import load
 
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._last = 0.0
+    config = _load(ns)
+    return load(config.mapping_file)
 
-    def __call__(self, kind: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        now = time.monotonic()
-        if now - self._last > 0.1:
-            self._last = now
-            text = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-            print(f"\r  {text}", end="", file=sys.stderr, flush=True)
 
-    def done(self) -> None:
-        if self.counts:
-            print(file=sys.stderr)
+def _id(ns: argparse.Namespace) -> int:
+    """Ids in the order asked; an unknown path is named on stderr and makes exit 1."""
+    from syncd.mapping import UnknownPath
+
+    m = _mapping(ns)
+    missing = 0
+    for path in ns.paths:
+        try:
+            entry = m[path]
+        except UnknownPath as exc:
+            print(f"syncd: {visible(exc)}", file=sys.stderr)
+            missing += 1
+            continue
+        print(entry.fileid if ns.fileid else entry.file_id)
+    return EXIT_UNSYNCED if missing else EXIT_OK
+
+
+def _map(ns: argparse.Namespace) -> int:
+    m = _mapping(ns)
+    entries = m.under(ns.under or "")
+    if ns.format == "json":
+        rows = [
+            {k: getattr(e, k) for k in ("path", "file_id", "purpose", "bytes", "sha256")}
+            for e in entries
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    elif ns.format == "fileid":
+        for e in entries:
+            print(e.fileid)
+    else:
+        for e in entries:
+            print(f"{visible(e.path)}\t{e.file_id}")
+    return EXIT_OK
+
+
+def _progress_factory() -> type[Any]:
+    from syncd.progress import LiveProgress
+
+    class Progress(LiveProgress):
+        """The reconcile's live display; inert with ``-q``."""
+
+        def __init__(self) -> None:
+            super().__init__(enabled=not logs.quiet())
+
+    return Progress
+
+
+def _Progress() -> Any:  # called like the class it replaced
+    return _progress_factory()()

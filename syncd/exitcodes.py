@@ -19,5 +19,8 @@ class ExitCode(IntEnum):
     REFUSED = 3
     # Another syncd process holds the state directory.
     LOCKED = 4
+    # A one-off command could not reach the remote (refused, DNS, TLS): the message
+    # names the URL and what to check.
+    UNREACHABLE = 5
     # Ctrl-C: in-flight calls finished, what was confirmed is published.
     INTERRUPTED = 130

@@ -1,20 +1,88 @@
-"""structlog set-up: JSON lines under systemd or when not on a TTY, console otherwise.
+"""structlog set-up: JSON lines under systemd (or when asked), console lines otherwise.
 
 Every event passes a redaction step last, so a secret that slipped into an
 event (an exception text, say) is masked before it is written.
+
+On the console, one line per file would bury what a person wants to see (the
+progress bar, the summary, the errors): per-file events are shown at debug level
+only (``-v``). The journal (JSON) keeps them at info, where they are searchable.
+Lines are written to whatever ``sys.stderr`` is at that moment, so a live progress
+display that redirects stderr keeps them above itself instead of tearing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
 _SECRETS: set[str] = set()
+
+# Set from the command line (-q, -v, --log-format); they win over the config file.
+_override_format: str | None = None
+_override_level: str | None = None
+
+# Events that describe one file: debug-level on the console, info in JSON.
+PER_FILE_EVENTS = frozenset({
+    "uploaded", "adopted", "deleted", "not synced", "adopted earlier upload",
+    "adopted after lost response", "delete: id unknown to the provider",
+    "api.delete.already_gone", "api.upload.adopted", "api.upload.not_stored",
+})  # fmt: skip
+
+Listener = Callable[[Mapping[str, Any]], None]
+_listeners: list[Listener] = []
+
+
+def set_overrides(fmt: str | None = None, level: str | None = None) -> None:
+    """Command-line choices, applied by every later :func:`configure`."""
+    global _override_format, _override_level
+    _override_format, _override_level = fmt, level
+
+
+def quiet() -> bool:
+    """``-q`` was given: errors only, no progress display."""
+    return _override_level == "error"
+
+
+def listen(listener: Listener) -> Callable[[], None]:
+    """Call ``listener`` with every event that passes the level filter (a progress
+    display learns names and sizes from them); returns the function that stops it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
+
+
+class _CurrentStderr:
+    """A file that writes to ``sys.stderr`` as it is at each write (see the module doc)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _notify(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for listener in list(_listeners):
+        # A display's fault must never lose a log line.
+        with contextlib.suppress(Exception):
+            listener(event)
+    return event
+
+
+def _per_file_at_debug(debug: bool) -> Callable[..., MutableMapping[str, Any]]:
+    def processor(
+        _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if not debug and event.get("event") in PER_FILE_EVENTS and event.get("level") == "info":
+            raise structlog.DropEvent
+        return event
+
+    return processor
 
 
 def add_secret(value: str) -> None:
@@ -37,13 +105,16 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
 def use_json(fmt: str) -> bool:
     if fmt != "auto":
         return fmt == "json"
-    under_systemd = "INVOCATION_ID" in os.environ or "JOURNAL_STREAM" in os.environ
-    return under_systemd or not sys.stderr.isatty()
+    # Only the journal wants JSON by default: a redirected or piped run stays readable.
+    return "INVOCATION_ID" in os.environ or "JOURNAL_STREAM" in os.environ
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
+    fmt = _override_format or fmt
+    level = _override_level or level
     numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(name)s: %(message)s")
+    stream: TextIO = _CurrentStderr()  # type: ignore[assignment]
+    logging.basicConfig(level=numeric, stream=stream, format="%(name)s: %(message)s")
     logging.getLogger().setLevel(numeric)
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
@@ -53,14 +124,16 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _redact,
+        _notify,
     ]
     if use_json(fmt):
         processors.append(structlog.processors.JSONRenderer(ensure_ascii=False))
     else:
+        processors.append(_per_file_at_debug(numeric <= logging.DEBUG))
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

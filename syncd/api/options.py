@@ -31,6 +31,9 @@ class RetryPolicy:
     max_elapsed: float = 300.0
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
+    # Bound on retrying a call that could not connect at all (refused, DNS, TLS);
+    # None = as any other failure. One-off commands keep it short: a person waits.
+    connect_elapsed: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

@@ -11,10 +11,12 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
     stop_before_delay,
 )
+from tenacity.stop import stop_base
 
-from syncd.api.errors import RetryableError
+from syncd.api.errors import NetworkError, RetryableError
 from syncd.api.options import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -44,6 +46,23 @@ def compute_wait(
     return rng(0.0, backoff_cap(policy, attempt))
 
 
+class _ConnectBudget(stop_base):
+    """Stop once nothing could be sent (refused, DNS, TLS) for longer than ``seconds``;
+    other failures are left to the rest of the policy."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+
+    def __call__(self, state: RetryCallState) -> bool:
+        if self._seconds is None or state.outcome is None:
+            return False
+        error = state.outcome.exception()
+        if not (isinstance(error, NetworkError) and error.phase == "connect"):
+            return False
+        elapsed = state.seconds_since_start or 0.0
+        return elapsed + (state.upcoming_sleep or 0.0) > self._seconds
+
+
 def build_retrying(
     policy: RetryPolicy,
     *,
@@ -70,7 +89,11 @@ def build_retrying(
         )
 
     return Retrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_elapsed),
+        stop=stop_any(
+            stop_after_attempt(policy.max_attempts),
+            stop_before_delay(policy.max_elapsed),
+            _ConnectBudget(policy.connect_elapsed),
+        ),
         wait=wait,
         retry=retry_if_exception_type(retry_on),
         before_sleep=before_sleep,

@@ -1,0 +1,158 @@
+"""Read the ``path -> file_id`` mapping syncd publishes: the consumer's side.
+
+>>> from syncd import mapping
+>>> m = mapping.load("/srv/docs/mapping.json")
+>>> m["notes/read me.md"].file_id
+'file-fe-…'
+>>> m["notes/read me.md"].fileid          # the form Qwen-Long takes
+'fileid://file-fe-…'
+
+The file is replaced atomically by syncd, so a reader sees the old mapping or the
+new one, never half of either; :func:`load` reads it once (load again to see later
+changes). Standard library only: a consumer needs nothing else of syncd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Entry", "FileMapping", "MappingError", "UnknownPath", "load"]
+
+SUPPORTED_VERSION = 1
+
+
+class MappingError(Exception):
+    """The mapping file cannot be read as a syncd mapping."""
+
+
+class UnknownPath(MappingError, KeyError):
+    """No file of the mapping has this path (not synced, excluded, or misspelled)."""
+
+    def __init__(self, path: str, source: str) -> None:
+        super().__init__(path)
+        self.path = path
+        self.source = source
+
+    def __str__(self) -> str:
+        # KeyError would show only the repr of the key.
+        return (
+            f"{self.path!r} is not in the mapping {self.source}: not synced (yet), excluded "
+            "by the rules, or not a path relative to the synced folder "
+            "(`syncd status` says why a file is not synced)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One synced file: its path relative to the synced folder and its remote copy."""
+
+    path: str
+    file_id: str
+    purpose: str
+    bytes: int
+    sha256: str
+    uploaded_at: float | None = None
+
+    @property
+    def fileid(self) -> str:
+        """``fileid://ID``, as a Qwen-Long system message names a document."""
+        return f"fileid://{self.file_id}"
+
+
+class FileMapping(Mapping[str, Entry]):
+    """The mapping as published: entries by path, plus where the files live."""
+
+    def __init__(
+        self,
+        entries: dict[str, Entry],
+        *,
+        project: str,
+        base_url: str,
+        generated_at: float,
+        source: str,
+    ) -> None:
+        self._entries = entries
+        self.project = project
+        self.base_url = base_url
+        self.generated_at = generated_at
+        self.source = source
+
+    def __getitem__(self, path: str) -> Entry:
+        try:
+            return self._entries[_normal(path)]
+        except KeyError:
+            raise UnknownPath(path, self.source) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"FileMapping(project={self.project!r}, files={len(self)}, source={self.source!r})"
+
+    def under(self, folder: str) -> list[Entry]:
+        """Entries whose path is ``folder`` itself or inside it, sorted by path."""
+        prefix = _normal(folder)
+        if not prefix:
+            return [self._entries[p] for p in sorted(self._entries)]
+        return [
+            e for p, e in sorted(self._entries.items()) if p == prefix or p.startswith(prefix + "/")
+        ]
+
+
+def _normal(path: str) -> str:
+    """A path as the mapping spells it: relative, ``/``-separated, no ``./`` or slashes
+    at either end."""
+    p = path.replace(os.sep, "/").strip("/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p
+
+
+def load(path: str | os.PathLike[str]) -> FileMapping:
+    """Read a mapping file. Raises MappingError if it is missing or not a syncd mapping."""
+    source = str(path)
+    try:
+        raw: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MappingError(
+            f"no mapping at {source}: syncd has not published one yet (run `syncd reconcile`),"
+            " or mapping_file in its config names another place"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MappingError(f"cannot read the mapping {source}: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
+        raise MappingError(f"{source} is not a syncd mapping (no 'files' object)")
+    version = raw.get("version")
+    if version != SUPPORTED_VERSION:
+        raise MappingError(
+            f"{source} is mapping version {version!r}; this reader knows version "
+            f"{SUPPORTED_VERSION}"
+        )
+    entries: dict[str, Entry] = {}
+    for rel, item in raw["files"].items():
+        try:
+            entries[rel] = Entry(
+                path=rel,
+                file_id=str(item["file_id"]),
+                purpose=str(item["purpose"]),
+                bytes=int(item["bytes"]),
+                sha256=str(item["sha256"]),
+                uploaded_at=item.get("uploaded_at"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MappingError(f"{source}: entry {rel!r} is malformed ({exc})") from None
+    return FileMapping(
+        entries,
+        project=str(raw.get("project", "")),
+        base_url=str(raw.get("base_url", "")),
+        generated_at=float(raw.get("generated_at") or 0.0),
+        source=source,
+    )
