@@ -2,8 +2,9 @@
 
 Each sample of `tests/corpus` goes through the local checks exactly as the scanner applies
 them, and is uploaded to the emulator over HTTP; both verdicts must equal the sample's
-expected one. Only the DashScope flavour is covered: the engine's validator knows no other
-provider's rules yet.
+expected one, per provider: the engine's validator with the provider's profile against the
+emulator's flavour of the same name (DashScope, OpenAI). The generic profile has no
+emulator counterpart: it checks nothing the config does not ask for.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from syncd.engine.validate import check_batch_content, check_size
-from tests.corpus import Sample, dashscope_samples, materialize
+from syncd.api.providers import PROVIDERS, Provider
+from syncd.engine.validate import check_content, check_spec
+from tests.corpus import SAMPLES, Sample, materialize
 from tests.emulator_fixture import EmulatorHandle
 
 Factory = Callable[..., EmulatorHandle]
@@ -37,16 +39,17 @@ _EMULATOR_CODES = {
 }
 
 
-def local_verdict(path: Path, purpose: str) -> str:
+def local_verdict(path: Path, purpose: str, provider: Provider) -> str:
     """What the scanner decides (see `engine/scan.py`), as a verdict."""
-    reason = check_size(path.name, purpose, path.stat().st_size)
-    if reason is None and purpose == "batch":
-        reason = check_batch_content(path)
+    spec = provider.spec(purpose)
+    reason = check_spec(path.name, purpose, spec, path.stat().st_size)
+    if reason is None:
+        reason = check_content(path, spec)
     if reason is None:
         return "ok"
     if reason.startswith("empty file") or reason == "batch file has no requests":
         return "empty"
-    if reason.startswith(("unsupported format", "batch files must be")):
+    if reason.startswith("unsupported format") or " files must be ." in reason:
         return "format"
     if reason.startswith("too large"):
         return "too_large"
@@ -74,17 +77,20 @@ def emulator_verdict(http: httpx.Client, path: Path, purpose: str) -> str:
     return f"{code}@{match.group(1) if match else '?'}"
 
 
+@pytest.mark.parametrize("provider", sorted(SAMPLES))
 def test_local_and_emulator_validators_agree_on_the_corpus(
-        emulator_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    samples = dashscope_samples()
-    emu = emulator_factory(rate_limit="off")
+        emulator_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        provider: str) -> None:
+    samples = SAMPLES[provider]()
+    profile = PROVIDERS[provider]
+    emu = emulator_factory(rate_limit="off", flavor=provider)
     rows: list[tuple[Sample, str, str]] = []
     with httpx.Client(base_url=emu.url, timeout=120,
                       headers={"Authorization": f"Bearer {emu.api_key}"}) as http:
         for sample in samples:
             path = materialize(sample, tmp_path / "corpus")
             try:
-                rows.append((sample, local_verdict(path, sample.purpose),
+                rows.append((sample, local_verdict(path, sample.purpose, profile),
                              emulator_verdict(http, path, sample.purpose)))
             finally:
                 path.unlink()
@@ -93,7 +99,7 @@ def test_local_and_emulator_validators_agree_on_the_corpus(
                   if s.expect != local or s.expect != remote]
     verdicts = {s.expect for s in samples}
     with capsys.disabled():
-        print(f"\nvalidation corpus (dashscope): {len(samples)} files x 2 validators,"
+        print(f"\nvalidation corpus ({provider}): {len(samples)} files x 2 validators,"
               f" {len(disagreements)} disagreements, {len(verdicts)} distinct verdicts")
     assert not disagreements, "\n".join(f"{i}: local {a!r} != emulator {b!r}"
                                         for i, a, b in disagreements)
@@ -105,4 +111,6 @@ def test_local_and_emulator_validators_agree_on_the_corpus(
     assert {v.split("@")[0] for v in verdicts if "@" in v} == {
         "invalid_json_line", "duplicate_custom_id", "url_mismatch", "mismatched_model",
         "line_too_large", "too_many_lines"}
+    # Every purpose of the provider is exercised.
+    assert {s.purpose for s in samples} == set(profile.purposes)
     assert emu.truth_files() == []

@@ -1,4 +1,5 @@
-"""Sample files that every validator of the DashScope flavour must judge the same way.
+"""Sample files that every validator of a provider must judge the same way, per provider
+(`SAMPLES`: DashScope and OpenAI).
 
 Each `Sample` is written into a directory by `materialize` (large ones as sparse files) and
 carries the verdict both validators must reach:
@@ -144,10 +145,16 @@ def _batch_layout() -> Iterator[Sample]:
     yield Sample("cjk.jsonl", "batch", "ok", jsonl(line("\u8bf7\u6c42-1"), line("\u8bf7\u6c42-2")))
 
 
-def _batch_rules() -> Iterator[Sample]:
+def _batch_rules(openai: bool = False) -> Iterator[Sample]:
     bad = "invalid_json_line"
     yield Sample("all-urls.jsonl", "batch", "ok", jsonl(line("1", url="/v1/embeddings")))
-    yield Sample("ds-test.jsonl", "batch", "ok", jsonl(line("1", url="/v1/chat/ds-test")))
+    # Each provider's own batch urls, and not the other's.
+    yield Sample("ds-test.jsonl", "batch", f"{bad}@1" if openai else "ok",
+                 jsonl(line("1", url="/v1/chat/ds-test")))
+    yield Sample("openai-url.jsonl", "batch", "ok" if openai else f"{bad}@1",
+                 jsonl(line("1", url="/v1/responses")))
+    yield Sample("completions-url.jsonl", "batch", "ok" if openai else f"{bad}@1",
+                 jsonl(line("1", url="/v1/completions")))
     yield Sample("not-json.jsonl", "batch", f"{bad}@2", jsonl(line("1"), b"{not json"))
     yield Sample("bad-utf8.jsonl", "batch", f"{bad}@2",
                  jsonl(line("1"), line("2").replace(b'"2"', b'"\xff"', 1)))
@@ -172,7 +179,6 @@ def _batch_rules() -> Iterator[Sample]:
     yield Sample("no-method.jsonl", "batch", f"{bad}@1",
                  jsonl(json.dumps({k: v for k, v in request().items() if k != "method"})
                        .encode()))
-    yield Sample("openai-url.jsonl", "batch", f"{bad}@1", jsonl(line("1", url="/v1/responses")))
     yield Sample("url-mismatch.jsonl", "batch", "url_mismatch@2",
                  jsonl(line("1"), line("2", url="/v1/embeddings")))
     yield Sample("no-body.jsonl", "batch", f"{bad}@1",
@@ -205,12 +211,62 @@ def _batch_caps() -> Iterator[Sample]:
                  jsonl(*many[:10], b"", *many[10:], line("extra")))
 
 
+OPENAI_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+OPENAI_ANY_NAME = ("assistants", "vision", "user_data")
+OPENAI_JSONL_ONLY = ("batch", "fine-tune", "evals")
+
+
+def _openai_formats() -> Iterator[Sample]:
+    # Purposes that take any file name (which formats OpenAI refuses at upload for them is
+    # unconfirmed: none are refused, on either side).
+    for purpose in OPENAI_ANY_NAME:
+        for name in ("tool.exe", "no-extension", "trailing-dot.", "script.py", "data.jsonl",
+                     "page.HTML", "notes.md", ".hidden"):
+            yield Sample(name, purpose, "ok", b"content")
+        yield Sample("empty.txt", purpose, "empty")
+        yield Sample("empty.exe", purpose, "empty")
+    for purpose in OPENAI_JSONL_ONLY:
+        body = jsonl(line("1", url="/v1/chat/completions"))
+        for name in ("train.jsonl", "train.JSONL", "train.JsonL"):
+            yield Sample(name, purpose, "ok", body)
+        for name in ("train.json", "train.txt", "train", "train.jsonl.txt", "train.exe"):
+            yield Sample(name, purpose, "format", body)
+        yield Sample("empty.jsonl", purpose, "empty")
+        yield Sample("empty.txt", purpose, "format")
+    # Only batch files are checked line by line (for fine-tune and evals the content rules
+    # are not public: neither side checks them).
+    for purpose in ("fine-tune", "evals"):
+        yield Sample("free-form.jsonl", purpose, "ok", b"{not json\n\n")
+        yield Sample("blank-only.jsonl", purpose, "ok", b"\n\n")
+
+
+def _openai_size_caps() -> Iterator[Sample]:
+    yield Sample("at-cap.bin", "user_data", "ok", sparse=512 * MB)
+    yield Sample("over-cap.pdf", "assistants", "too_large", sparse=512 * MB + 1)
+    yield Sample("over-cap.png", "vision", "too_large", sparse=512 * MB + 1)
+    yield Sample("over-cap.jsonl", "fine-tune", "too_large", sparse=512 * MB + 1)
+    yield Sample("over-cap.jsonl", "batch", "too_large", sparse=200 * MB + 1)
+    # DashScope's caps do not apply.
+    yield Sample("over-dashscope-cap.png", "vision", "ok", sparse=20 * MB + 1)
+
+
 def dashscope_samples() -> list[Sample]:
-    samples = [*_extensions(), *_empty(), *_size_caps(), *_batch_layout(), *_batch_rules(),
-               *_batch_caps()]
+    return _unique([*_extensions(), *_empty(), *_size_caps(), *_batch_layout(),
+                    *_batch_rules(), *_batch_caps()])
+
+
+def openai_samples() -> list[Sample]:
+    return _unique([*_openai_formats(), *_openai_size_caps(), *_batch_layout(),
+                    *_batch_rules(openai=True), *_batch_caps()])
+
+
+def _unique(samples: list[Sample]) -> list[Sample]:
     idents = [s.ident for s in samples]
     assert len(idents) == len(set(idents)), "sample names must be unique per purpose"
     return samples
+
+
+SAMPLES = {"dashscope": dashscope_samples, "openai": openai_samples}
 
 
 def materialize(sample: Sample, directory: Path) -> Path:
