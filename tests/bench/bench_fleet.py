@@ -24,6 +24,7 @@ from tests.redis_fixture import RedisServer, require_redis_server
 
 
 def run(work: Path, files: int, shared: str | None) -> tuple[float, int, int, int]:
+    work.mkdir(parents=True)
     emu = EmulatorHandle(work / "emu", [KEY], [], work / "emu.log")
     try:
         per_host = files // 3
