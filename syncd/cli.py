@@ -440,10 +440,14 @@ def _human(n: float) -> str:
 
 
 def _mapping(ns: argparse.Namespace) -> Any:
-    from syncd.mapping import load
+    from syncd.mapping import MappingError, load
 
     config = _load(ns)
-    return load(config.mapping_file)
+    try:
+        return load(config.mapping_file)
+    except MappingError as exc:
+        print(f"syncd: {visible(exc)}", file=sys.stderr)
+        raise SystemExit(EXIT_UNSYNCED) from None
 
 
 def _id(ns: argparse.Namespace) -> int:

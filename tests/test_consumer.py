@@ -1,0 +1,114 @@
+"""The consumer's side against a real sync: `syncd id`, `syncd map`, syncd.mapping.load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from syncd import mapping
+from tests.emulator_fixture import EmulatorHandle
+from tests.engine_helpers import (
+    fast_emulator,
+    read_mapping,
+    remote_files,
+    run_syncd,
+    write_config,
+)
+
+TREE = {
+    "notes/read me.md": "# 你好\n",
+    "notes/todo.txt": "todo\n",
+    "reports/q1.txt": "q1\n",
+    "top.txt": "top\n",
+}
+
+
+@pytest.fixture
+def synced(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> tuple[Path, EmulatorHandle]:
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    for rel, text in TREE.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, "utf-8")
+    cfg = write_config(tmp_path, root, emu)
+    run = run_syncd("reconcile", cfg, key=emu.api_key)
+    assert run.returncode == 0, run.output
+    return cfg, emu
+
+
+def test_load_gives_typed_entries_that_match_the_remote(
+    synced: tuple[Path, EmulatorHandle], tmp_path: Path
+) -> None:
+    _cfg, emu = synced
+    m = mapping.load(tmp_path / "mapping.json")
+    remote = remote_files(emu)
+    assert sorted(m) == sorted(TREE) and len(m) == 4
+    for rel, text in TREE.items():
+        e = m[rel]
+        assert isinstance(e, mapping.Entry)
+        assert e.path == rel and e.purpose == "file-extract"
+        assert e.bytes == len(text.encode()) == remote[e.file_id]["bytes"]
+        assert e.fileid == f"fileid://{e.file_id}"
+        assert len(e.sha256) == 64
+    assert m["./notes/todo.txt"] == m["notes/todo.txt"]  # spelled as a shell would
+    assert [e.path for e in m.under("notes")] == ["notes/read me.md", "notes/todo.txt"]
+    assert m.project == "e2e" and m.base_url == emu.url
+
+    with pytest.raises(mapping.UnknownPath) as caught:
+        m["notes/missing.txt"]
+    assert isinstance(caught.value, KeyError)
+    assert "notes/missing.txt" in str(caught.value) and "not in the mapping" in str(caught.value)
+    with pytest.raises(mapping.MappingError, match="no mapping at"):
+        mapping.load(tmp_path / "nowhere.json")
+
+
+def test_id_prints_ids_in_the_order_asked(
+    synced: tuple[Path, EmulatorHandle], tmp_path: Path
+) -> None:
+    cfg, _emu = synced
+    ids = {p: e["file_id"] for p, e in read_mapping(tmp_path / "mapping.json").items()}
+    run = run_syncd("id", cfg, "top.txt", "notes/read me.md", key=None)
+    assert run.returncode == 0, run.output
+    assert run.stdout.splitlines() == [ids["top.txt"], ids["notes/read me.md"]]
+
+    fileid = run_syncd("id", cfg, "--fileid", "reports/q1.txt", key=None)
+    assert fileid.stdout.strip() == f"fileid://{ids['reports/q1.txt']}"
+
+    partly = run_syncd("id", cfg, "top.txt", "nope.txt", key=None)
+    assert partly.returncode == 1
+    assert partly.stdout.splitlines() == [ids["top.txt"]]
+    assert "nope.txt" in partly.stderr and "Traceback" not in partly.stderr
+
+
+def test_map_formats_and_under(synced: tuple[Path, EmulatorHandle], tmp_path: Path) -> None:
+    cfg, _emu = synced
+    ids = {p: e["file_id"] for p, e in read_mapping(tmp_path / "mapping.json").items()}
+
+    lines = run_syncd("map", cfg, key=None)
+    assert lines.returncode == 0, lines.output
+    assert [ln.split("\t") for ln in lines.stdout.splitlines()] == sorted(
+        [p, i] for p, i in ids.items()
+    )
+
+    under = run_syncd("map", cfg, "--under", "notes/", "--format", "json", key=None)
+    rows = json.loads(under.stdout)
+    assert [r["path"] for r in rows] == ["notes/read me.md", "notes/todo.txt"]
+    assert {r["file_id"] for r in rows} == {ids["notes/read me.md"], ids["notes/todo.txt"]}
+    assert set(rows[0]) == {"path", "file_id", "purpose", "bytes", "sha256"}
+
+    fileids = run_syncd("map", cfg, "--under", "reports", "--format", "fileid", key=None)
+    assert fileids.stdout.splitlines() == [f"fileid://{ids['reports/q1.txt']}"]
+
+
+def test_commands_before_any_sync_say_so(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = write_config(tmp_path, root, "http://127.0.0.1:9/compatible-mode/v1")
+    run = run_syncd("id", cfg, "a.txt", key=None)
+    assert run.returncode != 0
+    assert "no mapping at" in run.stderr and "Traceback" not in run.stderr
