@@ -89,7 +89,8 @@ def describe(config: Config, base_url: str, exc: APIError) -> RemoteProblem | No
         )
     if isinstance(exc, AuthenticationError):
         return RemoteProblem(
-            f"{base_url} refused the API key (status {exc.status}); the key came from "
+            f"{base_url} refused the API key (status {exc.status}: {exc.message}); the key "
+            f"came from "
             f"{key_source(config)}: check it is the right key for this endpoint and region",
             ExitCode.USAGE,
         )
