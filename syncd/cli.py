@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         help='machine-readable; "source" says whether the running daemon ("daemon") '
         'or the state file ("state") answered',
     )
+    s.add_argument("--skipped", action="store_const", dest="handler", const=_skipped,
+                   help="list every file the rules leave out, walking the folder again")
     ls = command("ls-remote", _ls_remote, "remote files, marked ours or foreign")
     ls.add_argument("--json", action="store_true")
     cc = command(
@@ -389,6 +391,20 @@ def _status(ns: argparse.Namespace) -> int:
         for line in render(data):
             print(line)
     return exit_code(data)
+
+
+def _skipped(ns: argparse.Namespace) -> int:
+    """Every file the rules leave out, one per line with its rule (status keeps counts)."""
+    from syncd.engine.rules import Rules
+    from syncd.engine.scan import walk_skipped
+
+    config = load_config(ns.config)
+    for path, label in walk_skipped(config.root, Rules(config.rules)):
+        if ns.json:
+            print(json.dumps({"path": path, "rule": label}, ensure_ascii=False))
+        else:
+            print(f"{visible(path)}\t{visible(label)}")
+    return EXIT_OK
 
 
 def _ls_remote(ns: argparse.Namespace) -> int:

@@ -21,7 +21,13 @@ from syncd.engine.rules import Rules
 from syncd.engine.scan import EXAMPLES, PRUNED, scan_paths, scan_root, walk_skipped
 from syncd.engine.state import State
 from tests.emulator_fixture import EmulatorHandle
-from tests.engine_helpers import fast_emulator, reconcile, remote_files, write_config
+from tests.engine_helpers import (
+    fast_emulator,
+    reconcile,
+    remote_files,
+    run_syncd,
+    write_config,
+)
 
 FLAGS = glob.GLOBSTAR | glob.BRACE | glob.DOTGLOB | glob.IGNORECASE
 
@@ -260,3 +266,11 @@ def test_reconcile_records_only_candidates_and_summarizes_the_rest(
     again = reconcile(cfg, emu.api_key)
     assert again.returncode == 0, again.output
     assert (again.json["uploaded"], again.json["deleted"], again.json["hashed"]) == (0, 0, 0)
+
+    # The long form, walked again on demand: every left-out file, and the pruned folder.
+    listing = run_syncd("status", cfg, "--skipped", key=None)
+    assert listing.returncode == 0, listing.output
+    lines = [line.split("\t") for line in listing.stdout.splitlines()]
+    assert sum(1 for path, rule in lines if path.endswith(".bin") and ".bin" in rule) == 2000
+    assert ["build/", PRUNED] in lines
+    assert len(lines) == 2001
