@@ -15,6 +15,7 @@ written: a variable may hold a secret.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from wcmatch import glob
 
-from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS, SKIP, Provider, PurposeSpec
+from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS, SKIP, Provider, PurposeSpec, SizeCap
 
 EMBEDDED = "embedded"
 DEFAULT_KEY_ENV = PROVIDERS[DEFAULT_PROVIDER].key_env
@@ -61,8 +62,19 @@ class PurposeRule:
     accepts: PurposeSpec = field(default_factory=PurposeSpec)
 
 
-def with_checks(rules: Sequence[PurposeRule], provider: Provider) -> tuple[PurposeRule, ...]:
-    return tuple(PurposeRule(r.patterns, r.purpose, provider.spec(r.purpose)) for r in rules)
+def with_checks(
+    rules: Sequence[PurposeRule], provider: Provider, max_file_bytes: int | None = None
+) -> tuple[PurposeRule, ...]:
+    """The rules, each carrying what the provider accepts for its purpose, plus the
+    project's own cap (``rules.max_file_bytes``)."""
+    out = []
+    for rule in rules:
+        spec = provider.spec(rule.purpose)
+        if max_file_bytes is not None:
+            cap = SizeCap(max_file_bytes, "this project (rules.max_file_bytes)")
+            spec = dataclasses.replace(spec, caps=(*spec.caps, cap))
+        out.append(PurposeRule(rule.patterns, rule.purpose, spec))
+    return tuple(out)
 
 
 def default_purposes(provider: Provider) -> tuple[PurposeRule, ...]:
@@ -848,7 +860,9 @@ def _provider_checks(r: _Reader, got: Callable[[str], Any], line: Callable[[str]
     if name is None:
         return
     profile = PROVIDERS[name]
-    for i, rule in enumerate(got("rules.purposes") or ()):
+    # Left out, the purposes are the provider's defaults (see _build).
+    written = got("rules.purposes") if "rules.purposes" in r.lines else ()
+    for i, rule in enumerate(written or ()):
         if not profile.allows(rule.purpose):
             allowed = ", ".join([*profile.purposes, SKIP])
             r.problem(r.purpose_lines.get(i, line("rules.purposes")),
@@ -943,11 +957,8 @@ def _build(r: _Reader, got: Callable[[str], Any], source: str) -> Config:
     ):
         if key not in r.lines:
             values[key] = default
-    values["rules.purposes"] = (
-        with_checks(values["rules.purposes"], profile)
-        if "rules.purposes" in r.lines
-        else default_purposes(profile)
-    )
+    given = values["rules.purposes"] if "rules.purposes" in r.lines else default_purposes(profile)
+    values["rules.purposes"] = with_checks(given, profile, values["rules.max_file_bytes"])
     if values["mapping_file"] is None:
         values["mapping_file"] = values["state_dir"] / "mapping.json"
     if values["api.api_key_file"] is not None and "api.api_key_env" not in r.lines:

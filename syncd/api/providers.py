@@ -89,7 +89,9 @@ class Provider:
     any_purpose: PurposeSpec = field(default_factory=lambda: PurposeSpec(reject_empty=False))
     # rules.purposes when the config gives none: (globs, purpose), first match wins.
     default_purposes: tuple[tuple[tuple[str, ...], str], ...] = ((("**",), ASSISTANTS),)
-    key_env: str = "OPENAI_API_KEY"
+    # The variable holding the key when the config names none (None: no key unless the
+    # config names a source, so no key meant for another provider is ever sent here).
+    key_env: str | None = "OPENAI_API_KEY"
     key_required: bool = True
     list_page_size: int = 10_000
     list_max_page_size: int = 10_000
@@ -201,7 +203,7 @@ def _generic() -> Provider:
     return Provider(
         name="generic",
         purposes={},
-        key_env="OPENAI_API_KEY",
+        key_env=None,
         key_required=False,
         list_page_size=10_000,
         list_max_page_size=100_000,

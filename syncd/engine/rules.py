@@ -21,7 +21,6 @@ from typing import Protocol
 from wcmatch import glob
 
 from syncd.config import PurposeRule, RulesConfig
-from syncd.engine.validate import Validator
 
 _FLAGS = glob.GLOBSTAR | glob.BRACE | glob.DOTGLOB | glob.IGNORECASE
 
@@ -191,8 +190,6 @@ class Rules:
             [p for p in config.exclude if not _anchor([p])[0].endswith("/**")]
         )
         self._selecting = [g for g, rule in self._purposes if rule.purpose != "skip"]
-        # The local checks of a candidate: its rule's provider checks, plus the project's.
-        self.validator = Validator(config.max_file_bytes)
 
     def is_candidate(self, rel_path: str) -> bool:
         """True when the path is included, not excluded (temporary names are excluded),

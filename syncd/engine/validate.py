@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +21,6 @@ from syncd.api.providers import (
     JsonlRules,
     Provider,
     PurposeSpec,
-    SizeCap,
 )
 from syncd.config import PurposeRule
 
@@ -37,20 +35,15 @@ def _mb(n: int) -> str:
     return f"{n // MB} MB" if n % MB == 0 else f"{n} bytes"
 
 
-def check_spec(name: str, purpose: str, spec: PurposeSpec, size: int,
-               max_file_bytes: int | None = None) -> str | None:
+def check_spec(name: str, purpose: str, spec: PurposeSpec, size: int) -> str | None:
     """Format, then size caps, then emptiness: the provider's order, so a file breaking
-    two rules gets the reason the provider would give. ``max_file_bytes`` is the
-    project's own cap (``rules.max_file_bytes``), checked with the provider's."""
+    two rules gets the reason the provider would give."""
     ext = extension(name)
     if spec.extensions is not None and ext not in spec.extensions:
         if len(spec.extensions) == 1:
             return f"{purpose} files must be .{next(iter(spec.extensions))}"
         return f"unsupported format .{ext or '(none)'} for {purpose}"
-    caps = spec.caps
-    if max_file_bytes is not None:
-        caps = (*caps, SizeCap(max_file_bytes, "this project (rules.max_file_bytes)"))
-    for cap in caps:
+    for cap in spec.caps:
         if cap.applies(ext) and size > cap.limit:
             return f"too large: {size} bytes > {_mb(cap.limit)} limit for {cap.what}"
     if size == 0 and spec.reject_empty:
@@ -63,22 +56,19 @@ def check_content(path: Path, spec: PurposeSpec) -> str | None:
     return None if spec.jsonl is None else check_jsonl(path, spec.jsonl)
 
 
-@dataclass(frozen=True)
-class Validator:
-    """The local checks of one project: what its provider accepts for a rule's purpose
-    (carried by the rule), plus the configured ``rules.max_file_bytes``."""
+def check_file(name: str, rule: PurposeRule, size: int) -> str | None:
+    """The checks of a file's name and size for its purpose rule: what the provider
+    accepts for the purpose, and the project's own cap (both carried by the rule)."""
+    return check_spec(name, rule.purpose, rule.accepts, size)
 
-    max_file_bytes: int | None = None
 
-    def check_size(self, name: str, rule: PurposeRule, size: int) -> str | None:
-        return check_spec(name, rule.purpose, rule.accepts, size, self.max_file_bytes)
+def reads_content(rule: PurposeRule) -> bool:
+    """Whether ``check_file_content`` reads the file (worth skipping for unchanged ones)."""
+    return rule.accepts.jsonl is not None
 
-    def checks_content(self, rule: PurposeRule) -> bool:
-        """Whether ``check_content`` reads the file (worth skipping for unchanged ones)."""
-        return rule.accepts.jsonl is not None
 
-    def check_content(self, path: Path, rule: PurposeRule) -> str | None:
-        return check_content(path, rule.accepts)
+def check_file_content(path: Path, rule: PurposeRule) -> str | None:
+    return check_content(path, rule.accepts)
 
 
 def check_size(name: str, purpose: str, size: int, provider: Provider = DASHSCOPE) -> str | None:
