@@ -19,6 +19,7 @@ from syncd.api.pacing_redis import join as share_pacing
 from syncd.config import Config
 from syncd.engine import identity
 from syncd.engine.claims import Claims, owner_of
+from syncd.engine.ledger import Quota, open_ledger
 from syncd.engine.state import State, StateLock
 from syncd.engine.sync import Syncer
 
@@ -121,6 +122,17 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
         claims.claim_all(
             [r.file_id for r in state.records().values() if r.file_id] + sorted(state.garbage())
         )
+        limits = config.limits
+        ledger = open_ledger(
+            shared=limits.shared,
+            key_fingerprint=client.key_fingerprint,
+            quota=Quota.of(
+                limits.max_files, limits.max_bytes, limits.headroom_files, limits.headroom_bytes
+            ),
+            fleet_size=limits.fleet_size,
+            password_file=limits.shared_credential_file,
+        )
+        closers.append(ledger.close)
     except BaseException:
         for close in opened:
             try:
@@ -128,4 +140,13 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
             except Exception:  # the original error is the one worth reporting
                 log.exception("close failed")
         raise
-    return Syncer(config, client, state, claims, base_url=base_url, lock=lock, closers=closers)
+    return Syncer(
+        config,
+        client,
+        state,
+        claims,
+        ledger=ledger,
+        base_url=base_url,
+        lock=lock,
+        closers=closers,
+    )

@@ -32,6 +32,7 @@ from syncd.api.errors import (
 from syncd.api.models import RemoteFile
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
+from syncd.engine.ledger import Ledger
 from syncd.engine.model import Delete, Intent, Note, Plan, Upload
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.scan import same_as_scanned
@@ -61,9 +62,9 @@ class RemoteView:
         with self._lock:
             self._files[f.id] = f
 
-    def remove(self, file_id: str) -> None:
+    def remove(self, file_id: str) -> RemoteFile | None:
         with self._lock:
-            self._files.pop(file_id, None)
+            return self._files.pop(file_id, None)
 
     def snapshot(self) -> dict[str, RemoteFile]:
         with self._lock:
@@ -116,6 +117,7 @@ class Executor:
         state: State,
         remote: RemoteView,
         claims: Claims,
+        ledger: Ledger,
         *,
         workers: int,
         progress: Callable[[str], None] | None = None,
@@ -125,6 +127,7 @@ class Executor:
         self._state = state
         self._remote = remote
         self._claims = claims
+        self._ledger = ledger
         self._workers = workers
         self._progress = progress or (lambda _kind: None)
         self._abort: AuthenticationError | None = None
@@ -249,27 +252,32 @@ class Executor:
                 if resolved is not None:
                     self._remote.add(resolved.remote)
                     return resolved
+            # The fleet's quota ledger admits it before any byte is sent (single host:
+            # always; the planner already fitted the run to the account).
+            reservation = self._ledger.reserve(1, local.size)
+            if reservation is None:
+                return self._fail(up, Failed("quota", self._ledger.refusal(local.size), False))
             intent = self._state.begin_intent(local)
             try:
                 remote, attempts = self._send(intent, local.name, local.purpose)
-            except AuthenticationError:
-                self._state.clear_intent(up.path)
-                raise
             except APIError as exc:
+                self._ledger.release(reservation)
                 failed = failure_for(exc)
-                if not failed.keep_intent:
+                refused_key = isinstance(exc, AuthenticationError)
+                if refused_key or not failed.keep_intent:
                     self._state.clear_intent(up.path)
-                self._state.note(Note(up.path, failed.status, failed.reason))
-                for rider in up.sharers:
-                    self._state.note(Note(rider.path, failed.status, failed.reason))
-                if failed.status == "changing":
-                    return Changed(failed.reason)
-                return failed
+                if refused_key:
+                    raise
+                return self._fail(up, failed)
+            except BaseException:
+                self._ledger.release(reservation)
+                raise
             # Claimed and recorded before the name lock is released: until then another
             # upload of this name and size whose response is lost could take it for its own.
             self._claims.claim(remote.id)
             changed = not same_as_scanned(self._root, local)
             freed = self._record(up, remote, changed=changed)
+            self._ledger.commit(reservation, remote.id)
         self._remote.add(remote)
         log.info(
             "uploaded",
@@ -284,6 +292,12 @@ class Executor:
         if changed:
             return Changed("changed while it was uploaded; will upload again")
         return Uploaded(remote, freed)
+
+    def _fail(self, up: Upload, failed: Failed) -> UploadResult:
+        """Record why the upload (and the paths riding along) did not happen."""
+        for path in (up.path, *(r.path for r in up.sharers)):
+            self._state.note(Note(path, failed.status, failed.reason))
+        return Changed(failed.reason) if failed.status == "changing" else failed
 
     def _record(self, up: Upload, remote: RemoteFile, *, changed: bool = False) -> tuple[str, ...]:
         """Record the path (and the paths riding along) as holding ``remote``; the ids
@@ -392,7 +406,8 @@ class Executor:
                     return
             self._state.record_deleted(d.file_id, d.path, forget_path=d.reason == "gone")
             self._claims.release(d.file_id)
-            self._remote.remove(d.file_id)
+            gone = self._remote.remove(d.file_id)
+            self._ledger.on_delete(gone.bytes if gone else 0)
             with lock:
                 out.deleted += 1
             log.info(

@@ -200,7 +200,9 @@ if ARGV[1] ~= '' and redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'files', -tonumber(ARGV[3]))
   redis.call('HINCRBY', KEYS[2], 'bytes', -tonumber(ARGV[4]))
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- A file the last listing already showed (stored while its response was on the way)
+-- is in the usage already: counting it again would refuse space that is free.
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 then
   redis.call('HINCRBY', KEYS[1], 'files', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[4])
 end
@@ -244,13 +246,17 @@ return now
 """
 )
 
-# ARGV: files, bytes, listed_from_ms, listed ids of recent commits...
+# ARGV: files, bytes, listed_from_ms, every listed id...
 _REBASE = (
     _PRELUDE
     + """
 expire()
 local seen = {}
-for i = 4, #ARGV do seen[ARGV[i]] = true end
+redis.call('DEL', KEYS[7])
+for i = 4, #ARGV do
+  seen[ARGV[i]] = true
+  redis.call('SADD', KEYS[7], ARGV[i])
+end
 local f, b = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[3], '+inf')) do
   if not seen[id] then
@@ -291,10 +297,6 @@ return {redis.call('EXISTS', KEYS[1]), num(KEYS[1], 'files'), num(KEYS[1], 'byte
 )
 
 
-# ARGV: since_ms. Ids committed since then (to tell which of them a listing showed).
-_RECENT = """
-return redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[1], '+inf')
-"""
 
 
 class RedisLedger:
@@ -318,7 +320,8 @@ class RedisLedger:
     ) -> None:
         prefix = f"syncd:{key_fingerprint}:ledger"
         self._keys = [
-            f"{prefix}:{k}" for k in ("usage", "reserved", "leases", "lease", "commits", "sizes")
+            f"{prefix}:{k}"
+            for k in ("usage", "reserved", "leases", "lease", "commits", "sizes", "listed")
         ]
         self._quota = quota
         self._lease_ms = max(1, int(lease_s * 1000))
@@ -332,7 +335,6 @@ class RedisLedger:
                 ("rebase", _REBASE),
                 ("delete", _DELETE),
                 ("usage", _USAGE),
-                ("recent", _RECENT),
             )
         }
         self._client = client
@@ -458,10 +460,7 @@ class RedisLedger:
             self._based = True
             if self._spare is not None:
                 self._spare = None  # resized from the fresh listing on the next reserve
-        recent = self._quiet("recent", [int(listed_from)])
-        if recent is not None:
-            shown = [i for i in (bytes(r).decode() for r in recent) if i in listed_ids]
-            self._quiet("rebase", [files, nbytes, int(listed_from), *shown])
+        self._quiet("rebase", [files, nbytes, int(listed_from), *listed_ids])
 
     def on_delete(self, nbytes: int) -> None:
         with self._lock:

@@ -27,6 +27,7 @@ from syncd.config import Config
 from syncd.engine import identity, mapping
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
+from syncd.engine.ledger import Ledger, LocalLedger
 from syncd.engine.model import Plan, Record
 from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
 from syncd.engine.remote import RemoteFiles
@@ -103,6 +104,7 @@ class Syncer:
         state: State,
         claims: Claims,
         *,
+        ledger: Ledger | None = None,
         base_url: str = "",
         lock: StateLock | None = None,
         closers: Iterable[Callable[[], None]] = (),
@@ -112,6 +114,8 @@ class Syncer:
         self.client = client
         self.state = state
         self.claims = claims
+        # The account's quota as every host on the key sees it (single host: admits all).
+        self.ledger: Ledger = ledger or LocalLedger()
         self.rules = Rules(config.rules)
         self.remote = RemoteView()
         self._lock = lock
@@ -222,6 +226,7 @@ class Syncer:
             self.state,
             self.remote,
             self.claims,
+            self.ledger,
             workers=limits.workers,
             progress=progress,
         )
@@ -295,7 +300,10 @@ class Syncer:
         return found
 
     def _list_remote(self) -> None:
-        self.remote.replace_all(self.client.list_files())
+        mark = self.ledger.begin_listing()
+        files = self.client.list_files()
+        self.remote.replace_all(files)
+        self.ledger.rebase(len(files), sum(f.bytes for f in files), mark, {f.id for f in files})
         identity.record(self.state, identity.of_config(self.config, self.client.key_fingerprint))
         self._save_account()
 
@@ -337,4 +345,3 @@ class Syncer:
                 log.exception("close failed")
         if self._lock is not None:
             self._lock.release()
-
