@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import syncd.engine.scan
+from syncd.api import ApiKey, ClientOptions, FilesClient, NotFoundError
 from syncd.api.providers import OPENAI
 from syncd.bootstrap import open_syncer
 from syncd.config import ConfigError, load_config, parse_config
@@ -336,3 +337,30 @@ def test_each_profile_sets_its_defaults_and_the_project_cap_applies(tmp_path: Pa
         parse_config(base + "api:\n  list_page_size: 5000\n")
     with pytest.raises(ConfigError, match="embedded emulator speaks dashscope"):
         parse_config(base + "api:\n  provider: openai\n")
+
+
+def test_expiry_is_read_from_file_objects_and_an_expired_file_is_gone(
+        emulator_factory: Factory, tmp_path: Path) -> None:
+    emu = fast_emulator(emulator_factory, flavor="openai")
+    batch = tmp_path / "requests.jsonl"
+    batch.write_text(_line("1"), "utf-8")
+    doc = tmp_path / "notes.txt"
+    doc.write_text("notes", "utf-8")
+    with FilesClient(emu.url, ApiKey(emu.api_key), ClientOptions(), provider=OPENAI) as client:
+        up = client.upload(batch, "batch")
+        kept = client.upload(doc, "assistants")
+        thirty_days = 30 * 24 * 3600
+        assert up.expires_at == up.created_at + thirty_days and kept.expires_at is None
+        assert client.retrieve(up.id).expires_at == up.expires_at
+        assert {f.id: f.expires_at for f in client.list_files()} == {
+            up.id: up.expires_at, kept.id: None}
+        assert not up.expired(up.created_at) and up.expired(up.created_at + thirty_days)
+        # Within a margin before the deadline it already counts as expiring.
+        assert up.expired(up.created_at + thirty_days - 3600, margin_s=7200)
+        assert not kept.expired(float("inf"))
+        # Once expired, it is gone from the listing and retrieve says not found: a
+        # confirmed absence, not a listing gap.
+        assert emu.expire(up.id) == 1
+        assert [f.id for f in client.list_files()] == [kept.id]
+        with pytest.raises(NotFoundError):
+            client.retrieve(up.id)
