@@ -270,12 +270,12 @@ def _reconcile(ns: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     syncer = _open(config)
+    progress = _Progress() if sys.stderr.isatty() and not ns.json else None
     try:
-        progress = _Progress() if sys.stderr.isatty() and not ns.json else None
         report = syncer.reconcile(dry_run=ns.dry_run, progress=progress)
+    finally:
         if progress:
             progress.done()
-    finally:
         syncer.close()
     if ns.json:
         print(json.dumps(_report_json(report), ensure_ascii=False, indent=1))
@@ -303,7 +303,7 @@ def _report_json(report: Any) -> dict[str, Any]:
             # Deletes deletion safety held back (see "refused" for why).
             "refused_delete": [
                 {"path": d.path, "file_id": d.file_id, "reason": d.reason}
-                for d in _refused_deletes(p)
+                for d in p.refused_deletes
             ],
         },
         "uploaded": report.outcome.uploaded,
@@ -322,16 +322,11 @@ def _report_json(report: Any) -> dict[str, Any]:
     }
 
 
-def _refused_deletes(plan: Any) -> list[Any]:
-    """The deletes the planner refused (the plan keeps them apart from ``deletes``)."""
-    return list(getattr(plan, "refused_deletes", None) or ())
-
-
 def _print_report(report: Any) -> None:
     from syncd.progress import decimal_size
 
     p = report.plan
-    refused = _refused_deletes(p)
+    refused = p.refused_deletes
     if report.dry_run:
         held = f", {len(refused)} refused" if refused else ""
         print(f"plan (dry run): {len(p.uploads)} upload(s), {len(p.adopts)} adoption(s), "

@@ -209,9 +209,6 @@ def test_max_delete_overrides_the_config_for_one_run(
     assert run_syncd("reconcile", cfg, key=emu.api_key).returncode == 3
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the planner does not keep the deletes it refuses (Plan.refused_deletes)"
-)
 def test_dry_run_lists_the_deletes_it_refuses(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
 ) -> None:

@@ -172,6 +172,8 @@ class Plan:
     deletes_first: bool = False
     # Why deletes (or the whole run) were refused; None when nothing was.
     refused: str | None = None
+    # The deletes the refusal held back (shown by --dry-run and the report).
+    refused_deletes: list[Delete] = field(default_factory=list)
     halted: bool = False
 
     @property

@@ -286,6 +286,7 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
     if reason is None:
         return
     out.refused = reason
+    out.refused_deletes = [d for d in out.deletes if d.reason in ("gone", "stale")]
     out.deletes = [d for d in out.deletes if d.reason not in ("gone", "stale")]
     out.forgets = [f for f in out.forgets if f.path not in letting_go]
     out.detaches = []

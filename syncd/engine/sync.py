@@ -220,6 +220,13 @@ class Syncer:
             log.error("deletion safety", reason=the_plan.refused, root=str(self.config.root))
         if dry_run:
             return report
+        planned = getattr(progress, "planned", None)
+        if callable(planned):
+            # Totals for a progress display: what this run will send or take over.
+            sizes = [u.local.size for u in the_plan.uploads] + [
+                a.local.size for a in the_plan.adopts
+            ]
+            planned(len(sizes), sum(sizes))
         executor = Executor(
             self.config.root,
             self.client,
