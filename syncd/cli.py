@@ -278,48 +278,10 @@ def _reconcile(ns: argparse.Namespace) -> int:
             progress.done()
         syncer.close()
     if ns.json:
-        print(json.dumps(_report_json(report), ensure_ascii=False, indent=1))
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=1))
     else:
         _print_report(report)
     return int(report.exit_code)
-
-
-def _report_json(report: Any) -> dict[str, Any]:
-    p = report.plan
-    return {
-        "dry_run": report.dry_run,
-        "exit_code": report.exit_code,
-        "duration_s": round(report.duration_s, 3),
-        "planned": {
-            "upload": [{"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads],
-            "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
-            # Paths that take an existing remote file of the same content (dedupe), or
-            # ride along with one upload of it ("with").
-            "share": [{"path": s.path, "file_id": s.file_id} for s in p.shares]
-            + [{"path": r.path, "with": u.path} for u in p.uploads for r in u.sharers],
-            "delete": [
-                {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
-            ],
-            # Deletes deletion safety held back (see "refused" for why).
-            "refused_delete": [
-                {"path": d.path, "file_id": d.file_id, "reason": d.reason}
-                for d in p.refused_deletes
-            ],
-        },
-        "uploaded": report.outcome.uploaded,
-        "adopted": report.outcome.adopted,
-        "shared": len(p.shares) + sum(len(u.sharers) for u in p.uploads),
-        "deleted": report.outcome.deleted,
-        "inconsistent_listing": report.inconsistent,
-        "hashed": report.hashed,
-        "refused": p.refused,
-        "errors": report.errors,
-        "not_synced": [
-            {"path": path, "status": status, "reason": reason}
-            for path, (status, reason) in sorted(report.unsynced.items())
-        ],
-        "skipped": [{"path": k, "reason": v} for k, v in sorted(report.skipped.items())],
-    }
 
 
 def _print_report(report: Any) -> None:
@@ -440,14 +402,6 @@ def _ls_remote(ns: argparse.Namespace) -> int:
                   + (f"  <- {visible(row['path'])}" if row["path"] else ""))  # fmt: skip
         print(f"{len(rows)} file(s), {sum(1 for r in rows if r['ours'])} ours")
     return EXIT_OK
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def _mapping(ns: argparse.Namespace) -> Any:

@@ -34,6 +34,9 @@ class FakeReport:
     remote_unavailable: bool = False
     aborted: str | None = None
 
+    def as_json(self) -> dict[str, object]:
+        return {"exit_code": self.exit_code, "errors": self.errors}
+
 
 class FakeSyncer:
     base_url = ""

@@ -225,39 +225,6 @@ def daemon_reconcile(
 # ---------------------------------------------------------------- outcomes
 
 
-def report_json(report: Any) -> dict[str, Any]:
-    """An engine RunReport as ``syncd reconcile --json`` prints it."""
-    p = report.plan
-    return {
-        "dry_run": report.dry_run,
-        "exit_code": report.exit_code,
-        "duration_s": round(report.duration_s, 3),
-        "planned": {
-            "upload": [{"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads],
-            "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
-            "delete": [
-                {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
-            ],
-        },
-        "uploaded": report.outcome.uploaded,
-        "adopted": report.outcome.adopted,
-        "deleted": report.outcome.deleted,
-        "hashed": report.hashed,
-        "refused": p.refused,
-        "errors": report.errors,
-        "not_synced": [
-            {"path": path, "status": status, "reason": reason}
-            for path, (status, reason) in sorted(report.unsynced.items())
-        ],
-        "skipped": [{"path": k, "reason": v} for k, v in sorted(report.skipped.items())],
-        "notes": [
-            {"path": n.path, "status": n.status, "reason": n.reason}
-            for n in p.notes
-            if n.status != "synced"
-        ],
-    }
-
-
 def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(stdout lines, stderr lines) of a reconcile outcome, as ``syncd reconcile`` prints."""
     out: list[str] = []

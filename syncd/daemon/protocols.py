@@ -6,7 +6,7 @@ Written as protocols so the daemon's control flow can be tested against a fake e
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Report(Protocol):
@@ -28,6 +28,10 @@ class Report(Protocol):
     @property
     def aborted(self) -> str | None:
         """Why the run stopped short; the engine aborts only when the key is refused."""
+        ...
+
+    def as_json(self) -> dict[str, Any]:
+        """The outcome as ``syncd reconcile --json`` prints it."""
         ...
 
 

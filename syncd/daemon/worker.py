@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from syncd.config import Config
-from syncd.daemon.control import ReconcileRequest, report_json
+from syncd.daemon.control import ReconcileRequest
 from syncd.daemon.metrics import Recorder
 from syncd.daemon.protocols import Report, SyncerLike
 from syncd.daemon.reach import Reachability
@@ -343,10 +343,10 @@ class Worker:
             self._after(report, what="sync")
             if not report.remote_unavailable and not report.errors:
                 self._reachable()
-            return report_json(report)
+            return report.as_json()
         what = "requested dry run" if request.dry_run else "requested"
         report = self._reconcile(what, dry_run=request.dry_run)
-        return report_json(report)
+        return report.as_json()
 
     def _run_reconcile(self, reason: str) -> bool:
         try:

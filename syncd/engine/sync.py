@@ -95,6 +95,51 @@ class RunReport:
             return ExitCode.UNSYNCED
         return ExitCode.OK
 
+    def as_json(self) -> dict[str, Any]:
+        """The report as `syncd reconcile --json` prints it and the daemon answers it."""
+        p, report = self.plan, self
+        return {
+            "dry_run": report.dry_run,
+            "exit_code": report.exit_code,
+            "duration_s": round(report.duration_s, 3),
+            "planned": {
+                "upload": [
+                    {"path": u.path, "kind": u.kind, "bytes": u.local.size} for u in p.uploads
+                ],
+                "adopt": [{"path": a.path, "file_id": a.file_id} for a in p.adopts],
+                # Paths that take an existing remote file of the same content (dedupe), or
+                # ride along with one upload of it ("with").
+                "share": [{"path": s.path, "file_id": s.file_id} for s in p.shares]
+                + [{"path": r.path, "with": u.path} for u in p.uploads for r in u.sharers],
+                "delete": [
+                    {"path": d.path, "file_id": d.file_id, "reason": d.reason} for d in p.deletes
+                ],
+                # Deletes deletion safety held back (see "refused" for why).
+                "refused_delete": [
+                    {"path": d.path, "file_id": d.file_id, "reason": d.reason}
+                    for d in p.refused_deletes
+                ],
+            },
+            "uploaded": report.outcome.uploaded,
+            "adopted": report.outcome.adopted,
+            "shared": len(p.shares) + sum(len(u.sharers) for u in p.uploads),
+            "deleted": report.outcome.deleted,
+            "inconsistent_listing": report.inconsistent,
+            "hashed": report.hashed,
+            "refused": p.refused,
+            "errors": report.errors,
+            "not_synced": [
+                {"path": path, "status": status, "reason": reason}
+                for path, (status, reason) in sorted(report.unsynced.items())
+            ],
+            "skipped": [{"path": k, "reason": v} for k, v in sorted(report.skipped.items())],
+            "notes": [
+                {"path": n.path, "status": n.status, "reason": n.reason}
+                for n in p.notes
+                if n.status != "synced"
+            ],
+        }
+
 
 class Syncer:
     def __init__(

@@ -30,9 +30,16 @@ class Report:
     errors: list[str] = field(default_factory=list)
     exit_code: int = 0
     root_unavailable: bool = False
+    remote_unavailable: bool = False
+    aborted: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"exit_code": self.exit_code, "errors": self.errors}
 
 
 class Engine:
+    base_url = ""
+
     def __init__(self, per_file_s: float) -> None:
         self.per_file_s = per_file_s
         self.seen: set[str] = set()
