@@ -177,6 +177,9 @@ KEYS: tuple[Key, ...] = (
     Key("sync.max_delete", "max_delete", MaxDelete(), "most deletes per run: count or %"),
     Key("sync.marker", "string", None, "file that must exist in root, or nothing is done"),
     Key("sync.dedupe", "bool", True, "identical content of one purpose shares a remote file"),
+    Key("sync.refresh_before_expiry_s", "number", 86_400.0,
+        "re-upload a file of ours this long before the provider expires it", minimum=0,
+        maximum=7 * _DAY),
     Key("sync.settle_s", "number", 2.0, "quiet seconds before a changed file is acted on",
         reload=True, minimum=0, maximum=_DAY),
     Key("sync.max_settle_s", "number", 60.0, "longest wait for a file that keeps changing",
@@ -285,6 +288,7 @@ class SyncConfig:
     max_delete: MaxDelete = _D["sync.max_delete"]
     marker: str | None = _D["sync.marker"]
     dedupe: bool = _D["sync.dedupe"]
+    refresh_before_expiry_s: float = _D["sync.refresh_before_expiry_s"]
     settle_s: float = _D["sync.settle_s"]
     max_settle_s: float = _D["sync.max_settle_s"]
 

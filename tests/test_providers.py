@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import inspect
 import json
 import os
 import threading
@@ -20,7 +19,6 @@ import httpx
 import pytest
 import yaml
 
-import syncd.engine.scan
 from syncd.api import ApiKey, ClientOptions, FilesClient, NotFoundError
 from syncd.api.providers import OPENAI
 from syncd.bootstrap import open_syncer
@@ -39,14 +37,6 @@ from tests.engine_helpers import (
 )
 
 Factory = Callable[..., EmulatorHandle]
-
-# The scan applies the checks a purpose rule carries (its provider's) once it calls
-# validate.check_file; before that it applies DashScope's to every purpose.
-SCAN_USES_PROVIDER_CHECKS = "check_file" in inspect.getsource(syncd.engine.scan)
-needs_provider_checks = pytest.mark.xfail(
-    not SCAN_USES_PROVIDER_CHECKS, strict=True,
-    reason="engine/scan.py does not apply the provider's checks yet (check_file)")
-
 
 def _line(cid: str, url: str = "/v1/responses") -> str:
     return json.dumps({"custom_id": cid, "method": "POST", "url": url,
@@ -106,7 +96,6 @@ def _reconcile(config_path: Path) -> RunReport:
         syncer.close()
 
 
-@needs_provider_checks
 def test_openai_every_purpose_syncs_edits_deletes_moves_converge(
         emulator_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     emu = fast_emulator(emulator_factory, flavor="openai")

@@ -107,7 +107,8 @@ class Share:
 @dataclass(frozen=True, slots=True)
 class Upload:
     local: LocalFile
-    kind: Literal["new", "replace", "reupload"]
+    # refresh: the remote copy is about to expire (OpenAI expires batch files).
+    kind: Literal["new", "replace", "reupload", "refresh"]
     replaces: str | None = None
     # Paths of identical content that take this upload's id once it is recorded.
     sharers: tuple[Share, ...] = ()

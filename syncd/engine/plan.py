@@ -47,6 +47,9 @@ class Policy:
     headroom_bytes: int = LimitsConfig.headroom_bytes
     # Identical content of one purpose shares one remote file.
     dedupe: bool = SyncConfig.dedupe
+    # The provider's clock now, and how long before its expiry a file is uploaded anew.
+    now: float = 0.0
+    refresh_before_expiry_s: float = SyncConfig.refresh_before_expiry_s
     # Only these paths are looked at (targeted sync); None means the whole tree.
     scope: frozenset[str] | None = None
 
@@ -111,7 +114,7 @@ def plan(
         rec = state.records.get(path)
         _decide(path, scan.files.get(path), rec, remote, adopted, policy, out, releases)
     if policy.dedupe:
-        _share(state, remote, out)
+        _share(state, remote, policy, out)
     _settle_releases(state, releases, out)
 
     if policy.scope is None:
@@ -203,7 +206,10 @@ def _decide(
         return
 
     if rec is not None and has_remote and _same(rec, local):
-        if (rec.mtime_ns, rec.inode, rec.status) != (local.mtime_ns, local.inode, "synced"):
+        assert rec.file_id is not None
+        if _expiring(remote[rec.file_id], policy):
+            out.uploads.append(Upload(local, "refresh", rec.file_id))
+        elif (rec.mtime_ns, rec.inode, rec.status) != (local.mtime_ns, local.inode, "synced"):
             out.notes.append(Note(path, "synced", None, local))
         return
     if has_remote:
@@ -221,13 +227,20 @@ def _same(rec: Record, local: LocalFile) -> bool:
     return rec.sha256 == local.sha256 and rec.size == local.size and rec.purpose == local.purpose
 
 
-def _share(state: StateView, remote: Mapping[str, RemoteFile], out: Plan) -> None:
+def _expiring(f: RemoteFile, policy: Policy) -> bool:
+    return policy.now > 0 and f.expired(policy.now, policy.refresh_before_expiry_s)
+
+
+def _share(state: StateView, remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:
     """Uploads whose content a remote file of ours already holds become shares; uploads
     of identical content in this plan go once, the others ride along."""
     holding: dict[tuple[str, str], str] = {}
     for rec in sorted(state.records.values(), key=lambda r: r.path):
         fid = rec.file_id
-        if fid and fid in remote and rec.sha256 and rec.purpose and rec.status == "synced":
+        if not (fid and fid in remote and rec.sha256 and rec.purpose):
+            continue
+        # A file about to expire is no home for more paths.
+        if rec.status == "synced" and not _expiring(remote[fid], policy):
             holding.setdefault((rec.sha256, rec.purpose), fid)
     leads: dict[tuple[str, str], Upload] = {}
     riders: dict[tuple[str, str], list[Share]] = defaultdict(list)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from syncd.api.adoption import UploadWindow
+from syncd.api.clock import ServerClock
 from syncd.api.models import RemoteFile
 
 
@@ -33,6 +34,10 @@ class RemoteFiles(Protocol):
     def delete(self, file_id: str) -> None: ...
 
     def close(self) -> None: ...
+
+    # Bounds on the provider's clock minus ours, measured from its responses.
+    @property
+    def clock(self) -> ServerClock: ...
 
     # Identifies the credentials (never reveals them): binds a state to its key.
     @property

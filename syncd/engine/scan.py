@@ -25,7 +25,7 @@ from typing import Any
 from syncd.config import PurposeRule
 from syncd.engine.model import LocalFile, Record, ScanResult
 from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
-from syncd.engine.validate import check_batch_content, check_size
+from syncd.engine.validate import check_file, check_file_content, reads_content
 
 _CHUNK = 1024 * 1024
 # Example paths kept per skip label, and labels kept apart (a tree of random
@@ -306,10 +306,10 @@ def _add(
     if unchanged and record is not None and record.status in ("invalid", "skipped"):
         problem(record.reason or "invalid", record.status, rule.purpose)
         return
-    reason = check_size(rel, rule.purpose, st.st_size)
-    if reason is None and rule.purpose == "batch" and not (unchanged and record and record.sha256):
+    reason = check_file(rel, rule, st.st_size)
+    if reason is None and reads_content(rule) and not (unchanged and record and record.sha256):
         try:
-            reason = check_batch_content(path)
+            reason = check_file_content(path, rule)
         except OSError as exc:
             problem(f"cannot read: {exc.strerror or exc}", "error")
             return

@@ -238,6 +238,8 @@ class Syncer:
             headroom_files=limits.headroom_files,
             headroom_bytes=limits.headroom_bytes,
             dedupe=self.config.sync.dedupe,
+            now=time.time() + sum(self.client.clock.offset()) / 2,
+            refresh_before_expiry_s=self.config.sync.refresh_before_expiry_s,
             scope=scope,
         )
         try:

@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from syncd.api.providers import (
-    BATCH,
-    DASHSCOPE,
     MB,
     JsonlRules,
-    Provider,
     PurposeSpec,
 )
 from syncd.config import PurposeRule
@@ -69,16 +66,6 @@ def reads_content(rule: PurposeRule) -> bool:
 
 def check_file_content(path: Path, rule: PurposeRule) -> str | None:
     return check_content(path, rule.accepts)
-
-
-def check_size(name: str, purpose: str, size: int, provider: Provider = DASHSCOPE) -> str | None:
-    """The provider's checks of a file's name and size for a purpose."""
-    return check_spec(name, purpose, provider.spec(purpose), size)
-
-
-def check_batch_content(path: Path, provider: Provider = DASHSCOPE) -> str | None:
-    """The provider's batch input rules."""
-    return check_content(path, provider.spec(BATCH))
 
 
 def _lines(fh: BinaryIO, cap: int) -> Iterator[bytes]:
