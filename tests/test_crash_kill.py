@@ -105,13 +105,17 @@ def test_reconcile_killed_20_times_then_one_clean_run(
         rounds += 1
         if kills >= 2:  # replaces, deletes and moves get interrupted too
             tree.mutate(rng.randint(0, 8))
-        base = traffic(emulator)
+        base, seen = traffic(emulator), requests_seen(emulator)
         with log.open("ab") as fh:
             offset = fh.tell()
             proc = spawn_reconcile(cfg, key, stdout=fh, stderr=fh)
         try:
-            if rng.random() < 0.3:  # anywhere: start-up, listing, planning, publishing
-                pause(proc, rng.uniform(0.2, 1.5))
+            moment = rng.random()
+            if moment < 0.15:  # while it starts: config, state, scan
+                pause(proc, rng.uniform(0.1, 1.0))
+            elif moment < 0.4:  # anywhere from its first request: listing, planning, publishing
+                run_until(proc, lambda s=seen: requests_seen(emulator) > s, 60)
+                pause(proc, rng.uniform(0.0, 1.0))
             else:  # in the thick of the uploads and deletes
                 want = rng.randint(1, 25)
                 run_until(proc, lambda b=base, w=want: traffic(emulator) >= b + w, 60)
