@@ -172,20 +172,25 @@ def account_files(emulator: EmulatorHandle) -> int:
 
 def assert_converged(emulator: EmulatorHandle, root: Path, mapping_path: Path,
                      expected: list[str], *, foreign: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    """Remote (minus foreign ids) holds exactly ``expected``, each once, and the mapping
-    names each of them with an existing id of the right filename and size."""
+    """The mapping names exactly ``expected``, each with an existing id of its size; the
+    remote (minus foreign ids) holds one file per distinct content and purpose
+    (identical copies share one), and nothing else."""
     remote = remote_files(emulator)
     ours = {fid: f for fid, f in remote.items() if fid not in foreign}
-    assert name_bytes(ours) == local_multiset(root, expected)
     mapping = read_mapping(mapping_path)
     assert sorted(mapping) == sorted(expected)
-    ids = [m["file_id"] for m in mapping.values()]
-    assert len(set(ids)) == len(ids), "two paths share one file id"
-    assert set(ids) == set(ours), "remote files not in the mapping (orphans) or vice versa"
+    holders: dict[str, set[str]] = {}
     for path, entry in mapping.items():
         f = remote[entry["file_id"]]
-        assert f["filename"] == path.rsplit("/", 1)[-1]
         assert int(f["bytes"]) == entry["bytes"] == (root / path).stat().st_size
+        holders.setdefault(entry["file_id"], set()).add(path)
+    assert set(holders) == set(ours), "remote files not in the mapping (orphans) or vice versa"
+    for file_id, paths in holders.items():
+        contents = {((root / p).read_bytes(), mapping[p]["purpose"]) for p in paths}
+        # The remote name is the first holder's (a renamed file keeps its remote copy).
+        assert len(contents) == 1, f"{sorted(paths)} share {file_id} with different content"
+    distinct = {((root / p).read_bytes(), mapping[p]["purpose"]) for p in mapping}
+    assert len(distinct) == len(holders), "identical content uploaded twice"
 
 
 # ------------------------------------------------------------------ fixture trees

@@ -46,6 +46,8 @@ def from_state(config: Config) -> dict[str, Any] | None:
         records = state.records()
         account = state.get_meta("account") or {}
         last = state.get_meta("last_reconcile")
+        scan = state.get_meta("scan") or {}
+        sharing = state.get_meta("sharing")
     finally:
         state.close()
     counts: dict[str, int] = {}
@@ -73,8 +75,24 @@ def from_state(config: Config) -> dict[str, Any] | None:
         "last_error": last_error,
         "not_synced": [
             {"path": r.path, "status": r.status, "reason": r.reason} for r in not_synced
-        ],
+        ]
+        + _skipped_examples(scan),
+        # Files the rules leave out are counted per rule, not recorded one by one.
+        "skipped": scan.get("skipped", []),
+        "scan": {k: v for k, v in scan.items() if k != "skipped"} or None,
+        "sharing": sharing,
     }
+
+
+def _skipped_examples(scan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A few files of each rule that leaves files out (hidden and temporary names,
+    filtered by design, are not worth a line each)."""
+    return [
+        {"path": path, "status": "skipped", "reason": rule["rule"]}
+        for rule in scan.get("skipped", [])
+        if not rule.get("filtered")
+        for path in rule.get("examples", [])
+    ]
 
 
 def gather(config: Config) -> tuple[dict[str, Any] | None, str | None]:
@@ -164,6 +182,29 @@ def render(data: dict[str, Any]) -> list[str]:
         )
         if last.get("refused"):
             out.append(f"  refused: {visible(last['refused'])}")
+        if last.get("inconsistent_listing"):
+            out.append(
+                f"  the listing omitted {last['inconsistent_listing']} file(s) the provider"
+                " still has (asked for each directly; nothing was uploaded again)"
+            )
+    sharing = data.get("sharing")
+    if sharing and sharing.get("saved_files"):
+        out.append(
+            f"dedupe: {sharing['paths']} paths in {sharing['remote_files']} remote files, "
+            f"saved {sharing['saved_files']} uploads and {human_bytes(sharing['saved_bytes'])}"
+        )
+    skipped = data.get("skipped") or []
+    if skipped:
+        out.append("skipped by the rules (syncd status --skipped lists them all):")
+        for rule in skipped:
+            examples = ", ".join(visible(e) for e in rule.get("examples", [])[:3])
+            out.append(f"  {rule['files']:>9,}  {visible(rule['rule'])}  e.g. {examples}")
+    scan = data.get("scan")
+    if scan and scan.get("entries") is not None:
+        out.append(
+            f"scan: {scan['entries']:,} entries in {scan.get('folders', 0):,} folders, "
+            f"{scan.get('pruned_folders', 0):,} not entered, {scan.get('seconds', 0):.1f} s"
+        )
     error = data.get("last_error")
     if error:
         since = f" since {error['since']}" if error.get("since") else ""
