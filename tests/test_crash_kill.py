@@ -46,10 +46,7 @@ from tests.engine_helpers import (
 )
 from tests.helpers import wait_for
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL, inotify"),
-]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL, inotify")
 
 SEED = int(os.environ.get("SYNCD_CRASH_SEED", "7"))
 FILES = 300
@@ -87,6 +84,7 @@ def mapping_debris(folder: Path) -> list[Path]:
     return sorted(folder.glob(".mapping.json.*.tmp"))
 
 
+@pytest.mark.slow
 def test_reconcile_killed_20_times_then_one_clean_run(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle],
     record_property: Callable[[str, object], None],
@@ -139,6 +137,7 @@ def test_reconcile_killed_20_times_then_one_clean_run(
     converge_and_check(emulator, key, cfg, tree, tmp_path / "state")
 
 
+@pytest.mark.slow
 def test_daemon_killed_20_times_while_the_folder_changes_then_one_clean_run(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle],
     record_property: Callable[[str, object], None],
