@@ -1,0 +1,228 @@
+"""One large upload: syncd beside curl and the openai SDK, to the same emulator, in one run.
+
+A ``.txt`` file of ``--mb`` MiB (printable, incompressible-ish text) is uploaded by
+three contenders, each as its own process, start-up included, ``--reps`` times in
+turn (so a busy moment of the machine hits all of them alike):
+
+- ``curl -F file=@… -F purpose=file-extract`` (the floor: C, no hashing);
+- the openai SDK, ``client.files.create`` in a fresh ``python``;
+- ``syncd reconcile`` of a folder holding just that file, with a fresh state each
+  time (so it scans, plans, uploads and publishes the mapping).
+
+The table shows the median wall time, MiB/s, the ratio of curl's throughput
+reached, and the peak RSS of each process (``/usr/bin/time``'s max RSS of the
+command itself, or its VmHWM polled from /proc where that tool is missing). The
+emulator runs with rate limits off; uploaded files are deleted between runs.
+
+    python tests/bench/bench_large_upload.py [--mb 147] [--reps 3] [--target 0.80]
+
+Exits 1 when syncd stays under ``--target`` of curl's throughput or an upload failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.emulator_fixture import EmulatorHandle  # noqa: E402
+
+MB = 1024 * 1024
+KEY = "sk-bench"
+KEY_ENV = "SYNCD_BENCH_API_KEY"
+TIME = "/usr/bin/time"
+PRINTABLE = bytes(range(0x20, 0x7F))
+
+SDK = """
+import sys
+from openai import OpenAI
+client = OpenAI(api_key=sys.argv[1], base_url=sys.argv[2], max_retries=0)
+with open(sys.argv[3], "rb") as fh:
+    created = client.files.create(file=fh, purpose="file-extract")
+print(created.id)
+"""
+
+
+@dataclass
+class Contender:
+    name: str
+    walls: list[float] = field(default_factory=list)
+    peaks_mb: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def make_file(path: Path, size: int) -> None:
+    """Printable text that does not compress or repeat: random letters, lines of 100."""
+    rng = random.Random(147)
+    table = bytes(PRINTABLE[b % len(PRINTABLE)] for b in range(256))
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            block = bytearray(rng.randbytes(min(left, MB)).translate(table))
+            block[99::100] = b"\n" * len(block[99::100])
+            fh.write(block)
+            left -= len(block)
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) of the command's own process, and its stdout."""
+    with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
+        timed = [TIME, "-f", "%M", "-o", rss.name, *cmd] if Path(TIME).exists() else cmd
+        started = time.monotonic()
+        proc = subprocess.Popen(timed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                cwd=str(REPO))  # fmt: skip
+        peak_kb = 0
+        if timed is cmd:
+            while proc.poll() is None:
+                peak_kb = max(peak_kb, _hwm_kb(proc.pid))
+                time.sleep(0.005)
+        out, err = proc.communicate()
+        wall = time.monotonic() - started
+        if timed is not cmd:
+            lines = Path(rss.name).read_text().split()
+            peak_kb = int(lines[-1]) if lines and lines[-1].isdigit() else 0
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(cmd)} exited {proc.returncode}:\n{out.decode()[-2000:]}\n"
+            f"{err.decode()[-2000:]}"
+        )
+    return wall, peak_kb / 1024, out.decode()
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def wipe(emu: EmulatorHandle) -> int:
+    """Delete every file of the account, so runs do not fill the disk; returns the count."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    gone = 0
+    with httpx.Client(base_url=emu.url, headers=headers, timeout=30) as client:
+        for f in emu.files():
+            client.delete(f"/files/{f['id']}").raise_for_status()
+            gone += 1
+    return gone
+
+
+def expect_one(emu: EmulatorHandle, size: int, who: str) -> None:
+    files = emu.files()
+    if len(files) != 1 or files[0]["bytes"] != size:
+        shown = [(f["filename"], f["bytes"]) for f in files]
+        raise SystemExit(f"{who}: expected one file of {size} bytes, found {shown}")
+
+
+def syncd_config(where: Path, root: Path, url: str) -> Path:
+    data = {
+        "project": "bench-large",
+        "root": str(root),
+        "state_dir": str(where / "state"),
+        "mapping_file": str(where / "mapping.json"),
+        "api": {"base_url": url, "api_key_env": KEY_ENV},
+        "limits": {"upload_qps": 500, "read_qps": 500, "delete_qps": 500,
+                   "pacing_dir": str(where / "pacing")},
+        "logging": {"level": "warning"},
+    }  # fmt: skip
+    path = where / "syncd.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=147, help="file size in MiB")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--target", type=float, default=0.80, help="syncd / curl throughput")
+    args = parser.parse_args()
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is not installed")
+    size = args.mb * MB
+    work = Path(tempfile.mkdtemp(prefix="bench-large-upload-"))
+    root = work / "root"
+    root.mkdir()
+    big = root / "large.txt"
+    make_file(big, size)
+    env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(REPO)}
+    curl = Contender("curl -F")
+    sdk = Contender("openai SDK (files.create)")
+    syncd = Contender("syncd reconcile")
+    emu = EmulatorHandle(work / "emu", [KEY], ["--rate-limit", "off"], work / "emulator.log")
+    try:
+        for rep in range(args.reps):
+            wall, peak, _ = run_measured([
+                "curl", "-sS", "--fail-with-body", "-o", "/dev/null",
+                "-H", f"Authorization: Bearer {KEY}",
+                "-F", f"file=@{big}", "-F", "purpose=file-extract", f"{emu.url}/files",
+            ])  # fmt: skip
+            expect_one(emu, size, "curl")
+            curl.walls.append(wall)
+            curl.peaks_mb.append(peak)
+            wipe(emu)
+
+            wall, peak, _ = run_measured([sys.executable, "-c", SDK, KEY, emu.url, str(big)],
+                                         env)  # fmt: skip
+            expect_one(emu, size, "sdk")
+            sdk.walls.append(wall)
+            sdk.peaks_mb.append(peak)
+            wipe(emu)
+
+            where = work / f"syncd-{rep}"  # a fresh state, pacing folder and mapping
+            where.mkdir()
+            config = syncd_config(where, root, emu.url)
+            wall, peak, out = run_measured(
+                [sys.executable, "-m", "syncd", "reconcile", "-c", str(config), "--json"], env
+            )
+            expect_one(emu, size, "syncd")
+            report = json.loads(out)
+            mapping = json.loads((where / "mapping.json").read_text())["files"]
+            if list(mapping) != ["large.txt"]:
+                raise SystemExit(f"syncd mapping: {mapping}")
+            syncd.walls.append(wall)
+            syncd.peaks_mb.append(peak)
+            syncd.notes.append(f"hashed {report.get('hashed')}")
+            wipe(emu)
+            print(f"rep {rep + 1}: curl {curl.walls[-1]:.2f} s, sdk {sdk.walls[-1]:.2f} s, "
+                  f"syncd {syncd.walls[-1]:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        emu.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    floor = statistics.median(curl.walls)
+    print(f"{args.mb} MiB .txt, {args.reps} runs each (median), emulator on loopback, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print()
+    print("| contender | wall s | MiB/s | × curl throughput | peak RSS MiB | runs (s) |")
+    print("|---|---|---|---|---|---|")
+    for c in (curl, sdk, syncd):
+        wall = statistics.median(c.walls)
+        runs = " / ".join(f"{w:.2f}" for w in c.walls)
+        print(f"| {c.name} | {wall:.2f} | {args.mb / wall:.0f} | {floor / wall:.2f} | "
+              f"{max(c.peaks_mb):.0f} | {runs} |")  # fmt: skip
+    if syncd.notes:
+        print(f"\nsyncd reports: {', '.join(syncd.notes)}")
+    ratio = floor / statistics.median(syncd.walls)
+    return 0 if ratio >= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
