@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from syncd.daemon.notify import Notifier
+from syncd.exitcodes import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = ("syncd.service", "syncd@.service")
@@ -102,8 +103,11 @@ def test_units_agree_and_carry_the_contract() -> None:
         "NotifyAccess=main",
         "Restart=on-failure",
         "StateDirectory=syncd/%i",
-        "LoadCredential=dashscope-api-key:/etc/syncd/%i.key",
-        "ExecStart=/usr/local/bin/syncd run -c /etc/syncd/%i.yaml",
+        # The credential keeps the key file's name, so that the documented
+        # ${CREDENTIALS_DIRECTORY:-/etc/syncd}/NAME.key names one file in and out of the unit.
+        "LoadCredential=%i.key:/etc/syncd/%i.key",
+        # The venv the install steps in systemd/README.md build.
+        "ExecStart=/opt/syncd/bin/syncd run -c /etc/syncd/%i.yaml",
         "ProtectSystem=strict",
         "ProtectHome=read-only",
         "CapabilityBoundingSet=",
@@ -112,11 +116,26 @@ def test_units_agree_and_carry_the_contract() -> None:
     ):
         assert required in service, required
     assert any(d.startswith("WatchdogSec=") for d in service)
-    # The daemon exits 2 for a bad config or a held lock; restarting cannot help.
+    # The daemon exits 2 for a bad config or a refused key: restarting cannot help.
+    # 4 (another syncd holds the state directory) is worth a restart later.
     assert "RestartPreventExitStatus=2" in service
+    assert not any(d.startswith("RestartPreventExitStatus=") and "4" in d for d in service)
     # Stop must outlast the daemon's default shutdown_timeout_s (30 s).
     stop = next(d for d in service if d.startswith("TimeoutStopSec="))
     assert int(stop.split("=")[1].rstrip("s")) > 30
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_comments_name_the_exit_codes_the_code_uses(name: str) -> None:
+    text = (REPO / "systemd" / name).read_text()
+    comment = " ".join(
+        line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")
+    )
+    assert f"{int(ExitCode.USAGE)} = invalid configuration or a key the provider refuses" in comment
+    assert f"{int(ExitCode.LOCKED)} = another syncd" in comment
+    assert f"{int(ExitCode.UNREACHABLE)} (remote unreachable)" in comment
+    service = _directives(text, "[Service]")
+    assert f"RestartPreventExitStatus={int(ExitCode.USAGE)}" in service
 
 
 # ---------------------------------------------------------------- sd_notify
