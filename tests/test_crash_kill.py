@@ -78,6 +78,7 @@ def converge_and_check(emulator: EmulatorHandle, key: str, cfg: Path, tree: Cras
     stale = check_claims(cfg.parent / "pacing", cfg.parent / "mapping.json")
     print(f"copies not sharing their remote file: {unshared}; "
           f"claimed ids no longer mapped: {stale}")
+    assert unshared == 0, "identical content stored more than once"
 
 
 def mapping_debris(folder: Path) -> list[Path]:
@@ -218,10 +219,6 @@ def test_mapping_temp_file_left_by_a_kill_is_swept(
     assert mapping_debris(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plan._share looks for a remote file holding the content only among recorded "
-    "synced paths, not among uploads adopted in the same plan, so the copy is uploaded "
-    "again and both remote files stay"))
 def test_copy_of_a_file_adopted_after_a_kill_shares_its_remote_file(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
 ) -> None:

@@ -242,6 +242,9 @@ def _share(state: StateView, remote: Mapping[str, RemoteFile], policy: Policy, o
         # A file about to expire is no home for more paths.
         if rec.status == "synced" and not _expiring(remote[fid], policy):
             holding.setdefault((rec.sha256, rec.purpose), fid)
+    # A lost upload adopted in this run holds its content too (recorded before shares).
+    for a in out.adopts:
+        holding.setdefault((a.local.sha256 or "", a.local.purpose or ""), a.file_id)
     leads: dict[tuple[str, str], Upload] = {}
     riders: dict[tuple[str, str], list[Share]] = defaultdict(list)
     for up in out.uploads:
