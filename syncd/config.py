@@ -126,6 +126,10 @@ class Key:
     above: bool = False  # the minimum itself is excluded (rates and timeouts: > 0)
     choices: tuple[str, ...] = ()
     required: bool = False
+    # A ${VAR} it names may be unset: the file holds a secret only some commands read
+    # (systemd's ${CREDENTIALS_DIRECTORY} exists inside the unit only), so the command
+    # that reads it says so, and an admin's `syncd status` runs.
+    unset_ok: bool = False
 
 
 KEYS: tuple[Key, ...] = (
@@ -138,7 +142,8 @@ KEYS: tuple[Key, ...] = (
         choices=tuple(PROVIDERS)),
     Key("api.base_url", "url", EMBEDDED, "'embedded' or the provider's compatible-mode URL"),
     Key("api.api_key_env", "env_name", DEFAULT_KEY_ENV, "name of the variable holding the key"),
-    Key("api.api_key_file", "path", None, "file holding the key (systemd credentials)"),
+    Key("api.api_key_file", "path", None, "file holding the key (systemd credentials)",
+        unset_ok=True),
     Key("api.connect_timeout_s", "number", 10.0, "seconds to connect",
         minimum=0, above=True, maximum=600),
     Key("api.read_timeout_s", "number", 120.0, "seconds per read of a response",
@@ -164,7 +169,7 @@ KEYS: tuple[Key, ...] = (
     Key("limits.shared", "string", None,
         "redis:// (or rediss://) URL of the store every host on the key shares"),
     Key("limits.shared_credential_file", "path", None,
-        "file holding the password of limits.shared (when its URL has none)"),
+        "file holding the password of limits.shared (when its URL has none)", unset_ok=True),
     Key("limits.fleet_size", "integer", 1,
         "hosts on the key: each gets 1/fleet_size while limits.shared is down",
         minimum=1, maximum=10_000),
@@ -622,6 +627,7 @@ class _Reader:
         """``${VAR}`` and ``${VAR:-default}`` replaced; None (and a problem) when not."""
         text = str(node.value)
         failed = False
+        unset: list[str] = []
 
         def sub(m: re.Match[str]) -> str:
             nonlocal failed
@@ -636,6 +642,9 @@ class _Reader:
                 )  # fmt: skip
                 return ""
             if value is None:
+                if fallback is None and key in SCHEMA and SCHEMA[key].unset_ok:
+                    unset.append(name)
+                    return m.group(0)  # a path that cannot exist; its reader names why
                 if fallback is None:
                     failed = True
                     self.problem(_line(node), key, f"environment variable {name} is not set")
@@ -646,7 +655,9 @@ class _Reader:
         out = _VAR.sub(sub, text)
         if failed:
             return None
-        if out != text:
+        if unset:
+            self.written[key] = f"{text} ({', '.join(unset)} not set)"
+        elif out != text:
             self.written[key] = text
         return out
 
