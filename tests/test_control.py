@@ -254,7 +254,7 @@ def test_status_and_reconcile_go_through_the_daemon(
 def test_metrics_during_a_storm_match_the_emulator(
     project_dir: Path, emulator: EmulatorHandle
 ) -> None:
-    files = 200
+    files = 1000
     p = Project(project_dir, emulator, metrics_port=free_port())
     (p.root / "seed.txt").write_text("seed")
     p.start()
@@ -272,7 +272,7 @@ def test_metrics_during_a_storm_match_the_emulator(
         mid = wait_for(lambda: (s := p.scrape())["syncd_api_requests_total"] and s
                        if len(p.mapping()) > 10 else None, timeout=30, what="storm under way")
         assert by_class(mid["syncd_api_requests_total"], "call_class")["upload"] > 1
-        wait_for(lambda: len(p.mapping()) == files + 1, timeout=45, what="storm synced")
+        wait_for(lambda: len(p.mapping()) == files + 1, timeout=180, what="storm synced")
         wait_for(lambda: p.live_status().get("phase") == "idle", timeout=15, what="idle")
 
         samples = p.scrape()
