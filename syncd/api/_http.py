@@ -7,10 +7,12 @@ Authorization header, and exceptions travel into logs and tracebacks.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -62,6 +64,47 @@ class TrackedStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         self._inner.close()
+
+
+class HashingReader:
+    """A binary file as the multipart encoder reads it, hashing the bytes it hands over.
+
+    The encoder seeks to the start, then reads to the end, once per attempt; so the
+    digest is of exactly the bytes sent, and a file is read once to be both hashed
+    and uploaded. ``sha256`` is None until a read from the start reached the end.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self._from_start = raw.tell() == 0
+        self._done = False
+
+    def fileno(self) -> int:
+        # Lets the encoder take the length from fstat instead of reading the file.
+        return self._raw.fileno()
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        position = self._raw.seek(offset, whence)
+        self._digest = hashlib.sha256()
+        self._from_start = position == 0
+        self._done = False
+        return position
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        if chunk:
+            self._digest.update(chunk)
+        elif size != 0:
+            self._done = self._from_start
+        return chunk
+
+    @property
+    def sha256(self) -> str | None:
+        return self._digest.hexdigest() if self._done else None
 
 
 def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:

@@ -6,8 +6,9 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -15,6 +16,7 @@ import structlog
 
 import syncd
 from syncd.api._http import (
+    HashingReader,
     TrackedStream,
     describe_transport_error,
     error_for_response,
@@ -46,6 +48,7 @@ __all__ = [
     "Rates",
     "RetryPolicy",
     "Timeouts",
+    "UploadedFile",
     "upload_once",
 ]
 
@@ -55,6 +58,25 @@ T = TypeVar("T")
 
 # find_uploaded looks at the newest files only; small pages end the walk sooner.
 FIND_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UploadedFile(RemoteFile):
+    """The file an upload created, with the sha256 of the bytes the upload sent (read
+    once for both); None if the body was not read through.
+
+    It equals the RemoteFile the provider lists for it: the hash is what we know of
+    the bytes, not part of the provider's description."""
+
+    sha256: str | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteFile):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(RemoteFile))
+
+    def __hash__(self) -> int:
+        return RemoteFile.__hash__(self)
 
 
 class _BearerAuth(httpx.Auth):
@@ -215,8 +237,9 @@ class FilesClient:
         *,
         filename: str | None = None,
         on_sent: Callable[[UploadWindow], None] | None = None,
-    ) -> RemoteFile:
-        """Stream ``path`` (re-read from the start on each retry).
+    ) -> UploadedFile:
+        """Stream ``path`` (re-read from the start on each retry), hashing the bytes
+        as they are sent: the result carries their sha256.
 
         ``on_sent`` is called just before the body's last chunk leaves, with the
         window in which the provider could store the file from then on; a caller
@@ -230,11 +253,12 @@ class FilesClient:
             raise ValueError(f"no filename for {path}")
         read_timeout = self._options.timeouts.read
 
-        def attempt() -> httpx.Response:
+        def attempt() -> tuple[httpx.Response, str | None]:
             # Re-opened per attempt: a retry must send the file from its first byte
             # even if the previous attempt died mid-stream.
             with path.open("rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
+                reader = HashingReader(fh)
                 last_sent: list[float] = []
 
                 def before_last() -> None:
@@ -243,8 +267,10 @@ class FilesClient:
                     if on_sent is not None:
                         on_sent(self.window(now, now + read_timeout))
 
+                # The encoder needs only fileno, seek, tell and read of a file.
+                stream = cast(IO[bytes], reader)
                 request = self._http.build_request(
-                    "POST", "files", data={"purpose": purpose}, files={"file": (name, fh)}
+                    "POST", "files", data={"purpose": purpose}, files={"file": (name, stream)}
                 )
                 assert isinstance(request.stream, httpx.SyncByteStream)
                 body = TrackedStream(request.stream, before_last)
@@ -293,10 +319,12 @@ class FilesClient:
                         status=exc.status,
                         request_id=exc.request_id,
                     ) from None
-                return response
+                return response, reader.sha256 if body.completed else None
 
-        response = self._retrying("upload", "upload", attempt)
-        return _remote_file(self._json(response, "upload"), "upload")
+        response, sha256 = self._retrying("upload", "upload", attempt)
+        created = _remote_file(self._json(response, "upload"), "upload")
+        return UploadedFile(**{f.name: getattr(created, f.name) for f in fields(created)},
+                            sha256=sha256)  # fmt: skip
 
     def window(self, sent_at: float, until: float) -> UploadWindow:
         """The provider-clock window of an attempt sent at ``sent_at`` (host clock)

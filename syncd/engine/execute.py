@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,9 +33,9 @@ from syncd.api.models import RemoteFile
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
 from syncd.engine.ledger import Ledger
-from syncd.engine.model import Delete, Intent, Note, Plan, Upload
+from syncd.engine.model import Delete, Intent, LocalFile, Note, Plan, Upload
 from syncd.engine.remote import RemoteFiles
-from syncd.engine.scan import same_as_scanned
+from syncd.engine.scan import hash_as_scanned, same_as_scanned
 from syncd.engine.state import State
 
 log = structlog.get_logger("syncd.execute")
@@ -168,11 +168,17 @@ class Executor:
             if not self._claims.claim(a.file_id):
                 log.warning("adoption lost a race", path=a.path, file_id=a.file_id)
                 continue
+            # Sent unhashed and never answered: its hash is the file's, if still as sent.
+            sha = hash_as_scanned(self._root, a.local)
+            if sha is None:
+                self._state.add_garbage(a.file_id, a.path)  # ours, but no longer its content
+                continue
             rec = records.get(a.path)
             # Like the planner, only an id still listed needs deleting; queueing one that
             # is already gone would cost the next run a DELETE that answers 404.
             old = rec.file_id if rec and rec.file_id in remote else None
-            self._state.record_uploaded(a.local, remote[a.file_id], replaces=old)
+            local = replace(a.local, sha256=sha)
+            self._state.record_uploaded(local, remote[a.file_id], replaces=old)
             out.adopted += 1
             log.info("adopted", path=a.path, file_id=a.file_id, bytes=a.local.size)
             self._progress("adopt")
@@ -275,8 +281,9 @@ class Executor:
             # Claimed and recorded before the name lock is released: until then another
             # upload of this name and size whose response is lost could take it for its own.
             self._claims.claim(remote.id)
-            changed = not same_as_scanned(self._root, local)
-            freed = self._record(up, remote, changed=changed)
+            sent, moved_on = self._content_sent(local, remote)
+            changed = moved_on or not same_as_scanned(self._root, local)
+            freed = self._record(replace(up, local=sent), remote, changed=changed)
             self._ledger.commit(reservation, remote.id)
         self._remote.add(remote)
         log.info(
@@ -315,6 +322,21 @@ class Executor:
                 freed.append(rider.replaces or "")
         return tuple(i for i in freed if i)
 
+    def _content_sent(self, local: LocalFile, remote: RemoteFile) -> tuple[LocalFile, bool]:
+        """``local`` with the hash of what the upload sent, and whether that differs
+        from what the scan saw. The client hashes the bytes as it streams them; a file
+        the scan did not hash takes that hash (read once). Without it (a lost response
+        adopted) the file is hashed now if it is still as scanned; when even that fails,
+        the record is left without a hash and replaced on the next run."""
+        streamed = getattr(remote, "sha256", None)
+        sent = streamed if isinstance(streamed, str) else None
+        if local.sha256 is not None:
+            if sent is not None and sent != local.sha256:
+                return replace(local, sha256=sent), True
+            return local, False
+        sha = sent or hash_as_scanned(self._root, local)
+        return replace(local, sha256=sha), sha is None
+
     def _resolve_earlier(self, earlier: Intent, up: Upload) -> Uploaded | None:
         """An earlier upload of this path never recorded its outcome: adopt what it made
         if it holds the current content, else keep its id as ours to delete."""
@@ -323,10 +345,14 @@ class Executor:
         found = self._look_for(earlier.filename, earlier.size, earlier.window)
         if found is None:
             return None
-        if earlier.sha256 == up.local.sha256:
-            freed = self._record(up, found)
-            log.info("adopted earlier upload", path=up.path, file_id=found.id)
-            return Uploaded(found, freed)
+        if earlier.holds(up.local):
+            # Matched by stat when either side was not hashed: the hash is then the
+            # intent's, or the file's as it still is.
+            sha = up.local.sha256 or earlier.sha256 or hash_as_scanned(self._root, up.local)
+            if sha is not None:
+                freed = self._record(replace(up, local=replace(up.local, sha256=sha)), found)
+                log.info("adopted earlier upload", path=up.path, file_id=found.id)
+                return Uploaded(found, freed)
         self._state.add_garbage(found.id, up.path)
         return None
 

@@ -20,6 +20,8 @@ class LocalFile:
     mtime_ns: int
     inode: int
     purpose: str | None = None
+    # None when the scan did not hash it: no other file could share its content (see
+    # scan.py), so its hash is taken from the bytes as they are uploaded.
     sha256: str | None = None
     # Why the file cannot be synced, and which status that gives it.
     problem: str | None = None
@@ -31,7 +33,7 @@ class LocalFile:
 
     @property
     def syncable(self) -> bool:
-        return self.problem is None and self.purpose is not None and self.sha256 is not None
+        return self.problem is None and self.purpose is not None
 
 
 @dataclass
@@ -81,9 +83,23 @@ class Intent:
     path: str
     filename: str
     size: int
+    # "" when the file was not hashed before it was sent: then the stat it had
+    # (mtime_ns, inode; None for intents of older states) says whether it still holds
+    # what was sent, as the scan trusts an unchanged stat.
     sha256: str
     started_at: float
     window: UploadWindow | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+
+    def holds(self, local: LocalFile) -> bool:
+        """Whether ``local`` still holds what this intent sent: by content when both
+        hashes are known, else by an unchanged stat."""
+        if self.sha256 and local.sha256:
+            return self.sha256 == local.sha256
+        if self.mtime_ns is None:
+            return False
+        return (self.size, self.mtime_ns, self.inode) == (local.size, local.mtime_ns, local.inode)
 
 
 # ------------------------------------------------------------------ actions

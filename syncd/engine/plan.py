@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from syncd.api.adoption import find_own_upload
@@ -157,8 +157,11 @@ def _adopt_from_intents(
         taken.add(keep.id)
         owned.add(keep.id)
         local = scan.files.get(intent.path)
-        if local is not None and local.syncable and local.sha256 == intent.sha256:
-            out.adopts.append(Adopt(local, keep.id, keep.created_at))
+        if local is not None and local.syncable and intent.holds(local):
+            # Unhashed by the scan, it takes the intent's hash when the intent had one;
+            # else the executor hashes it before recording it.
+            known = local if local.sha256 else replace(local, sha256=intent.sha256 or None)
+            out.adopts.append(Adopt(known, keep.id, keep.created_at))
             adopted[intent.path] = keep.id
         else:  # the file moved on since: what we uploaded is ours but stale
             out.deletes.append(Delete(keep.id, "orphan", intent.path))
@@ -223,8 +226,14 @@ def _decide(
 
 def _same(rec: Record, local: LocalFile) -> bool:
     # The name is not compared: the path is the same, and a remote file shared by
-    # identical copies carries the first one's name.
-    return rec.sha256 == local.sha256 and rec.size == local.size and rec.purpose == local.purpose
+    # identical copies carries the first one's name. A file the scan did not hash is
+    # new or changed, and no record had its size: never the same.
+    return (
+        local.sha256 is not None
+        and rec.sha256 == local.sha256
+        and rec.size == local.size
+        and rec.purpose == local.purpose
+    )
 
 
 def _expiring(f: RemoteFile, policy: Policy) -> bool:
@@ -244,21 +253,30 @@ def _share(state: StateView, remote: Mapping[str, RemoteFile], policy: Policy, o
             holding.setdefault((rec.sha256, rec.purpose), fid)
     # A lost upload adopted in this run holds its content too (recorded before shares).
     for a in out.adopts:
-        holding.setdefault((a.local.sha256 or "", a.local.purpose or ""), a.file_id)
+        if a.local.sha256 and a.local.purpose:
+            holding.setdefault((a.local.sha256, a.local.purpose), a.file_id)
     leads: dict[tuple[str, str], Upload] = {}
     riders: dict[tuple[str, str], list[Share]] = defaultdict(list)
+    going: list[Upload] = []  # leads and uploads no other can share, in plan order
     for up in out.uploads:
-        key = (up.local.sha256 or "", up.local.purpose or "")
+        if not (up.local.sha256 and up.local.purpose):
+            # Not hashed by the scan: no other file of its size could share it.
+            going.append(up)
+            continue
+        key = (up.local.sha256, up.local.purpose)
         if key in holding:
             out.shares.append(Share(up.local, holding[key], up.replaces))
         elif key in leads:
             riders[key].append(Share(up.local, None, up.replaces))
         else:
             leads[key] = up
-    out.uploads = [
-        Upload(up.local, up.kind, up.replaces, tuple(riders[key])) if key in riders else up
-        for key, up in leads.items()
-    ]
+            going.append(up)
+    out.uploads = [_with_riders(up, riders) for up in going]
+
+
+def _with_riders(up: Upload, riders: Mapping[tuple[str, str], list[Share]]) -> Upload:
+    key = (up.local.sha256 or "", up.local.purpose or "")
+    return Upload(up.local, up.kind, up.replaces, tuple(riders[key])) if key in riders else up
 
 
 def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> None:

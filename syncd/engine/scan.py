@@ -8,22 +8,29 @@ be under is not read at all (:meth:`Rules.can_hold`). Folders are read one at a
 time, as a stream: memory holds the candidates, not the entries walked.
 
 Hashing is the expensive part, so a file whose size, mtime and inode match its
-record keeps the record's hash (and its earlier verdict). A file that changes
-while it is read is reported ``changing`` and retried later, never uploaded.
+record keeps the record's hash (and its earlier verdict). A new or changed file
+is hashed only when its hash can matter to the plan: when another candidate, or
+a record holding a remote file, has its size and purpose (identical content
+could be shared, or a touched file found unchanged). Any other is left with no
+hash: the upload computes it from the bytes as they are sent, so a large file is
+read once. A file that changes while it is read is reported ``changing`` and
+retried later, never uploaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from syncd.config import PurposeRule
-from syncd.engine.model import LocalFile, Record, ScanResult
+from syncd.engine.model import LocalFile, Record, ScanResult, Status
 from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
 from syncd.engine.validate import check_file, check_file_content, reads_content
 
@@ -98,6 +105,7 @@ def scan_root(
     for rel, entry, rule in _walk(root, rules, result):
         assert not isinstance(rule, str)  # only candidates without ``every``
         _stat_and_add(result, root, rel, entry.path, rule, records.get(rel))
+    _hash_where_it_matters(result, root, records)
     # Folders without a single file look the same as a tree whose disk went away
     # underneath its mount points: treat it as empty, whatever max_delete allows.
     # Files the include/exclude rules leave out (hidden, temporary) do not count.
@@ -140,6 +148,7 @@ def scan_paths(
             count_skipped(result, verdict, rel)
         else:
             _add(result, root, rel, path, st, verdict, records.get(rel))
+    _hash_where_it_matters(result, root, records)
     return result
 
 
@@ -317,20 +326,49 @@ def _add(
         problem(reason, "invalid", rule.purpose)
         return
 
+    # Without a hash for now: whether it needs one is known once every candidate's size
+    # is (see _hash_where_it_matters).
     sha = record.sha256 if unchanged and record is not None else None
-    if sha is None:
-        try:
-            sha, changed = hash_file(path, st)
-        except OSError as exc:
-            problem(f"cannot read: {exc.strerror or exc}", "error")
-            return
-        result.hashed += 1
-        if changed:
-            problem("changed while being read; will retry", "changing")
-            return
     result.files[rel] = LocalFile(
         rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose, sha256=sha
     )
+
+
+def shareable(files: Iterable[LocalFile], records: Iterable[Record]) -> set[tuple[int, str]]:
+    """The (size, purpose) pairs whose content may be shared or found unchanged: held by
+    two candidates, or by a candidate and a record with a remote file. Content of any
+    other size cannot match anything, so hashing it before the upload buys nothing."""
+    held = Counter((f.size, f.purpose) for f in files if f.syncable and f.purpose)
+    recorded = {(r.size, r.purpose) for r in records if r.file_id and r.purpose}
+    return {key for key, n in held.items() if n > 1 or key in recorded}
+
+
+def _hash_where_it_matters(result: ScanResult, root: Path, records: Mapping[str, Record]) -> None:
+    """Hash the unhashed candidates whose hash the plan can use (see :func:`shareable`)."""
+    unhashed = [f for f in result.files.values() if f.syncable and f.sha256 is None]
+    if not unhashed:
+        return
+    wanted = shareable(result.files.values(), records.values())
+    for local in unhashed:
+        if (local.size, local.purpose) not in wanted:
+            continue
+        try:
+            sha, changed = hash_file(root / local.path, local.size, local.mtime_ns)
+        except OSError as exc:
+            result.files[local.path] = _unsyncable(
+                local, f"cannot read: {exc.strerror or exc}", "error"
+            )
+            continue
+        result.hashed += 1
+        result.files[local.path] = (
+            _unsyncable(local, "changed while being read; will retry", "changing")
+            if changed
+            else dataclasses.replace(local, sha256=sha)
+        )
+
+
+def _unsyncable(local: LocalFile, reason: str, status: Status) -> LocalFile:
+    return dataclasses.replace(local, purpose=None, problem=reason, problem_status=status)
 
 
 def _is_text(rel: str) -> bool:
@@ -342,15 +380,29 @@ def _is_text(rel: str) -> bool:
     return True
 
 
-def hash_file(path: Path, before: os.stat_result) -> tuple[str, bool]:
-    """sha256 of the file, and whether it changed while being read."""
+def hash_file(path: Path, size: int, mtime_ns: int) -> tuple[str, bool]:
+    """sha256 of the file, and whether it changed while being read (or since it was
+    seen with this size and mtime)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     after = path.stat()
-    changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+    changed = (after.st_size, after.st_mtime_ns) != (size, mtime_ns)
     return digest.hexdigest(), changed
+
+
+def hash_as_scanned(root: Path, local: LocalFile) -> str | None:
+    """The sha256 of a file still as the scan saw it; None if it moved on or cannot be
+    read. For the rare paths (an adopted lost upload) where no hash came with the
+    upload."""
+    if local.sha256 is not None:
+        return local.sha256
+    try:
+        sha, changed = hash_file(root / local.path, local.size, local.mtime_ns)
+    except OSError:
+        return None
+    return None if changed else sha
 
 
 def same_as_scanned(root: Path, local: LocalFile) -> bool:

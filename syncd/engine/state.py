@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS intents (
     earliest REAL,
     latest REAL
 );
+-- The stat of a file an intent sent unhashed (its intent's sha256 is ""): whether the
+-- file still holds what was sent is then judged by it. Beside the intents table, not in
+-- it, so intents written by older versions (and tools) keep their shape.
+CREATE TABLE IF NOT EXISTS intent_stats (
+    path TEXT PRIMARY KEY,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS garbage (
     file_id TEXT PRIMARY KEY,
     path TEXT,
@@ -151,7 +159,8 @@ class State:
     def intents(self) -> dict[str, Intent]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT path, filename, size, sha256, started_at, earliest, latest FROM intents"
+                "SELECT i.path, filename, size, sha256, started_at, earliest, latest, "
+                "s.mtime_ns, s.inode FROM intents i LEFT JOIN intent_stats s USING (path)"
             ).fetchall()
         return {
             row[0]: Intent(
@@ -161,6 +170,8 @@ class State:
                 row[3],
                 row[4],
                 UploadWindow(row[5], row[6]) if row[5] is not None else None,
+                row[7],
+                row[8],
             )
             for row in rows
         }
@@ -182,12 +193,17 @@ class State:
 
     def begin_intent(self, local: LocalFile) -> Intent:
         intent = Intent(
-            local.path, wire_name(local.name), local.size, local.sha256 or "", time.time()
-        )
+            local.path, wire_name(local.name), local.size, local.sha256 or "", time.time(),
+            mtime_ns=local.mtime_ns, inode=local.inode,
+        )  # fmt: skip
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?, NULL, NULL)",
                 (intent.path, intent.filename, intent.size, intent.sha256, intent.started_at),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO intent_stats VALUES (?, ?, ?)",
+                (intent.path, intent.mtime_ns, intent.inode),
             )
         return intent
 
@@ -203,7 +219,7 @@ class State:
 
     def clear_intent(self, path: str) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM intents WHERE path = ?", (path,))
+            _drop_intent(db, path)
 
     def record_uploaded(
         self,
@@ -229,7 +245,7 @@ class State:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            db.execute("DELETE FROM intents WHERE path = ?", (local.path,))
+            _drop_intent(db, local.path)
             if not replaces or replaces == remote.id:
                 return False
             # The reference count of a remote file is the number of paths holding it,
@@ -321,3 +337,8 @@ class State:
                     "UPDATE files SET status = ?, reason = ?, updated_at = ? WHERE path = ?",
                     (note.status, note.reason, now, note.path),
                 )
+
+
+def _drop_intent(db: sqlite3.Connection, path: str) -> None:
+    db.execute("DELETE FROM intents WHERE path = ?", (path,))
+    db.execute("DELETE FROM intent_stats WHERE path = ?", (path,))
