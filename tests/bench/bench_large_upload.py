@@ -16,6 +16,10 @@ command itself, or its VmHWM polled from /proc where that tool is missing). The
 emulator runs with rate limits off; uploaded files are deleted between runs.
 
     python tests/bench/bench_large_upload.py [--mb 147] [--reps 3] [--target 0.80]
+                                             [--baseline REV]
+
+``--baseline REV`` adds syncd as of a git revision to the same run (before and after a
+change, under the same load).
 
 Exits 1 when syncd stays under ``--target`` of curl's throughput or an upload failed.
 """
@@ -80,13 +84,15 @@ def make_file(path: Path, size: int) -> None:
             left -= len(block)
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+def run_measured(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) of the command's own process, and its stdout."""
     with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
         timed = [TIME, "-f", "%M", "-o", rss.name, *cmd] if Path(TIME).exists() else cmd
         started = time.monotonic()
         proc = subprocess.Popen(timed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                cwd=str(REPO))  # fmt: skip
+                                cwd=str(cwd))  # fmt: skip
         peak_kb = 0
         if timed is cmd:
             while proc.poll() is None:
@@ -149,11 +155,41 @@ def syncd_config(where: Path, root: Path, url: str) -> Path:
     return path
 
 
+def syncd_once(
+    where: Path, root: Path, emu: EmulatorHandle, env: dict[str, str], source: Path
+) -> tuple[float, float, int]:
+    """One ``syncd reconcile`` (of the code in ``source``) with a fresh state, pacing
+    folder and mapping: wall, peak RSS, and the files its scan hashed."""
+    where.mkdir()
+    config = syncd_config(where, root, emu.url)
+    wall, peak, out = run_measured(
+        [sys.executable, "-m", "syncd", "reconcile", "-c", str(config), "--json"],
+        {**env, "PYTHONPATH": str(source)}, source,
+    )  # fmt: skip
+    expect_one(emu, root.joinpath("large.txt").stat().st_size, "syncd")
+    mapping = json.loads((where / "mapping.json").read_text())["files"]
+    if list(mapping) != ["large.txt"]:
+        raise SystemExit(f"syncd mapping: {mapping}")
+    wipe(emu)
+    return wall, peak, int(json.loads(out).get("hashed", -1))
+
+
+def export(rev: str, into: Path) -> Path:
+    """The ``syncd`` package as of ``rev``, to run beside the working tree's."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "syncd"],
+                             check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=147, help="file size in MiB")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--target", type=float, default=0.80, help="syncd / curl throughput")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run syncd as of this git revision (before/after in one run)")
     args = parser.parse_args()
     if shutil.which("curl") is None:
         raise SystemExit("curl is not installed")
@@ -171,6 +207,10 @@ def main() -> int:
     curl = Contender("curl -F")
     sdk = Contender("openai SDK (files.create)")
     syncd = Contender("syncd reconcile")
+    sources = [(syncd, REPO)]
+    if args.baseline:
+        sources.append((Contender(f"syncd reconcile @ {args.baseline}"),
+                        export(args.baseline, work / "baseline")))  # fmt: skip
     emu = EmulatorHandle(work / "emu", [KEY], ["--rate-limit", "off"], work / "emulator.log")
     try:
         for rep in range(-1, args.reps):
@@ -191,26 +231,19 @@ def main() -> int:
             sdk.peaks_mb.append(peak)
             wipe(emu)
 
-            where = work / f"syncd-{rep}"  # a fresh state, pacing folder and mapping
-            where.mkdir()
-            config = syncd_config(where, root, emu.url)
-            wall, peak, out = run_measured(
-                [sys.executable, "-m", "syncd", "reconcile", "-c", str(config), "--json"], env
-            )
-            expect_one(emu, size, "syncd")
-            report = json.loads(out)
-            mapping = json.loads((where / "mapping.json").read_text())["files"]
-            if list(mapping) != ["large.txt"]:
-                raise SystemExit(f"syncd mapping: {mapping}")
-            wipe(emu)
-            if rep < 0:
-                curl.walls, curl.peaks_mb, sdk.walls, sdk.peaks_mb = [], [], [], []
+            for i, (contender, source) in enumerate(sources):
+                wall, peak, hashed = syncd_once(work / f"syncd-{rep}-{i}", root, emu, env,
+                                                source)  # fmt: skip
+                contender.walls.append(wall)
+                contender.peaks_mb.append(peak)
+                contender.notes.append(f"hashed {hashed}")
+            if rep < 0:  # the warm-up round
+                for c in (curl, sdk, *(c for c, _ in sources)):
+                    c.walls, c.peaks_mb, c.notes = [], [], []
                 continue
-            syncd.walls.append(wall)
-            syncd.peaks_mb.append(peak)
-            syncd.notes.append(f"hashed {report.get('hashed')}")
-            print(f"run {rep + 1}: curl {curl.walls[-1]:.2f} s, sdk {sdk.walls[-1]:.2f} s, "
-                  f"syncd {syncd.walls[-1]:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
+            print(f"run {rep + 1}: " + ", ".join(
+                f"{c.name} {c.walls[-1]:.2f} s" for c in (curl, sdk, *(c for c, _ in sources))),
+                file=sys.stderr, flush=True)  # fmt: skip
     finally:
         emu.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -221,13 +254,14 @@ def main() -> int:
     print()
     print("| contender | wall s | MiB/s | × curl throughput | peak RSS MiB | runs (s) |")
     print("|---|---|---|---|---|---|")
-    for c in (curl, sdk, syncd):
+    for c in (curl, sdk, *(c for c, _ in sources)):
         wall = statistics.median(c.walls)
         runs = " / ".join(f"{w:.2f}" for w in c.walls)
         print(f"| {c.name} | {wall:.2f} | {args.mb / wall:.0f} | {floor / wall:.2f} | "
               f"{max(c.peaks_mb):.0f} | {runs} |")  # fmt: skip
-    if syncd.notes:
-        print(f"\nsyncd reports: {', '.join(syncd.notes)}")
+    print()
+    for c, _ in sources:
+        print(f"{c.name}: files hashed by the scan per run: {', '.join(c.notes)}")
     ratio = floor / statistics.median(syncd.walls)
     return 0 if ratio >= args.target else 1
 
