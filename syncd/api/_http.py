@@ -29,6 +29,7 @@ from syncd.api.errors import (
 from syncd.api.providers import DASHSCOPE, Provider
 
 _MAX_MESSAGE = 300
+_BLOCK = 1024 * 1024
 
 
 class TrackedStream(httpx.SyncByteStream):
@@ -95,7 +96,9 @@ class HashingReader:
         return position
 
     def read(self, size: int = -1) -> bytes:
-        chunk = self._raw.read(size)
+        # The encoder asks for 64 KiB at a time and sends whatever it gets: larger
+        # blocks cut the per-chunk work of a large upload (a fifth of its CPU).
+        chunk = self._raw.read(max(size, _BLOCK) if size > 0 else size)
         if chunk:
             self._digest.update(chunk)
         elif size != 0:
