@@ -11,7 +11,8 @@ warm-up round (page cache, compiled bytecode):
   time (so it scans, plans, uploads and publishes the mapping).
 
 The table shows the median wall time, MiB/s, the ratio of curl's throughput
-reached, and the peak RSS of each process (``/usr/bin/time``'s max RSS of the
+reached, the median CPU time (user + system: steadier than wall time on a busy
+machine), and the peak RSS of each process (``/usr/bin/time``'s max RSS of the
 command itself, or its VmHWM polled from /proc where that tool is missing). The
 emulator runs with rate limits off; uploaded files are deleted between runs.
 
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -67,8 +69,17 @@ print(created.id)
 class Contender:
     name: str
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def add(self, wall: float, cpu: float, peak_mb: float) -> None:
+        self.walls.append(wall)
+        self.cpus.append(cpu)
+        self.peaks_mb.append(peak_mb)
+
+    def reset(self) -> None:
+        self.walls, self.cpus, self.peaks_mb, self.notes = [], [], [], []
 
 
 def make_file(path: Path, size: int) -> None:
@@ -86,8 +97,10 @@ def make_file(path: Path, size: int) -> None:
 
 def run_measured(
     cmd: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
-) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the command's own process, and its stdout."""
+) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system), peak RSS (MiB) of the command's own
+    process, and its stdout. On a busy machine CPU time varies far less than wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
         timed = [TIME, "-f", "%M", "-o", rss.name, *cmd] if Path(TIME).exists() else cmd
         started = time.monotonic()
@@ -108,7 +121,9 @@ def run_measured(
             f"{' '.join(cmd)} exited {proc.returncode}:\n{out.decode()[-2000:]}\n"
             f"{err.decode()[-2000:]}"
         )
-    return wall, peak_kb / 1024, out.decode()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu, peak_kb / 1024, out.decode()
 
 
 def _hwm_kb(pid: int) -> int:
@@ -156,13 +171,14 @@ def syncd_config(where: Path, root: Path, url: str) -> Path:
 
 
 def syncd_once(
-    where: Path, root: Path, emu: EmulatorHandle, env: dict[str, str], source: Path
-) -> tuple[float, float, int]:
+    contender: Contender, where: Path, root: Path, emu: EmulatorHandle, env: dict[str, str],
+    source: Path,
+) -> None:
     """One ``syncd reconcile`` (of the code in ``source``) with a fresh state, pacing
-    folder and mapping: wall, peak RSS, and the files its scan hashed."""
+    folder and mapping."""
     where.mkdir()
     config = syncd_config(where, root, emu.url)
-    wall, peak, out = run_measured(
+    wall, cpu, peak, out = run_measured(
         [sys.executable, "-m", "syncd", "reconcile", "-c", str(config), "--json"],
         {**env, "PYTHONPATH": str(source)}, source,
     )  # fmt: skip
@@ -171,7 +187,8 @@ def syncd_once(
     if list(mapping) != ["large.txt"]:
         raise SystemExit(f"syncd mapping: {mapping}")
     wipe(emu)
-    return wall, peak, int(json.loads(out).get("hashed", -1))
+    contender.add(wall, cpu, peak)
+    contender.notes.append(str(json.loads(out).get("hashed")))
 
 
 def export(rev: str, into: Path) -> Path:
@@ -214,32 +231,27 @@ def main() -> int:
     emu = EmulatorHandle(work / "emu", [KEY], ["--rate-limit", "off"], work / "emulator.log")
     try:
         for rep in range(-1, args.reps):
-            wall, peak, _ = run_measured([
+            wall, cpu, peak, _ = run_measured([
                 "curl", "-sS", "--fail-with-body", "-o", "/dev/null",
                 "-H", f"Authorization: Bearer {KEY}",
                 "-F", f"file=@{big}", "-F", "purpose=file-extract", f"{emu.url}/files",
             ])  # fmt: skip
             expect_one(emu, size, "curl")
-            curl.walls.append(wall)
-            curl.peaks_mb.append(peak)
+            curl.add(wall, cpu, peak)
             wipe(emu)
 
-            wall, peak, _ = run_measured([sys.executable, "-c", SDK, KEY, emu.url, str(big)],
-                                         env)  # fmt: skip
+            wall, cpu, peak, _ = run_measured(
+                [sys.executable, "-c", SDK, KEY, emu.url, str(big)], env
+            )
             expect_one(emu, size, "sdk")
-            sdk.walls.append(wall)
-            sdk.peaks_mb.append(peak)
+            sdk.add(wall, cpu, peak)
             wipe(emu)
 
             for i, (contender, source) in enumerate(sources):
-                wall, peak, hashed = syncd_once(work / f"syncd-{rep}-{i}", root, emu, env,
-                                                source)  # fmt: skip
-                contender.walls.append(wall)
-                contender.peaks_mb.append(peak)
-                contender.notes.append(f"hashed {hashed}")
+                syncd_once(contender, work / f"syncd-{rep}-{i}", root, emu, env, source)
             if rep < 0:  # the warm-up round
                 for c in (curl, sdk, *(c for c, _ in sources)):
-                    c.walls, c.peaks_mb, c.notes = [], [], []
+                    c.reset()
                 continue
             print(f"run {rep + 1}: " + ", ".join(
                 f"{c.name} {c.walls[-1]:.2f} s" for c in (curl, sdk, *(c for c, _ in sources))),
@@ -252,16 +264,16 @@ def main() -> int:
     print(f"{args.mb} MiB .txt, {args.reps} runs each (median), emulator on loopback, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print()
-    print("| contender | wall s | MiB/s | × curl throughput | peak RSS MiB | runs (s) |")
-    print("|---|---|---|---|---|---|")
+    print("| contender | wall s | MiB/s | × curl throughput | CPU s | peak RSS MiB | runs (s) |")
+    print("|---|---|---|---|---|---|---|")
     for c in (curl, sdk, *(c for c, _ in sources)):
         wall = statistics.median(c.walls)
         runs = " / ".join(f"{w:.2f}" for w in c.walls)
         print(f"| {c.name} | {wall:.2f} | {args.mb / wall:.0f} | {floor / wall:.2f} | "
-              f"{max(c.peaks_mb):.0f} | {runs} |")  # fmt: skip
+              f"{statistics.median(c.cpus):.2f} | {max(c.peaks_mb):.0f} | {runs} |")  # fmt: skip
     print()
     for c, _ in sources:
-        print(f"{c.name}: files hashed by the scan per run: {', '.join(c.notes)}")
+        print(f"{c.name}: files hashed by the scan, per run: {', '.join(c.notes)}")
     ratio = floor / statistics.median(syncd.walls)
     return 0 if ratio >= args.target else 1
 
