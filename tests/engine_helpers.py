@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -91,8 +92,14 @@ def spawn_reconcile(config: Path, key: str, *, stdout: Any = subprocess.DEVNULL,
                     stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         syncd_cmd("reconcile", config, "--json"), env=syncd_env(key), stdout=stdout,
-        stderr=stderr,
+        stderr=stderr, preexec_fn=_interruptible,
     )
+
+
+def _interruptible() -> None:
+    # A test worker may ignore SIGINT, and an ignored signal stays ignored across exec:
+    # give the child the default a person's terminal would give it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # ------------------------------------------------------------------ configs
