@@ -64,10 +64,10 @@ def test_after_max_settle_only_the_paths_must_agree() -> None:
 
 def test_tree_signature_sees_candidates_only_and_none_without_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    assert tree_signature(root, lambda _p: True) is None
+    assert tree_signature(root, lambda _p: True, lambda _d: True) is None
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "a.txt").write_text("aa")
     (root / "skip.part").write_text("x")
-    signature = tree_signature(root, lambda p: not p.endswith(".part"))
+    signature = tree_signature(root, lambda p: not p.endswith(".part"), lambda _d: True)
     assert signature is not None
     assert {(path, size) for path, size, _mtime in signature} == {("sub/a.txt", 2)}

@@ -97,6 +97,9 @@ class FakeSyncer:
         name = rel_path.rsplit("/", 1)[-1]
         return not (name.endswith((".part", ".tmp")) or name.startswith("."))
 
+    def can_hold(self, rel_dir: str) -> bool:
+        return True
+
     def stats(self) -> dict[str, int]:
         with self.lock:
             return {"synced": sum(len(b) for k, b in self.calls if k == "sync")}

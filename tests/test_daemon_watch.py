@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingEmitter
 
+from syncd.config import RulesConfig
 from syncd.daemon.settle import Kind, SettleQueue
 from syncd.daemon.watch import OverflowMonitor, QueueingHandler, Watcher, count_dirs
+from syncd.engine.rules import Rules
 from tests.helpers import wait_for
 
 
@@ -208,8 +211,13 @@ def test_other_errors_are_not_hidden(tmp_path: Path, sink: Sink) -> None:
 def test_tree_larger_than_watch_limit_polls(tmp_path: Path, sink: Sink) -> None:
     for i in range(5):
         (tmp_path / f"d{i}" / "x").mkdir(parents=True)
-    assert count_dirs(tmp_path, stop_after=100) == 11
-    assert count_dirs(tmp_path, stop_after=3) == 4
+    def every(_rel_dir: str) -> bool:
+        return True
+
+    assert count_dirs(tmp_path, stop_after=100, can_hold=every) == 11
+    assert count_dirs(tmp_path, stop_after=3, can_hold=every) == 4
+    # Folders no candidate can be under need no watch: d0 and d1 and what they hold.
+    assert count_dirs(tmp_path, 100, lambda d: d.split("/")[0] not in ("d0", "d1")) == 7
 
     def forbidden() -> BaseObserver:
         raise AssertionError("inotify must not be tried")
@@ -277,3 +285,65 @@ def test_watcher_notices_root_removal(tmp_path: Path) -> None:
         assert reasons[-1] == "the watched folder disappeared"
     finally:
         w.stop()
+
+
+def _inotify_watches() -> set[tuple[int, int]]:
+    """What this process's inotify instances watch, as (device, inode) (from /proc)."""
+    watched: set[tuple[int, int]] = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if "inotify" not in os.readlink(fd):
+                continue
+            info = (Path("/proc/self/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            if line.startswith("inotify wd:"):
+                fields = dict(f.split(":", 1) for f in line.split()[1:])
+                # sdev is the kernel's device number: major << 20 | minor.
+                sdev = int(fields["sdev"], 16)
+                watched.add((os.makedev(sdev >> 20, sdev & 0xFFFFF), int(fields["ino"], 16)))
+    return watched
+
+
+def test_only_folders_that_can_hold_candidates_are_watched(tmp_path: Path) -> None:
+    rules = Rules(RulesConfig(exclude=("photos/**", "**/node_modules/**")))
+    root = tmp_path / "root"
+    kept = [root, root / "docs", root / "docs" / "a"]
+    pruned = [root / "photos", root / "photos" / "2024", root / "docs" / "node_modules"]
+    for folder in kept + pruned:
+        folder.mkdir(parents=True, exist_ok=True)
+    q = _queue()
+    w = Watcher(root, QueueingHandler(root, q, rules.is_candidate), mode="inotify",
+                poll_interval_s=0.1, can_hold=rules.can_hold)
+    before = _inotify_watches()
+    w.start()
+    try:
+        def watched() -> set[Path]:
+            ids = _inotify_watches() - before
+            return {f for f in kept + pruned if f.exists() and _stat_id(f) in ids}
+
+        wait_for(lambda: watched() == set(kept))
+        # A folder created (with content) under a watched one is watched and its file
+        # seen; one created under a pruned folder is not.
+        (root / "docs" / "new" / "deep").mkdir(parents=True)
+        (root / "docs" / "new" / "deep" / "n.txt").write_text("n")
+        (root / "photos" / "2025").mkdir()
+        (root / "photos" / "2025" / "p.txt").write_text("p")
+        kept += [root / "docs" / "new", root / "docs" / "new" / "deep"]
+        pruned.append(root / "photos" / "2025")
+        wait_for(lambda: watched() == set(kept))
+        (root / "docs" / "new" / "deep" / "m.txt").write_text("m")
+        wait_for(lambda: "docs/new/deep/m.txt" in _paths(q))
+        assert not any(p.startswith("photos/") for p in _paths(q))
+        # A pruned folder moved to where candidates may be is watched from then on.
+        (root / "docs" / "node_modules").rename(root / "docs" / "modules")
+        kept.append(root / "docs" / "modules")
+        wait_for(lambda: watched() == set(kept))
+    finally:
+        w.stop()
+
+
+def _stat_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino

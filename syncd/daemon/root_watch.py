@@ -15,32 +15,30 @@ paths exist is what decides deletes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from syncd.daemon.inotify import CanHold
+from syncd.daemon.watch import walk_candidates
 
 # (path, size, mtime_ns) of every candidate file under the root.
 Signature = frozenset[tuple[str, int, int]]
 
 
-def tree_signature(root: Path, is_candidate: Callable[[str], bool]) -> Signature | None:
+def tree_signature(
+    root: Path, is_candidate: Callable[[str], bool], can_hold: CanHold
+) -> Signature | None:
     """What a scan of ``root`` sees, by stat only; None when ``root`` is not a folder."""
     if not root.is_dir():
         return None
     entries: set[tuple[str, int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-        rel_base = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        for name in filenames:
-            rel = name if rel_base == "." else f"{rel_base}/{name}"
-            if not is_candidate(rel):
-                continue
-            try:
-                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
-            except OSError:
-                continue  # gone between listing and stat: the next scan tells
-            entries.add((rel, st.st_size, st.st_mtime_ns))
+    for rel, entry in walk_candidates(root, "", is_candidate, can_hold):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # gone between listing and stat: the next scan tells
+        entries.add((rel, st.st_size, st.st_mtime_ns))
     return frozenset(entries) if root.is_dir() else None
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -37,10 +37,10 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from syncd.daemon.inotify import CanHold, PrunedInotifyObserver
 from syncd.daemon.settle import Kind
 
 log = structlog.get_logger("syncd.daemon")
@@ -217,19 +217,44 @@ def read_watch_limit() -> int | None:
         return None
 
 
-def count_dirs(root: Path, stop_after: int) -> int:
-    """Folders under ``root`` (itself included), counting no further than ``stop_after``.
-
-    watchdog needs one inotify watch per folder, hidden and excluded ones too.
-    """
+def count_dirs(root: Path, stop_after: int, can_hold: CanHold) -> int:
+    """Folders the watch will need, one inotify watch each (``root`` included): those
+    ``can_hold`` accepts, not below a symlink. Counts no further than ``stop_after``."""
     count = 0
-    for dirpath, dirnames, _files in os.walk(root):
+    stack = [os.fspath(root)]
+    prefix = len(stack[0]) + 1
+    while stack and count <= stop_after:
+        folder = stack.pop()
         count += 1
-        if count > stop_after:
-            break
-        # Symlinked folders are not followed by the recursive watch either.
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        try:
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    if entry.is_dir(follow_symlinks=False) and can_hold(entry.path[prefix:]):
+                        stack.append(entry.path)
+        except OSError:
+            continue  # unreadable: the scan reports it
     return count
+
+
+def walk_candidates(
+    root: Path, under: str, is_candidate: Callable[[str], bool], can_hold: CanHold
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """The candidate files below ``root/under`` ("" for all) as the scan finds them:
+    by name, not entering folders ``can_hold`` rejects, not following symlinks."""
+    stack = [(os.path.join(root, under) if under else os.fspath(root), under)]
+    while stack:
+        folder, rel_dir = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if can_hold(rel):
+                            stack.append((entry.path, rel))
+                    elif is_candidate(rel):
+                        yield rel, entry
+        except OSError:
+            continue  # gone or unreadable meanwhile: the scan reports it
 
 
 def watch_limit_message(root: Path, detail: str, poll_interval_s: float) -> str:
@@ -254,12 +279,17 @@ class Watcher:
         inotify_factory: ObserverFactory | None = None,
         polling_factory: Callable[[float], BaseObserver] | None = None,
         watch_limit: Callable[[], int | None] = read_watch_limit,
+        can_hold: CanHold = lambda _rel_dir: True,
     ) -> None:
         self._root = root
         self._handler = handler
         self.mode = mode
         self.poll_interval_s = poll_interval_s
-        self._inotify_factory: ObserverFactory = inotify_factory or Observer
+        # Folders no candidate can be under get no watch (and are not walked to count).
+        self._can_hold = can_hold
+        self._inotify_factory: ObserverFactory = inotify_factory or (
+            lambda: PrunedInotifyObserver(can_hold)
+        )
         self._polling_factory = polling_factory or _polling_observer
         self._watch_limit = watch_limit
         self._observer: BaseObserver | None = None
@@ -290,10 +320,10 @@ class Watcher:
             return self._start_polling()
         limit = self._watch_limit()
         if limit is not None:
-            dirs = count_dirs(self._root, stop_after=limit)
+            dirs = count_dirs(self._root, stop_after=limit, can_hold=self._can_hold)
             if dirs > limit:
                 detail = (
-                    f"the tree has more than {limit} folders, the inotify watch limit "
+                    f"the tree has more than {limit} folders to watch, the inotify watch limit "
                     "(fs.inotify.max_user_watches), and watchdog would skip the rest silently"
                 )
                 return self._fall_back(detail)

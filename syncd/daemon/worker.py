@@ -25,12 +25,13 @@ import structlog
 
 from syncd.config import Config
 from syncd.daemon.control import ReconcileRequest
+from syncd.daemon.inotify import CanHold
 from syncd.daemon.metrics import Recorder
 from syncd.daemon.protocols import Report, SyncerLike
 from syncd.daemon.reach import Reachability
 from syncd.daemon.root_watch import RootReturn, tree_signature
 from syncd.daemon.settle import Kind, Probe, SettleQueue, stat_probe
-from syncd.daemon.watch import QueueingHandler, Watcher
+from syncd.daemon.watch import QueueingHandler, Watcher, walk_candidates
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -40,15 +41,16 @@ MAX_BACKOFF_S = 60.0
 # How long past the first due path the worker waits before taking a batch.
 GATHER_S = 0.25
 
-WatcherFactory = Callable[[Config, QueueingHandler], Watcher]
+WatcherFactory = Callable[[Config, QueueingHandler, CanHold], Watcher]
 
 
-def default_watcher(config: Config, handler: QueueingHandler) -> Watcher:
+def default_watcher(config: Config, handler: QueueingHandler, can_hold: CanHold) -> Watcher:
     return Watcher(
         config.root,
         handler,
         mode=config.watch.mode,
         poll_interval_s=config.watch.poll_interval_s,
+        can_hold=can_hold,
     )
 
 
@@ -79,7 +81,7 @@ class Worker:
             max_pending=config.daemon.max_pending,
         )
         self.handler = QueueingHandler(config.root, self.queue, syncer.is_candidate)
-        self.watcher = watcher_factory(config, self.handler)
+        self.watcher = watcher_factory(config, self.handler, syncer.can_hold)
         self._rewatch = threading.Event()
         self._thread: threading.Thread | None = None
         # Reconciles asked for over the control socket, run between batches.
@@ -246,7 +248,7 @@ class Worker:
                         return True
                     continue
                 settle = True
-            signature = tree_signature(root, self.syncer.is_candidate)
+            signature = tree_signature(root, self.syncer.is_candidate, self.syncer.can_hold)
             if signature is None:
                 back = False
                 if not missing:
@@ -295,7 +297,7 @@ class Worker:
         """Apply a reloaded watch section."""
         self._rewatch.clear()
         self.watcher.stop()
-        self.watcher = self._watcher_factory(self.config, self.handler)
+        self.watcher = self._watcher_factory(self.config, self.handler, self.syncer.can_hold)
         if self._watch():
             # Changes made while nothing was watching are only found by a scan.
             self.queue.request_rescan("watching restarted")
@@ -466,17 +468,15 @@ class Worker:
     def _expand(self, dirs: list[str]) -> None:
         """Queue the files of folders that appeared (created, or moved in from outside)."""
         root = self.config.root
-        is_candidate = self.syncer.is_candidate
         for rel_dir in dirs:
-            for dirpath, dirnames, filenames in os.walk(root / rel_dir):
+            if not self.syncer.can_hold(rel_dir):
+                continue
+            for rel, _entry in walk_candidates(
+                root, rel_dir, self.syncer.is_candidate, self.syncer.can_hold
+            ):
                 if self._stop.is_set():
                     return
-                dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-                rel_base = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                for name in filenames:
-                    rel = f"{rel_base}/{name}"
-                    if is_candidate(rel):
-                        self.queue.touch(rel, Kind.CREATED)
+                self.queue.touch(rel, Kind.CREATED)
 
 
 def uploaded_bytes(report: Report) -> int:

@@ -385,6 +385,9 @@ class Syncer:
     def is_candidate(self, rel_path: str) -> bool:
         return self.rules.is_candidate(rel_path)
 
+    def can_hold(self, rel_dir: str) -> bool:
+        return self.rules.can_hold(rel_dir)
+
     def stats(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for rec in self.state.records().values():

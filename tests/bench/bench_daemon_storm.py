@@ -66,6 +66,9 @@ class Engine:
     def is_candidate(self, rel_path: str) -> bool:
         return not rel_path.endswith(".part")
 
+    def can_hold(self, rel_dir: str) -> bool:
+        return True
+
     def stats(self) -> dict[str, int]:
         with self.lock:
             return {"synced": len(self.seen)}
