@@ -126,3 +126,17 @@ def test_a_file_we_claimed_that_nothing_records_is_cleaned_up() -> None:
     assert [(d.file_id, d.reason) for d in p.deletes] == [(stray.id, "orphan")]
     targeted = plan(ScanResult(files=files), view, listing, Policy(scope=frozenset({"y.txt"})))
     assert targeted.deletes == []
+
+
+def test_a_copy_shares_the_adopted_id_not_the_one_its_original_lets_go() -> None:
+    # a/x.txt held file-fe-old; its re-upload's reply was lost and is adopted now. A new
+    # copy of the same content must ride on the adopted id: the old one becomes garbage.
+    old = Record("a/x.txt", "synced", "file-fe-old", "file-extract", "x.txt", 10, 1, 1, "s1")
+    view = StateView({"a/x.txt": old}, {"a/x.txt": intent("a/x.txt")}, set())
+    listing = {f.id: f for f in (remote("file-fe-old", "x.txt", T0 - 100),
+                                 remote("file-fe-new", "x.txt", T0 + 1))}
+    scan = ScanResult(files={"a/x.txt": local("a/x.txt"), "b/copy.txt": local("b/copy.txt")})
+    p = plan(scan, view, listing, Policy(dedupe=True))
+    assert [(a.path, a.file_id) for a in p.adopts] == [("a/x.txt", "file-fe-new")]
+    assert [(s.path, s.file_id) for s in p.shares] == [("b/copy.txt", "file-fe-new")]
+    assert [(d.file_id, d.reason) for d in p.deletes] == [("file-fe-old", "replaced")]

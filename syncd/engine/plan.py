@@ -244,17 +244,20 @@ def _share(state: StateView, remote: Mapping[str, RemoteFile], policy: Policy, o
     """Uploads whose content a remote file of ours already holds become shares; uploads
     of identical content in this plan go once, the others ride along."""
     holding: dict[tuple[str, str], str] = {}
+    # A lost upload adopted in this run holds its content (recorded before shares). The id
+    # its path held until now is being let go, so it is no home for more paths: sharing it
+    # would leave a path mapped to an id the adoption just made garbage.
+    for a in out.adopts:
+        if a.local.sha256 and a.local.purpose:
+            holding.setdefault((a.local.sha256, a.local.purpose), a.file_id)
+    adopting = {a.path for a in out.adopts}
     for rec in sorted(state.records.values(), key=lambda r: r.path):
         fid = rec.file_id
-        if not (fid and fid in remote and rec.sha256 and rec.purpose):
+        if not (fid and fid in remote and rec.sha256 and rec.purpose) or rec.path in adopting:
             continue
         # A file about to expire is no home for more paths.
         if rec.status == "synced" and not _expiring(remote[fid], policy):
             holding.setdefault((rec.sha256, rec.purpose), fid)
-    # A lost upload adopted in this run holds its content too (recorded before shares).
-    for a in out.adopts:
-        if a.local.sha256 and a.local.purpose:
-            holding.setdefault((a.local.sha256, a.local.purpose), a.file_id)
     leads: dict[tuple[str, str], Upload] = {}
     riders: dict[tuple[str, str], list[Share]] = defaultdict(list)
     going: list[Upload] = []  # leads and uploads no other can share, in plan order
