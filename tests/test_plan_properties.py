@@ -259,7 +259,9 @@ def _candidates(w: World) -> set[str]:
     return out
 
 
-SETTINGS = settings(max_examples=400, deadline=None, derandomize=True,
+# Random examples, a new set each run: over runs they search far more than one fixed set
+# would (a shared copy found only after thousands of examples was such a case).
+SETTINGS = settings(max_examples=400, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
