@@ -19,7 +19,18 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
-import structlog
+# structlog's package init imports rich, when it is installed, for pretty tracebacks
+# syncd never shows (format_exc_info renders them as plain text first): a tenth of a
+# second of start-up. So structlog is imported with rich hidden, unless rich is loaded
+# already; rich stays importable for the progress display.
+_HIDE_RICH = "rich" not in sys.modules and "structlog" not in sys.modules
+if _HIDE_RICH:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+try:
+    import structlog
+finally:
+    if _HIDE_RICH:
+        del sys.modules["rich"]
 
 _SECRETS: set[str] = set()
 
@@ -130,7 +141,11 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         processors.append(structlog.processors.JSONRenderer(ensure_ascii=False))
     else:
         processors.append(_per_file_at_debug(numeric <= logging.DEBUG))
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        # Exceptions arrive as text (format_exc_info): no pretty formatter is wanted.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+        processors.append(renderer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

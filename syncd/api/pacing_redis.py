@@ -34,12 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from syncd.api.models import CallClass
 from syncd.api.pacing import (
@@ -51,6 +47,9 @@ from syncd.api.pacing import (
     Pacer,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:
+    import redis
 
 T = TypeVar("T")
 
@@ -108,6 +107,11 @@ def connect(url: str, *, password_file: Path | None = None, timeout: float = 0.5
     """A client for ``url`` that fails fast: no client-side retries, ``timeout``
     seconds to connect and per reply. Connects lazily (a Redis that is down at start
     is a fallback, not an error)."""
+    # Imported here: a tenth of a second of start-up, and only `limits.shared` needs it.
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     problem = check_url(url)
     if problem is not None:
         raise ValueError(f"limits.shared {problem}")
@@ -146,6 +150,9 @@ class RedisStore:
     """One class's pacing state in Redis (see the module doc)."""
 
     def __init__(self, client: redis.Redis, key: str) -> None:
+        from redis import RedisError  # loaded already: the client is redis's
+
+        self._errors = (RedisError, ValueError, TypeError, IndexError)
         self._key = key
         self._read = client.register_script(_READ)
         self._commit = client.register_script(_COMMIT)
@@ -163,7 +170,7 @@ class RedisStore:
                 if int(reply[0]) == 1:
                     return result
                 _, secs, micros, raw, version = reply
-        except (redis.RedisError, ValueError, TypeError, IndexError) as exc:
+        except self._errors as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         raise StoreUnavailable(f"no commit after {MAX_ROUNDS} rounds of contention")
 

@@ -51,13 +51,15 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import redis
 import structlog
 
 from syncd.api.pacing import Failover
 from syncd.api.pacing_redis import connect, describe
+
+if TYPE_CHECKING:
+    import redis
 
 log = structlog.get_logger("syncd.ledger")
 
@@ -318,6 +320,9 @@ class RedisLedger:
         name: str = "redis",
         owns_client: bool = False,
     ) -> None:
+        from redis import RedisError  # loaded already: the client is redis's
+
+        self._redis_error = RedisError
         prefix = f"syncd:{key_fingerprint}:ledger"
         self._keys = [
             f"{prefix}:{k}"
@@ -364,7 +369,7 @@ class RedisLedger:
             raise _Down
         try:
             result = self._scripts[script](keys=self._keys, args=args)
-        except redis.RedisError as exc:
+        except self._redis_error as exc:
             self._health.failed(exc)
             raise _Down from None
         if self._health.mode == "fallback":
