@@ -30,10 +30,11 @@ def make_host(work: Path, name: str, files: int, emulator_url: str, shared: str 
     return cfg
 
 
-def start_reconcile(cfg: Path) -> subprocess.Popen[str]:
+def start_reconcile(cfg: Path, command: str = "reconcile") -> subprocess.Popen[str]:
+    """``syncd reconcile`` (or another command, e.g. ``run``) of host ``cfg``."""
     env = {**os.environ, "FLEET_KEY": KEY}
     return subprocess.Popen(
-        [sys.executable, "-m", "syncd", "reconcile", "-c", str(cfg)],
+        [sys.executable, "-m", "syncd", command, "-c", str(cfg)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
