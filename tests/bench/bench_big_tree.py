@@ -8,7 +8,8 @@ run, each as its own process, wall time and peak RSS of:
 - ``syncd reconcile``: the first run (uploads the 50), then no-op runs;
 - ``syncd status`` (counts per skip rule, with examples);
 - ``syncd run``: spawn to ``READY=1`` (read from a real NOTIFY_SOCKET), and the
-  inotify watches it placed.
+  inotify watches it placed; then again with the data folders excluded by a rule
+  (``data*/**``), where only the root and ``docs/`` may hold candidates: 2 watches.
 
 Budgets: no-op reconcile <= 2.5x the walk, first run <= 5x, RSS <= 80 MB for both,
 READY <= 3 s, status < 2 s. Exits 1 when one is missed.
@@ -113,8 +114,8 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def write_config(where: Path, root: Path, url: str) -> Path:
-    data = {
+def write_config(where: Path, root: Path, url: str, exclude: list[str] | None = None) -> Path:
+    data: dict[str, object] = {
         "project": "bench-big-tree",
         "root": str(root),
         "state_dir": str(where / "state"),
@@ -125,6 +126,8 @@ def write_config(where: Path, root: Path, url: str) -> Path:
         "sync": {"settle_s": 1.0},
         "logging": {"format": "json", "level": "warning"},
     }  # fmt: skip
+    if exclude:
+        data["rules"] = {"exclude": exclude}
     path = where / "syncd.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -227,6 +230,15 @@ def main() -> int:
         ok = check(ready_s <= 3, "daemon READY")
         rows.append(("syncd run: spawn to READY=1", f"{ready_s:.2f}", "",
                      f"<= 3 s {ok}; {watches} inotify watches"))  # fmt: skip
+
+        # The data folders excluded by a rule: neither walked nor watched.
+        pruned_dir = work / "pruned"
+        pruned_dir.mkdir()
+        pruned = write_config(pruned_dir, root, emulator.url, ["data*/**", "*.part", ".*"])
+        ready_s, watches = daemon_ready(pruned, env, work / "daemon-pruned.log")
+        ok = check(ready_s <= 3 and watches == 2, "daemon READY, data folders excluded")
+        rows.append(("syncd run, data*/** excluded", f"{ready_s:.2f}", "",
+                     f"<= 3 s, 2 watches {ok}; {watches} inotify watches"))  # fmt: skip
 
         again_s, _mb, _out = timed([sys.executable, "-c", WALK, str(root)])
         rows.append(("plain walk, again", f"{again_s:.2f}", "", f"{again_s / walk_s:.1f}x"))
