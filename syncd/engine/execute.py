@@ -184,8 +184,8 @@ class Executor:
             self._progress("adopt")
         for path in plan.clear_intents:
             self._state.clear_intent(path)
+        self._state.note_many(plan.notes)
         for note in plan.notes:
-            self._state.note(note)
             if note.status not in ("synced",):
                 log.info("not synced", path=note.path, status=note.status, reason=note.reason)
         for f in plan.forgets:

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -307,36 +307,46 @@ class State:
             db.execute("DELETE FROM files WHERE path = ?", (path,))
 
     def note(self, note: Note) -> None:
-        """Record a status. Only ``synced`` takes the new hash: a record that keeps an
-        old file_id must keep the hash of what that id holds."""
+        self.note_many([note])
+
+    def note_many(self, notes: Iterable[Note]) -> None:
+        """Record statuses, all in one transaction: a first run over a big tree notes
+        thousands of files, and a commit each would cost a disk sync each."""
         now = time.time()
         with self._tx() as db:
-            exists = db.execute("SELECT 1 FROM files WHERE path = ?", (note.path,)).fetchone()
-            if not exists:
-                db.execute(
-                    "INSERT INTO files (path, status, updated_at) VALUES (?, ?, ?)",
-                    (note.path, note.status, now),
-                )
-            local = note.local
-            if note.status == "synced" and local is not None:
-                db.execute(
-                    "UPDATE files SET status = 'synced', reason = NULL, size = ?, mtime_ns = ?, "
-                    "inode = ?, sha256 = ?, updated_at = ? WHERE path = ?",
-                    (local.size, local.mtime_ns, local.inode, local.sha256, now, note.path),
-                )
-            elif note.status in ("invalid", "skipped") and local is not None:
-                # Cache the verdict by stat so an unchanged file is not re-validated.
-                db.execute(
-                    "UPDATE files SET status = ?, reason = ?, size = ?, mtime_ns = ?, inode = ?, "
-                    "purpose = ?, sha256 = NULL, updated_at = ? WHERE path = ?",
-                    (note.status, note.reason, local.size, local.mtime_ns, local.inode,
-                     local.purpose, now, note.path),
-                )  # fmt: skip
-            else:
-                db.execute(
-                    "UPDATE files SET status = ?, reason = ?, updated_at = ? WHERE path = ?",
-                    (note.status, note.reason, now, note.path),
-                )
+            for note in notes:
+                _note(db, note, now)
+
+
+def _note(db: sqlite3.Connection, note: Note, now: float) -> None:
+    """Only ``synced`` takes the new hash: a record that keeps an old file_id must keep
+    the hash of what that id holds."""
+    exists = db.execute("SELECT 1 FROM files WHERE path = ?", (note.path,)).fetchone()
+    if not exists:
+        db.execute(
+            "INSERT INTO files (path, status, updated_at) VALUES (?, ?, ?)",
+            (note.path, note.status, now),
+        )
+    local = note.local
+    if note.status == "synced" and local is not None:
+        db.execute(
+            "UPDATE files SET status = 'synced', reason = NULL, size = ?, mtime_ns = ?, "
+            "inode = ?, sha256 = ?, updated_at = ? WHERE path = ?",
+            (local.size, local.mtime_ns, local.inode, local.sha256, now, note.path),
+        )
+    elif note.status in ("invalid", "skipped") and local is not None:
+        # Cache the verdict by stat so an unchanged file is not re-validated.
+        db.execute(
+            "UPDATE files SET status = ?, reason = ?, size = ?, mtime_ns = ?, inode = ?, "
+            "purpose = ?, sha256 = NULL, updated_at = ? WHERE path = ?",
+            (note.status, note.reason, local.size, local.mtime_ns, local.inode,
+             local.purpose, now, note.path),
+        )  # fmt: skip
+    else:
+        db.execute(
+            "UPDATE files SET status = ?, reason = ?, updated_at = ? WHERE path = ?",
+            (note.status, note.reason, now, note.path),
+        )
 
 
 def _drop_intent(db: sqlite3.Connection, path: str) -> None:
