@@ -16,7 +16,6 @@ written: a variable may hold a secret.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -610,6 +609,8 @@ class _Reader:
         if not section:
             here += list(SECTIONS)
         leaves = {k.rpartition(".")[2]: k for k in here}
+        import difflib  # only a config with a typo pays for it
+
         close = difflib.get_close_matches(name, list(leaves), n=1, cutoff=0.6)
         if close:
             self.suggested.add(leaves[close[0]])
@@ -758,6 +759,8 @@ class _Reader:
             meant: set[str] = set()
             for name, (k, _v) in fields.items():
                 if name not in ("match", "purpose"):
+                    import difflib  # only a config with a typo pays for it
+
                     close = difflib.get_close_matches(name, ["match", "purpose"], n=1)
                     meant.update(close)
                     hint = f"; did you mean {close[0]}?" if close else ""
