@@ -12,9 +12,11 @@ warm-up round (page cache, compiled bytecode):
 
 The table shows the median wall time, MiB/s, the ratio of curl's throughput
 reached, the median CPU time (user + system: steadier than wall time on a busy
-machine), and the peak RSS of each process (``/usr/bin/time``'s max RSS of the
-command itself, or its VmHWM polled from /proc where that tool is missing). The
-emulator runs with rate limits off; uploaded files are deleted between runs.
+machine), the CPU time a fresh ``python`` spends importing what the contender
+imports (``openai``; syncd's modules for a reconcile), and the peak RSS of each
+process (``/usr/bin/time``'s max RSS of the command itself, or its VmHWM polled
+from /proc where that tool is missing). The emulator runs with rate limits off;
+uploaded files are deleted between runs.
 
     python tests/bench/bench_large_upload.py [--mb 147] [--reps 3] [--target 0.80]
                                              [--baseline REV]
@@ -64,6 +66,10 @@ with open(sys.argv[3], "rb") as fh:
 print(created.id)
 """
 
+# What a reconcile imports (httpcore: when its client is built).
+SYNCD_IMPORTS = ("import syncd.cli, syncd.bootstrap, syncd.reachable, syncd.daemon.control, "
+                 "syncd.engine.mapping, httpcore")  # fmt: skip
+
 
 @dataclass
 class Contender:
@@ -71,6 +77,7 @@ class Contender:
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
+    imports: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def add(self, wall: float, cpu: float, peak_mb: float) -> None:
@@ -79,7 +86,12 @@ class Contender:
         self.peaks_mb.append(peak_mb)
 
     def reset(self) -> None:
-        self.walls, self.cpus, self.peaks_mb, self.notes = [], [], [], []
+        self.walls, self.cpus, self.peaks_mb, self.imports, self.notes = [], [], [], [], []
+
+    def import_cpu(self, code: str, env: dict[str, str], cwd: Path = REPO) -> None:
+        """CPU time of a fresh ``python -c code`` less that of ``python -c pass``."""
+        spent = [run_measured([sys.executable, "-c", c], env, cwd)[1] for c in (code, "pass")]
+        self.imports.append(spent[0] - spent[1])
 
 
 def make_file(path: Path, size: int) -> None:
@@ -246,9 +258,11 @@ def main() -> int:
             expect_one(emu, size, "sdk")
             sdk.add(wall, cpu, peak)
             wipe(emu)
+            sdk.import_cpu("import openai", env)
 
             for i, (contender, source) in enumerate(sources):
                 syncd_once(contender, work / f"syncd-{rep}-{i}", root, emu, env, source)
+                contender.import_cpu(SYNCD_IMPORTS, {**env, "PYTHONPATH": str(source)}, source)
             if rep < 0:  # the warm-up round
                 for c in (curl, sdk, *(c for c, _ in sources)):
                     c.reset()
@@ -264,13 +278,16 @@ def main() -> int:
     print(f"{args.mb} MiB .txt, {args.reps} runs each (median), emulator on loopback, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print()
-    print("| contender | wall s | MiB/s | × curl throughput | CPU s | peak RSS MiB | runs (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| contender | wall s | MiB/s | × curl throughput | CPU s | import CPU s "
+          "| peak RSS MiB | runs (s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for c in (curl, sdk, *(c for c, _ in sources)):
         wall = statistics.median(c.walls)
         runs = " / ".join(f"{w:.2f}" for w in c.walls)
+        imports = f"{statistics.median(c.imports):.2f}" if c.imports else "–"
         print(f"| {c.name} | {wall:.2f} | {args.mb / wall:.0f} | {floor / wall:.2f} | "
-              f"{statistics.median(c.cpus):.2f} | {max(c.peaks_mb):.0f} | {runs} |")  # fmt: skip
+              f"{statistics.median(c.cpus):.2f} | {imports} | {max(c.peaks_mb):.0f} | "
+              f"{runs} |")  # fmt: skip
     print()
     for c, _ in sources:
         print(f"{c.name}: files hashed by the scan, per run: {', '.join(c.notes)}")
