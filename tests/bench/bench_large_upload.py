@@ -1,12 +1,15 @@
 """One large upload: syncd beside curl and the openai SDK, to the same emulator, in one run.
 
 A ``.txt`` file of ``--mb`` MiB (printable, incompressible-ish text) is uploaded by
-three contenders, each as its own process, start-up included, ``--reps`` times in
+four contenders, each as its own process, start-up included, ``--reps`` times in
 turn (so a busy moment of the machine hits all of them alike) after one untimed
 warm-up round (page cache, compiled bytecode):
 
 - ``curl -F file=@… -F purpose=file-extract`` (the floor: C, no hashing);
 - the openai SDK, ``client.files.create`` in a fresh ``python``;
+- a fresh ``python`` that imports nothing but the standard library and sends the
+  multipart body over a plain socket while hashing it, as syncd does (the floor of
+  any Python client: the interpreter, the upload and the hash, no start-up beyond);
 - ``syncd reconcile`` of a folder holding just that file, with a fresh state each
   time (so it scans, plans, uploads and publishes the mapping).
 
@@ -64,6 +67,30 @@ client = OpenAI(api_key=sys.argv[1], base_url=sys.argv[2], max_retries=0)
 with open(sys.argv[3], "rb") as fh:
     created = client.files.create(file=fh, purpose="file-extract")
 print(created.id)
+"""
+
+# The upload a Python client cannot beat: no library, 1 MiB blocks hashed as they are sent.
+BARE = r"""
+import hashlib, os, socket, sys
+from urllib.parse import urlsplit
+key, url, path = sys.argv[1:4]
+u, size, b = urlsplit(url), os.path.getsize(path), "bench-boundary-7d1f"
+head = (f'--{b}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfile-extract\r\n'
+        f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="large.txt"\r\n'
+        f"Content-Type: text/plain\r\n\r\n").encode()
+tail = f"\r\n--{b}--\r\n".encode()
+s = socket.create_connection((u.hostname, u.port))
+s.sendall((f"POST {u.path}/files HTTP/1.1\r\nHost: {u.netloc}\r\n"
+           f"Authorization: Bearer {key}\r\nContent-Type: multipart/form-data; boundary={b}\r\n"
+           f"Content-Length: {len(head) + size + len(tail)}\r\n\r\n").encode() + head)
+digest = hashlib.sha256()
+with open(path, "rb") as fh:
+    while block := fh.read(1 << 20):
+        digest.update(block)
+        s.sendall(block)
+s.sendall(tail)
+status = s.recv(65536).split(b"\r\n", 1)[0]
+sys.exit(0 if b" 200 " in status else f"{status!r}")
 """
 
 # What a reconcile imports (httpcore: when its client is built).
@@ -235,11 +262,13 @@ def main() -> int:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     curl = Contender("curl -F")
     sdk = Contender("openai SDK (files.create)")
+    bare = Contender("python, socket + sha256, no imports")
     syncd = Contender("syncd reconcile")
     sources = [(syncd, REPO)]
     if args.baseline:
         sources.append((Contender(f"syncd reconcile @ {args.baseline}"),
                         export(args.baseline, work / "baseline")))  # fmt: skip
+    everyone = (curl, sdk, bare, *(c for c, _ in sources))
     emu = EmulatorHandle(work / "emu", [KEY], ["--rate-limit", "off"], work / "emulator.log")
     try:
         for rep in range(-1, args.reps):
@@ -260,16 +289,22 @@ def main() -> int:
             wipe(emu)
             sdk.import_cpu("import openai", env)
 
+            wall, cpu, peak, _ = run_measured(
+                [sys.executable, "-c", BARE, KEY, emu.url, str(big)], env
+            )
+            expect_one(emu, size, "bare python")
+            bare.add(wall, cpu, peak)
+            wipe(emu)
+
             for i, (contender, source) in enumerate(sources):
                 syncd_once(contender, work / f"syncd-{rep}-{i}", root, emu, env, source)
                 contender.import_cpu(SYNCD_IMPORTS, {**env, "PYTHONPATH": str(source)}, source)
             if rep < 0:  # the warm-up round
-                for c in (curl, sdk, *(c for c, _ in sources)):
+                for c in everyone:
                     c.reset()
                 continue
-            print(f"run {rep + 1}: " + ", ".join(
-                f"{c.name} {c.walls[-1]:.2f} s" for c in (curl, sdk, *(c for c, _ in sources))),
-                file=sys.stderr, flush=True)  # fmt: skip
+            shown = ", ".join(f"{c.name} {c.walls[-1]:.2f} s" for c in everyone)
+            print(f"run {rep + 1}: {shown}", file=sys.stderr, flush=True)
     finally:
         emu.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -281,7 +316,7 @@ def main() -> int:
     print("| contender | wall s | MiB/s | × curl throughput | CPU s | import CPU s "
           "| peak RSS MiB | runs (s) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    for c in (curl, sdk, *(c for c, _ in sources)):
+    for c in everyone:
         wall = statistics.median(c.walls)
         runs = " / ".join(f"{w:.2f}" for w in c.walls)
         imports = f"{statistics.median(c.imports):.2f}" if c.imports else "–"
