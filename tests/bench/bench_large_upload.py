@@ -16,7 +16,8 @@ warm-up round (page cache, compiled bytecode):
 The table shows the median wall time, MiB/s, the ratio of curl's throughput
 reached, the median CPU time (user + system: steadier than wall time on a busy
 machine), the CPU time a fresh ``python`` spends importing what the contender
-imports (``openai``; syncd's modules for a reconcile), and the peak RSS of each
+imports (``openai``; syncd's modules for a reconcile; the interpreter's own start and
+exit not counted), and the peak RSS of each
 process (``/usr/bin/time``'s max RSS of the command itself, or its VmHWM polled
 from /proc where that tool is missing). The emulator runs with rate limits off;
 uploaded files are deleted between runs.
@@ -116,9 +117,9 @@ class Contender:
         self.walls, self.cpus, self.peaks_mb, self.imports, self.notes = [], [], [], [], []
 
     def import_cpu(self, code: str, env: dict[str, str], cwd: Path = REPO) -> None:
-        """CPU time of a fresh ``python -c code`` less that of ``python -c pass``."""
-        spent = [run_measured([sys.executable, "-c", c], env, cwd)[1] for c in (code, "pass")]
-        self.imports.append(spent[0] - spent[1])
+        """CPU time of ``code`` (imports) in a fresh ``python``, start-up and exit excluded."""
+        timed = f"import time; t = time.process_time(); {code}; print(time.process_time() - t)"
+        self.imports.append(float(run_measured([sys.executable, "-c", timed], env, cwd)[3]))
 
 
 def make_file(path: Path, size: int) -> None:
