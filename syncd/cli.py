@@ -248,7 +248,6 @@ def _reconcile(ns: argparse.Namespace) -> int:
         NotRunning,
         daemon_reconcile,
         dumps,
-        outcome_lines,
     )
 
     config = _load(ns)
@@ -266,10 +265,7 @@ def _reconcile(ns: argparse.Namespace) -> int:
         if ns.json:
             print(dumps({**outcome, "source": "daemon"}))
         else:
-            out, err = outcome_lines(outcome)
-            print("\n".join(out))
-            for line in err:
-                print(line, file=sys.stderr)
+            _print_outcome(outcome)
         return int(outcome.get("exit_code", EXIT_UNSYNCED))
     if ns.path:
         print("syncd: --path needs a running daemon; without one, reconcile the whole folder",
@@ -286,53 +282,62 @@ def _reconcile(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(report.as_json(), ensure_ascii=False, indent=1))
     else:
-        _print_report(report)
+        _print_outcome(report.as_json())
     return int(report.exit_code)
 
 
-def _print_report(report: Any) -> None:
+def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(stdout lines, stderr lines) of a reconcile outcome, from its JSON form: the same
+    text whether this process ran it or the running daemon did."""
     from syncd.progress import decimal_size
 
-    p = report.plan
-    refused = p.refused_deletes
-    if report.dry_run:
+    out: list[str] = []
+    planned = data.get("planned", {})
+    if data.get("dry_run"):
+        ups, adopts = planned.get("upload", []), planned.get("adopt", [])
+        dels = planned.get("delete", [])
+        refused = planned.get("refused_delete", [])
         held = f", {len(refused)} refused" if refused else ""
-        print(f"plan (dry run): {len(p.uploads)} upload(s), {len(p.adopts)} adoption(s), "
-              f"{len(p.deletes)} delete(s){held}")  # fmt: skip
-        for u in p.uploads:
-            print(f"  upload  {u.kind:<9} {visible(u.path)} ({u.local.size} bytes)")
-        for a in p.adopts:
-            print(f"  adopt   {visible(a.path)} -> {visible(a.file_id)}")
-        for sh in p.shares:
-            print(f"  share   {visible(sh.path)} -> {visible(sh.file_id or '')}")
-        for u in p.uploads:
-            for r in u.sharers:
-                print(f"  share   {visible(r.path)} -> upload of {visible(u.path)}")
-        for d in p.deletes:
-            print(f"  delete  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
-        for d in refused:
-            print(f"  refuse  {d.reason:<9} {visible(d.file_id)} {visible(d.path or '')}")
-        if p.refused:
-            print(f"  refused: {visible(p.refused)}")
-        for n in p.notes:
-            if n.status != "synced":
-                print(f"  {n.status:<7} {visible(n.path)}: {visible(n.reason)}")
+        out.append(f"plan (dry run): {len(ups)} upload(s), {len(adopts)} adoption(s), "
+                   f"{len(dels)} delete(s){held}")  # fmt: skip
+        out += [f"  upload  {u['kind']:<9} {visible(u['path'])} ({u['bytes']} bytes)"
+                for u in ups]  # fmt: skip
+        out += [f"  adopt   {visible(a['path'])} -> {visible(a['file_id'])}" for a in adopts]
+        for sh in planned.get("share", []):
+            on = sh.get("file_id")
+            target = visible(on) if on else f"upload of {visible(sh['with'])}"
+            out.append(f"  share   {visible(sh['path'])} -> {target}")
+        out += [f"  delete  {d['reason']:<9} {visible(d['file_id'])} {visible(d['path'] or '')}"
+                for d in dels]  # fmt: skip
+        out += [f"  refuse  {d['reason']:<9} {visible(d['file_id'])} {visible(d['path'] or '')}"
+                for d in refused]  # fmt: skip
+        if data.get("refused"):
+            out.append(f"  refused: {visible(data['refused'])}")
+        out += [f"  {n['status']:<7} {visible(n['path'])}: {visible(n['reason'] or '')}"
+                for n in data.get("notes", [])]  # fmt: skip
     else:
-        o = report.outcome
-        shared = len(p.shares) + sum(len(u.sharers) for u in p.uploads)
-        not_sent = set(o.failures) | set(o.changed_during_upload)
-        sent = sum(u.local.size for u in p.uploads if u.path not in not_sent)
-        print(f"uploaded {o.uploaded} ({decimal_size(sent)}), adopted {o.adopted}, "
-              f"shared {shared}, deleted {o.deleted}, hashed {report.hashed} "
-              f"in {report.duration_s:.1f}s")  # fmt: skip
-        if report.unsynced:
-            print(f"{len(report.unsynced)} file(s) not synced:")
-            for path, (status, reason) in sorted(report.unsynced.items()):
-                print(f"  {status:<8} {visible(path)}: {visible(reason)}")
-        if report.skipped:
-            print(f"{len(report.skipped)} file(s) skipped by the rules (see syncd status)")
-    for err in report.errors:
-        print(f"error: {visible(err)}", file=sys.stderr)
+        sent = decimal_size(int(data.get("uploaded_bytes", 0)))
+        out.append(f"uploaded {data.get('uploaded', 0)} ({sent}), "
+                   f"adopted {data.get('adopted', 0)}, "
+                   f"shared {data.get('shared', 0)}, deleted {data.get('deleted', 0)}, "
+                   f"hashed {data.get('hashed', 0)} "
+                   f"in {float(data.get('duration_s', 0.0)):.1f}s")  # fmt: skip
+        unsynced = data.get("not_synced", [])
+        if unsynced:
+            out.append(f"{len(unsynced)} file(s) not synced:")
+            out += [f"  {u['status']:<8} {visible(u['path'])}: {visible(u['reason'] or '')}"
+                    for u in unsynced]  # fmt: skip
+        if data.get("skipped"):
+            out.append(f"{len(data['skipped'])} file(s) skipped by the rules (see syncd status)")
+    err = [f"error: {visible(e)}" for e in data.get("errors", [])]
+    return out, err
+
+
+def _print_outcome(data: dict[str, Any]) -> None:
+    out, err = outcome_lines(data)
+    print("\n".join(out))
+    for line in err:
+        print(line, file=sys.stderr)
 
 
 def _status(ns: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ class FakeReport:
     root_unavailable: bool = False
     remote_unavailable: bool = False
     aborted: str | None = None
+    uploaded_bytes: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {"exit_code": self.exit_code, "errors": self.errors}

@@ -64,9 +64,12 @@ def test_dry_run_changes_nothing_and_prints_the_plan(
     assert stats["requests"]["upload"] == stats["requests"]["delete"] == 0
     assert read_mapping(tmp_path / "mapping.json") == before
 
+    # A copy of a synced file would take its remote file (dedupe): the text says so.
+    (root / "copy.txt").write_bytes((root / paths[2]).read_bytes())
     text = run_syncd("reconcile", cfg, "--dry-run", key=emu.api_key)
     assert "1 upload(s)" in text.stdout and "1 delete(s)" in text.stdout
     assert paths[1] in text.stdout
+    assert f"share   copy.txt -> {before[paths[2]]['file_id']}" in text.stdout, text.stdout
     assert emu.stats()["requests"]["delete"] == 0
 
 

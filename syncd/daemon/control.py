@@ -30,8 +30,6 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from syncd.textsafe import visible
-
 log = structlog.get_logger("syncd.daemon")
 
 SOCKET_NAME = "control.sock"
@@ -223,40 +221,6 @@ def daemon_reconcile(
 
 
 # ---------------------------------------------------------------- outcomes
-
-
-def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(stdout lines, stderr lines) of a reconcile outcome, as ``syncd reconcile`` prints."""
-    out: list[str] = []
-    planned = data.get("planned", {})
-    if data.get("dry_run"):
-        ups, adopts, dels = (
-            planned.get("upload", []),
-            planned.get("adopt", []),
-            planned.get("delete", []),
-        )
-        out.append(f"plan (dry run): {len(ups)} upload(s), {len(adopts)} adoption(s), "
-                   f"{len(dels)} delete(s)")  # fmt: skip
-        out += [f"  upload  {u['kind']:<9} {visible(u['path'])} ({u['bytes']} bytes)"
-                for u in ups]  # fmt: skip
-        out += [f"  adopt   {visible(a['path'])} -> {visible(a['file_id'])}" for a in adopts]
-        out += [f"  delete  {d['reason']:<9} {visible(d['file_id'])} {visible(d['path'] or '')}"
-                for d in dels]  # fmt: skip
-        out += [f"  {n['status']:<7} {visible(n['path'])}: {visible(n['reason'] or '')}"
-                for n in data.get("notes", [])]  # fmt: skip
-    else:
-        out.append(f"uploaded {data.get('uploaded', 0)}, adopted {data.get('adopted', 0)}, "
-                   f"deleted {data.get('deleted', 0)}, hashed {data.get('hashed', 0)} "
-                   f"in {float(data.get('duration_s', 0.0)):.1f}s")  # fmt: skip
-        unsynced = data.get("not_synced", [])
-        if unsynced:
-            out.append(f"{len(unsynced)} file(s) not synced:")
-            out += [f"  {u['status']:<8} {visible(u['path'])}: {visible(u['reason'] or '')}"
-                    for u in unsynced]  # fmt: skip
-        if data.get("skipped"):
-            out.append(f"{len(data['skipped'])} file(s) skipped by the rules (see syncd status)")
-    err = [f"error: {visible(e)}" for e in data.get("errors", [])]
-    return out, err
 
 
 def dumps(data: Any) -> str:

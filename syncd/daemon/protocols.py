@@ -30,6 +30,9 @@ class Report(Protocol):
         """Why the run stopped short; the engine aborts only when the key is refused."""
         ...
 
+    @property
+    def uploaded_bytes(self) -> int: ...
+
     def as_json(self) -> dict[str, Any]:
         """The outcome as ``syncd reconcile --json`` prints it."""
         ...

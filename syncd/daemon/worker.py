@@ -431,7 +431,7 @@ class Worker:
             "sync" if what == "sync" else "reconcile",
             report,
             duration_s=float(getattr(report, "duration_s", 0.0)),
-            uploaded_bytes=uploaded_bytes(report),
+            uploaded_bytes=report.uploaded_bytes,
             first_events=first_events,
         )
         if report.aborted is not None:
@@ -478,15 +478,6 @@ class Worker:
                     return
                 self.queue.touch(rel, Kind.CREATED)
 
-
-def uploaded_bytes(report: Report) -> int:
-    """Bytes of the files a run uploaded: its planned uploads that did not fail."""
-    plan = getattr(report, "plan", None)
-    outcome = getattr(report, "outcome", None)
-    if plan is None or outcome is None or not getattr(outcome, "uploaded", 0):
-        return 0
-    failed = set(getattr(outcome, "failures", {})) | set(report.changed_during_upload)
-    return sum(u.local.size for u in plan.uploads if u.path not in failed)
 
 
 def _not_run(dry_run: bool, why: str) -> dict[str, Any]:

@@ -72,6 +72,14 @@ class RunReport:
         return self.outcome.changed_during_upload
 
     @property
+    def uploaded_bytes(self) -> int:
+        """Bytes of the files this run uploaded: its planned uploads that did not fail."""
+        if self.dry_run or not self.outcome.uploaded:
+            return 0
+        not_sent = set(self.outcome.failures) | set(self.outcome.changed_during_upload)
+        return sum(u.local.size for u in self.plan.uploads if u.path not in not_sent)
+
+    @property
     def errors(self) -> list[str]:
         errs = list(self.scan_errors)
         errs += [f"{path}: {reason}" for path, reason in self.outcome.failures.items()]
@@ -121,6 +129,7 @@ class RunReport:
                 ],
             },
             "uploaded": report.outcome.uploaded,
+            "uploaded_bytes": report.uploaded_bytes,
             "adopted": report.outcome.adopted,
             "shared": len(p.shares) + sum(len(u.sharers) for u in p.uploads),
             "deleted": report.outcome.deleted,
