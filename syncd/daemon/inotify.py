@@ -16,7 +16,6 @@ against.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +23,7 @@ from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyFD
 
-# Whether a folder (root-relative, "/"-separated) can hold a candidate.
-CanHold = Callable[[str], bool]
+from syncd.daemon.watch import CanHold
 
 
 def _always(_rel_dir: str) -> bool:

@@ -37,15 +37,19 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+from watchdog.utils import UnsupportedLibcError
 
-from syncd.daemon.inotify import CanHold, PrunedInotifyObserver
 from syncd.daemon.settle import Kind
 
 log = structlog.get_logger("syncd.daemon")
 
 WatchKind = Literal["inotify", "polling"]
+
+# Whether a folder (root-relative, "/"-separated) can hold a candidate.
+CanHold = Callable[[str], bool]
 
 # Only what the daemon acts on. Leaving out opened/closed-without-write keeps
 # IN_OPEN/IN_CLOSE_NOWRITE out of the inotify mask: the daemon reads every file it
@@ -288,7 +292,7 @@ class Watcher:
         # Folders no candidate can be under get no watch (and are not walked to count).
         self._can_hold = can_hold
         self._inotify_factory: ObserverFactory = inotify_factory or (
-            lambda: PrunedInotifyObserver(can_hold)
+            lambda: native_observer(can_hold)
         )
         self._polling_factory = polling_factory or _polling_observer
         self._watch_limit = watch_limit
@@ -391,6 +395,16 @@ def root_identity(root: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def native_observer(can_hold: CanHold) -> BaseObserver:
+    """On Linux, inotify watching only the folders ``can_hold`` accepts; elsewhere the
+    platform's own observer (it watches every folder)."""
+    try:
+        from syncd.daemon.inotify import PrunedInotifyObserver
+    except (ImportError, UnsupportedLibcError):  # watchdog's inotify needs Linux's libc
+        return Observer()
+    return PrunedInotifyObserver(can_hold)
 
 
 def _polling_observer(poll_interval_s: float) -> BaseObserver:

@@ -25,13 +25,12 @@ import structlog
 
 from syncd.config import Config
 from syncd.daemon.control import ReconcileRequest
-from syncd.daemon.inotify import CanHold
 from syncd.daemon.metrics import Recorder
 from syncd.daemon.protocols import Report, SyncerLike
 from syncd.daemon.reach import Reachability
 from syncd.daemon.root_watch import RootReturn, tree_signature
 from syncd.daemon.settle import Kind, Probe, SettleQueue, stat_probe
-from syncd.daemon.watch import QueueingHandler, Watcher, walk_candidates
+from syncd.daemon.watch import CanHold, QueueingHandler, Watcher, walk_candidates
 
 log = structlog.get_logger("syncd.daemon")
 
