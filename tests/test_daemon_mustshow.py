@@ -245,7 +245,11 @@ def test_create_modify_delete_move_and_stop(
         lag = {rel: watcher.first_seen(rel, mapped[rel]["file_id"]) - last_write[rel]
                for rel in created}
         worst = max(lag.values())
-        assert worst <= settle_s + 5, sorted(lag.items(), key=lambda kv: -kv[1])[:5]
+        # The mapping is published after each batch (up to 128 files), so the first file
+        # of the burst waits for its whole batch: ~0.3 s on an idle machine, 6.4 s once with
+        # both cores hogged and three test workers. The budget still fails a daemon that
+        # leaves settled files to a rescan or to the scheduled reconcile.
+        assert worst <= settle_s + 10, sorted(lag.items(), key=lambda kv: -kv[1])[:5]
         # Never half-written: exactly one upload per file, of its final bytes.
         stats = emulator.stats()
         assert stats["mutations"]["upload"] == 200, stats
