@@ -19,18 +19,13 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
+from syncd._startup import import_without
+
 # structlog's package init imports rich, when it is installed, for pretty tracebacks
 # syncd never shows (format_exc_info renders them as plain text first): a tenth of a
-# second of start-up. So structlog is imported with rich hidden, unless rich is loaded
-# already; rich stays importable for the progress display.
-_HIDE_RICH = "rich" not in sys.modules and "structlog" not in sys.modules
-if _HIDE_RICH:
-    sys.modules["rich"] = None  # type: ignore[assignment]
-try:
-    import structlog
-finally:
-    if _HIDE_RICH:
-        del sys.modules["rich"]
+# second of start-up. rich stays importable for the progress display.
+import_without("structlog", "rich")
+import structlog  # noqa: E402  (loaded just above; this binds the name)
 
 _SECRETS: set[str] = set()
 

@@ -1,19 +1,11 @@
 """Client of the DashScope OpenAI-compatible Files API."""
 
 # ruff: noqa: E402  (httpx is imported first, with its command-line client hidden)
-import sys
+from syncd._startup import import_without
 
 # httpx's package init imports its command-line client when click and rich are installed
 # (uvicorn brings click): a third of httpx's import time, for a tool syncd never runs.
-# So httpx is imported with that module hidden, unless httpx is loaded already.
-_HIDE_HTTPX_CLI = "httpx" not in sys.modules and "httpx._main" not in sys.modules
-if _HIDE_HTTPX_CLI:
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]
-try:
-    import httpx  # noqa: F401
-finally:
-    if _HIDE_HTTPX_CLI:
-        del sys.modules["httpx._main"]
+import_without("httpx", "httpx._main")
 
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.client import FilesClient, upload_once
