@@ -23,7 +23,7 @@ from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyFD
 
-from syncd.daemon.watch import CanHold
+from syncd.daemon.watch import CanHold, walk_folders
 
 
 def _always(_rel_dir: str) -> bool:
@@ -34,36 +34,19 @@ def _always(_rel_dir: str) -> bool:
 class _PrunedWatchGroup(InotifyWatchGroup):
     can_hold: CanHold = field(default=_always)
 
-    def _wanted(self, path: bytes) -> bool:
-        if path == self.path:
-            return True
-        rel = os.fsdecode(os.path.relpath(path, self.path))
-        return not rel.startswith("..") and self.can_hold(rel.replace(os.sep, "/"))
-
     def _add_all_callbacks(self, path: bytes) -> None:
         # Called for the root at start, for a folder created or moved in, and for the
         # root again after a queue overflow: each walks only into wanted folders.
-        if not self._wanted(path):
+        rel = os.fsdecode(os.path.relpath(path, self.path)).replace(os.sep, "/")
+        if rel == ".":
+            rel = ""
+        elif rel.startswith("..") or not self.can_hold(rel):
             return
-        self._add_callback(path)
         if not self.is_recursive:
+            self._add_callback(path)
             return
-        stack = [path]
-        while stack:
-            try:
-                listing = os.scandir(stack.pop())
-            except OSError:
-                continue  # gone or unreadable meanwhile: the scan reports it
-            with listing:
-                for entry in listing:
-                    try:
-                        # Symlinked folders are not followed, as the scan does not follow them.
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if is_dir and self._wanted(entry.path):
-                        self._add_callback(entry.path)
-                        stack.append(entry.path)
+        for folder, _rel, _files in walk_folders(os.fsdecode(path), rel, self.can_hold):
+            self._add_callback(os.fsencode(folder))
 
 
 class _PrunedEmitter(InotifyEmitter):
