@@ -11,7 +11,10 @@ warm-up round (page cache, compiled bytecode):
   multipart body over a plain socket while hashing it, as syncd does (the floor of
   any Python client: the interpreter, the upload and the hash, no start-up beyond);
 - ``syncd reconcile`` of a folder holding just that file, with a fresh state each
-  time (so it scans, plans, uploads and publishes the mapping).
+  time (so it scans, plans, uploads and publishes the mapping);
+- syncd's upload alone: ``FilesClient.upload`` timed inside a process that has
+  already started and imported syncd (where the rest of the reconcile's time goes:
+  start-up, not the transfer).
 
 The table shows the median wall time, MiB/s, the ratio of curl's throughput
 reached, the median CPU time (user + system: steadier than wall time on a busy
@@ -92,6 +95,18 @@ with open(path, "rb") as fh:
 s.sendall(tail)
 status = s.recv(65536).split(b"\r\n", 1)[0]
 sys.exit(0 if b" 200 " in status else f"{status!r}")
+"""
+
+# syncd's client, the upload call alone: prints its wall and CPU seconds.
+CLIENT = """
+import sys, time
+from syncd.api.client import FilesClient
+from syncd.api.key import ApiKey
+client = FilesClient(sys.argv[2], ApiKey(sys.argv[1]))
+wall, cpu = time.perf_counter(), time.process_time()
+uploaded = client.upload(sys.argv[3], "file-extract")
+assert uploaded.sha256, "the upload did not hash what it sent"
+print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
 # What a reconcile imports (httpcore: when its client is built).
@@ -265,11 +280,12 @@ def main() -> int:
     sdk = Contender("openai SDK (files.create)")
     bare = Contender("python, socket + sha256, no imports")
     syncd = Contender("syncd reconcile")
+    call = Contender("syncd FilesClient.upload, the call alone")
     sources = [(syncd, REPO)]
     if args.baseline:
         sources.append((Contender(f"syncd reconcile @ {args.baseline}"),
                         export(args.baseline, work / "baseline")))  # fmt: skip
-    everyone = (curl, sdk, bare, *(c for c, _ in sources))
+    everyone = (curl, sdk, bare, *(c for c, _ in sources), call)
     emu = EmulatorHandle(work / "emu", [KEY], ["--rate-limit", "off"], work / "emulator.log")
     try:
         for rep in range(-1, args.reps):
@@ -295,6 +311,13 @@ def main() -> int:
             )
             expect_one(emu, size, "bare python")
             bare.add(wall, cpu, peak)
+            wipe(emu)
+
+            _, _, peak, out = run_measured(
+                [sys.executable, "-c", CLIENT, KEY, emu.url, str(big)], env
+            )
+            expect_one(emu, size, "syncd's client")
+            call.add(*map(float, out.split()), peak)
             wipe(emu)
 
             for i, (contender, source) in enumerate(sources):
