@@ -5,6 +5,8 @@ Order matters for the guarantees:
   crash or lost response can be resolved by adoption instead of a second upload;
 - replaced ids are deleted only after the mapping that pointed at them has been
   republished, so the published mapping never names a deleted id;
+- a long run of uploads republishes the mapping as it goes (see ``_publish_due``),
+  so a file is named within seconds of its upload, not after the last one;
 - deletes of files gone locally run last, unless the account is short of space.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -43,6 +45,9 @@ A = TypeVar("A")
 
 # Lost responses to one upload before it is left to the next run (its intent stays).
 AMBIGUOUS_TRIES = 5
+# A publish mid-run waits this many times what the previous one cost: rewriting the
+# mapping of a large tree takes a while, and must not take over the run.
+PUBLISH_COST_FACTOR = 10
 
 
 class RemoteView:
@@ -120,6 +125,7 @@ class Executor:
         ledger: Ledger,
         *,
         workers: int,
+        publish_every_s: float = 2.0,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self._root = root
@@ -135,19 +141,27 @@ class Executor:
         self._shares_freed: list[Delete] = []
         self._open_intents: dict[str, Intent] = {}
         self._out = Outcome()
+        self._publish: Callable[[], None] = lambda: None
+        self._publish_every_s = publish_every_s
+        # When the mapping was last published, what that cost, and the uploads it named.
+        self._published_at = time.monotonic()
+        self._publish_cost_s = 0.0
+        self._published_uploads = 0
 
     def run(self, plan: Plan, publish: Callable[[], None]) -> Outcome:
         out = self._out
+        self._publish = publish
+        self._published_at = time.monotonic()
         try:
             self._apply_decisions(plan, out)
             if plan.deletes_first:
-                publish()
+                self._publish_now()
                 self._deletes(plan.deletes, out)
             late = [] if plan.deletes_first else plan.deletes
             replaced = self._uploads(plan.uploads, out)
             if self._abort is not None:
                 raise Aborted(str(self._abort))
-            publish()
+            self._publish_now()
             self._deletes([*late, *self._shares_freed, *replaced], out)
         except KeyboardInterrupt:
             self._interrupted = True
@@ -155,6 +169,27 @@ class Executor:
         if self._abort is not None:
             raise Aborted(str(self._abort))
         return out
+
+    def _publish_now(self) -> None:
+        started = time.monotonic()
+        self._publish()
+        self._published_at = time.monotonic()
+        self._publish_cost_s = self._published_at - started
+        self._published_uploads = self._out.uploaded
+
+    def _publish_due(self) -> None:
+        """Between uploads: publish what was uploaded since the last publish, at most
+        every ``publish_every_s`` and never more than a tenth of the run's time.
+
+        Safe mid-run: a replaced id stays on the remote until the run's last publish
+        (its delete comes after), and a path being deleted left the mapping before.
+        Called only by the thread running the plan, which holds the Syncer's lock.
+        """
+        if self._out.uploaded == self._published_uploads:
+            return
+        wait = max(self._publish_every_s, PUBLISH_COST_FACTOR * self._publish_cost_s)
+        if time.monotonic() - self._published_at >= wait:
+            self._publish_now()
 
     def _apply_decisions(self, plan: Plan, out: Outcome) -> None:
         """Everything the plan decided that needs no remote call."""
@@ -240,7 +275,7 @@ class Executor:
                     out.failures[up.path] = f"{result.status}: {result.reason}"
             self._progress("upload")
 
-        self._pool(one, uploads)
+        self._pool(one, uploads, between=self._publish_due)
         return replaced
 
     def _upload(self, up: Upload) -> UploadResult:
@@ -453,18 +488,27 @@ class Executor:
         definite = isinstance(exc, InvalidRequestError) and not isinstance(exc, QuotaExceededError)
         return definite and file_id not in self._remote.snapshot()
 
-    def _pool(self, fn: Callable[[A], None], items: Sequence[A]) -> None:
+    def _pool(
+        self,
+        fn: Callable[[A], None],
+        items: Sequence[A],
+        between: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``fn`` over ``items`` on the worker threads; ``between`` runs on this thread
+        after each item is done."""
         if not items:
             return
         try:
             if len(items) == 1 or self._workers == 1:
                 for item in items:
                     fn(item)
+                    between()
                 return
             with ThreadPoolExecutor(self._workers, thread_name_prefix="syncd-worker") as pool:
                 try:
-                    for _ in pool.map(fn, items):
-                        pass
+                    for done in as_completed([pool.submit(fn, item) for item in items]):
+                        done.result()
+                        between()
                 except KeyboardInterrupt:
                     # Set before the pool waits: queued items see it and return at once,
                     # in-flight calls finish and record their outcome.

@@ -291,6 +291,7 @@ class Syncer:
             self.claims,
             self.ledger,
             workers=limits.workers,
+            publish_every_s=self.config.daemon.publish_interval_s,
             progress=progress,
         )
         try:
