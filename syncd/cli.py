@@ -22,6 +22,7 @@ from syncd import __version__, logs
 from syncd.config import Config, ConfigError, load_config
 from syncd.exitcodes import ExitCode
 from syncd.textsafe import visible
+from syncd.units import human_bytes
 
 EXIT_OK, EXIT_UNSYNCED, EXIT_USAGE = ExitCode.OK, ExitCode.UNSYNCED, ExitCode.USAGE
 EXIT_LOCKED = ExitCode.LOCKED
@@ -289,8 +290,6 @@ def _reconcile(ns: argparse.Namespace) -> int:
 def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(stdout lines, stderr lines) of a reconcile outcome, from its JSON form: the same
     text whether this process ran it or the running daemon did."""
-    from syncd.progress import decimal_size
-
     out: list[str] = []
     planned = data.get("planned", {})
     if data.get("dry_run"):
@@ -316,7 +315,7 @@ def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
         out += [f"  {n['status']:<7} {visible(n['path'])}: {visible(n['reason'] or '')}"
                 for n in data.get("notes", [])]  # fmt: skip
     else:
-        sent = decimal_size(int(data.get("uploaded_bytes", 0)))
+        sent = human_bytes(int(data.get("uploaded_bytes", 0)))
         out.append(f"uploaded {data.get('uploaded', 0)} ({sent}), "
                    f"adopted {data.get('adopted', 0)}, "
                    f"shared {data.get('shared', 0)}, deleted {data.get('deleted', 0)}, "

@@ -23,19 +23,11 @@ from rich.text import Text
 
 from syncd import logs
 from syncd.textsafe import visible
+from syncd.units import human_bytes
 
 # How many names the display shows under the bar.
 NAMES_SHOWN = 3
 _FILE_KINDS = ("upload", "adopt")
-
-
-def decimal_size(n: float) -> str:
-    """Bytes in decimal units (kB = 1000 B), as file managers and providers count."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def clock(seconds: float | None) -> str:
@@ -57,11 +49,11 @@ class _Counts(ProgressColumn):
     def render(self, task: Task) -> Text:
         o = self._owner
         if o.total_files is None:
-            return Text(f"{o.files} files  {decimal_size(o.bytes)}")
+            return Text(f"{o.files} files  {human_bytes(o.bytes)}")
         pct = 100.0 * o.files / o.total_files if o.total_files else 100.0
         return Text(
             f"{o.files}/{o.total_files} files  "
-            f"{decimal_size(o.bytes)}/{decimal_size(o.total_bytes or 0)}  {pct:3.0f}%"
+            f"{human_bytes(o.bytes)}/{human_bytes(o.total_bytes or 0)}  {pct:3.0f}%"
         )
 
 
@@ -171,7 +163,7 @@ class LiveProgress:
         t = self.elapsed()
         if t <= 0:
             return "-- files/s"
-        return f"{self.files / t:.1f} files/s  {decimal_size(self.bytes / t)}/s"
+        return f"{self.files / t:.1f} files/s  {human_bytes(self.bytes / t)}/s"
 
     def eta(self) -> float | None:
         t = self.elapsed()

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from syncd.daemon.metrics import ObservedTransport, Recorder, parse_address
-from syncd.daemon.status import exit_code, human_bytes
+from syncd.daemon.status import exit_code
 from syncd.daemon.supervisor import phase_of
+from syncd.units import human_bytes
 
 
 @pytest.mark.parametrize(

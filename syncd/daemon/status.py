@@ -15,6 +15,7 @@ from typing import Any
 from syncd.config import Config
 from syncd.daemon.control import ControlError, NotRunning, daemon_status
 from syncd.textsafe import visible
+from syncd.units import human_bytes
 
 # Fields the daemon adds to the state file's.
 LIVE = (
@@ -25,14 +26,6 @@ LIVE = (
 
 def iso_utc(t: float | None) -> str | None:
     return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def from_state(config: Config) -> dict[str, Any] | None:
