@@ -172,11 +172,12 @@ KEYS: tuple[Key, ...] = (
     Key("limits.fleet_size", "integer", 1,
         "hosts on the key: each gets 1/fleet_size while limits.shared is down",
         minimum=1, maximum=10_000),
-    Key("rules.include", "globs", ("**",), "globs of files to sync"),
-    Key("rules.exclude", "globs", DEFAULT_EXCLUDE, "globs of files never synced"),
-    Key("rules.purposes", "purposes", DEFAULT_PURPOSES, "purpose by glob, first match wins"),
+    Key("rules.include", "globs", ("**",), "globs of files to sync", reload=True),
+    Key("rules.exclude", "globs", DEFAULT_EXCLUDE, "globs of files never synced", reload=True),
+    Key("rules.purposes", "purposes", DEFAULT_PURPOSES, "purpose by glob, first match wins",
+        reload=True),
     Key("rules.max_file_bytes", "size", None, "files larger than this are not synced",
-        minimum=1),
+        reload=True, minimum=1),
     Key("sync.delete_remote", "bool", True, "delete the remote copy of a removed file"),
     Key("sync.max_delete", "max_delete", MaxDelete(), "most deletes per run: count or %"),
     Key("sync.marker", "string", None, "file that must exist in root, or nothing is done"),
@@ -231,6 +232,12 @@ def value_of(config: Config, key: str) -> object:
 def changed_keys(old: Config, new: Config) -> list[str]:
     """Dotted keys whose value differs between two configs, in table order."""
     return [k.name for k in KEYS if value_of(old, k.name) != value_of(new, k.name)]
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """Dotted keys that differ between two configs but that a SIGHUP cannot apply."""
+    live = reloadable_keys()
+    return [name for name in changed_keys(old, new) if name not in live]
 
 
 # Defaults as the dataclasses below take them (subscripts, so the table stays the one source).

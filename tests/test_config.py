@@ -84,6 +84,7 @@ def test_reloadable_keys_are_the_live_sections() -> None:
         "sync.settle_s", "sync.max_settle_s", "watch.mode", "watch.poll_interval_s",
         "reconcile.interval_s", "reconcile.cron", "daemon.shutdown_timeout_s",
         "daemon.max_pending", "daemon.publish_interval_s", "logging.format", "logging.level",
+        "rules.include", "rules.exclude", "rules.purposes", "rules.max_file_bytes",
     }  # fmt: skip
 
 

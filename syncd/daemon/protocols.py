@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from syncd.config import RulesConfig
+
 
 class Report(Protocol):
     @property
@@ -52,6 +54,10 @@ class SyncerLike(Protocol):
     def is_candidate(self, rel_path: str) -> bool: ...
 
     def can_hold(self, rel_dir: str) -> bool: ...
+
+    def set_rules(self, rules: RulesConfig) -> None:
+        """Judge paths by these rules from the next run on."""
+        ...
 
     def stats(self) -> dict[str, int]: ...
 

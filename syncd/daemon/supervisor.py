@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from syncd.config import Config
+from syncd.config import Config, needs_restart
 from syncd.daemon.control import ControlError, ControlServer, ReconcileRequest, socket_path
 from syncd.daemon.metrics import (
     MetricsServer,
@@ -35,7 +35,6 @@ from syncd.daemon.metrics import (
 from syncd.daemon.notify import Notifier
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import reachable
-from syncd.daemon.reload import needs_restart
 from syncd.daemon.schedule import ReconcileScheduler, build_trigger, describe
 from syncd.daemon.settle import Probe, SettleQueue
 from syncd.daemon.watch import OverflowMonitor, Watcher
@@ -259,7 +258,7 @@ class Daemon:
         old = self.config
         restart = needs_restart(old, new)
         if restart:
-            log.warning("some changes take effect only after a restart", sections=restart)
+            log.warning("some changes take effect only after a restart", keys=restart)
         self.queue.reconfigure(
             settle_s=new.sync.settle_s,
             max_settle_s=new.sync.max_settle_s,
@@ -273,9 +272,7 @@ class Daemon:
 
             logs.configure(new.logging.format, new.logging.level)
         self.config = new
-        self.worker.config = new
-        if new.watch != old.watch:
-            self.worker.rewatch()
+        self.worker.reconfigure(new)
         log.info("configuration reloaded", reconcile=describe(new.reconcile))
         self.notifier.status(self.status_text())
         return True

@@ -81,7 +81,8 @@ class Worker:
         )
         self.handler = QueueingHandler(config.root, self.queue, syncer.is_candidate)
         self.watcher = watcher_factory(config, self.handler, syncer.can_hold)
-        self._rewatch = threading.Event()
+        # A reloaded configuration, applied by the worker thread between engine calls.
+        self._reloaded: Config | None = None
         self._thread: threading.Thread | None = None
         # Reconciles asked for over the control socket, run between batches.
         self._requests: queue.SimpleQueue[ReconcileRequest] = queue.SimpleQueue()
@@ -114,9 +115,10 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def rewatch(self) -> None:
-        """Watch again with the current configuration's watch section."""
-        self._rewatch.set()
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded configuration. The worker thread applies it between engine
+        calls: new rules must not change under a plan being carried out."""
+        self._reloaded = config
         self.queue.wake()
 
     def submit(self, request: ReconcileRequest) -> None:
@@ -175,8 +177,8 @@ class Worker:
                 # retries. Changes stay queued; the supervisor nudges when it is back.
                 self._pause(TICK_S)
                 continue
-            if self._rewatch.is_set():
-                self._restart_watching()
+            if self._reloaded is not None:
+                self._apply_reloaded()
                 continue
             if not self.watcher.is_alive:
                 # Watching stops on its own when the root goes away (or is replaced).
@@ -292,9 +294,19 @@ class Worker:
         kind = self.watcher.start()
         log.info("watching", root=str(self.config.root), mode=kind)
 
+    def _apply_reloaded(self) -> None:
+        """New rules change what is a candidate and which folders are watched; new
+        rules or a new watch section restart watching, and so a rescan follows."""
+        new, self._reloaded = self._reloaded, None
+        assert new is not None
+        old, self.config = self.config, new
+        if new.rules != old.rules:
+            self.syncer.set_rules(new.rules)
+            log.info("rules reloaded; rescanning", root=str(new.root))
+        if new.rules != old.rules or new.watch != old.watch:
+            self._restart_watching()
+
     def _restart_watching(self) -> None:
-        """Apply a reloaded watch section."""
-        self._rewatch.clear()
         self.watcher.stop()
         self.watcher = self._watcher_factory(self.config, self.handler, self.syncer.can_hold)
         if self._watch():

@@ -7,6 +7,7 @@ never interleave their plans.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from syncd.api.errors import (
     NotFoundError,
     QuotaExceededError,
 )
-from syncd.config import Config
+from syncd.config import Config, RulesConfig
 from syncd.engine import identity, mapping
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
@@ -391,6 +392,12 @@ class Syncer:
                 owner=self.claims.owner,
             )
             mapping.write_atomic(self.config.mapping_file, data)
+
+    def set_rules(self, rules: RulesConfig) -> None:
+        """Judge paths by these rules from the next run on (a reloaded config)."""
+        with self._op:
+            self.config = dataclasses.replace(self.config, rules=rules)
+            self.rules = Rules(rules)
 
     def is_candidate(self, rel_path: str) -> bool:
         return self.rules.is_candidate(rel_path)
