@@ -26,10 +26,17 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingEmitter
+from watchdog.utils.dirsnapshot import DirectorySnapshot
 
 from syncd.config import RulesConfig
 from syncd.daemon.settle import Kind, SettleQueue
-from syncd.daemon.watch import OverflowMonitor, QueueingHandler, Watcher, count_dirs
+from syncd.daemon.watch import (
+    OverflowMonitor,
+    QueueingHandler,
+    Watcher,
+    count_dirs,
+    pruned_listdir,
+)
 from syncd.engine.rules import Rules
 from tests.helpers import wait_for
 
@@ -347,3 +354,31 @@ def test_only_folders_that_can_hold_candidates_are_watched(tmp_path: Path) -> No
 def _stat_id(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_dev, st.st_ino
+
+
+def test_polling_reads_only_folders_that_can_hold_candidates(tmp_path: Path) -> None:
+    """Polling walks what the scan walks: not a folder the rules prune, nor a link to a
+    folder. Every file here is a candidate by name, so any event under a pruned
+    folder could only come from reading it."""
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    (root / "photos" / "2024").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    can_hold = Rules(RulesConfig(exclude=("photos/**",))).can_hold
+    snapshot = DirectorySnapshot(str(root), listdir=pruned_listdir(root, can_hold))
+    assert {os.path.relpath(p, root) for p in snapshot.paths} == {".", "docs"}
+
+    q = _queue()
+    w = Watcher(root, QueueingHandler(root, q, lambda _rel: True), mode="polling",
+                poll_interval_s=0.1, can_hold=can_hold)  # fmt: skip
+    assert w.start() == "polling"
+    try:
+        (root / "photos" / "2024" / "p.txt").write_text("p")
+        (tmp_path / "elsewhere" / "e.txt").write_text("e")
+        (root / "docs" / "d.txt").write_text("d")
+        wait_for(lambda: "docs/d.txt" in _paths(q))
+        # Written before d.txt, so a poll that read them would have reported them too.
+        assert not any(p.startswith(("photos", "linked")) for p in _paths(q)), _paths(q)
+    finally:
+        w.stop()

@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from watchdog.events import (
@@ -39,7 +39,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingEmitter
 from watchdog.utils import UnsupportedLibcError
 
 from syncd.daemon.settle import Kind
@@ -50,6 +50,8 @@ WatchKind = Literal["inotify", "polling"]
 
 # Whether a folder (root-relative, "/"-separated) can hold a candidate.
 CanHold = Callable[[str], bool]
+# A folder's entries, as watchdog's polling walk reads them.
+Listdir = Callable[[str | None], Iterator[os.DirEntry[str]]]
 
 # Only what the daemon acts on. Leaving out opened/closed-without-write keeps
 # IN_OPEN/IN_CLOSE_NOWRITE out of the inotify mask: the daemon reads every file it
@@ -302,7 +304,9 @@ class Watcher:
         self._inotify_factory: ObserverFactory = inotify_factory or (
             lambda: native_observer(can_hold)
         )
-        self._polling_factory = polling_factory or _polling_observer
+        self._polling_factory = polling_factory or (
+            lambda interval: pruned_polling_observer(root, can_hold, interval)
+        )
         self._watch_limit = watch_limit
         self._observer: BaseObserver | None = None
         self._root_id: tuple[int, int] | None = None
@@ -415,8 +419,37 @@ def native_observer(can_hold: CanHold) -> BaseObserver:
     return PrunedInotifyObserver(can_hold)
 
 
-def _polling_observer(poll_interval_s: float) -> BaseObserver:
-    return PollingObserver(timeout=poll_interval_s)
+def pruned_listdir(root: Path, can_hold: CanHold) -> Listdir:
+    """The folder listing a poll walks by: without the folders ``can_hold`` rejects and
+    without symlinks to folders, so polling reads what the scan reads and nothing more
+    (watchdog's own walk reads every folder, following links, each poll)."""
+    top = os.fspath(root)
+
+    def listdir(path: str | None) -> Iterator[os.DirEntry[str]]:
+        folder = os.fspath(path if path is not None else top)
+        rel_dir = os.path.relpath(folder, top).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                if entry.is_dir():  # follows a link: a link to a folder is left out too
+                    if entry.is_symlink():
+                        continue
+                    if not can_hold(f"{rel_dir}/{entry.name}" if rel_dir else entry.name):
+                        continue
+                yield entry
+
+    return listdir
+
+
+def pruned_polling_observer(root: Path, can_hold: CanHold, poll_interval_s: float) -> BaseObserver:
+    """Polling that walks only the folders ``can_hold`` accepts."""
+    listdir = pruned_listdir(root, can_hold)
+
+    class PrunedPollingEmitter(PollingEmitter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, listdir=listdir, **kwargs)
+
+    return BaseObserver(PrunedPollingEmitter, timeout=poll_interval_s)
 
 
 def _discard(observer: BaseObserver) -> None:
