@@ -13,7 +13,9 @@ from collections.abc import Callable
 import structlog
 
 from syncd import logs
-from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, RetryPolicy, Timeouts
+from syncd.api.client import FilesClient
+from syncd.api.key import ApiKey
+from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import default_pacing_dir
 from syncd.api.pacing_redis import join as share_pacing
 from syncd.config import Config

@@ -175,7 +175,7 @@ def _load(ns: argparse.Namespace) -> Config:
 
 
 def _open(config: Config) -> Any:
-    from syncd.api import FilesClient
+    from syncd.api.client import FilesClient
     from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld
     from syncd.reachable import RemoteProblem, probe

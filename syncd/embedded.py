@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from syncd.api import ApiKey
+from syncd.api.key import ApiKey
 
 HOST = "127.0.0.1"
 

@@ -19,13 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
-from syncd._startup import import_without
-
-# structlog's package init imports rich, when it is installed, for pretty tracebacks
-# syncd never shows (format_exc_info renders them as plain text first): a tenth of a
-# second of start-up. rich stays importable for the progress display.
-import_without("structlog", "rich")
-import structlog  # noqa: E402  (loaded just above; this binds the name)
+import structlog  # loaded without rich: see syncd._startup
 
 _SECRETS: set[str] = set()
 

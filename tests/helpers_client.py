@@ -13,7 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from syncd.api import ApiKey, ClientOptions, FilesClient, Rates, RetryPolicy, Timeouts
+from syncd.api.client import FilesClient
+from syncd.api.key import ApiKey
+from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 
 T = TypeVar("T")
 

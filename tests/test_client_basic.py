@@ -15,25 +15,23 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from syncd.api import (
+from syncd.api._http import error_for_response, parse_retry_after
+from syncd.api.adoption import UploadWindow, find_own_upload
+from syncd.api.client import upload_once
+from syncd.api.errors import (
     AmbiguousUploadError,
     APIError,
-    ApiKey,
     AuthenticationError,
     InvalidRequestError,
     NetworkError,
     NotFoundError,
     QuotaExceededError,
     RateLimitedError,
-    RemoteFile,
-    RetryPolicy,
     ServerError,
-    Timeouts,
-    UploadWindow,
-    find_own_upload,
-    upload_once,
 )
-from syncd.api._http import error_for_response, parse_retry_after
+from syncd.api.key import ApiKey
+from syncd.api.models import RemoteFile
+from syncd.api.options import RetryPolicy, Timeouts
 from syncd.api.retry import backoff_cap, build_retrying, compute_wait
 from tests.emulator_fixture import EmulatorHandle
 from tests.helpers_client import make_client, wait_until, write_batch, write_text_files

@@ -19,7 +19,9 @@ UPLOAD_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time
     from pathlib import Path
-    from syncd.api import ApiKey, ClientOptions, FilesClient, Timeouts
+    from syncd.api.client import FilesClient
+    from syncd.api.key import ApiKey
+    from syncd.api.options import ClientOptions, Timeouts
 
     def peak_kib():
         # VmHWM belongs to this process image; ru_maxrss would carry over the

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from syncd.api import ApiKey, NotFoundError, RetryPolicy, upload_once
+from syncd.api.client import upload_once
+from syncd.api.errors import NotFoundError
+from syncd.api.key import ApiKey
+from syncd.api.options import RetryPolicy
 from syncd.api.pacing import ClassState
 from tests.emulator_fixture import EmulatorHandle
 from tests.helpers_client import (

@@ -15,6 +15,7 @@ from tests.engine_helpers import (
     read_mapping,
     remote_files,
     run_syncd,
+    syncd_env,
     write_config,
 )
 
@@ -112,3 +113,40 @@ def test_commands_before_any_sync_say_so(tmp_path: Path) -> None:
     run = run_syncd("id", cfg, "a.txt", key=None)
     assert run.returncode != 0
     assert "no mapping at" in run.stderr and "Traceback" not in run.stderr
+
+
+# Prints which of these packages a command loaded, after running it as `syncd` would.
+_LOADED = """
+import runpy, sys
+sys.argv = ["syncd", *sys.argv[1:]]
+try:
+    runpy.run_module("syncd", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+print("loaded:", *sorted({m for m in sys.modules if m.split(".")[0] in {"httpx", "rich", "click"}
+                       and sys.modules[m] is not None}), file=sys.stderr)
+"""
+
+
+def test_reading_the_mapping_loads_no_http_stack(synced: tuple[Path, EmulatorHandle]) -> None:
+    """`syncd id` and `syncd map` are called from scripts, once per lookup: they read a
+    file and must not pay for the HTTP client, nor a run for the command-line and
+    terminal packages it never uses off a terminal."""
+    import subprocess
+    import sys
+
+    cfg, emu = synced
+    env = syncd_env(emu.api_key)
+
+    def loaded(*args: str) -> set[str]:
+        run = subprocess.run([sys.executable, "-c", _LOADED, *args], capture_output=True,
+                             text=True, env=env, timeout=60)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        last = [line for line in run.stderr.splitlines() if line.startswith("loaded:")][-1]
+        return set(last.split()[1:])
+
+    assert loaded("id", "-c", str(cfg), "top.txt") == set()
+    assert loaded("map", "-c", str(cfg)) == set()
+    after_run = loaded("reconcile", "-c", str(cfg))
+    assert "httpx" in after_run  # it did talk to the remote
+    assert not after_run & {"httpx._main", "click", "rich"}, after_run

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.api import ApiKey
+from syncd.api.key import ApiKey
 from syncd.api.pacing import Pacer, PacingDirError, default_pacing_dir
 from tests.emulator_fixture import EmulatorHandle
 from tests.helpers_client import make_client, write_text_files

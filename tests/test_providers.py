@@ -19,7 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from syncd.api import ApiKey, ClientOptions, FilesClient, NotFoundError
+from syncd.api.client import FilesClient
+from syncd.api.errors import NotFoundError
+from syncd.api.key import ApiKey
+from syncd.api.options import ClientOptions
 from syncd.api.providers import OPENAI
 from syncd.bootstrap import open_syncer
 from syncd.config import ConfigError, load_config, parse_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -53,6 +54,6 @@ def test_a_long_reconcile_publishes_the_mapping_while_it_uploads(
     assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
     assert partial, "the mapping was published only once the run was over"
     # Each publish names what the previous one did, and more.
-    for before, after in zip(partial, partial[1:], strict=False):
+    for before, after in itertools.pairwise(partial):
         assert before.items() <= after.items()
     assert_converged(emu, root, mapping_path, paths)

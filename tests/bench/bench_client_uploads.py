@@ -20,7 +20,9 @@ import structlog
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from syncd.api import ApiKey, ClientOptions, FilesClient  # noqa: E402
+from syncd.api.client import FilesClient  # noqa: E402
+from syncd.api.key import ApiKey  # noqa: E402
+from syncd.api.options import ClientOptions  # noqa: E402
 from tests.emulator_fixture import EmulatorHandle  # noqa: E402
 from tests.helpers_client import run_threads, write_text_files  # noqa: E402
 
