@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd import mapping
 from tests.emulator_fixture import EmulatorHandle
@@ -150,3 +152,30 @@ def test_reading_the_mapping_loads_no_http_stack(synced: tuple[Path, EmulatorHan
     after_run = loaded("reconcile", "-c", str(cfg))
     assert "httpx" in after_run  # it did talk to the remote
     assert not after_run & {"httpx._main", "click", "rich"}, after_run
+
+
+_entry = st.fixed_dictionaries({
+    "file_id": st.text(min_size=1, max_size=30),
+    "purpose": st.sampled_from(["file-extract", "batch"]),
+    "bytes": st.integers(min_value=0, max_value=2**40),
+    "sha256": st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    "uploaded_at": st.floats(min_value=0, max_value=4e9),
+})  # fmt: skip
+
+
+@given(files=st.dictionaries(st.text(min_size=1, max_size=40), _entry, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_the_written_mapping_reads_back_as_written(tmp_path_factory: pytest.TempPathFactory,
+                                                   files: dict[str, dict[str, object]]) -> None:
+    """Any path (quotes, newlines, any script) and entry survive the one-file-per-line
+    layout; ``mapping.load`` and plain ``json`` read the same thing."""
+    from syncd.engine.mapping import write_atomic
+
+    data = {"version": 1, "project": "p", "owner": "o", "base_url": "u",
+            "generated_at": 1.5, "files": files}  # fmt: skip
+    path = tmp_path_factory.mktemp("m") / "mapping.json"
+    write_atomic(path, data)
+    assert json.loads(path.read_text("utf-8")) == data
+    loaded = mapping.load(path)
+    ids = sorted(e["file_id"] for e in files.values())
+    assert sorted(e.file_id for e in loaded.under("")) == ids

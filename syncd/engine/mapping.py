@@ -51,6 +51,20 @@ def build(
     }
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """The mapping as JSON with one file per line: as easy to read and grep as an
+    indented file, and written by the C encoder (an indented dump runs json's
+    pure-Python one, twice as slow on a tree of 100,000 files)."""
+    head = _encode({k: v for k, v in data.items() if k != "files"})
+    entries = data["files"].items()
+    files = ",\n".join(f"{_encode(path)}: {_encode(entry)}" for path, entry in entries)
+    body = f"\n{files}\n" if files else ""
+    return f'{head[:-1]}, "files": {{{body}}}}}\n'
+
+
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path not in _swept:
@@ -63,8 +77,7 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1, sort_keys=False)
-            fh.write("\n")
+            fh.write(render(data))
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
