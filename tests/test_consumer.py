@@ -179,3 +179,25 @@ def test_the_written_mapping_reads_back_as_written(tmp_path_factory: pytest.Temp
     loaded = mapping.load(path)
     ids = sorted(e["file_id"] for e in files.values())
     assert sorted(e.file_id for e in loaded.under("")) == ids
+
+
+def test_the_mapping_file_changes_only_when_what_it_says_does(
+    synced: tuple[Path, EmulatorHandle], tmp_path: Path
+) -> None:
+    """A reader watching the file (inotify, a cache keyed on mtime) is woken by a new id,
+    not by every run that found nothing to change."""
+    cfg, emu = synced
+    path = tmp_path / "mapping.json"
+    before, text = path.stat(), path.read_text("utf-8")
+    run = run_syncd("reconcile", cfg, key=emu.api_key)
+    assert run.returncode == 0, run.output
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert path.read_text("utf-8") == text
+
+    (tmp_path / "root" / "top.txt").write_text("top, edited\n", "utf-8")
+    run = run_syncd("reconcile", cfg, key=emu.api_key)
+    assert run.returncode == 0, run.output
+    assert path.stat().st_ino != before.st_ino
+    old_id = json.loads(text)["files"]["top.txt"]["file_id"]
+    assert read_mapping(path)["top.txt"]["file_id"] != old_id

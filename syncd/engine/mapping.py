@@ -7,6 +7,7 @@ sees the old mapping or the new one, never half of either.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import tempfile
@@ -54,18 +55,40 @@ def build(
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def render(data: Mapping[str, Any]) -> str:
-    """The mapping as JSON with one file per line: as easy to read and grep as an
+def _files(data: Mapping[str, Any]) -> str:
+    """The mapping's files as JSON, one file per line: as easy to read and grep as an
     indented file, and written by the C encoder (an indented dump runs json's
     pure-Python one, twice as slow on a tree of 100,000 files)."""
-    head = _encode({k: v for k, v in data.items() if k != "files"})
     entries = data["files"].items()
-    files = ",\n".join(f"{_encode(path)}: {_encode(entry)}" for path, entry in entries)
+    return ",\n".join(f"{_encode(path)}: {_encode(entry)}" for path, entry in entries)
+
+
+def _digest(data: Mapping[str, Any], files: str) -> str:
+    """What a mapping says, all but ``generated_at``, in 32 hex digits."""
+    said = _encode({k: v for k, v in data.items() if k not in ("files", "generated_at")})
+    return hashlib.blake2b(f"{said}\n{files}".encode(), digest_size=16).hexdigest()
+
+
+def published(path: Path) -> str | None:
+    """The digest of the mapping file at ``path`` as written, None if there is none."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return _digest(data, _files(data))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def write_atomic(path: Path, data: dict[str, Any], *, unless: str | None = None) -> str:
+    """Write the mapping; returns its digest (see :func:`published`). When ``unless``
+    is that digest and the file is there, nothing is written: readers that watch the
+    file see a change only when there is one."""
+    files = _files(data)
+    digest = _digest(data, files)
+    if digest == unless and path.exists():
+        return digest
+    head = _encode({k: v for k, v in data.items() if k != "files"})
     body = f"\n{files}\n" if files else ""
-    return f'{head[:-1]}, "files": {{{body}}}}}\n'
-
-
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    text = f'{head[:-1]}, "files": {{{body}}}}}\n'
     path.parent.mkdir(parents=True, exist_ok=True)
     if path not in _swept:
         # A process killed between creating its temp file and the rename leaves it
@@ -77,7 +100,7 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render(data))
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
@@ -90,3 +113,4 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return digest

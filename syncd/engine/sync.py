@@ -179,6 +179,8 @@ class Syncer:
         # When targeted syncs deleted files gone locally, so max_delete can weigh a slow
         # `rm -r` arriving in many small batches as the one large delete it is.
         self._recent_gone: deque[float] = deque()
+        # What the mapping file says as this process last wrote it (a digest).
+        self._published: str | None = None
 
     # ---- operations
 
@@ -303,11 +305,12 @@ class Syncer:
         except Aborted as exc:
             report.aborted = str(exc)
             log.error("run aborted", error=str(exc))
+            self.publish_mapping()  # what was confirmed before the key was refused
         except Interrupted as exc:
             report.outcome = exc.outcome
             report.interrupted = True
             log.warning("interrupted", uploaded=exc.outcome.uploaded, deleted=exc.outcome.deleted)
-        self.publish_mapping()
+            self.publish_mapping()
         if the_plan.mutating or the_plan.shares:
             self._save_account()
             self.state.set_meta("sharing", self.state.sharing())
@@ -391,7 +394,11 @@ class Syncer:
                 base_url=self.base_url,
                 owner=self.claims.owner,
             )
-            mapping.write_atomic(self.config.mapping_file, data)
+            if self._published is None:  # a mapping an earlier run wrote, the same
+                self._published = mapping.published(self.config.mapping_file)
+            self._published = mapping.write_atomic(
+                self.config.mapping_file, data, unless=self._published
+            )
 
     def set_rules(self, rules: RulesConfig) -> None:
         """Judge paths by these rules from the next run on (a reloaded config)."""
