@@ -12,34 +12,35 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from syncd.engine.model import Record
+from syncd.engine.state import Synced
 
 VERSION = 1
 _swept: set[Path] = set()
 
 
 def build(
-    records: Mapping[str, Record],
+    synced: Iterable[Synced],
     confirmed: Container[str],
     *,
     project: str,
     base_url: str,
     owner: str,
 ) -> dict[str, Any]:
+    """The mapping of the synced records (in path order) whose id the remote has."""
     files = {
         path: {
-            "file_id": rec.file_id,
-            "purpose": rec.purpose,
-            "bytes": rec.size,
-            "sha256": rec.sha256,
-            "uploaded_at": rec.uploaded_at,
+            "file_id": file_id,
+            "purpose": purpose,
+            "bytes": size,
+            "sha256": sha256,
+            "uploaded_at": uploaded_at,
         }
-        for path, rec in sorted(records.items())
-        if rec.status == "synced" and rec.file_id and rec.file_id in confirmed
+        for path, file_id, purpose, size, sha256, uploaded_at in synced
+        if file_id in confirmed
     }
     return {
         "version": VERSION,

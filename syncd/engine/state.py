@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _LEGACY_BEFORE_S = 2
 _LEGACY_AFTER_S = 900
 
+# (path, file_id, purpose, bytes, sha256, uploaded_at) of a synced record. SQLite orders
+# paths by their UTF-8 bytes, which is the order of their code points, as Python sorts.
+Synced = tuple[str, str, str | None, int, str | None, float | None]
+
 _COLUMNS = (
     "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, "
     "reason"
@@ -155,6 +159,16 @@ class State:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM files").fetchall()
         return {row[0]: Record(*row) for row in rows}
+
+    def synced(self) -> list[Synced]:
+        """The synced records, by path, as the mapping names them: read straight from
+        the table (no Record built), since a project may have 100,000 of them and the
+        mapping is rebuilt every few seconds while uploads run."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT path, file_id, purpose, size, sha256, uploaded_at FROM files "
+                "WHERE status = 'synced' AND file_id IS NOT NULL ORDER BY path"
+            ).fetchall()
 
     def intents(self) -> dict[str, Intent]:
         with self._lock:

@@ -388,7 +388,7 @@ class Syncer:
     def publish_mapping(self) -> None:
         with self._op:
             data = mapping.build(
-                self.state.records(),
+                self.state.synced(),
                 self.remote.snapshot(),
                 project=self.config.project,
                 base_url=self.base_url,

@@ -1,0 +1,124 @@
+"""Publishing the mapping of a large project: syncd's publish beside an indented dump.
+
+A state of ``--files`` synced records (100,000 by default: a project on a provider with
+no file-count cap; DashScope's accounts stop at 10,000) is published as the engine does
+it, ``Syncer.publish_mapping``: read the records, build the mapping, write it (temp
+file, fsync, rename). In the same run, the baseline publishes the same mapping as syncd
+did before: a ``Record`` built per row, a Python sort, ``json.dump(indent=1)`` (json's
+pure-Python encoder). A publish that finds nothing changed is timed too: it reads and
+builds, and writes nothing. Both outputs are checked to say the same.
+
+    python tests/bench/bench_publish.py [--files 100000] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from syncd.engine import mapping  # noqa: E402
+from syncd.engine.state import State  # noqa: E402
+
+
+def fill(state: State, n: int) -> set[str]:
+    """``n`` synced records, straight into the state's table; returns their ids."""
+    db = state._db  # a bench may reach in: building 100k records through uploads is not the point
+    names = [row[1] for row in db.execute("PRAGMA table_info(files)")]
+    ids = set()
+    rows = []
+    for i in range(n):
+        file_id = f"file-fe-{i:024x}"
+        ids.add(file_id)
+        values: dict[str, Any] = {
+            "path": f"folder-{i % 500:03d}/document {i:06d}.pdf", "status": "synced",
+            "file_id": file_id, "purpose": "file-extract", "remote_name": f"document {i:06d}.pdf",
+            "size": 10_000 + i, "mtime_ns": 1, "inode": i, "sha256": f"{i:064x}",
+            "uploaded_at": 1_795_000_000.0 + i, "reason": None, "updated_at": 1_795_000_000.0,
+        }  # fmt: skip
+        rows.append(tuple(values.get(name) for name in names))
+    marks = ",".join("?" * len(names))
+    db.execute("BEGIN")
+    db.executemany(f"INSERT INTO files ({','.join(names)}) VALUES ({marks})", rows)
+    db.execute("COMMIT")
+    return ids
+
+
+def before(state: State, ids: set[str], path: Path) -> dict[str, Any]:
+    """The baseline, as syncd published before: every record built as a ``Record``,
+    the mapping built from them in Python's sort, and ``json.dump(indent=1)``."""
+    records = state.records()
+    files = {
+        p: {"file_id": r.file_id, "purpose": r.purpose, "bytes": r.size, "sha256": r.sha256,
+            "uploaded_at": r.uploaded_at}
+        for p, r in sorted(records.items())
+        if r.status == "synced" and r.file_id and r.file_id in ids
+    }  # fmt: skip
+    data = {"version": 1, "project": "p", "owner": "o", "base_url": "u",
+            "generated_at": time.time(), "files": files}  # fmt: skip
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return data
+
+
+def publish(state: State, ids: set[str], path: Path, unless: str | None = None) -> str:
+    """As ``Syncer.publish_mapping`` does it."""
+    data = mapping.build(state.synced(), ids, project="p", base_url="u", owner="o")
+    return mapping.write_atomic(path, data, unless=unless)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-publish-"))
+    state = State(work / "state")
+    ids = fill(state, args.files)
+    target = work / "mapping.json"
+    rows = ("before: records, sort, indented dump", "syncd publish", "syncd publish, unchanged")
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for rep in range(args.reps):
+        t = time.perf_counter()
+        old = before(state, ids, target)
+        times[rows[0]].append(time.perf_counter() - t)
+        target.unlink()
+        t = time.perf_counter()
+        digest = publish(state, ids, target)
+        times[rows[1]].append(time.perf_counter() - t)
+        mtime = target.stat().st_mtime_ns
+        t = time.perf_counter()
+        assert publish(state, ids, target, unless=digest) == digest
+        times[rows[2]].append(time.perf_counter() - t)
+        assert target.stat().st_mtime_ns == mtime, "an unchanged mapping was rewritten"
+        assert json.loads(target.read_text("utf-8"))["files"] == old["files"]
+        print(f"run {rep + 1} done", file=sys.stderr)
+    size = target.stat().st_size / 1e6
+    print(f"{args.files:,} files, mapping {size:.1f} MB, {args.reps} runs (median), "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print()
+    print("| publish | median s | × before | runs (s) |")
+    print("|---|---|---|---|")
+    base = statistics.median(times[rows[0]])
+    for name, runs in times.items():
+        shown = " / ".join(f"{r:.2f}" for r in runs)
+        median = statistics.median(runs)
+        print(f"| {name} | {median:.2f} | {median / base:.2f} | {shown} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
