@@ -20,6 +20,7 @@ retried later, never uploaded.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import stat
@@ -130,10 +131,9 @@ def scan_paths(
         path = root / rel
         try:
             st = path.lstat()
-        except FileNotFoundError:
-            continue
         except OSError as exc:
-            result.errors.append(f"{rel}: {exc.strerror or exc}")
+            if not _gone(exc):
+                result.errors.append(f"{rel}: {exc.strerror or exc}")
             continue
         if stat.S_ISDIR(st.st_mode):
             if not rules.can_hold(rel):
@@ -182,7 +182,10 @@ def _walk(
         try:
             listing = os.scandir(folder)
         except OSError as exc:
-            result.errors.append(f"{rel_prefix or '.'}: {exc.strerror or exc}")
+            # A folder below the top gone since it was listed is as if never there; the
+            # top itself (the root) going away stays an error, never an empty tree.
+            if not (rel_prefix and _gone(exc)):
+                result.errors.append(f"{rel_prefix or '.'}: {exc.strerror or exc}")
             continue
         result.folders += 1
         skipped = result.skipped
@@ -194,7 +197,8 @@ def _walk(
                     try:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError as exc:
-                        result.errors.append(f"{rel}: {exc.strerror or exc}")
+                        if not _gone(exc):
+                            result.errors.append(f"{rel}: {exc.strerror or exc}")
                         continue
                     if is_dir:
                         if rules.can_hold(rel):
@@ -225,6 +229,12 @@ def count_skipped(result: ScanResult, label: str, rel: str) -> None:
         examples.append(rel if _is_text(rel) else _visible_name(rel))
 
 
+def _gone(exc: OSError) -> bool:
+    """No file at the path any more: removed (ENOENT), or a folder on its way replaced
+    by a file (ENOTDIR). The same as a path the scan never found, not a scan error."""
+    return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
 def _filtered(label: str) -> bool:
     """Left out by include/exclude (hidden, temporary, outside the include globs)."""
     return label == NOT_INCLUDED or label.startswith(EXCLUDED)
@@ -244,10 +254,9 @@ def _stat_and_add(
 ) -> None:
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return  # gone since the folder was listed: as if never there
     except OSError as exc:
-        result.errors.append(f"{rel}: {exc.strerror or exc}")
+        if not _gone(exc):  # gone since the folder was listed: as if never there
+            result.errors.append(f"{rel}: {exc.strerror or exc}")
         return
     _add(result, root, rel, Path(path), st, rule, record)
 
@@ -297,7 +306,10 @@ def _add(
         try:
             st = target.stat()
         except OSError as exc:
-            problem(f"cannot read: {exc.strerror or exc}", "error")
+            if _gone(exc):  # the target went since the link was resolved
+                problem("broken symlink")
+            else:
+                problem(f"cannot read: {exc.strerror or exc}", "error")
             return
         if stat.S_ISDIR(st.st_mode):
             return  # the folder itself is scanned where it really lives
@@ -320,7 +332,8 @@ def _add(
         try:
             reason = check_file_content(path, rule)
         except OSError as exc:
-            problem(f"cannot read: {exc.strerror or exc}", "error")
+            if not _gone(exc):
+                problem(f"cannot read: {exc.strerror or exc}", "error")
             return
     if reason is not None:
         problem(reason, "invalid", rule.purpose)
@@ -355,9 +368,12 @@ def _hash_where_it_matters(result: ScanResult, root: Path, records: Mapping[str,
         try:
             sha, changed = hash_file(root / local.path, local.size, local.mtime_ns)
         except OSError as exc:
-            result.files[local.path] = _unsyncable(
-                local, f"cannot read: {exc.strerror or exc}", "error"
-            )
+            if _gone(exc):
+                del result.files[local.path]
+            else:
+                result.files[local.path] = _unsyncable(
+                    local, f"cannot read: {exc.strerror or exc}", "error"
+                )
             continue
         result.hashed += 1
         result.files[local.path] = (
