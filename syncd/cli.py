@@ -245,19 +245,30 @@ def _run(ns: argparse.Namespace) -> int:
 
 def _reconcile(ns: argparse.Namespace) -> int:
     from syncd.daemon.control import (
+        BadRequest,
         ControlError,
         NotRunning,
         daemon_reconcile,
         dumps,
+        root_relative,
     )
 
     config = _load(ns)
     try:
+        paths = [root_relative(p) for p in ns.path] if ns.path else None
+    except ValueError as exc:
+        root = config.origin.shown("root", config.root)
+        print(f"syncd: --path {exc} ({root})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         # A running daemon holds the state: it runs the reconcile (same plan, same
         # safety) on its worker and answers with the outcome.
-        outcome = daemon_reconcile(config.state_dir, dry_run=ns.dry_run, paths=ns.path)
+        outcome = daemon_reconcile(config.state_dir, dry_run=ns.dry_run, paths=paths)
     except NotRunning:
         outcome = None
+    except BadRequest as exc:
+        print(f"syncd: the running daemon refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ControlError as exc:
         print(f"syncd: the running daemon could not reconcile: {exc}", file=sys.stderr)
         return EXIT_UNSYNCED

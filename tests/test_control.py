@@ -330,3 +330,37 @@ def test_remote_down_and_back(project_dir: Path, emulator: EmulatorHandle) -> No
         assert p.scrape()["syncd_remote_up"][()] == 1.0
     finally:
         p.stop()
+
+
+def post_reconcile(p: Project, body: Any) -> httpx.Response:
+    """POST /v1/reconcile as any client of the socket would, not through syncd's CLI."""
+    sock = p.state / "control.sock"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=60) as c:
+        return c.post("http://syncd/v1/reconcile", json=body)
+
+
+def test_paths_outside_the_root_are_refused(running: Project, emulator: EmulatorHandle) -> None:
+    p = running
+    outside = p.root.parent / "outside.txt"
+    outside.write_text("not in the root")
+    (p.root / "sub").mkdir()
+    before = sorted(f["filename"] for f in emulator.truth_files())
+
+    for bad in ("sub/../../outside.txt", "../outside.txt", str(outside)):
+        run = p.syncd("reconcile", "--path", bad)
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert repr(bad) in run.stderr and "root" in run.stderr, run.stderr
+        # Any client of the socket is refused the same way, before anything runs.
+        answer = post_reconcile(p, {"paths": ["a.txt", bad]})
+        assert answer.status_code == 400, answer.text
+        assert repr(bad) in answer.json()["error"]
+    assert sorted(f["filename"] for f in emulator.truth_files()) == before
+    assert not any("outside" in path for path in p.mapping())
+
+    # A path that stays inside is taken in its plain form.
+    (p.root / "sub" / "a.txt").write_text("inside")
+    done = p.syncd("reconcile", "--path", "./sub/./a.txt")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "uploaded 1" in done.stdout
+    assert "sub/a.txt" in p.mapping() and "outside.txt" not in p.mapping()
+    assert p.stop() == 0

@@ -138,6 +138,18 @@ def test_missing_api_key_is_a_usage_error(tmp_path: Path) -> None:
     assert KEY_ENV in err
 
 
+def test_path_outside_the_root_is_a_usage_error_without_a_daemon(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    build_flat_tree(root, 1)
+    (tmp_path / "outside.txt").write_text("not in the root")
+    cfg = write_config(tmp_path, root, "http://127.0.0.1:9/compatible-mode/v1")
+    for bad in ("../outside.txt", str(tmp_path / "outside.txt")):
+        run = run_syncd("reconcile", cfg, "--path", bad, key="sk-test-1")
+        assert run.returncode == 2, run.output
+        assert f"--path {bad!r} is" in run.stderr and str(root) in run.stderr, run.stderr
+        assert not (tmp_path / "state").exists()
+
+
 # ------------------------------------------------------------------ secrets
 
 

@@ -9,6 +9,9 @@ wider permissions, not even for an instant (uvicorn's own ``uds=`` makes it 0666
     GET  /v1/status     the daemon's live status (see ``Daemon.status``)
     POST /v1/reconcile  {"dry_run": bool, "paths": [str] | null} -> the run's outcome
 
+Paths are relative to the root and stay inside it: an absolute path, or one whose
+``..`` leaves the root, is refused (400) before anything runs.
+
 A reconcile asked for here runs on the daemon's worker thread, like every engine
 call: the same plan, the same deletion safety, never concurrently with a sync.
 """
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import posixpath
 import socket
 import tempfile
 import threading
@@ -67,6 +71,10 @@ class NotRunning(ControlError):
     """No daemon answers on the socket (none started, or it crashed)."""
 
 
+class BadRequest(ControlError):
+    """The daemon refused what was asked (a usage error); the message says why."""
+
+
 # ---------------------------------------------------------------- server
 
 
@@ -84,11 +92,9 @@ def _app(target: Controlled) -> Any:
             body = await request.json() if await request.body() else {}
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        problem = _request_problem(body)
-        if problem:
-            return JSONResponse({"error": problem}, status_code=400)
-        paths = body.get("paths")
-        job = ReconcileRequest(dry_run=bool(body.get("dry_run")), paths=paths)
+        job = _request(body)
+        if isinstance(job, str):
+            return JSONResponse({"error": job}, status_code=400)
         target.submit(job)
         try:
             outcome = await asyncio.wrap_future(job.result)
@@ -104,7 +110,8 @@ def _app(target: Controlled) -> Any:
     )
 
 
-def _request_problem(body: Any) -> str | None:
+def _request(body: Any) -> ReconcileRequest | str:
+    """The reconcile a request body asks for, or why it cannot be run."""
     if not isinstance(body, dict):
         return "the body must be a JSON object"
     paths = body.get("paths")
@@ -114,7 +121,27 @@ def _request_problem(body: Any) -> str | None:
         return "paths must be a non-empty list of root-relative paths"
     if paths is not None and body.get("dry_run"):
         return "a dry run covers the whole folder; leave out paths"
-    return None
+    try:
+        inside = [root_relative(p) for p in paths] if paths is not None else None
+    except ValueError as exc:
+        return f"paths: {exc}"
+    return ReconcileRequest(dry_run=bool(body.get("dry_run")), paths=inside)
+
+
+def root_relative(path: str) -> str:
+    """``path`` in its plain form (``./a``, ``a/./b`` and ``a/../b`` are fine), or
+    ValueError naming it when it does not stay inside the root: the engine joins it
+    to the root, and an absolute or escaping path would sync a file outside."""
+    if "\0" in path:
+        raise ValueError(f"{path!r} is not a path")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r} is absolute: give a path relative to the root")
+    plain = posixpath.normpath(path)
+    if plain == ".." or plain.startswith("../"):
+        raise ValueError(f"{path!r} is outside the root")
+    if plain == ".":
+        raise ValueError(f"{path!r} is the root itself: leave out paths to sync it all")
+    return plain
 
 
 def bind_private(path: Path) -> socket.socket:
@@ -200,7 +227,8 @@ def ask(
     except ValueError:
         raise ControlError(f"the daemon answered {response.status_code} without JSON") from None
     if response.status_code != 200:
-        raise ControlError(str(data.get("error") if isinstance(data, dict) else data))
+        refused = BadRequest if response.status_code == 400 else ControlError
+        raise refused(str(data.get("error") if isinstance(data, dict) else data))
     if not isinstance(data, dict):
         raise ControlError("the daemon answered something other than a JSON object")
     return data
