@@ -20,9 +20,7 @@ from tests.engine_helpers import KEY_ENV, fast_emulator, read_mapping, remote_fi
 
 
 @pytest.fixture
-def syncer_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Syncer]]:
+def syncer_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Syncer]]:
     opened: list[Syncer] = []
 
     def open_(emulator: EmulatorHandle, root: Path, **sections: Any) -> Syncer:
@@ -91,4 +89,3 @@ def test_folder_replaced_by_a_file_deletes_its_files_and_the_rest_of_the_batch(
     assert {p: e["file_id"] for p, e in mapping.items() if p.startswith("keep/")} == {
         p: e["file_id"] for p, e in before.items() if p.startswith("keep/") and p != "keep/k1.txt"
     }
-
