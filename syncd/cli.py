@@ -148,21 +148,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _max_delete(text: str) -> Any:
-    """``N`` or ``P%``, as ``sync.max_delete`` takes it."""
-    from syncd.config import MaxDelete
+    """``N`` or ``P%``, as ``sync.max_delete`` and the daemon's control API take it."""
+    from syncd.daemon.control import parse_max_delete
 
-    raw = text.strip()
     try:
-        if raw.endswith("%"):
-            pct = float(raw[:-1])
-            if 0 <= pct <= 100:
-                return MaxDelete(percent=pct)
-        elif int(raw) >= 0:
-            return MaxDelete(count=int(raw), percent=None)
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"expected a count such as 100 or a share such as 5%, "
-                                     f"got {text!r}")  # fmt: skip
+        return parse_max_delete(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _load(ns: argparse.Namespace) -> Config:
@@ -263,7 +255,9 @@ def _reconcile(ns: argparse.Namespace) -> int:
     try:
         # A running daemon holds the state: it runs the reconcile (same plan, same
         # safety) on its worker and answers with the outcome.
-        outcome = daemon_reconcile(config.state_dir, dry_run=ns.dry_run, paths=paths)
+        outcome = daemon_reconcile(
+            config.state_dir, dry_run=ns.dry_run, paths=paths, max_delete=ns.max_delete
+        )
     except NotRunning:
         outcome = None
     except BadRequest as exc:

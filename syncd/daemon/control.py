@@ -7,7 +7,11 @@ private temporary name and renamed into place, so it is never reachable with
 wider permissions, not even for an instant (uvicorn's own ``uds=`` makes it 0666).
 
     GET  /v1/status     the daemon's live status (see ``Daemon.status``)
-    POST /v1/reconcile  {"dry_run": bool, "paths": [str] | null} -> the run's outcome
+    POST /v1/reconcile  {"dry_run": bool, "paths": [str] | null,
+                         "max_delete": "N" | "P%" | null} -> the run's outcome
+
+``max_delete`` caps this run's remote deletes in place of ``sync.max_delete``,
+for this run only (``syncd reconcile --max-delete``).
 
 Paths are relative to the root and stay inside it: an absolute path, or one whose
 ``..`` leaves the root, is refused (400) before anything runs.
@@ -34,6 +38,9 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
+from syncd.config import MaxDelete
+from syncd.config import _max_delete as _max_delete_rule
+
 log = structlog.get_logger("syncd.daemon")
 
 SOCKET_NAME = "control.sock"
@@ -52,6 +59,8 @@ class ReconcileRequest:
 
     dry_run: bool = False
     paths: list[str] | None = None
+    # This run's cap on remote deletes in place of sync.max_delete; None: the config's.
+    max_delete: MaxDelete | None = None
     result: Future[dict[str, Any]] = field(default_factory=Future)
 
 
@@ -125,7 +134,27 @@ def _request(body: Any) -> ReconcileRequest | str:
         inside = [root_relative(p) for p in paths] if paths is not None else None
     except ValueError as exc:
         return f"paths: {exc}"
-    return ReconcileRequest(dry_run=bool(body.get("dry_run")), paths=inside)
+    cap = body.get("max_delete")
+    try:
+        max_delete = None if cap is None else parse_max_delete(cap)
+    except ValueError as exc:
+        return f"max_delete: {exc}"
+    return ReconcileRequest(
+        dry_run=bool(body.get("dry_run")), paths=inside, max_delete=max_delete
+    )
+
+
+def parse_max_delete(value: object) -> MaxDelete:
+    """A run's cap on deletes, ``N`` or ``P%``, read by the rule of ``sync.max_delete``;
+    ValueError saying what is expected."""
+    try:
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return _max_delete_rule(str(value))
+    except ValueError:
+        pass
+    raise ValueError(
+        f"expected a count such as 100 or a percentage such as 50%, got {value!r}"
+    )
 
 
 def root_relative(path: str) -> str:
@@ -239,12 +268,18 @@ def daemon_status(state_dir: Path) -> dict[str, Any]:
 
 
 def daemon_reconcile(
-    state_dir: Path, *, dry_run: bool = False, paths: list[str] | None = None
+    state_dir: Path,
+    *,
+    dry_run: bool = False,
+    paths: list[str] | None = None,
+    max_delete: MaxDelete | None = None,
 ) -> dict[str, Any]:
     """Ask the daemon to reconcile now and wait for the outcome, however long it takes."""
     body: dict[str, Any] = {"dry_run": dry_run}
     if paths:
         body["paths"] = paths
+    if max_delete is not None:
+        body["max_delete"] = str(max_delete)
     return ask(state_dir, "POST", "/reconcile", body, timeout=None)
 
 
