@@ -25,6 +25,7 @@ from syncd.api.errors import (
     QuotaExceededError,
     RateLimitedError,
     ServerError,
+    SourceChangedError,
 )
 from syncd.api.providers import DASHSCOPE, Provider
 
@@ -73,12 +74,20 @@ class HashingReader:
     The encoder seeks to the start, then reads to the end, once per attempt; so the
     digest is of exactly the bytes sent, and a file is read once to be both hashed
     and uploaded. ``sha256`` is None until a read from the start reached the end.
+
+    With ``size`` (what the request declared), a file that turns out longer or shorter
+    while it is read raises SourceChangedError: before the byte past the declared
+    length is handed over, or at an end that comes early. The transport would refuse
+    either body anyway, but with an error of its own (h11's LocalProtocolError) that
+    says nothing of the file.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, size: int | None = None) -> None:
         self._raw = raw
+        self._size = size
         self._digest = hashlib.sha256()
-        self._from_start = raw.tell() == 0
+        self._position = raw.tell()
+        self._from_start = self._position == 0
         self._done = False
 
     def fileno(self) -> int:
@@ -91,6 +100,7 @@ class HashingReader:
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         position = self._raw.seek(offset, whence)
         self._digest = hashlib.sha256()
+        self._position = position
         self._from_start = position == 0
         self._done = False
         return position
@@ -99,6 +109,14 @@ class HashingReader:
         # The encoder asks for 64 KiB at a time and sends whatever it gets: larger
         # blocks cut the per-chunk work of a large upload (a fifth of its CPU).
         chunk = self._raw.read(max(size, _BLOCK) if size > 0 else size)
+        self._position += len(chunk)
+        if self._size is not None and (
+            self._position > self._size or (not chunk and size != 0 and self._position < self._size)
+        ):
+            now = os.fstat(self._raw.fileno()).st_size
+            raise SourceChangedError(
+                f"the file changed size while it was sent ({self._size} -> {now} bytes)"
+            )
         if chunk:
             self._digest.update(chunk)
         elif size != 0:

@@ -260,7 +260,7 @@ class FilesClient:
             # even if the previous attempt died mid-stream.
             with path.open("rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
-                reader = HashingReader(fh)
+                reader = HashingReader(fh, size)
                 last_sent: list[float] = []
 
                 def before_last() -> None:
@@ -290,12 +290,11 @@ class FilesClient:
 
                 try:
                     response = self._exchange("upload", request)
+                except SourceChangedError as exc:  # from the reader, mid-body
+                    raise SourceChangedError(f"upload of {name!r}: {exc}") from None
                 except httpx.TransportError as exc:
-                    if os.fstat(fh.fileno()).st_size != size:
-                        raise SourceChangedError(
-                            f"upload of {name!r}: the file changed size while it was sent "
-                            f"({size} -> {os.fstat(fh.fileno()).st_size} bytes)"
-                        ) from None
+                    if changed := _size_changed(fh, size, name):
+                        raise changed from None
                     phase = request_phase(exc)
                     if phase == "receive" and body.completed:
                         log.warning(
@@ -321,6 +320,15 @@ class FilesClient:
                         status=exc.status,
                         request_id=exc.request_id,
                     ) from None
+                except APIError:
+                    raise
+                except Exception:
+                    # Whatever else the HTTP stack raises over a body that no longer
+                    # matches its declared length (h11's LocalProtocolError is not an
+                    # httpx error) is the file changing, if it did.
+                    if changed := _size_changed(fh, size, name):
+                        raise changed from None
+                    raise
                 return response, reader.sha256 if body.completed else None
 
         response, sha256 = self._retrying("upload", "upload", attempt)
@@ -463,6 +471,16 @@ def _file_url(file_id: str) -> str:
     if not file_id:
         raise ValueError("empty file id")
     return "files/" + quote(file_id, safe="")
+
+
+def _size_changed(fh: IO[bytes], size: int, name: str) -> SourceChangedError | None:
+    """The error to raise if the open file is no longer ``size`` bytes long."""
+    now = os.fstat(fh.fileno()).st_size
+    if now == size:
+        return None
+    return SourceChangedError(
+        f"upload of {name!r}: the file changed size while it was sent ({size} -> {now} bytes)"
+    )
 
 
 def _network_error(
