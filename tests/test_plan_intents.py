@@ -123,7 +123,7 @@ def test_a_file_we_claimed_that_nothing_records_is_cleaned_up() -> None:
     listing = {f.id: f for f in (stray, held, foreign)}
     view = StateView({"y.txt": rec}, {}, set(), frozenset(), frozenset({stray.id, held.id}))
     p = plan(ScanResult(files=files), view, listing, Policy())
-    assert [(d.file_id, d.reason) for d in p.deletes] == [(stray.id, "orphan")]
+    assert [(d.file_id, d.reason) for d in p.deletes] == [(stray.id, "stray")]
     targeted = plan(ScanResult(files=files), view, listing, Policy(scope=frozenset({"y.txt"})))
     assert targeted.deletes == []
 

@@ -126,3 +126,30 @@ def test_over_max_delete(synced: Synced) -> None:
     assert ok.returncode == 0, ok.output
     assert synced.emu.stats()["mutations"]["delete"] == len(gone)
     assert len(remote_files(synced.emu)) == FILES - len(gone) + 1
+
+
+def test_a_new_project_on_a_retired_projects_state_dir_deletes_none_of_its_files(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    """The claims registry (beside the pacing state) outlives a state_dir: a project
+    that takes over the path, or a state that was reset, must not read the files the
+    old state uploaded as its own leftovers and delete them."""
+    emu = fast_emulator(emulator_factory)
+    shared = {"pacing_dir": str(tmp_path / "pacing")}
+    old_root, new_root = tmp_path / "old", tmp_path / "new"
+    build_flat_tree(old_root, 10)
+    old = write_config(tmp_path, old_root, emu, name="old.yaml", project="old", limits=shared)
+    assert reconcile(old, emu.api_key).returncode == 0
+    old_files = set(remote_files(emu))
+    assert len(old_files) == 10
+
+    shutil.rmtree(tmp_path / "state")
+    (tmp_path / "mapping.json").unlink()
+    (new_root / "n.txt").parent.mkdir(parents=True)
+    (new_root / "n.txt").write_text("new project")
+    new = write_config(tmp_path, new_root, emu, name="new.yaml", project="new", limits=shared)
+    run = reconcile(new, emu.api_key)
+    assert run.returncode == 3, run.output  # deletes refused, and said why
+    assert "unknown to its state" in run.json["refused"]
+    assert old_files <= set(remote_files(emu))
+    assert list(read_mapping(tmp_path / "mapping.json")) == ["n.txt"]

@@ -153,7 +153,9 @@ class Delete:
     # gone: deleted locally; stale: no longer a valid file; replaced: an older version;
     # orphan: our own upload found through an intent, not wanted any more;
     # garbage: an id of ours queued for deletion by an earlier run.
-    reason: Literal["gone", "stale", "replaced", "orphan", "garbage"]
+    # orphan: an intent's upload found but no longer wanted; stray: an id this project
+    # claimed that no record, intent or queue knows (a crash between claim and record).
+    reason: Literal["gone", "stale", "replaced", "orphan", "stray", "garbage"]
     path: str | None = None
 
 

@@ -124,7 +124,7 @@ def plan(
         # and recording): ours, so cleaned up rather than left holding quota.
         known = owned | {d.file_id for d in out.deletes}
         strays = sorted(f for f in state.claimed_here if f in remote and f not in known)
-        out.deletes.extend(Delete(file_id, "orphan") for file_id in strays)
+        out.deletes.extend(Delete(file_id, "stray") for file_id in strays)
 
     _guard_deletes(scan, state, policy, out)
     _fit_quota(remote, policy, out)
@@ -300,9 +300,17 @@ def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> N
         # "replaced" by adoption: the record takes the adopted id; nothing else to do.
 
 
+# Deletes the guard weighs: files gone locally, and files this project's claims say it
+# uploaded that its state does not know. Strays are one or two after a crash; many of
+# them mean the state was reset, or a new project took over a retired one's state_dir,
+# and the claims outlived the state: those files are not this state's to delete.
+_GUARDED = ("gone", "stale", "stray")
+
+
 def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan) -> None:
-    """Never read a vanished or broken source as "the user deleted everything"."""
-    gone = [d for d in out.deletes if d.reason in ("gone", "stale")]
+    """Never read a vanished or broken source, or a reset state, as "the user deleted
+    everything"."""
+    gone = [d for d in out.deletes if d.reason in _GUARDED]
     # Forgetting a record that still has a remote copy (delete_remote off, or a copy of
     # shared content) gives its mapping up: a broken scan must not do that either.
     letting_go = {
@@ -316,15 +324,22 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
     elif scan.errors:
         reason = f"scan had {len(scan.errors)} error(s): deletes refused"
     elif policy.max_delete is not None and len(gone) > policy.max_delete:
+        strays = sum(1 for d in gone if d.reason == "stray")
+        unknown = (
+            f" ({strays} of them uploaded under this state_dir but unknown to its state: "
+            "was the state reset, or the state_dir reused by another project?)"
+            if strays
+            else ""
+        )
         reason = (
-            f"plan would delete {len(gone)} files, over max_delete ({policy.max_delete}): "
-            "deletes refused"
+            f"plan would delete {len(gone)} files{unknown}, over max_delete "
+            f"({policy.max_delete}): deletes refused"
         )
     if reason is None:
         return
     out.refused = reason
-    out.refused_deletes = [d for d in out.deletes if d.reason in ("gone", "stale")]
-    out.deletes = [d for d in out.deletes if d.reason not in ("gone", "stale")]
+    out.refused_deletes = [d for d in out.deletes if d.reason in _GUARDED]
+    out.deletes = [d for d in out.deletes if d.reason not in _GUARDED]
     out.forgets = [f for f in out.forgets if f.path not in letting_go]
     out.detaches = []
 
