@@ -2,7 +2,9 @@
 
 The loader checks what the file says; this checks the world it points at: the root
 is a readable folder, the marker is there, the key can be loaded, syncd can write
-its state and its mapping, and (``online``) the remote accepts the key. Each problem
+its state and its mapping, neither belongs to another project, the metrics address
+can be served, and (``online``) the remote accepts the key. The refusals a run would
+make are made by the same functions the run calls, so they cannot drift. Each problem
 is ``file:line: key: message`` like the loader's, and names paths as written when
 they came from ``${VAR}`` (a variable may hold a secret).
 """
@@ -18,11 +20,13 @@ from syncd.config import Config
 
 def preflight(config: Config, *, online: bool) -> list[str]:
     """Every problem found, in the order a person would fix them; empty when all is well."""
-    problems = [*_root(config), *_writable(config)]
+    problems = [*_root(config), *_writable(config), *_metrics(config), *_mapping_owner(config)]
     key_problem = _key(config)
     if key_problem:
         problems.append(key_problem)
-    elif online and not problems:
+        return problems
+    problems.extend(_state_owner(config))
+    if online and not problems:
         problems.extend(_online(config))
     return problems
 
@@ -78,6 +82,58 @@ def _writable(config: Config) -> list[str]:
     if why:
         out.append(_at(config, "mapping_file", f"its folder {why}"))
     return out
+
+
+def _metrics(config: Config) -> list[str]:
+    """The address ``syncd run`` would refuse to serve metrics on."""
+    from syncd.daemon.metrics import parse_address
+
+    if not config.daemon.metrics:
+        return []
+    try:
+        parse_address(config.daemon.metrics)
+    except ValueError as exc:
+        # Its message names the key, which _at puts after the line.
+        return [_at(config, "daemon.metrics", str(exc).removeprefix("daemon.metrics: "))]
+    return []
+
+
+def _mapping_owner(config: Config) -> list[str]:
+    """A mapping file another project publishes, refused as a run refuses it."""
+    from syncd.engine.claims import owner_of
+    from syncd.engine.identity import Mismatch, check_mapping_file
+
+    try:
+        check_mapping_file(config.mapping_file, owner_of(config.state_dir), config.project)
+    except Mismatch as exc:
+        return [_at(config, "mapping_file", str(exc))]
+    return []
+
+
+def _state_owner(config: Config) -> list[str]:
+    """A state_dir bound to another project, endpoint, root or key, refused as a run
+    refuses it. Only an existing state is read (and nothing is created); the key is
+    the one the run would load, named by the fingerprint its client gives it."""
+    from syncd.api.client import FilesClient
+    from syncd.bootstrap import load_key
+    from syncd.engine import identity
+    from syncd.engine.state import State
+
+    if not (config.state_dir / "state.sqlite3").is_file():
+        return []
+    client = FilesClient(config.api.base_url, load_key(config), provider=config.api.profile)
+    try:
+        mine = identity.of_config(config, client.key_fingerprint)
+    finally:
+        client.close()
+    state = State(config.state_dir)
+    try:
+        identity.check(state, mine)
+    except identity.Mismatch as exc:
+        return [_at(config, "state_dir", str(exc))]
+    finally:
+        state.close()
+    return []
 
 
 def _key(config: Config) -> str | None:
