@@ -182,6 +182,67 @@ def test_limit_and_order_by_due(clock: FakeClock, files: FakeFiles) -> None:
     assert q.pop_ready(files, limit=10) == ["f2", "f3", "f4"]
 
 
+def test_folder_move_is_released_whole(clock: FakeClock, files: FakeFiles) -> None:
+    """Both ends of a folder move leave in one batch, past the limit if need be; the
+    file events watchdog sends for what moved (before or after the folder's) join them."""
+    q = make(clock)
+    q.touch("C/early.txt", Kind.MODIFIED)  # pending when the folder moves
+    for i in range(3):
+        q.touch(f"a{i}", Kind.MODIFIED)
+        files.age[f"a{i}"] = 99.0
+    clock.advance(0.1)
+    q.move_dir("C", "D")
+    for name in ("x.txt", "sub/y.txt"):
+        q.touch(f"C/{name}", Kind.DELETED)
+        q.touch(f"D/{name}", Kind.CREATED)
+    q.move_dir("C/sub", "D/sub")
+    assert len(q) == 5  # a0..a2, C, D
+    files.age["D"] = 99.0
+    clock.advance(2.0)
+    assert q.pop_ready(files, limit=4) == ["a0", "a1", "a2", "C", "D"]
+    assert len(q) == 0
+    # Once released, events below the new folder are files of their own again.
+    q.touch("D/x.txt", Kind.MODIFIED)
+    files.age["D/x.txt"] = 99.0
+    clock.advance(2.0)
+    assert q.pop_ready(files, limit=10) == ["D/x.txt"]
+
+
+def test_events_below_a_moved_folder_make_it_wait(clock: FakeClock, files: FakeFiles) -> None:
+    q = make(clock)
+    q.move_dir("C", "D")
+    files.age["D"] = 99.0
+    clock.advance(1.5)
+    q.touch("D/new.txt", Kind.CLOSED)
+    clock.advance(1.0)
+    assert q.pop_ready(files, limit=10) == []
+    clock.advance(1.0)
+    assert sorted(q.pop_ready(files, limit=10)) == ["C", "D"]
+
+
+def test_a_folder_moved_twice_leaves_with_its_first_name(
+    clock: FakeClock, files: FakeFiles
+) -> None:
+    q = make(clock)
+    q.move_dir("C", "D")
+    clock.advance(0.5)
+    q.move_dir("D", "E")  # D appeared and left before release: only C and E matter
+    files.age["E"] = 99.0
+    q.touch("z", Kind.MODIFIED)
+    files.age["z"] = 99.0
+    clock.advance(2.0)
+    assert q.pop_ready(files, limit=1) == ["C", "E"]
+
+
+def test_a_requeued_batch_stays_whole(clock: FakeClock, files: FakeFiles) -> None:
+    q = make(clock)
+    for name in ("b", "a", "c"):
+        files.age[name] = 99.0
+    q.requeue(["b", "a", "c"])
+    clock.advance(2.0)
+    assert q.pop_ready(files, limit=1) == ["a", "b", "c"]
+
+
 def test_overflow_drops_pending_and_requests_rescan(clock: FakeClock, files: FakeFiles) -> None:
     q = make(clock, cap=100)
     for i in range(10_000):

@@ -79,6 +79,11 @@ class _Entry:
     closed: bool = False
     # Due time of the heap item standing for this entry, None when it has none.
     queued: float | None = None
+    # A folder path (an end of a folder move): the engine expands it, and events
+    # below it join it instead of queueing paths of their own.
+    folder: bool = False
+    # Paths released together with this one, in one batch (both ends of a move).
+    group: set[str] | None = None
 
 
 class SettleQueue:
@@ -103,6 +108,8 @@ class SettleQueue:
         # written a thousand times a second does not grow the heap.
         self._heap: list[tuple[float, str]] = []
         self._dirs: set[str] = set()
+        # Paths of the pending folder entries (see :meth:`move_dir`).
+        self._folders: set[str] = set()
         self._rescan_reason: str | None = None
         self._overflowed = False
         self._dropped = 0
@@ -117,6 +124,10 @@ class SettleQueue:
                 self._dropped += 1
                 return
             now = self._clock()
+            holder = self._folder_above_locked(path)
+            if holder is not None:
+                self._refresh_locked(holder, now)
+                return
             entry = self._entries.get(path)
             if entry is None:
                 born = kind is Kind.CREATED
@@ -126,7 +137,7 @@ class SettleQueue:
                 entry = _Entry(first_seen=now, last_event=now, due=0.0, born=born)
                 self._entries[path] = entry
             elif kind is Kind.DELETED and entry.born:
-                del self._entries[path]
+                self._drop_locked(path)
                 return
             entry.last_event = now
             # A write after close means someone reopened the file: wait again.
@@ -147,6 +158,22 @@ class SettleQueue:
             self._dirs.add(path)
             self._cond.notify_all()
 
+    def move_dir(self, src: str, dest: str) -> None:
+        """A folder moved within the root: its old path and its new one go to the engine
+        in one batch, each as one folder path the engine expands. Seen together, each
+        moved file takes the remote copy its old path had; split over batches, the old
+        paths would be deleted remotely and the new ones uploaded again."""
+        with self._cond:
+            now = self._last_event = self._clock()
+            if self._overflowed:
+                self._dropped += 1
+                return
+            group: set[str] = set()
+            for path, kind in ((src, Kind.DELETED), (dest, Kind.CREATED)):
+                if not self._join_folder_locked(path, kind, group, now):
+                    return
+            self._cond.notify_all()
+
     def request_rescan(self, reason: str) -> None:
         with self._cond:
             if self._rescan_reason is None:
@@ -154,9 +181,17 @@ class SettleQueue:
             self._cond.notify_all()
 
     def requeue(self, paths: Iterable[str]) -> None:
-        """Queue paths again, e.g. those that changed while being uploaded."""
+        """Queue paths again, e.g. those that changed while being uploaded. They are
+        released together again: a batch taken whole (a folder move) stays whole."""
+        paths = list(paths)
         for path in paths:
             self.touch(path, Kind.MODIFIED)
+        with self._cond:
+            group: set[str] = set()
+            for path in paths:
+                entry = self._entries.get(path)
+                if entry is not None:
+                    self._merge_group_locked(path, entry, group)
 
     # ------------------------------------------------------------- consumer
 
@@ -210,10 +245,21 @@ class SettleQueue:
                     self._push_locked(path, entry)
                     continue
                 if self._is_settled(entry, now, probe(path)):
-                    del self._entries[path]
-                    ready.append(path)
-                    if first_seen is not None:
-                        first_seen[path] = entry.first_seen
+                    later = self._group_due_locked(path, entry)
+                    if later > now:  # waits for the rest of its group
+                        entry.due = later
+                        self._push_locked(path, entry)
+                        continue
+                    # The rest of its group comes along, past the limit if need be: a
+                    # folder move is one change.
+                    for taken in [path, *sorted((entry.group or set()) - {path})]:
+                        member = self._entries.get(taken)
+                        if member is None:
+                            continue
+                        self._drop_locked(taken)
+                        ready.append(taken)
+                        if first_seen is not None:
+                            first_seen[taken] = member.first_seen
                 else:
                     self._schedule_locked(path, entry)
             return ready
@@ -295,6 +341,88 @@ class SettleQueue:
         self._entries.clear()
         self._heap.clear()
         self._dirs.clear()
+        self._folders.clear()
         if self._rescan_reason is None:
             self._rescan_reason = reason
         self._cond.notify_all()
+
+    def _drop_locked(self, path: str) -> None:
+        """Forget an entry; its heap item, if any, is skipped when it comes up."""
+        entry = self._entries.pop(path, None)
+        if entry is not None:
+            entry.queued = None
+        self._folders.discard(path)
+
+    def _group_due_locked(self, path: str, entry: _Entry) -> float:
+        """When the last other pending member of ``entry``'s group is due (0 if none)."""
+        dues = [
+            member.due
+            for other in entry.group or ()
+            if other != path and (member := self._entries.get(other)) is not None
+        ]
+        return max(dues, default=0.0)
+
+    def _folder_above_locked(self, path: str) -> str | None:
+        """The pending folder entry ``path`` lies below, if any."""
+        if not self._folders:
+            return None
+        cut = path.rfind("/")
+        while cut > 0:
+            if path[:cut] in self._folders:
+                return path[:cut]
+            cut = path.rfind("/", 0, cut)
+        return None
+
+    def _refresh_locked(self, path: str, now: float) -> None:
+        """An event below a folder entry: the folder waits to settle again."""
+        entry = self._entries[path]
+        entry.last_event = now
+        entry.closed = False
+        self._schedule_locked(path, entry)
+        self._cond.notify_all()
+
+    def _merge_group_locked(self, path: str, entry: _Entry, group: set[str]) -> None:
+        """Put ``path`` (and the group it was in) into ``group``."""
+        group.add(path)
+        old, entry.group = entry.group, group
+        if old is None or old is group:
+            return
+        for member in old:
+            group.add(member)
+            other = self._entries.get(member)
+            if other is not None:
+                other.group = group
+
+    def _join_folder_locked(self, path: str, kind: Kind, group: set[str], now: float) -> bool:
+        """Make ``path`` a folder entry in ``group`` (see :meth:`move_dir`); False on
+        overflow."""
+        holder = self._folder_above_locked(path)
+        if holder is not None:  # inside a folder already queued whole (nested moves)
+            self._merge_group_locked(holder, self._entries[holder], group)
+            self._refresh_locked(holder, now)
+            return True
+        # Paths below it are covered by the folder from now on; a move they were part
+        # of joins this one.
+        inner = path + "/"
+        for below in [p for p in self._entries if p.startswith(inner)]:
+            self._merge_group_locked(below, self._entries[below], group)
+            self._drop_locked(below)
+        entry = self._entries.get(path)
+        if entry is None:
+            if len(self._entries) >= self._max_pending:
+                self._overflow_locked(f"more than {self._max_pending} paths pending")
+                return False
+            entry = _Entry(first_seen=now, last_event=now, due=0.0, born=kind is Kind.CREATED)
+            self._entries[path] = entry
+        elif kind is Kind.DELETED and entry.born:
+            # Appeared (moved in) and left again before release: only its group cares.
+            self._merge_group_locked(path, entry, group)
+            self._drop_locked(path)
+            return True
+        entry.folder = True
+        self._folders.add(path)
+        self._merge_group_locked(path, entry, group)
+        entry.last_event = now
+        entry.closed = False
+        self._schedule_locked(path, entry)
+        return True

@@ -82,6 +82,8 @@ class EventSink(Protocol):
 
     def touch_dir(self, path: str) -> None: ...
 
+    def move_dir(self, src: str, dest: str) -> None: ...
+
     def request_rescan(self, reason: str) -> None: ...
 
 
@@ -141,6 +143,19 @@ class QueueingHandler(FileSystemEventHandler):
         if RESCAN_ON_FOLDER_REMOVAL:
             self._sink.request_rescan(f"folder removed: {rel}")
 
+    def _dir_moved(self, src: bytes | str, dest: bytes | str) -> None:
+        # Within the root, both ends go to the engine as folder paths in one run, which
+        # matches each moved file to its old path (files below them, which watchdog
+        # reports too, join them in the queue). Into or out of the root, one end is all.
+        src_rel = self._rel(src)
+        dest_rel = self._rel(dest) if dest else None
+        if src_rel is not None and dest_rel is not None:
+            self._sink.move_dir(src_rel, dest_rel)
+            return
+        self._dir_removed(src)
+        if dest:
+            self._dir_added(dest)
+
     def _dir_added(self, path: bytes | str) -> None:
         rel = self._rel(path)
         if rel is not None:
@@ -160,9 +175,7 @@ class QueueingHandler(FileSystemEventHandler):
         elif isinstance(event, FileDeletedEvent):
             self._file(event.src_path, Kind.DELETED)
         elif isinstance(event, DirMovedEvent):
-            self._dir_removed(event.src_path)
-            if event.dest_path:
-                self._dir_added(event.dest_path)
+            self._dir_moved(event.src_path, event.dest_path)
         elif isinstance(event, DirCreatedEvent):
             self._dir_added(event.src_path)
         elif isinstance(event, DirDeletedEvent):
