@@ -51,7 +51,7 @@ def walk_skipped(root: Path, rules: Rules) -> Iterator[tuple[str, str]]:
     result = ScanResult()
     for rel, _entry, verdict in _walk(root, rules, result, every=True):
         if isinstance(verdict, str):
-            yield (rel if _is_text(rel) else _visible_name(rel)), verdict
+            yield record_key(rel), verdict
     for error in result.errors:
         yield error, "not read"
 
@@ -226,7 +226,7 @@ def count_skipped(result: ScanResult, label: str, rel: str) -> None:
     result.skipped[label] = result.skipped.get(label, 0) + 1
     examples = result.skipped_examples.setdefault(label, [])
     if len(examples) < EXAMPLES:
-        examples.append(rel if _is_text(rel) else _visible_name(rel))
+        examples.append(record_key(rel))
 
 
 def _gone(exc: OSError) -> bool:
@@ -238,6 +238,14 @@ def _gone(exc: OSError) -> bool:
 def _filtered(label: str) -> bool:
     """Left out by include/exclude (hidden, temporary, outside the include globs)."""
     return label == NOT_INCLUDED or label.startswith(EXCLUDED)
+
+
+def record_key(rel: str) -> str:
+    """The path a scan records ``rel`` under, ``rel`` as the filesystem decodes it
+    (the watcher's spelling): itself, or for a name that is not UTF-8 a visible
+    spelling with its bytes escaped (``bad\\xfe.txt``). A run limited to some paths
+    must look for their records, and their notes, under these keys."""
+    return rel if _is_text(rel) else _visible_name(rel)
 
 
 def _visible_name(rel: str) -> str:
