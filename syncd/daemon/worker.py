@@ -458,10 +458,31 @@ class Worker:
         if changed:
             log.info("files changed while uploading; queued again", count=len(changed))
             self.queue.requeue(changed)
+        if _deleted(report):
+            # Deletes free account space: what waited for it goes up now, not at the
+            # next scheduled reconcile.
+            waiting = self._waiting_for_space()
+            if waiting:
+                log.info("account space freed; files waiting for it queued", count=len(waiting))
+                for path in waiting:
+                    self.queue.touch(path, Kind.MODIFIED)
         try:
             self.stats = dict(self.syncer.stats())
         except Exception:
             log.debug("stats unavailable", exc_info=True)
+
+    def _waiting_for_space(self) -> list[str]:
+        """Paths the engine holds back for want of account space (status ``quota``)."""
+        ask = getattr(self.syncer, "waiting_for_space", None)
+        if callable(ask):
+            return list(ask())
+        # The engine's records carry the status (Syncer.state.records()).
+        records = getattr(getattr(self.syncer, "state", None), "records", None)
+        if not callable(records):
+            return []
+        return sorted(
+            path for path, rec in records().items() if getattr(rec, "status", None) == "quota"
+        )
 
     def _refused_message(self, error: str) -> str:
         api = self.config.api
@@ -508,6 +529,11 @@ def _not_run(dry_run: bool, why: str) -> dict[str, Any]:
         "skipped": [],
         "notes": [],
     }
+
+
+def _deleted(report: Report) -> bool:
+    """Whether the run deleted remote files (the engine's RunReport.outcome.deleted)."""
+    return bool(getattr(getattr(report, "outcome", None), "deleted", 0))
 
 
 def _next_backoff(current: float) -> float:
