@@ -139,7 +139,8 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
 def fast_config(where: Path, root: Path, emulator: EmulatorHandle, **sections: Any) -> Path:
     sync = {"settle_s": 1.0, "max_settle_s": 30, **sections.pop("sync", {})}
     daemon = {"shutdown_timeout_s": 8, "publish_interval_s": 0.5, **sections.pop("daemon", {})}
-    return write_config(where, root, emulator, limits=FAST_LIMITS, sync=sync, daemon=daemon,
+    limits = {**FAST_LIMITS, **sections.pop("limits", {})}
+    return write_config(where, root, emulator, limits=limits, sync=sync, daemon=daemon,
                         **sections)
 
 
@@ -315,6 +316,38 @@ def test_create_modify_delete_move_and_stop(
 
 
 # ------------------------------------------------------------------ 2. storm at default limits
+
+
+def test_sigterm_starts_no_more_uploads_and_publishes_what_finished(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle],
+    run_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """A stop in the middle of a batch: the uploads in flight finish and are published,
+    the ones not started are left to the next start, and the daemon exits in time."""
+    emulator = emulator_factory(**FAST, latency_ms=1000)
+    root = tmp_path / "root"
+    root.mkdir()
+    config = fast_config(tmp_path, root, emulator, limits={"workers": 4},
+                         daemon={"shutdown_timeout_s": 10})
+    daemon = run_daemon(config, emulator.api_key)
+    for i in range(120):
+        (root / f"f-{i:03d}.txt").write_text(f"file {i}\n")
+    wait_for(lambda: emulator.stats()["requests"]["upload"] >= 4, timeout=60,
+             what="the batch under way")  # fmt: skip
+    code, took = daemon.stop(timeout=60)
+    assert code == 0, daemon.log.read_text()
+    assert took < 10 + 5, f"stopped in {took:.1f} s, shutdown_timeout_s is 10"
+    stored = remote_files(emulator)
+    # At 1 s an upload and 4 at a time, a batch let run would take half a minute.
+    assert len(stored) < 60, f"{len(stored)} uploads went on after the stop"
+    mapped = {e["file_id"] for e in daemon.mapping().values()}
+    assert mapped == set(stored), "an upload that finished is not in the mapping"
+
+    emulator.configure(latency_ms=0)
+    again = run_daemon(config, emulator.api_key)
+    wait_for(lambda: len(again.mapping()) == 120, timeout=60, what="the rest after a restart")
+    assert again.stop()[0] == 0
+    assert_converged(emulator, root, again.mapping_path, files_under(root))
 
 
 def test_storm_at_default_limits_with_a_second_project(

@@ -108,6 +108,9 @@ class FakeSyncer:
     def close(self) -> None:
         self.closed = True
 
+    def stop_soon(self) -> None:
+        pass  # its runs are single calls, gated by the test
+
     # helpers for tests
     def synced(self) -> list[str]:
         with self.lock:

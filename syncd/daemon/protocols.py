@@ -55,6 +55,10 @@ class SyncerLike(Protocol):
 
     def can_hold(self, rel_dir: str) -> bool: ...
 
+    def stop_soon(self) -> None:
+        """Start no more remote calls in the run in progress; its calls in flight finish."""
+        ...
+
     def set_rules(self, rules: RulesConfig) -> None:
         """Judge paths by these rules from the next run on."""
         ...

@@ -284,6 +284,8 @@ class Daemon:
         self.notifier.extend_timeout(timeout + 15.0)
         log.info("stopping", reason=self._stop_reason, timeout_s=timeout)
         self._stop.set()
+        # What the run in progress has not started, it leaves to the next start.
+        self.syncer.stop_soon()
         self.queue.wake()
         self._scheduler.shutdown()
         self.watcher.stop()

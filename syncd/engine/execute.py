@@ -133,6 +133,7 @@ class Executor:
         workers: int,
         publish_every_s: float = 2.0,
         progress: Callable[[str], None] | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._root = root
         self._client = client
@@ -143,7 +144,9 @@ class Executor:
         self._workers = workers
         self._progress = progress or (lambda _kind: None)
         self._abort: AuthenticationError | None = None
-        self._interrupted = False
+        # Set by Ctrl-C or by a daemon stopping: calls not started yet are not started,
+        # calls in flight finish and record their outcome.
+        self._stopping = stopping or threading.Event()
         self._shares_freed: list[Delete] = []
         self._open_intents: dict[str, Intent] = {}
         self._out = Outcome()
@@ -174,10 +177,12 @@ class Executor:
             self._publish_now()
             self._deletes([*late, *self._shares_freed, *replaced], out)
         except KeyboardInterrupt:
-            self._interrupted = True
+            self._stopping.set()
             raise Interrupted(out) from None
         if self._abort is not None:
             raise Aborted(str(self._abort))
+        if self._stopping.is_set():
+            raise Interrupted(out)
         return out
 
     def _publish_now(self) -> None:
@@ -261,7 +266,7 @@ class Executor:
         lock = threading.Lock()
 
         def one(up: Upload) -> None:
-            if self._abort is not None or self._interrupted:
+            if self._abort is not None or self._stopping.is_set():
                 return
             try:
                 result = self._upload(up)
@@ -473,7 +478,7 @@ class Executor:
         lock = threading.Lock()
 
         def one(d: Delete) -> None:
-            if self._abort is not None or self._interrupted:
+            if self._abort is not None or self._stopping.is_set():
                 return
             started = time.monotonic()
             try:
@@ -541,8 +546,8 @@ class Executor:
                 except KeyboardInterrupt:
                     # Set before the pool waits: queued items see it and return at once,
                     # in-flight calls finish and record their outcome.
-                    self._interrupted = True
+                    self._stopping.set()
                     raise
         except KeyboardInterrupt:
-            self._interrupted = True
+            self._stopping.set()
             raise

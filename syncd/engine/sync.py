@@ -181,6 +181,7 @@ class Syncer:
         self._recent_gone: deque[float] = deque()
         # What the mapping file says as this process last wrote it (a digest).
         self._published: str | None = None
+        self._stopping = threading.Event()
 
     # ---- operations
 
@@ -296,6 +297,7 @@ class Syncer:
             workers=limits.workers,
             publish_every_s=self.config.daemon.publish_interval_s,
             progress=progress,
+            stopping=self._stopping,
         )
         try:
             report.outcome = executor.run(the_plan, self.publish_mapping)
@@ -399,6 +401,12 @@ class Syncer:
             self._published = mapping.write_atomic(
                 self.config.mapping_file, data, unless=self._published
             )
+
+    def stop_soon(self) -> None:
+        """Start no more uploads or deletes: the run in progress lets its calls in
+        flight finish, publishes what they confirmed and ends as interrupted. Safe from
+        any thread (a daemon's signal handling); for good: the process is stopping."""
+        self._stopping.set()
 
     def set_rules(self, rules: RulesConfig) -> None:
         """Judge paths by these rules from the next run on (a reloaded config)."""
