@@ -287,6 +287,34 @@ def test_real_observer_end_to_end(tmp_path: Path, mode: str) -> None:
     assert not w.is_alive
 
 
+@pytest.mark.parametrize("mode", ["auto", "polling"])
+def test_root_that_is_a_symlink_is_watched_through_it_and_after_a_swap(
+    tmp_path: Path, mode: str
+) -> None:
+    """An atomic deploy: `root -> v1`, then `ln -sfn v2` and a rename over `root`."""
+    for version in ("v1", "v2"):
+        (tmp_path / version).mkdir()
+    root = tmp_path / "root"
+    root.symlink_to("v1")
+    q = _queue()
+    w = Watcher(root, QueueingHandler(root, q, candidate), mode=mode, poll_interval_s=0.1)  # type: ignore[arg-type]
+    w.start()
+    try:
+        (tmp_path / "v1" / "a.txt").write_text("in v1")
+        wait_for(lambda: "a.txt" in _paths(q), what="a file written through the link")
+        (tmp_path / "root.tmp").symlink_to("v2")
+        (tmp_path / "root.tmp").rename(root)
+        wait_for(lambda: not w.is_alive, what="the swap noticed")
+        w.restart()  # as the worker does once the new target settled
+        (tmp_path / "v2" / "b.txt").write_text("in v2")
+        (tmp_path / "v1" / "stale.txt").write_text("no longer the root")
+        wait_for(lambda: "b.txt" in _paths(q), what="a file written in the new target")
+        assert "stale.txt" not in _paths(q)
+        assert w.is_alive
+    finally:
+        w.stop()
+
+
 def test_watcher_notices_root_removal(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()

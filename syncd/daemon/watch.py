@@ -396,7 +396,17 @@ class Watcher:
         return self.kind
 
     def _schedule(self, observer: BaseObserver) -> None:
-        observer.schedule(self._handler, str(self._root), recursive=True, event_filter=EVENT_FILTER)
+        # A root that is a symlink (an atomic deploy's `current -> v2`) is watched
+        # through the link: without following it, inotify watches the link itself
+        # (IN_DONT_FOLLOW) and no event for the files it leads to ever arrives. A link
+        # re-pointed later changes the root's identity, and watching restarts.
+        observer.schedule(
+            self._handler,
+            str(self._root),
+            recursive=True,
+            event_filter=EVENT_FILTER,
+            follow_symlink=os.path.islink(self._root),
+        )
         observer.start()
 
     def stop(self, timeout: float = 5.0) -> None:
