@@ -242,8 +242,8 @@ def _reconcile(ns: argparse.Namespace) -> int:
         NotRunning,
         daemon_reconcile,
         dumps,
-        root_relative,
     )
+    from syncd.engine.scan import root_relative
 
     config = _load(ns)
     try:

@@ -93,3 +93,26 @@ def test_targeted_sync_uploads_replaces_and_deletes(
     assert before[paths[0]]["file_id"] not in remote
     assert before[paths[1]]["file_id"] not in remote
     assert set(remote) == {entry["file_id"] for entry in after.values()}
+
+
+def test_a_targeted_sync_never_reaches_outside_the_root(
+    emulator_factory: Callable[..., EmulatorHandle],
+    syncer_on: Callable[..., Syncer],
+    tmp_path: Path,
+) -> None:
+    """Whoever asks (the daemon's queue, a client of its socket), a path that escapes
+    the root, or leads through a link to a folder outside it, syncs nothing."""
+    emulator = fast_emulator(emulator_factory)
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not in the tree\n")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "a.txt").write_text("a\n")
+    syncer = syncer_on(emulator, root)
+    report = syncer.sync_paths(
+        ["sub/../../outside/secret.txt", str(outside / "secret.txt"), "linked/secret.txt", "a.txt"]
+    )
+    assert [f["filename"] for f in remote_files(emulator).values()] == ["a.txt"]
+    refused = [e for e in report.errors if "outside the root" in e or "absolute" in e]
+    assert len(refused) == 2, report.errors

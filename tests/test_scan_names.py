@@ -60,10 +60,6 @@ def test_scoped_scan_records_a_non_utf8_name_as_a_full_scan_does(tmp_path: Path)
     assert record_key("notes/read me.md") == "notes/read me.md"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs syncd/engine/sync.py: the plan's scope in record_key spelling",
-)
 def test_non_utf8_name_seen_by_the_watcher_is_reported_invalid(
     emulator_factory: Callable[..., EmulatorHandle],
     syncer_on: Callable[..., Syncer],

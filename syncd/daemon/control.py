@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import posixpath
 import socket
 import tempfile
 import threading
@@ -40,6 +39,7 @@ import structlog
 
 from syncd.config import MaxDelete
 from syncd.config import _max_delete as _max_delete_rule
+from syncd.engine.scan import root_relative
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -155,22 +155,6 @@ def parse_max_delete(value: object) -> MaxDelete:
     raise ValueError(
         f"expected a count such as 100 or a percentage such as 50%, got {value!r}"
     )
-
-
-def root_relative(path: str) -> str:
-    """``path`` in its plain form (``./a``, ``a/./b`` and ``a/../b`` are fine), or
-    ValueError naming it when it does not stay inside the root: the engine joins it
-    to the root, and an absolute or escaping path would sync a file outside."""
-    if "\0" in path:
-        raise ValueError(f"{path!r} is not a path")
-    if path.startswith("/"):
-        raise ValueError(f"{path!r} is absolute: give a path relative to the root")
-    plain = posixpath.normpath(path)
-    if plain == ".." or plain.startswith("../"):
-        raise ValueError(f"{path!r} is outside the root")
-    if plain == ".":
-        raise ValueError(f"{path!r} is the root itself: leave out paths to sync it all")
-    return plain
 
 
 def bind_private(path: Path) -> socket.socket:

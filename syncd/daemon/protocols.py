@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from syncd.config import RulesConfig
+from syncd.config import MaxDelete, RulesConfig
 
 
 class Report(Protocol):
@@ -45,9 +45,13 @@ class SyncerLike(Protocol):
 
     base_url: str
 
-    def reconcile(self, dry_run: bool = False) -> Report: ...
+    def reconcile(
+        self, dry_run: bool = False, *, max_delete: MaxDelete | None = None
+    ) -> Report: ...
 
-    def sync_paths(self, paths: Iterable[str]) -> Report: ...
+    def sync_paths(
+        self, paths: Iterable[str], *, max_delete: MaxDelete | None = None
+    ) -> Report: ...
 
     def publish_mapping(self) -> None: ...
 

@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import posixpath
 import stat
 import time
 from collections import Counter
@@ -115,6 +116,22 @@ def scan_root(
     return result
 
 
+def root_relative(path: str) -> str:
+    """``path`` in its plain form (``./a``, ``a/./b`` and ``a/../b`` are fine), or
+    ValueError naming it when it does not stay inside the root: the engine joins it
+    to the root, and an absolute or escaping path would sync a file outside."""
+    if "\0" in path:
+        raise ValueError(f"{path!r} is not a path")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r} is absolute: give a path relative to the root")
+    plain = posixpath.normpath(path)
+    if plain == ".." or plain.startswith("../"):
+        raise ValueError(f"{path!r} is outside the root")
+    if plain == ".":
+        raise ValueError(f"{path!r} is the root itself: leave out paths to sync it all")
+    return plain
+
+
 def scan_paths(
     root: Path,
     rules: Rules,
@@ -127,8 +144,14 @@ def scan_paths(
     result = _root_check(root, marker)
     if not result.root_ok:
         return result
+    real_root = os.path.realpath(root)
     for rel in sorted(set(paths)):
         path = root / rel
+        parent = posixpath.dirname(rel)
+        if parent and os.path.realpath(root / parent) != os.path.join(real_root, parent):
+            # Reached through a link to a folder (or ".."): the tree as the scan walks
+            # it has no such path, and it may lead outside the root.
+            continue
         try:
             st = path.lstat()
         except OSError as exc:

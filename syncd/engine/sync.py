@@ -24,7 +24,7 @@ from syncd.api.errors import (
     NotFoundError,
     QuotaExceededError,
 )
-from syncd.config import Config, RulesConfig
+from syncd.config import Config, MaxDelete, RulesConfig
 from syncd.engine import identity, mapping
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
@@ -33,7 +33,13 @@ from syncd.engine.model import Plan, Record
 from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.rules import Rules
-from syncd.engine.scan import scan_paths, scan_root, unselected_examples
+from syncd.engine.scan import (
+    record_key,
+    root_relative,
+    scan_paths,
+    scan_root,
+    unselected_examples,
+)
 from syncd.engine.scan import summary as scan_summary
 from syncd.engine.state import State, StateLock
 from syncd.exitcodes import ExitCode
@@ -186,7 +192,11 @@ class Syncer:
     # ---- operations
 
     def reconcile(
-        self, dry_run: bool = False, progress: Callable[[str], None] | None = None
+        self,
+        dry_run: bool = False,
+        progress: Callable[[str], None] | None = None,
+        *,
+        max_delete: MaxDelete | None = None,
     ) -> RunReport:
         """Full scan + remote listing + plan + execute + publish."""
         with self._op:
@@ -195,7 +205,7 @@ class Syncer:
             scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
             scanned_s = time.monotonic() - started
             failed = self._try_list(scan.errors)
-            report = failed or self._run(scan, records, None, dry_run, progress)
+            report = failed or self._run(scan, records, None, dry_run, progress, max_delete)
             # Files no purpose rule takes have no record: the report names a few per rule.
             report.skipped.update(unselected_examples(scan))
             report.duration_s = time.monotonic() - started
@@ -215,9 +225,21 @@ class Syncer:
                 )
             return report
 
-    def sync_paths(self, paths: Iterable[str]) -> RunReport:
-        """Targeted sync of these root-relative paths, against the last known listing."""
-        scope = frozenset(p.strip("/") for p in paths if p.strip("/"))
+    def sync_paths(
+        self, paths: Iterable[str], *, max_delete: MaxDelete | None = None
+    ) -> RunReport:
+        """Targeted sync of these root-relative paths, against the last known listing.
+        A path that does not stay inside the root is not synced, and is reported."""
+        inside: set[str] = set()
+        outside: list[str] = []
+        for p in paths:
+            if not p.strip("/"):
+                continue  # the root itself: a targeted run of nothing
+            try:
+                inside.add(root_relative(p))
+            except ValueError as exc:
+                outside.append(f"not synced: {exc}")
+        scope = frozenset(inside)
         with self._op:
             started = time.monotonic()
             if self.remote.listed_at is None and (failed := self._try_list([])):
@@ -226,7 +248,11 @@ class Syncer:
             scan = scan_paths(
                 self.config.root, self.rules, records, scope, marker=self.config.sync.marker
             )
-            report = self._run(scan, records, scope, False, None)
+            # The plan and the report look for records under the scan's keys: a name
+            # that is not UTF-8 is recorded under a visible spelling, not as queued.
+            keys = frozenset(map(record_key, scope))
+            report = self._run(scan, records, keys, False, None, max_delete)
+            report.scan_errors += outside
             report.duration_s = time.monotonic() - started
             return report
 
@@ -237,15 +263,17 @@ class Syncer:
         scope: frozenset[str] | None,
         dry_run: bool,
         progress: Callable[[str], None] | None,
+        max_delete: MaxDelete | None = None,
     ) -> RunReport:
         limits = self.config.limits
+        cap = max_delete or self.config.sync.max_delete
         now = time.monotonic()
         while self._recent_gone and self._recent_gone[0] < now - DELETE_WINDOW_S:
             self._recent_gone.popleft()
         already = len(self._recent_gone) if scope is not None else 0
         policy = Policy(
             delete_remote=self.config.sync.delete_remote,
-            max_delete=self.config.sync.max_delete.limit(tracked(records) + already) - already,
+            max_delete=cap.limit(tracked(records) + already) - already,
             max_files=limits.max_files,
             max_bytes=limits.max_bytes,
             headroom_files=limits.headroom_files,
