@@ -115,6 +115,8 @@ class Changed:
     """The file moved on before or while it was sent; it is looked at again later."""
 
     reason: str
+    # Ids an upload that did finish left without any path (the version it replaced).
+    freed: tuple[str, ...] = ()
 
 
 UploadResult = Uploaded | Changed | Failed
@@ -286,6 +288,7 @@ class Executor:
                     replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
                 elif isinstance(result, Changed):
                     out.changed_during_upload.append(up.path)
+                    replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
                 else:
                     out.failures[up.path] = f"{result.status}: {result.reason}"
             self._progress("upload")
@@ -347,7 +350,7 @@ class Executor:
             attempts=attempts,
         )
         if changed:
-            return Changed("changed while it was uploaded; will upload again")
+            return Changed("changed while it was uploaded; will upload again", freed)
         return Uploaded(remote, freed)
 
     def _fail(self, up: Upload, failed: Failed) -> UploadResult:
