@@ -105,7 +105,7 @@ class MaxDelete:
 
 Kind = Literal[
     "string", "choice", "number", "integer", "size", "bool", "path", "url", "env_name",
-    "globs", "purposes", "max_delete", "cron",
+    "globs", "purposes", "max_delete", "cron", "address",
 ]  # fmt: skip
 
 _DAY = 86_400.0
@@ -203,7 +203,7 @@ KEYS: tuple[Key, ...] = (
         reload=True, minimum=1, maximum=10_000_000),
     Key("daemon.publish_interval_s", "number", 2.0, "least seconds between mapping publishes",
         reload=True, minimum=0, maximum=3600),
-    Key("daemon.metrics", "string", None, "HOST:PORT of the Prometheus metrics (off if unset)"),
+    Key("daemon.metrics", "address", None, "HOST:PORT of the Prometheus metrics (off if unset)"),
     Key("logging.format", "choice", "auto", "auto, json or console", reload=True,
         choices=("auto", "json", "console")),
     Key("logging.level", "choice", "info", "debug, info, warning, error or critical",
@@ -446,10 +446,14 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
-def _max_delete(text: str) -> MaxDelete:
+def parse_max_delete(text: str) -> MaxDelete:
+    """``N`` or ``P%``: the rule of ``sync.max_delete`` and of a one-run override."""
     text = text.strip()
     if text.endswith("%"):
-        pct = float(text[:-1])
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            pct = math.nan
         if not 0 <= pct <= 100:  # also refuses nan
             raise _Invalid("expected a percentage from 0% to 100%")
         return MaxDelete(percent=pct)
@@ -460,6 +464,15 @@ def _max_delete(text: str) -> MaxDelete:
     if count < 0:
         raise _Invalid("must be at least 0")
     return MaxDelete(count=count, percent=None)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _Invalid("expected HOST:PORT such as 127.0.0.1:9464")
+    return host, int(port_text)
 
 
 def _in_range(key: Key, value: float) -> float:
@@ -718,7 +731,10 @@ class _Reader:
         if kind == "cron":
             return _cron(_string(text))
         if kind == "max_delete":
-            return _max_delete(text)
+            return parse_max_delete(text)
+        if kind == "address":
+            parse_address(text)
+            return text.strip()
         if kind == "path":
             path = WrittenPath(self.base / Path(_string(text)).expanduser())
             path.as_written = self.written.get(key.name)

@@ -20,7 +20,7 @@ from syncd.config import Config
 
 def preflight(config: Config, *, online: bool) -> list[str]:
     """Every problem found, in the order a person would fix them; empty when all is well."""
-    problems = [*_root(config), *_writable(config), *_metrics(config), *_mapping_owner(config)]
+    problems = [*_root(config), *_writable(config), *_mapping_owner(config)]
     key_problem = _key(config)
     if key_problem:
         problems.append(key_problem)
@@ -82,20 +82,6 @@ def _writable(config: Config) -> list[str]:
     if why:
         out.append(_at(config, "mapping_file", f"its folder {why}"))
     return out
-
-
-def _metrics(config: Config) -> list[str]:
-    """The address ``syncd run`` would refuse to serve metrics on."""
-    from syncd.daemon.metrics import parse_address
-
-    if not config.daemon.metrics:
-        return []
-    try:
-        parse_address(config.daemon.metrics)
-    except ValueError as exc:
-        # Its message names the key, which _at puts after the line.
-        return [_at(config, "daemon.metrics", str(exc).removeprefix("daemon.metrics: "))]
-    return []
 
 
 def _mapping_owner(config: Config) -> list[str]:

@@ -274,3 +274,13 @@ def test_check_config_online_authenticates(
     assert "api.api_key_env: the remote refused the key (status 401)" in wrong.stderr
     # Offline, a wrong key cannot be told from a right one: only its presence is checked.
     assert run_syncd("check-config", cfg, key="sk-not-this-one").returncode == 0
+
+
+def test_values_a_run_would_refuse_are_config_errors_with_their_line(tmp_path: Path) -> None:
+    text = BASE + "sync:\n  max_delete: abc%\ndaemon:\n  metrics: 0.0.0.0:99999\n"
+    cfg = tmp_path / "syncd.yaml"
+    assert _problems(tmp_path, text) == [
+        f"{cfg}:5: sync.max_delete: expected a percentage from 0% to 100%, got 'abc%'",
+        f"{cfg}:7: daemon.metrics: expected HOST:PORT such as 127.0.0.1:9464, "
+        "got '0.0.0.0:99999'",
+    ]

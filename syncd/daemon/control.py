@@ -38,7 +38,7 @@ import httpx
 import structlog
 
 from syncd.config import MaxDelete
-from syncd.config import _max_delete as _max_delete_rule
+from syncd.config import parse_max_delete as config_max_delete
 from syncd.engine.scan import root_relative
 
 log = structlog.get_logger("syncd.daemon")
@@ -149,7 +149,7 @@ def parse_max_delete(value: object) -> MaxDelete:
     ValueError saying what is expected."""
     try:
         if isinstance(value, str | int) and not isinstance(value, bool):
-            return _max_delete_rule(str(value))
+            return config_max_delete(str(value))
     except ValueError:
         pass
     raise ValueError(

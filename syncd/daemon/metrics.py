@@ -328,15 +328,6 @@ def build_registry(
     return registry
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ValueError when malformed."""
-    host, sep, port_text = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"daemon.metrics: expected HOST:PORT such as 127.0.0.1:9464, got {text!r}")
-    return host, int(port_text)
-
-
 class MetricsServer:
     """prometheus_client's HTTP exposition server on its own thread."""
 

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from syncd.daemon.metrics import parse_address
 from syncd.daemon.notify import Notifier
 from syncd.daemon.schedule import ScheduleError, build_trigger
 from syncd.daemon.supervisor import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_REFUSED, Daemon
@@ -67,8 +66,6 @@ def run(config_path: Path) -> int:
     try:
         config = load_config(config_path)
         build_trigger(config.reconcile)
-        if config.daemon.metrics:
-            parse_address(config.daemon.metrics)
     except (ConfigError, ScheduleError, ValueError) as exc:
         print(f"syncd: config error: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -23,14 +23,13 @@ from typing import Any
 
 import structlog
 
-from syncd.config import Config, needs_restart
+from syncd.config import Config, needs_restart, parse_address
 from syncd.daemon.control import ControlError, ControlServer, ReconcileRequest, socket_path
 from syncd.daemon.metrics import (
     MetricsServer,
     Recorder,
     build_registry,
     instrument,
-    parse_address,
 )
 from syncd.daemon.notify import Notifier
 from syncd.daemon.protocols import SyncerLike
