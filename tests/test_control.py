@@ -382,10 +382,6 @@ def test_max_delete_in_a_request_is_checked_like_the_flag(running: Project) -> N
     assert p.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker and Syncer.reconcile do not take ReconcileRequest.max_delete yet",
-)
 def test_max_delete_reaches_the_daemons_run_for_that_run_only(
     running: Project, emulator: EmulatorHandle
 ) -> None:

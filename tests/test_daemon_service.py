@@ -34,6 +34,10 @@ class FakeReport:
     remote_unavailable: bool = False
     aborted: str | None = None
     uploaded_bytes: int = 0
+    uploaded: int = 0
+    deleted: int = 0
+    hashed: int = 0
+    duration_s: float = 0.0
 
     def as_json(self) -> dict[str, object]:
         return {"exit_code": self.exit_code, "errors": self.errors}
@@ -57,7 +61,7 @@ class FakeSyncer:
         self.published = 0
         self.published_after_sync = False
 
-    def reconcile(self, dry_run: bool = False) -> FakeReport:
+    def reconcile(self, dry_run: bool = False, *, max_delete: object = None) -> FakeReport:
         with self.lock:
             self.calls.append(("reconcile", []))
             fail = self.fail_next_reconcile > 0
@@ -70,7 +74,7 @@ class FakeSyncer:
             self.reconcile_gate = None
         return FakeReport(aborted=self.refuse_key, exit_code=2 if self.refuse_key else 0)
 
-    def sync_paths(self, paths: Iterable[str]) -> FakeReport:
+    def sync_paths(self, paths: Iterable[str], *, max_delete: object = None) -> FakeReport:
         batch = list(paths)
         with self.lock:
             self.calls.append(("sync", batch))
@@ -107,6 +111,9 @@ class FakeSyncer:
 
     def close(self) -> None:
         self.closed = True
+
+    def waiting_for_space(self) -> list[str]:
+        return []
 
     def stop_soon(self) -> None:
         pass  # its runs are single calls, gated by the test

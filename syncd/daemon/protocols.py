@@ -35,6 +35,18 @@ class Report(Protocol):
     @property
     def uploaded_bytes(self) -> int: ...
 
+    @property
+    def uploaded(self) -> int: ...
+
+    @property
+    def deleted(self) -> int: ...
+
+    @property
+    def hashed(self) -> int: ...
+
+    @property
+    def duration_s(self) -> float: ...
+
     def as_json(self) -> dict[str, Any]:
         """The outcome as ``syncd reconcile --json`` prints it."""
         ...
@@ -58,6 +70,10 @@ class SyncerLike(Protocol):
     def is_candidate(self, rel_path: str) -> bool: ...
 
     def can_hold(self, rel_dir: str) -> bool: ...
+
+    def waiting_for_space(self) -> list[str]:
+        """Paths held back for want of account space (status ``quota``)."""
+        ...
 
     def stop_soon(self) -> None:
         """Start no more remote calls in the run in progress; its calls in flight finish."""

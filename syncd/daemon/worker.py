@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from syncd.config import Config
+from syncd.config import Config, MaxDelete
 from syncd.daemon.control import ReconcileRequest
 from syncd.daemon.metrics import Recorder
 from syncd.daemon.protocols import Report, SyncerLike
@@ -351,14 +351,14 @@ class Worker:
             return _not_run(request.dry_run, f"the folder {root} is unavailable")
         if request.paths:
             self.phase = "syncing"
-            paths = list(request.paths)
-            report = self._call(lambda: self.syncer.sync_paths(paths))
+            paths, cap = list(request.paths), request.max_delete
+            report = self._call(lambda: self.syncer.sync_paths(paths, max_delete=cap))
             self._after(report, what="sync")
             if not report.remote_unavailable and not report.errors:
                 self._reachable()
             return report.as_json()
         what = "requested dry run" if request.dry_run else "requested"
-        report = self._reconcile(what, dry_run=request.dry_run)
+        report = self._reconcile(what, dry_run=request.dry_run, max_delete=request.max_delete)
         return report.as_json()
 
     def _run_reconcile(self, reason: str) -> bool:
@@ -369,21 +369,22 @@ class Worker:
             return False
         return not (report.aborted is not None or report.remote_unavailable)
 
-    def _reconcile(self, reason: str, *, dry_run: bool = False) -> Report:
+    def _reconcile(
+        self, reason: str, *, dry_run: bool = False, max_delete: MaxDelete | None = None
+    ) -> Report:
         self.phase = "reconciling" if reason != "catch-up" else "catching up"
         self.rescans += 1
         log.info("reconcile", reason=reason, dry_run=dry_run)
-        report = self._call(lambda: self.syncer.reconcile(dry_run=dry_run))
+        report = self._call(lambda: self.syncer.reconcile(dry_run=dry_run, max_delete=max_delete))
         if dry_run:
             return report
-        outcome = getattr(report, "outcome", None)
         log.info(
             "reconciled",
             reason=reason,
-            hashed=getattr(report, "hashed", None),
-            uploaded=getattr(outcome, "uploaded", None),
-            deleted=getattr(outcome, "deleted", None),
-            duration_s=round(float(getattr(report, "duration_s", 0.0)), 3),
+            hashed=report.hashed,
+            uploaded=report.uploaded,
+            deleted=report.deleted,
+            duration_s=round(report.duration_s, 3),
             exit_code=report.exit_code,
         )
         self._after(report, what=reason)
@@ -441,7 +442,7 @@ class Worker:
         self.recorder.run_finished(
             "sync" if what == "sync" else "reconcile",
             report,
-            duration_s=float(getattr(report, "duration_s", 0.0)),
+            duration_s=report.duration_s,
             uploaded_bytes=report.uploaded_bytes,
             first_events=first_events,
         )
@@ -458,10 +459,10 @@ class Worker:
         if changed:
             log.info("files changed while uploading; queued again", count=len(changed))
             self.queue.requeue(changed)
-        if _deleted(report):
+        if report.deleted:
             # Deletes free account space: what waited for it goes up now, not at the
             # next scheduled reconcile.
-            waiting = self._waiting_for_space()
+            waiting = self.syncer.waiting_for_space()
             if waiting:
                 log.info("account space freed; files waiting for it queued", count=len(waiting))
                 for path in waiting:
@@ -470,19 +471,6 @@ class Worker:
             self.stats = dict(self.syncer.stats())
         except Exception:
             log.debug("stats unavailable", exc_info=True)
-
-    def _waiting_for_space(self) -> list[str]:
-        """Paths the engine holds back for want of account space (status ``quota``)."""
-        ask = getattr(self.syncer, "waiting_for_space", None)
-        if callable(ask):
-            return list(ask())
-        # The engine's records carry the status (Syncer.state.records()).
-        records = getattr(getattr(self.syncer, "state", None), "records", None)
-        if not callable(records):
-            return []
-        return sorted(
-            path for path, rec in records().items() if getattr(rec, "status", None) == "quota"
-        )
 
     def _refused_message(self, error: str) -> str:
         api = self.config.api
@@ -529,11 +517,6 @@ def _not_run(dry_run: bool, why: str) -> dict[str, Any]:
         "skipped": [],
         "notes": [],
     }
-
-
-def _deleted(report: Report) -> bool:
-    """Whether the run deleted remote files (the engine's RunReport.outcome.deleted)."""
-    return bool(getattr(getattr(report, "outcome", None), "deleted", 0))
 
 
 def _next_backoff(current: float) -> float:

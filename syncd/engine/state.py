@@ -160,6 +160,13 @@ class State:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM files").fetchall()
         return {row[0]: Record(*row) for row in rows}
 
+    def paths_with_status(self, status: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path FROM files WHERE status = ? ORDER BY path", (status,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def synced(self) -> list[Synced]:
         """The synced records, by path, as the mapping names them: read straight from
         the table (no Record built), since a project may have 100,000 of them and the

@@ -79,6 +79,14 @@ class RunReport:
         return self.outcome.changed_during_upload
 
     @property
+    def uploaded(self) -> int:
+        return self.outcome.uploaded
+
+    @property
+    def deleted(self) -> int:
+        return self.outcome.deleted
+
+    @property
     def uploaded_bytes(self) -> int:
         """Bytes of the files this run uploaded: its planned uploads that did not fail."""
         if self.dry_run or not self.outcome.uploaded:
@@ -429,6 +437,10 @@ class Syncer:
             self._published = mapping.write_atomic(
                 self.config.mapping_file, data, unless=self._published
             )
+
+    def waiting_for_space(self) -> list[str]:
+        """Paths held back for want of account space (status ``quota``)."""
+        return self.state.paths_with_status("quota")
 
     def stop_soon(self) -> None:
         """Start no more uploads or deletes: the run in progress lets its calls in
