@@ -116,3 +116,32 @@ def test_a_targeted_sync_never_reaches_outside_the_root(
     assert [f["filename"] for f in remote_files(emulator).values()] == ["a.txt"]
     refused = [e for e in report.errors if "outside the root" in e or "absolute" in e]
     assert len(refused) == 2, report.errors
+
+
+def test_an_edit_through_one_name_updates_the_file_s_other_names(
+    emulator_factory: Callable[..., EmulatorHandle],
+    syncer_on: Callable[..., Syncer],
+    tmp_path: Path,
+) -> None:
+    """A hard link and a link inside the root are the same file under other names; the
+    watcher reports an edit under the name it was made through only."""
+    emulator = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("first\n")
+    (root / "sub" / "hard.txt").hardlink_to(root / "a.txt")
+    (root / "sub" / "link.txt").symlink_to("../a.txt")
+    syncer = syncer_on(emulator, root)
+    assert syncer.reconcile().exit_code == 0
+    names = ["a.txt", "sub/hard.txt", "sub/link.txt"]
+    before = read_mapping(tmp_path / "mapping.json")
+    assert len({before[n]["file_id"] for n in names}) == 1  # one content, one remote file
+
+    with (root / "a.txt").open("a") as fh:  # in place: the inode stays
+        fh.write("second\n")
+    assert syncer.sync_paths(["a.txt"]).exit_code == 0
+    after = read_mapping(tmp_path / "mapping.json")
+    ids = {after[n]["file_id"] for n in names}
+    assert len(ids) == 1 and ids != {before["a.txt"]["file_id"]}, after
+    assert all(after[n]["bytes"] == len("first\nsecond\n") for n in names)
+    assert set(remote_files(emulator)) == ids  # the old version deleted, once

@@ -132,6 +132,31 @@ def root_relative(path: str) -> str:
     return plain
 
 
+def same_file_elsewhere(
+    root: Path, paths: Iterable[str], records: Mapping[str, Record]
+) -> set[str]:
+    """Recorded paths that are the same file as one of ``paths`` (a hard link, or a
+    link to it inside the root: the scan records a link under its target's inode).
+
+    A change is reported for the path it was made through only; the others would keep
+    the old content's id until the next full scan. Matched by the inode each path has
+    now and the one its record has, so a file its editor replaced (a new inode) still
+    takes along the links recorded with the old one.
+    """
+    inodes: set[int] = set()
+    for rel in paths:
+        rec = records.get(rel)
+        if rec is not None and rec.inode:
+            inodes.add(rec.inode)
+        try:
+            inodes.add(os.stat(root / rel).st_ino)
+        except OSError:
+            continue
+    if not inodes:
+        return set()
+    return {p for p, rec in records.items() if rec.inode in inodes} - set(paths)
+
+
 def scan_paths(
     root: Path,
     rules: Rules,

@@ -36,6 +36,7 @@ from syncd.engine.rules import Rules
 from syncd.engine.scan import (
     record_key,
     root_relative,
+    same_file_elsewhere,
     scan_paths,
     scan_root,
     unselected_examples,
@@ -253,6 +254,7 @@ class Syncer:
             if self.remote.listed_at is None and (failed := self._try_list([])):
                 return failed
             records = self.state.records()
+            scope = scope | same_file_elsewhere(self.config.root, scope, records)
             scan = scan_paths(
                 self.config.root, self.rules, records, scope, marker=self.config.sync.marker
             )
