@@ -9,6 +9,7 @@ emulator counterpart: it checks nothing the config does not ask for.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from syncd.api.providers import PROVIDERS, Provider
+from syncd.api.providers import DASHSCOPE, PROVIDERS, Provider
 from syncd.engine.validate import check_content, check_spec
 from tests.corpus import SAMPLES, Sample, materialize
 from tests.emulator_fixture import EmulatorHandle
@@ -114,3 +115,19 @@ def test_local_and_emulator_validators_agree_on_the_corpus(
     # Every purpose of the provider is exercised.
     assert {s.purpose for s in samples} == set(profile.purposes)
     assert emu.truth_files() == []
+
+
+def test_a_bad_batch_line_says_whether_its_bytes_or_its_json_are_wrong(tmp_path: Path) -> None:
+    spec = DASHSCOPE.spec("batch")
+    line = json.dumps({"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "qwen-plus", "messages": []}})  # fmt: skip
+    cases = {
+        "bytes.jsonl": (line + "\n" + line[:20] + "\xff" + "\n").encode("latin-1"),
+        "json.jsonl": (line + "\n" + '{"custom_id": "2",' + "\n").encode(),
+    }
+    reasons = {}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        reasons[name] = check_content(tmp_path / name, spec)
+    assert reasons["bytes.jsonl"] == "line 2: not valid UTF-8 (byte 21 of the line)"
+    assert (reasons["json.jsonl"] or "").startswith("line 2: not valid JSON ("), reasons

@@ -99,9 +99,13 @@ def check_jsonl(path: Path, rules: JsonlRules) -> str | None:
             if count > rules.max_lines:
                 return f"line {number}: more than {rules.max_lines} requests"
             try:
-                item = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                return f"line {number}: not valid UTF-8 JSON"
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: not valid UTF-8 (byte {exc.start + 1} of the line)"
+            try:
+                item = json.loads(text)
+            except ValueError as exc:
+                return f"line {number}: not valid JSON ({getattr(exc, 'msg', exc)})"
             if not isinstance(item, dict):
                 return f"line {number}: not a JSON object"
             cid = item.get("custom_id")
