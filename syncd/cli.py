@@ -431,7 +431,8 @@ def _mapping(ns: argparse.Namespace) -> Any:
 
 
 def _id(ns: argparse.Namespace) -> int:
-    """Ids in the order asked; an unknown path is named on stderr and makes exit 1."""
+    """Ids in the order asked, one line each; an unknown path gets an empty line (so
+    line N still answers path N), is named on stderr and makes exit 1."""
     from syncd.mapping import UnknownPath
 
     m = _mapping(ns)
@@ -441,6 +442,7 @@ def _id(ns: argparse.Namespace) -> int:
             entry = m[path]
         except UnknownPath as exc:
             print(f"syncd: {visible(exc)}", file=sys.stderr)
+            print()
             missing += 1
             continue
         print(entry.fileid if ns.fileid else entry.file_id)

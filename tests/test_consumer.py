@@ -82,9 +82,10 @@ def test_id_prints_ids_in_the_order_asked(
     fileid = run_syncd("id", cfg, "--fileid", "reports/q1.txt", key=None)
     assert fileid.stdout.strip() == f"fileid://{ids['reports/q1.txt']}"
 
-    partly = run_syncd("id", cfg, "top.txt", "nope.txt", key=None)
+    # Line N of the output answers path N: an unknown path gets an empty line.
+    partly = run_syncd("id", cfg, "nope.txt", "top.txt", key=None)
     assert partly.returncode == 1
-    assert partly.stdout.splitlines() == [ids["top.txt"]]
+    assert partly.stdout.splitlines() == ["", ids["top.txt"]]
     assert "nope.txt" in partly.stderr and "Traceback" not in partly.stderr
 
 
