@@ -226,3 +226,19 @@ def test_second_reconcile_on_same_state_dir_exits_4_naming_the_pid(
     assert done.returncode == 0, done.output
     assert_converged(emu, root, tmp_path / "mapping.json", paths)
     assert status(fast)["counts"] == {"synced": len(paths)}
+
+
+def test_a_corrupt_state_is_named(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    build_flat_tree(root, 2)
+    cfg = write_config(tmp_path, root, emu)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.sqlite3").write_bytes(b"not sqlite at all " * 40)
+    run = reconcile(cfg, emu.api_key)
+    assert run.returncode == 1
+    assert f"{tmp_path / 'state' / 'state.sqlite3'}: file is not a database" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert remote_files(emu) == {}

@@ -115,13 +115,17 @@ class State:
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            state_dir / "state.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        path = state_dir / "state.sqlite3"
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            # sqlite's own words ("file is not a database") do not say which file.
+            raise sqlite3.DatabaseError(f"{path}: {exc}") from None
         self._lock = threading.RLock()
 
     def _migrate(self) -> None:
