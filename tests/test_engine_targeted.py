@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from syncd.bootstrap import open_syncer
-from syncd.config import load_config
 from syncd.engine.sync import Syncer
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import (
-    KEY_ENV,
     build_flat_tree,
     fast_emulator,
     read_mapping,
     remote_files,
-    write_config,
 )
-
-
-@pytest.fixture
-def syncer_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Syncer]]:
-    opened: list[Syncer] = []
-
-    def open_(emulator: EmulatorHandle, root: Path, **sections: Any) -> Syncer:
-        monkeypatch.setenv(KEY_ENV, emulator.api_key)
-        config = load_config(write_config(tmp_path, root, emulator, **sections))
-        syncer = open_syncer(config)
-        opened.append(syncer)
-        return syncer
-
-    yield open_
-    for s in opened:
-        s.close()
 
 
 def test_slow_mass_delete_in_small_batches_hits_max_delete(

@@ -4,35 +4,15 @@ errors refuse every delete of the run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from syncd.bootstrap import open_syncer
-from syncd.config import RulesConfig, load_config
+from syncd.config import RulesConfig
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_paths
 from syncd.engine.sync import Syncer
 from tests.emulator_fixture import EmulatorHandle
-from tests.engine_helpers import KEY_ENV, fast_emulator, read_mapping, remote_files, write_config
-
-
-@pytest.fixture
-def syncer_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Syncer]]:
-    opened: list[Syncer] = []
-
-    def open_(emulator: EmulatorHandle, root: Path, **sections: Any) -> Syncer:
-        monkeypatch.setenv(KEY_ENV, emulator.api_key)
-        config = load_config(write_config(tmp_path, root, emulator, **sections))
-        syncer = open_syncer(config)
-        opened.append(syncer)
-        return syncer
-
-    yield open_
-    for s in opened:
-        s.close()
+from tests.engine_helpers import fast_emulator, read_mapping, remote_files
 
 
 def _folder_and_files(root: Path) -> None:

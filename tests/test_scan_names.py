@@ -4,19 +4,15 @@ watcher's targeted run finds it: recorded under its visible spelling, status inv
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from syncd.bootstrap import open_syncer
-from syncd.config import RulesConfig, load_config
+from syncd.config import RulesConfig
 from syncd.engine.rules import Rules
 from syncd.engine.scan import record_key, scan_paths, scan_root
 from syncd.engine.sync import Syncer
 from tests.emulator_fixture import EmulatorHandle
-from tests.engine_helpers import KEY_ENV, fast_emulator, remote_files, write_config
+from tests.engine_helpers import fast_emulator, remote_files
 
 BAD = b"bad\xfe.txt"
 # The name as the watcher queues it: decoded from the filesystem, bytes smuggled.
@@ -24,20 +20,6 @@ QUEUED = os.fsdecode(BAD)
 SHOWN = "bad\\xfe.txt"
 
 
-@pytest.fixture
-def syncer_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Syncer]]:
-    opened: list[Syncer] = []
-
-    def open_(emulator: EmulatorHandle, root: Path, **sections: Any) -> Syncer:
-        monkeypatch.setenv(KEY_ENV, emulator.api_key)
-        config = load_config(write_config(tmp_path, root, emulator, **sections))
-        syncer = open_syncer(config)
-        opened.append(syncer)
-        return syncer
-
-    yield open_
-    for s in opened:
-        s.close()
 
 
 def _bad_name(root: Path) -> None:
