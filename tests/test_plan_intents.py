@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
-from syncd.engine.model import Intent, LocalFile, Plan, Record, ScanResult
+from syncd.engine.model import Intent, LocalFile, LostCopy, Plan, Record, ScanResult
 from syncd.engine.plan import Policy, StateView, plan
 
 T0 = 1_700_000_000.0
@@ -140,3 +140,27 @@ def test_a_copy_shares_the_adopted_id_not_the_one_its_original_lets_go() -> None
     assert [(a.path, a.file_id) for a in p.adopts] == [("a/x.txt", "file-fe-new")]
     assert [(s.path, s.file_id) for s in p.shares] == [("b/copy.txt", "file-fe-new")]
     assert [(d.file_id, d.reason) for d in p.deletes] == [("file-fe-old", "replaced")]
+
+
+def test_copies_lost_attempts_may_have_stored_are_deleted_as_ours() -> None:
+    # x.txt was sent three times; the third is recorded. Copies of the first two show in
+    # the listing now, beside a look-alike another project claimed and one outside the
+    # window; a lost copy noted two days ago is no longer looked for.
+    window = UploadWindow(T0, T0 + 20)
+    recorded = remote("file-fe-rec", "x.txt", T0 + 25)
+    first, second = remote("file-fe-1", "x.txt", T0 + 1), remote("file-fe-2", "x.txt", T0 + 9)
+    claimed = remote("file-fe-theirs", "x.txt", T0 + 5)
+    later = remote("file-fe-later", "x.txt", T0 + 60)
+    rec = Record("a/x.txt", "synced", recorded.id, "file-extract", "x.txt", 10, 1, 1, "s1")
+    now, stale = LostCopy(1, "a/x.txt", "x.txt", 10, window, T0 + 30), LostCopy(
+        2, "a/x.txt", "x.txt", 10, UploadWindow(T0 - 99, T0 - 90), T0 - 2 * 86_400
+    )
+    listing = {f.id: f for f in (recorded, first, second, claimed, later)}
+    view = StateView({"a/x.txt": rec}, {}, set(), frozenset({claimed.id}), frozenset(),
+                     [now, stale])  # fmt: skip
+    p = plan(ScanResult(files={"a/x.txt": local("a/x.txt")}), view, listing, Policy(now=T0 + 60))
+    assert sorted((d.file_id, d.reason) for d in p.deletes) == [
+        ("file-fe-1", "orphan"), ("file-fe-2", "orphan")
+    ]
+    assert p.clear_lost == [2]
+    assert p.uploads == [] and p.refused is None

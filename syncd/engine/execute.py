@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,7 +155,7 @@ class Executor:
         # Files listed before this run sent anything: none of them can be what one of
         # its uploads stored, whatever its name, size and time (a file uploaded by hand
         # a moment before, say).
-        self._listed_before = frozenset(remote.snapshot())
+        self._listed_before = remote.snapshot()
         self._publish: Callable[[], None] = lambda: None
         self._publish_every_s = publish_every_s
         # When the mapping was last published, what that cost, and the uploads it named.
@@ -236,6 +236,8 @@ class Executor:
             self._progress("adopt")
         for path in plan.clear_intents:
             self._state.clear_intent(path)
+        if plan.clear_lost:
+            self._state.clear_lost_copies(plan.clear_lost)
         self._state.note_many(plan.notes)
         for note in plan.notes:
             if note.status not in ("synced",):
@@ -418,7 +420,7 @@ class Executor:
 
         for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
-                return self._client.upload(path, purpose, filename=name, on_sent=sent), attempt
+                uploaded = self._client.upload(path, purpose, filename=name, on_sent=sent)
             except AmbiguousUploadError as lost:
                 # Every attempt so far may have stored the file: look across all of them.
                 w = lost.window
@@ -436,10 +438,25 @@ class Executor:
                     raise lost from None
                 if found is not None:
                     log.info("adopted after lost response", path=intent.path, file_id=found.id)
+                    self._note_lost_copies(intent, window, attempt)
                     return found, attempt
                 if attempt == AMBIGUOUS_TRIES:
                     raise
+                continue
+            self._note_lost_copies(intent, window, attempt + 1)
+            return uploaded, attempt
         raise AssertionError("unreachable")
+
+    def _note_lost_copies(self, intent: Intent, window: UploadWindow | None, sent: int) -> None:
+        """``sent`` attempts stored a file each, perhaps, and one of them is recorded: the
+        others may have stored copies no listing showed yet. Later full runs look for
+        them in ``window`` (unless a file listed before the run could pass for one: a
+        look-alike that is not ours)."""
+        if window is None or sent < 2:
+            return
+        before = self._listed_before.values()
+        if find_own_upload(intent.filename, intent.size, window, before, ()) is None:
+            self._state.note_lost_copy(intent.path, intent.filename, intent.size, window)
 
     def _look_again(self, filename: str, size: int, window: UploadWindow) -> RemoteFile | None:
         """Our upload whose response this run lost: looked for in ``LOOKS`` listings
@@ -448,7 +465,7 @@ class Executor:
         for look in range(LOOKS):
             if look:
                 time.sleep(LOOK_PAUSE_S * look)
-            found = self._look_for(filename, size, window, exclude=self._listed_before)
+            found = self._look_for(filename, size, window, exclude=set(self._listed_before))
             if found is not None:
                 return found
         return None
@@ -458,13 +475,13 @@ class Executor:
         filename: str,
         size: int,
         window: UploadWindow,
-        exclude: frozenset[str] = frozenset(),
+        exclude: Collection[str] = frozenset(),
     ) -> RemoteFile | None:
         """Our lost upload among the files listed now (the planner's rule, on a fresh
         look), claimed for this project before it is returned. ``exclude``: ids that
         cannot be it."""
         files = list(self._client.find_uploaded(window))
-        taken = self._owned() | self._claims.others() | exclude
+        taken = self._owned() | self._claims.others() | set(exclude)
         while (found := find_own_upload(filename, size, window, files, taken)) is not None:
             if self._claims.claim(found.id):
                 return found

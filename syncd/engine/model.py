@@ -72,6 +72,23 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class LostCopy:
+    """An attempt whose response was lost, made before an upload that succeeded.
+
+    The attempt may have stored a copy that no listing showed in time (the file was
+    sent again after several looks): later full runs look for it again, and delete it
+    as ours, until ``LOST_COPY_KEEP_S`` after it was noted.
+    """
+
+    key: int
+    path: str
+    filename: str
+    size: int
+    window: UploadWindow
+    noted_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Intent:
     """Written before an upload starts, cleared when its outcome is recorded.
 
@@ -187,6 +204,8 @@ class Plan:
     # Paths that stop using their remote id while other paths keep it (no delete).
     detaches: list[str] = field(default_factory=list)
     clear_intents: list[str] = field(default_factory=list)
+    # Lost copies (their keys) looked for long enough: no longer looked for.
+    clear_lost: list[int] = field(default_factory=list)
     # Run deletes before uploads: only when the account is short of space.
     deletes_first: bool = False
     # Why deletes (or the whole run) were refused; None when nothing was.

@@ -25,6 +25,7 @@ from syncd.engine.model import (
     Forget,
     Intent,
     LocalFile,
+    LostCopy,
     Note,
     Plan,
     Record,
@@ -32,6 +33,9 @@ from syncd.engine.model import (
     Share,
     Upload,
 )
+
+# How long full runs look for a copy a lost attempt may have stored (see LostCopy).
+LOST_COPY_KEEP_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class StateView:
     claimed_elsewhere: Collection[str] = frozenset()
     # Ids this project claimed (uploaded or adopted) and has not released.
     claimed_here: Collection[str] = frozenset()
+    lost_copies: Collection[LostCopy] = ()
 
     def owned_ids(self) -> set[str]:
         ids = {r.file_id for r in self.records.values() if r.file_id}
@@ -125,6 +130,7 @@ def plan(
         known = owned | {d.file_id for d in out.deletes}
         strays = sorted(f for f in state.claimed_here if f in remote and f not in known)
         out.deletes.extend(Delete(file_id, "stray") for file_id in strays)
+        _find_lost_copies(state, remote, policy, owned | set(adopted.values()), out)
 
     _guard_deletes(scan, state, policy, out)
     _fit_quota(remote, policy, out)
@@ -166,6 +172,28 @@ def _adopt_from_intents(
         else:  # the file moved on since: what we uploaded is ours but stale
             out.deletes.append(Delete(keep.id, "orphan", intent.path))
     return adopted
+
+
+def _find_lost_copies(
+    state: StateView,
+    remote: Mapping[str, RemoteFile],
+    policy: Policy,
+    owned: set[str],
+    out: Plan,
+) -> None:
+    """Copies that attempts with a lost response may have stored before the file was
+    sent again: found by the intents' rule, they are ours and not wanted. They are
+    looked for until ``LOST_COPY_KEEP_S`` after they were noted: a listing that lagged
+    has long caught up by then."""
+    taken = owned | set(state.claimed_elsewhere) | {d.file_id for d in out.deletes}
+    for lost in sorted(state.lost_copies, key=lambda c: c.key):
+        # Every copy in the window: each lost attempt may have stored one, and a listing
+        # may show some of them now and the others later.
+        while f := find_own_upload(lost.filename, lost.size, lost.window, remote.values(), taken):
+            taken.add(f.id)
+            out.deletes.append(Delete(f.id, "orphan", lost.path))
+        if lost.noted_at < policy.now - LOST_COPY_KEEP_S:
+            out.clear_lost.append(lost.key)
 
 
 def _decide(

@@ -21,7 +21,7 @@ from typing import Any
 
 from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
-from syncd.engine.model import Intent, LocalFile, Note, Record
+from syncd.engine.model import Intent, LocalFile, LostCopy, Note, Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -59,6 +59,17 @@ CREATE TABLE IF NOT EXISTS garbage (
     file_id TEXT PRIMARY KEY,
     path TEXT,
     since REAL NOT NULL
+);
+-- Attempts whose response was lost before an upload of the same file succeeded: a copy
+-- they may have stored is looked for by later full runs (see model.LostCopy).
+CREATE TABLE IF NOT EXISTS lost_copies (
+    key INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    earliest REAL NOT NULL,
+    latest REAL NOT NULL,
+    noted_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -241,6 +252,25 @@ class State:
                 "latest = MAX(COALESCE(latest, ?), ?) WHERE path = ?",
                 (window.earliest, window.earliest, window.latest, window.latest, path),
             )
+
+    def note_lost_copy(self, path: str, filename: str, size: int, window: UploadWindow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO lost_copies (path, filename, size, earliest, latest, noted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (path, filename, size, window.earliest, window.latest, time.time()),
+            )
+
+    def lost_copies(self) -> list[LostCopy]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, path, filename, size, earliest, latest, noted_at FROM lost_copies"
+            ).fetchall()
+        return [LostCopy(k, p, f, s, UploadWindow(lo, hi), at) for k, p, f, s, lo, hi, at in rows]
+
+    def clear_lost_copies(self, keys: Iterable[int]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM lost_copies WHERE key = ?", ((k,) for k in keys))
 
     def clear_intent(self, path: str) -> None:
         with self._tx() as db:

@@ -305,6 +305,7 @@ class Syncer:
             self.state.garbage(),
             self.claims.others(),
             self.claims.mine(),
+            self.state.lost_copies(),
         )
         the_plan = plan(scan, view, self.remote.snapshot(), policy)
         report = RunReport(
