@@ -105,7 +105,7 @@ def _state_owner(config: Config) -> list[str]:
     from syncd.engine import identity
     from syncd.engine.state import State
 
-    if not (config.state_dir / "state.sqlite3").is_file():
+    if not State.exists(config.state_dir):
         return []
     client = FilesClient(config.api.base_url, load_key(config), provider=config.api.profile)
     try:

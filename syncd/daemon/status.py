@@ -32,7 +32,7 @@ def from_state(config: Config) -> dict[str, Any] | None:
     """The status as the state file tells it; None when there is no state yet."""
     from syncd.engine.state import State
 
-    if not (config.state_dir / "state.sqlite3").exists():
+    if not State.exists(config.state_dir):
         return None
     state = State(config.state_dir)
     try:

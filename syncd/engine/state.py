@@ -124,9 +124,16 @@ class StateLock:
 class State:
     """All reads and writes of the state database. Thread-safe."""
 
+    FILE = "state.sqlite3"
+
+    @classmethod
+    def exists(cls, state_dir: Path) -> bool:
+        """Whether a state was ever opened in ``state_dir`` (opening one creates it)."""
+        return (state_dir / cls.FILE).is_file()
+
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        path = state_dir / "state.sqlite3"
+        path = state_dir / self.FILE
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
