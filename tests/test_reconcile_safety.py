@@ -153,3 +153,32 @@ def test_a_new_project_on_a_retired_projects_state_dir_deletes_none_of_its_files
     assert "unknown to its state" in run.json["refused"]
     assert old_files <= set(remote_files(emu))
     assert list(read_mapping(tmp_path / "mapping.json")) == ["n.txt"]
+
+
+def test_claims_on_ids_someone_else_deleted_are_released(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    """Every run reads the claims registry: an id deleted on the remote by someone else
+    (or expired) is released once the provider says it is gone, not kept forever."""
+    import sqlite3
+
+    import httpx
+
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    build_flat_tree(root, 3)
+    cfg = write_config(tmp_path, root, emu)
+    assert reconcile(cfg, emu.api_key).returncode == 0
+    gone = sorted(remote_files(emu))[0]
+    httpx.delete(f"{emu.url}/files/{gone}", timeout=30,
+                 headers={"Authorization": f"Bearer {emu.api_key}"}).raise_for_status()  # fmt: skip
+
+    def claimed() -> set[str]:
+        (registry,) = (tmp_path / "pacing").glob("*-claims.sqlite3")
+        with sqlite3.connect(registry) as db:
+            return {row[0] for row in db.execute("SELECT file_id FROM claims")}
+
+    assert gone in claimed()
+    assert reconcile(cfg, emu.api_key).returncode == 0  # uploads the file again
+    assert gone not in claimed()
+    assert claimed() == set(remote_files(emu))

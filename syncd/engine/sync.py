@@ -51,6 +51,8 @@ log = structlog.get_logger("syncd.engine")
 UNSYNCED = ("invalid", "quota", "error", "changing", "pending")
 # Deletes by targeted syncs within this long count together against max_delete.
 DELETE_WINDOW_S = 600.0
+# Claims on ids gone from the provider checked (one read each) and released per reconcile.
+RELEASE_PER_RUN = 20
 
 
 @dataclass
@@ -215,6 +217,8 @@ class Syncer:
             scanned_s = time.monotonic() - started
             failed = self._try_list(scan.errors)
             report = failed or self._run(scan, records, None, dry_run, progress, max_delete)
+            if not (failed or dry_run or report.aborted or report.interrupted):
+                self._release_gone_claims()
             # Files no purpose rule takes have no record: the report names a few per rule.
             report.skipped.update(unselected_examples(scan))
             report.duration_s = time.monotonic() - started
@@ -377,6 +381,28 @@ class Syncer:
             errors = [*scan_errors, f"cannot list remote files: {exc}"]
             return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
         return None
+
+    def _release_gone_claims(self) -> None:
+        """Let go of claims on ids the provider no longer has (someone deleted them, or
+        they expired): each claim is read by every run, and nothing can take such an id
+        again. An id is released only when nothing here knows it, the listing lacks it
+        and the provider answers not-found for it; a few per run, so a large backlog
+        costs no burst of reads."""
+        listed = self.remote.snapshot()
+        known = {r.file_id for r in self.state.records().values() if r.file_id}
+        known |= self.state.garbage()
+        candidates = sorted(self.claims.mine() - known - set(listed))
+        released = 0
+        for file_id in candidates[:RELEASE_PER_RUN]:
+            try:
+                self.client.retrieve(file_id)
+            except NotFoundError:
+                self.claims.release(file_id)
+                released += 1
+            except APIError:
+                break  # anything else: try again next run
+        if released:
+            log.info("claims released on ids the provider no longer has", count=released)
 
     def _confirm_absence(self, records: dict[str, Record], scope: frozenset[str] | None) -> int:
         """A listing is not a proof of absence: ask for each of our ids it lacks.
