@@ -34,6 +34,9 @@ PER_FILE_EVENTS = frozenset({
     "api.delete.already_gone", "api.upload.adopted", "api.upload.not_stored",
 })  # fmt: skip
 
+# The handler configure() put on the root logger (replaced by the next call).
+_handler: logging.Handler | None = None
+
 Listener = Callable[[Mapping[str, Any]], None]
 _listeners: list[Listener] = []
 
@@ -110,34 +113,51 @@ def use_json(fmt: str) -> bool:
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
+    global _handler
     fmt = _override_format or fmt
     level = _override_level or level
     numeric = getattr(logging, level.upper(), logging.INFO)
     stream: TextIO = _CurrentStderr()  # type: ignore[assignment]
-    logging.basicConfig(level=numeric, stream=stream, format="%(name)s: %(message)s")
-    logging.getLogger().setLevel(numeric)
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
-    processors: list[Any] = [
+    # What every line goes through, syncd's own events and the standard library's alike.
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _redact,
-        _notify,
     ]
+    renderer: Any
     if use_json(fmt):
-        processors.append(structlog.processors.JSONRenderer(ensure_ascii=False))
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     else:
-        processors.append(_per_file_at_debug(numeric <= logging.DEBUG))
         # Exceptions arrive as text (format_exc_info): no pretty formatter is wanted.
         renderer = structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
-        processors.append(renderer)
+    own: list[Any] = [*shared, _notify]
+    if not use_json(fmt):
+        own.append(_per_file_at_debug(numeric <= logging.DEBUG))
     structlog.configure(
-        processors=processors,
+        processors=[*own, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    # Lines from watchdog, APScheduler, uvicorn and Python's warnings come out in the
+    # same format (one JSON object per line under systemd), redacted the same way.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    _handler = handler
+    logging.captureWarnings(True)
