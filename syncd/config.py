@@ -581,7 +581,13 @@ _BAD = _Absent()
 
 
 class _Reader:
-    def __init__(self, source: str, base: Path, key_vars: frozenset[str]) -> None:
+    def __init__(
+        self,
+        source: str,
+        base: Path,
+        key_vars: frozenset[str],
+        key_file_secrets: frozenset[str] = frozenset(),
+    ) -> None:
         self.source = source
         self.base = base
         self.problems: list[tuple[int, str]] = []
@@ -591,9 +597,12 @@ class _Reader:
         self.suggested: set[str] = set()
         # Line of each rules.purposes[i].purpose, so the provider check can name it.
         self.purpose_lines: dict[int, int] = {}
-        # Variables holding an API key, and their values: interpolating one is refused.
+        # Variables holding an API key, and their values, and the key api_key_file holds:
+        # interpolating any of them is refused, whichever source the key is read from.
         self.key_vars = key_vars
+        self.key_file_secrets = key_file_secrets
         self.secrets = {v for n in key_vars if (v := os.environ.get(n, "").strip())}
+        self.secrets |= key_file_secrets
 
     def problem(self, line: int, key: str, message: str) -> None:
         self.problems.append((line, f"{self.source}:{line}: {key}: {message}"))
@@ -656,10 +665,16 @@ class _Reader:
             value = os.environ.get(name)
             if name in self.key_vars or (value and value.strip() in self.secrets):
                 failed = True
+                from_file = (value or "").strip() in self.key_file_secrets
+                instead = (
+                    "it is read from api.api_key_file"
+                    if from_file
+                    else f"name the variable instead (api_key_env: {name})"
+                )
                 self.problem(
                     _line(node), key,
                     f"${{{name}}} holds the API key, which must not be copied into the "
-                    f"configuration; name the variable instead (api_key_env: {name})",
+                    f"configuration; {instead}",
                 )  # fmt: skip
                 return ""
             if value is None:
@@ -954,6 +969,30 @@ def _key_vars(node: yaml.MappingNode) -> frozenset[str]:
     return frozenset(names)
 
 
+def _key_file_secrets(
+    node: yaml.MappingNode, source: str, base: Path, key_vars: frozenset[str]
+) -> frozenset[str]:
+    """The keys the file(s) api_key_file names hold, read before the walk so that a value
+    copying one through ``${VAR}`` is refused wherever it comes in the file. A path that
+    cannot be read yields nothing here: loading the key says why."""
+    found: set[str] = set()
+    for k, v in node.value:
+        if k.value != "api" or not isinstance(v, yaml.MappingNode):
+            continue
+        for k2, v2 in v.value:
+            if k2.value != "api_key_file" or not isinstance(v2, yaml.ScalarNode):
+                continue
+            # A throwaway reader: the path is read as the walk reads it, its problems
+            # are the walk's to report.
+            path = _Reader(source, base, key_vars).read_one(SCHEMA["api.api_key_file"], v2)
+            try:
+                if isinstance(path, Path) and path.is_file():  # never a FIFO or a device
+                    found.add(path.read_text("utf-8").strip())
+            except (OSError, UnicodeDecodeError):
+                pass
+    return frozenset(found - {""})
+
+
 def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:
     base = base or Path.cwd()
     try:
@@ -966,7 +1005,8 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{source}:1: the file must be a mapping of keys")
 
-    r = _Reader(source, base, _key_vars(node))
+    key_vars = _key_vars(node)
+    r = _Reader(source, base, key_vars, _key_file_secrets(node, source, base, key_vars))
     r.walk(node, "")
     for key in KEYS:
         if key.required and key.name not in r.values and key.name not in r.suggested:

@@ -201,3 +201,34 @@ def test_check_config_errors_with_the_key_set(
     outputs.append(("check-config with errors", got))
     assert got.returncode == 2
     assert "api.base_url" in got.stderr and "limits.upload_qps" in got.stderr
+
+
+def test_a_variable_copying_the_key_file_is_refused_like_the_key_variable(
+    tmp_path: Path, outputs: list[tuple[str, Run]]
+) -> None:
+    """The key read from api.api_key_file and also copied in through another variable
+    is refused at that value's line, by every command that loads the config."""
+    project = tmp_path / "project"
+    project.mkdir()
+    build_flat_tree(tmp_path / "root", 2)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n", "utf-8")
+    cfg = write_config(project, tmp_path / "root", "http://127.0.0.1:9/v1",
+                       api={"api_key_env": None, "api_key_file": str(key_file)})  # fmt: skip
+    data = yaml.safe_load(cfg.read_text("utf-8"))
+    data["api"] = {k: v for k, v in data["api"].items() if v is not None}
+    data["project"] = "docs-${DEPLOY_TOKEN}"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    line = next(i for i, t in enumerate(cfg.read_text("utf-8").splitlines(), 1)
+                if t.startswith("project:"))  # fmt: skip
+
+    for command, *extra in (("check-config",), ("check-config", "--online"),
+                            ("reconcile", "--json"), ("status",), ("ls-remote",)):  # fmt: skip
+        got = run_syncd(command, cfg, *extra, key=None, env={"DEPLOY_TOKEN": KEY})
+        outputs.append((f"key file copied: {command}", got))
+        assert got.returncode == 2, got.output
+        assert f"{cfg}:{line}: project: ${{DEPLOY_TOKEN}} holds the API key" in got.stderr, (
+            got.output
+        )
+    assert not (project / "mapping.json").exists()
+    assert _leaks_in_tree(project) == []
