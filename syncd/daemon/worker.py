@@ -39,6 +39,15 @@ TICK_S = 1.0
 MAX_BACKOFF_S = 60.0
 # How long past the first due path the worker waits before taking a batch.
 GATHER_S = 0.25
+# While files wait for account space (status ``quota``), how often the account is
+# listed again (by a full reconcile) to see space freed by anyone else: another
+# project or host on the key, a person, the provider expiring a file. The daemon's
+# own deletes re-queue those files at once; only a listing sees the others. A
+# minute keeps the wait far below the hourly scheduled reconcile, while one listing
+# and one walk of the root a minute stay small next to the read limits (several per
+# second) and to the work of a folder big enough to fill an account. Nothing is
+# listed while no file waits.
+QUOTA_RECHECK_S = 60.0
 
 WatcherFactory = Callable[[Config, QueueingHandler, CanHold], Watcher]
 
@@ -65,6 +74,7 @@ class Worker:
         probe: Probe | None = None,
         batch_size: int = BATCH_SIZE,
         recorder: Recorder | None = None,
+        quota_recheck_s: float = QUOTA_RECHECK_S,
     ) -> None:
         self.config = config
         self.syncer = syncer
@@ -101,6 +111,10 @@ class Worker:
         self._busy_since: float | None = None
         self.synced_batches = 0
         self.rescans = 0
+        self._quota_recheck_s = quota_recheck_s
+        # When (monotonic) the account is looked at again for files waiting for space;
+        # None while none wait.
+        self._space_recheck_at: float | None = None
 
     # ------------------------------------------------------------ for the supervisor
 
@@ -186,6 +200,10 @@ class Worker:
                     return
                 self.queue.request_rescan("the folder is back")
                 continue
+            recheck = self._space_recheck_at
+            if recheck is not None and time.monotonic() >= recheck:
+                self._space_recheck_at = None  # armed again by the reconcile's outcome
+                self.queue.request_rescan("files wait for account space: listing it again")
             reason = self.queue.take_rescan()
             if reason is not None:
                 ok = self._run_reconcile(reason)
@@ -471,6 +489,15 @@ class Worker:
             self.stats = dict(self.syncer.stats())
         except Exception:
             log.debug("stats unavailable", exc_info=True)
+        self._arm_space_recheck(listed=what != "sync")
+
+    def _arm_space_recheck(self, *, listed: bool) -> None:
+        """While files wait for account space, look at the account again
+        ``quota_recheck_s`` after the last listing (a reconcile's); none waiting, never."""
+        if not self.stats.get("quota"):
+            self._space_recheck_at = None
+        elif listed or self._space_recheck_at is None:
+            self._space_recheck_at = time.monotonic() + self._quota_recheck_s
 
     def _refused_message(self, error: str) -> str:
         api = self.config.api
