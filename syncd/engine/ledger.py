@@ -57,6 +57,7 @@ import structlog
 
 from syncd.api.pacing import Failover
 from syncd.api.pacing_redis import connect, describe
+from syncd.units import human_bytes
 
 if TYPE_CHECKING:
     import redis
@@ -491,8 +492,8 @@ class RedisLedger:
         )
         return (
             f"account quota full {where}: {seen.files}/{self._quota.max_files} files, "
-            f"{seen.bytes}/{self._quota.max_bytes} bytes stored or reserved; "
-            f"waits until space is freed ({nbytes} bytes needed)"
+            f"{human_bytes(seen.bytes)} of {human_bytes(self._quota.max_bytes)} stored or "
+            f"reserved; waits until space is freed ({human_bytes(nbytes)} needed)"
         )
 
     def close(self) -> None:
