@@ -3,6 +3,8 @@ someone else put there, nor sent twice because one listing left it out."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ from tests.engine_helpers import (
     read_mapping,
     reconcile,
     remote_files,
+    spawn_reconcile,
     write_config,
 )
 from tests.helpers import wait_for
@@ -120,3 +123,53 @@ def test_a_copy_no_listing_showed_in_time_is_deleted_by_the_next_run(
     assert sorted(read_mapping(tmp_path / "mapping.json")) == sorted(paths)
     assert set(remote_files(emu)) == {e["file_id"] for e in
                                       read_mapping(tmp_path / "mapping.json").values()}  # fmt: skip
+
+
+def test_every_copy_of_a_file_whose_responses_were_all_lost_is_cleaned_up(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    # Every response lost and no listing showing anything new: each of the attempts
+    # stores a copy, and the run gives up on the file. Once the provider is well, the
+    # next run adopts one copy and deletes the others: one file on the remote.
+    emu = fast_emulator(emulator_factory, drop_after_store=1.0, fault_list_omit=1.0)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "keep.txt").write_text("keep\n")
+    cfg = write_config(tmp_path, root, emu)
+    assert reconcile(cfg, emu.api_key).returncode == 1  # the file is left to the next run
+    assert len(emu.truth_files()) >= 2
+    emu.configure(drop_after_store=0, fault_list_omit=0)
+
+    run = reconcile(cfg, emu.api_key)
+    assert run.returncode == 0, run.output
+    assert run.json["adopted"] == 1
+    mapped = read_mapping(tmp_path / "mapping.json")["keep.txt"]["file_id"]
+    assert set(remote_files(emu)) == {mapped}
+
+
+def test_a_file_deleted_while_its_lost_upload_is_retried_is_not_a_crash(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    # The first attempt's response is lost and no listing shows the file: while syncd
+    # looks (seconds), the file is deleted, so the next attempt finds nothing to send.
+    emu = fast_emulator(emulator_factory, drop_after_store=1.0, fault_list_omit=1.0)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "doomed.txt").write_text("doomed\n")
+    (root / "keep.txt").write_text("keep\n")
+    cfg = write_config(tmp_path, root, emu, limits={"workers": 1})
+    proc = spawn_reconcile(cfg, emu.api_key, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: any(f["filename"] == "doomed.txt" for f in emu.truth_files()),
+             timeout=60, what="the first attempt stored")  # fmt: skip
+    (root / "doomed.txt").unlink()
+    out, err = proc.communicate(timeout=120)
+    assert b"upload crashed" not in err and b"Traceback" not in err, err.decode()[-2000:]
+    report = json.loads(out)
+    doomed = [n for n in report["not_synced"] if n["path"] == "doomed.txt"]
+    assert doomed and doomed[0]["status"] == "changing", report["not_synced"]
+
+    emu.configure(drop_after_store=0, fault_list_omit=0)
+    run = reconcile(cfg, emu.api_key)
+    assert run.returncode == 0, run.output
+    assert sorted(read_mapping(tmp_path / "mapping.json")) == ["keep.txt"]
+    assert [f["filename"] for f in remote_files(emu).values()] == ["keep.txt"]

@@ -152,9 +152,8 @@ def test_copies_lost_attempts_may_have_stored_are_deleted_as_ours() -> None:
     claimed = remote("file-fe-theirs", "x.txt", T0 + 5)
     later = remote("file-fe-later", "x.txt", T0 + 60)
     rec = Record("a/x.txt", "synced", recorded.id, "file-extract", "x.txt", 10, 1, 1, "s1")
-    now, stale = LostCopy(1, "a/x.txt", "x.txt", 10, window, T0 + 30), LostCopy(
-        2, "a/x.txt", "x.txt", 10, UploadWindow(T0 - 99, T0 - 90), T0 - 2 * 86_400
-    )
+    now = LostCopy(1, "a/x.txt", "x.txt", 10, window, T0 + 30, most=2)
+    stale = LostCopy(2, "a/x.txt", "x.txt", 10, UploadWindow(T0 - 99, T0 - 90), T0 - 2 * 86_400)
     listing = {f.id: f for f in (recorded, first, second, claimed, later)}
     view = StateView({"a/x.txt": rec}, {}, set(), frozenset({claimed.id}), frozenset(),
                      [now, stale])  # fmt: skip
@@ -162,5 +161,11 @@ def test_copies_lost_attempts_may_have_stored_are_deleted_as_ours() -> None:
     assert sorted((d.file_id, d.reason) for d in p.deletes) == [
         ("file-fe-1", "orphan"), ("file-fe-2", "orphan")
     ]
-    assert p.clear_lost == [2]
+    assert p.found_lost == {1: 2}
+    assert p.clear_lost == [1, 2]  # both copies found; the other one looked for long enough
     assert p.uploads == [] and p.refused is None
+    # No more than the attempts made: with one already found, only the earliest other.
+    view = StateView({"a/x.txt": rec}, {}, set(), frozenset({claimed.id}), frozenset(),
+                     [LostCopy(1, "a/x.txt", "x.txt", 10, window, T0 + 30, most=2, found=1)])
+    p = plan(ScanResult(files={"a/x.txt": local("a/x.txt")}), view, listing, Policy(now=T0 + 60))
+    assert [d.file_id for d in p.deletes] == ["file-fe-1"] and p.clear_lost == [1]

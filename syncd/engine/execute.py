@@ -236,6 +236,8 @@ class Executor:
             self._progress("adopt")
         for path in plan.clear_intents:
             self._state.clear_intent(path)
+        if plan.found_lost:
+            self._state.found_lost_copies(plan.found_lost)
         if plan.clear_lost:
             self._state.clear_lost_copies(plan.clear_lost)
         self._state.note_many(plan.notes)
@@ -330,6 +332,13 @@ class Executor:
                 if refused_key:
                     raise
                 return self._fail(up, failed)
+            except OSError as exc:
+                # The file went (or became unreadable) before an attempt could open it
+                # again. The intent stays: an attempt before may have stored it.
+                self._ledger.release(reservation)
+                why = exc.strerror or type(exc).__name__
+                reason = f"gone or unreadable while it was sent ({why}); will look again"
+                return self._fail(up, Failed("changing", reason, True))
             except BaseException:
                 self._ledger.release(reservation)
                 raise
@@ -438,25 +447,29 @@ class Executor:
                     raise lost from None
                 if found is not None:
                     log.info("adopted after lost response", path=intent.path, file_id=found.id)
-                    self._note_lost_copies(intent, window, attempt)
+                    self._note_lost_copies(intent, window, attempt - 1)
                     return found, attempt
                 if attempt == AMBIGUOUS_TRIES:
+                    # The intent stays: the next full run adopts one of them, if any.
+                    self._note_lost_copies(intent, window, attempt)
                     raise
                 continue
-            self._note_lost_copies(intent, window, attempt + 1)
+            self._note_lost_copies(intent, window, attempt - 1)
             return uploaded, attempt
         raise AssertionError("unreachable")
 
-    def _note_lost_copies(self, intent: Intent, window: UploadWindow | None, sent: int) -> None:
-        """``sent`` attempts stored a file each, perhaps, and one of them is recorded: the
-        others may have stored copies no listing showed yet. Later full runs look for
-        them in ``window`` (unless a file listed before the run could pass for one: a
-        look-alike that is not ours)."""
-        if window is None or sent < 2:
+    def _note_lost_copies(self, intent: Intent, window: UploadWindow | None, most: int) -> None:
+        """``most`` attempts whose response was lost may each have stored a copy that no
+        listing showed yet (the one recorded is not among them). Later full runs look
+        for them in ``window``, unless a file listed before the run could pass for one:
+        a look-alike that is not ours."""
+        if window is None or most < 1:
             return
         before = self._listed_before.values()
         if find_own_upload(intent.filename, intent.size, window, before, ()) is None:
-            self._state.note_lost_copy(intent.path, intent.filename, intent.size, window)
+            self._state.note_lost_copies(
+                intent.path, intent.filename, intent.size, window, most
+            )
 
     def _look_again(self, filename: str, size: int, window: UploadWindow) -> RemoteFile | None:
         """Our upload whose response this run lost: looked for in ``LOOKS`` listings

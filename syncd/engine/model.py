@@ -75,9 +75,9 @@ class Record:
 class LostCopy:
     """An attempt whose response was lost, made before an upload that succeeded.
 
-    The attempt may have stored a copy that no listing showed in time (the file was
-    sent again after several looks): later full runs look for it again, and delete it
-    as ours, until ``LOST_COPY_KEEP_S`` after it was noted.
+    Each of ``most`` attempts may have stored a copy that no listing showed in time:
+    later full runs look for them in ``window`` and delete them as ours, no more than
+    ``most`` in all (``found`` so far), until ``LOST_COPY_KEEP_S`` after they were noted.
     """
 
     key: int
@@ -86,6 +86,8 @@ class LostCopy:
     size: int
     window: UploadWindow
     noted_at: float
+    most: int = 1
+    found: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +206,10 @@ class Plan:
     # Paths that stop using their remote id while other paths keep it (no delete).
     detaches: list[str] = field(default_factory=list)
     clear_intents: list[str] = field(default_factory=list)
-    # Lost copies (their keys) looked for long enough: no longer looked for.
+    # Lost copies (their keys) all found, or looked for long enough: no longer looked for.
     clear_lost: list[int] = field(default_factory=list)
+    # Lost copies (their keys) -> how many of their copies this plan deletes.
+    found_lost: dict[int, int] = field(default_factory=dict)
     # Run deletes before uploads: only when the account is short of space.
     deletes_first: bool = False
     # Why deletes (or the whole run) were refused; None when nothing was.

@@ -187,12 +187,18 @@ def _find_lost_copies(
     has long caught up by then."""
     taken = owned | set(state.claimed_elsewhere) | {d.file_id for d in out.deletes}
     for lost in sorted(state.lost_copies, key=lambda c: c.key):
-        # Every copy in the window: each lost attempt may have stored one, and a listing
-        # may show some of them now and the others later.
-        while f := find_own_upload(lost.filename, lost.size, lost.window, remote.values(), taken):
+        # Each lost attempt may have stored one, and a listing may show some of them now
+        # and the others later: the earliest matches, up to the attempts' count.
+        found = 0
+        while lost.found + found < lost.most and (
+            f := find_own_upload(lost.filename, lost.size, lost.window, remote.values(), taken)
+        ):
             taken.add(f.id)
             out.deletes.append(Delete(f.id, "orphan", lost.path))
-        if lost.noted_at < policy.now - LOST_COPY_KEEP_S:
+            found += 1
+        if found:
+            out.found_lost[lost.key] = found
+        if lost.found + found >= lost.most or lost.noted_at < policy.now - LOST_COPY_KEEP_S:
             out.clear_lost.append(lost.key)
 
 

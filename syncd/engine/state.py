@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,9 @@ CREATE TABLE IF NOT EXISTS lost_copies (
     size INTEGER NOT NULL,
     earliest REAL NOT NULL,
     latest REAL NOT NULL,
-    noted_at REAL NOT NULL
+    noted_at REAL NOT NULL,
+    most INTEGER NOT NULL DEFAULT 1,
+    found INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -260,20 +262,33 @@ class State:
                 (window.earliest, window.earliest, window.latest, window.latest, path),
             )
 
-    def note_lost_copy(self, path: str, filename: str, size: int, window: UploadWindow) -> None:
+    def note_lost_copies(
+        self, path: str, filename: str, size: int, window: UploadWindow, most: int
+    ) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO lost_copies (path, filename, size, earliest, latest, noted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (path, filename, size, window.earliest, window.latest, time.time()),
+                "INSERT INTO lost_copies (path, filename, size, earliest, latest, noted_at, most)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (path, filename, size, window.earliest, window.latest, time.time(), most),
             )
 
     def lost_copies(self) -> list[LostCopy]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, path, filename, size, earliest, latest, noted_at FROM lost_copies"
+                "SELECT key, path, filename, size, earliest, latest, noted_at, most, found "
+                "FROM lost_copies"
             ).fetchall()
-        return [LostCopy(k, p, f, s, UploadWindow(lo, hi), at) for k, p, f, s, lo, hi, at in rows]
+        return [
+            LostCopy(k, p, f, s, UploadWindow(lo, hi), at, most, found)
+            for k, p, f, s, lo, hi, at, most, found in rows
+        ]
+
+    def found_lost_copies(self, found: Mapping[int, int]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE lost_copies SET found = found + ? WHERE key = ?",
+                ((n, key) for key, n in found.items()),
+            )
 
     def clear_lost_copies(self, keys: Iterable[int]) -> None:
         with self._tx() as db:
