@@ -37,6 +37,8 @@ def test_slow_mass_delete_in_small_batches_hits_max_delete(
         reports.append(syncer.sync_paths(batch))
 
     assert [r.plan.refused is None for r in reports] == [True, True, False, False]
+    # The refusal says why four files were too many.
+    assert "8 deleted by the runs just before count against it" in (reports[2].plan.refused or "")
     assert 20 - len(remote_files(emulator)) <= 10
     # What was refused is still tracked and still remote: nothing was lost.
     mapping = read_mapping(tmp_path / "mapping.json")

@@ -43,8 +43,10 @@ class Policy:
     """The configuration a plan obeys; defaults are the config's own."""
 
     delete_remote: bool = SyncConfig.delete_remote
-    # Largest number of "gone" deletes one run may make.
+    # Largest number of "gone" deletes one run may make, and how many of the budget
+    # runs just before took (targeted runs share one budget: a slow rm -r is one delete).
     max_delete: int | None = None
+    deleted_recently: int = 0
     max_files: int = LimitsConfig.max_files
     max_bytes: int = LimitsConfig.max_bytes
     headroom_files: int = LimitsConfig.headroom_files
@@ -365,9 +367,14 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
             if strays
             else ""
         )
+        used = (
+            f"; {policy.deleted_recently} deleted by the runs just before count against it"
+            if policy.deleted_recently
+            else ""
+        )
         reason = (
             f"plan would delete {len(gone)} files{unknown}, over max_delete "
-            f"({policy.max_delete}): deletes refused"
+            f"({policy.max_delete}{used}): deletes refused"
         )
     if reason is None:
         return

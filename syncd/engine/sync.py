@@ -288,6 +288,7 @@ class Syncer:
         policy = Policy(
             delete_remote=self.config.sync.delete_remote,
             max_delete=cap.limit(tracked(records) + already) - already,
+            deleted_recently=already,
             max_files=limits.max_files,
             max_bytes=limits.max_bytes,
             headroom_files=limits.headroom_files,
