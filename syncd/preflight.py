@@ -138,9 +138,8 @@ def _online(config: Config) -> list[str]:
     """Authenticate and list one page of the remote."""
     from syncd.api.errors import APIError, AuthenticationError
     from syncd.bootstrap import connect
+    from syncd.reachable import refusal
 
-    api = config.api
-    source = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"
     try:
         client, base_url, closers = connect(config)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -148,7 +147,7 @@ def _online(config: Config) -> list[str]:
     try:
         next(iter(client.iter_files(page_size=1)), None)
     except AuthenticationError as exc:
-        return [_at(config, source, f"the remote refused the key (status {exc.status})")]
+        return [_at(config, *refusal(config, exc.status))]
     except APIError as exc:
         return [_at(config, "api.base_url", f"listing files at {base_url} failed: {exc}")]
     finally:

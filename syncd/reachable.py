@@ -51,6 +51,36 @@ def key_source(config: Config) -> str:
     return f"environment variable {env} (api.api_key_env)" if env else "no key configured"
 
 
+NO_KEY = "the server requires an API key and none is configured: set api.api_key_env or api.api_key_file"  # noqa: E501
+
+
+def refusal(config: Config, status: int | None) -> tuple[str, str]:
+    """What a refused key (401) means as configured: the configuration key to point at,
+    and what to do. One wording for ``check-config --online`` and for a run. When the
+    provider needs no key and none was sent, the server wants one: no key is wrong."""
+    from syncd.bootstrap import load_key
+
+    try:
+        sent = load_key(config) is not None
+    except ValueError:  # cannot happen once a request was made; say what was configured
+        sent = True
+    api = config.api
+    if not sent and api.api_key_env:  # named, but the variable is unset or empty
+        return "api.api_key_env", (
+            f"the server requires an API key and {api.api_key_env} (api.api_key_env) is not "
+            f"set (status {status})"
+        )
+    if not sent:
+        return "api.provider", f"{NO_KEY} (status {status})"
+    env_set = bool(api.api_key_env and os.environ.get(api.api_key_env, "").strip())
+    from_file = api.api_key_file is not None and not env_set
+    where = "api.api_key_file" if from_file else "api.api_key_env"
+    return where, (
+        f"the remote refused the key (status {status}), which came from {key_source(config)}: "
+        "check it is the right key for this endpoint and region"
+    )
+
+
 def network_hint(error: str) -> str:
     """What to check, from the transport failure's text."""
     low = error.lower()
@@ -88,10 +118,10 @@ def describe(config: Config, base_url: str, exc: APIError) -> RemoteProblem | No
             ExitCode.UNREACHABLE,
         )
     if isinstance(exc, AuthenticationError):
+        key, why = refusal(config, exc.status)
         return RemoteProblem(
-            f"{base_url} refused the API key (status {exc.status}: {exc.message}); the key "
-            f"came from "
-            f"{key_source(config)}: check it is the right key for this endpoint and region",
+            f"{base_url}: {why}\n  (configured at {config.origin.at(key)}; the server "
+            f"said: {exc.message})",
             ExitCode.USAGE,
         )
     if isinstance(exc, NotFoundError):

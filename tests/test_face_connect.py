@@ -92,7 +92,7 @@ def test_refused_key_names_the_variable_it_came_from(
     cfg = write_config(tmp_path, root, emu)
     run = run_syncd("reconcile", cfg, key="sk-wrong-key-123", timeout=60)
     assert run.returncode == ExitCode.USAGE, run.output
-    assert f"environment variable {KEY_ENV}" in run.stderr and "refused the API key" in run.stderr
+    assert f"environment variable {KEY_ENV}" in run.stderr and "refused the key" in run.stderr
     assert "sk-wrong-key-123" not in run.output
 
     key_file = tmp_path / "key"

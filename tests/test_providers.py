@@ -279,6 +279,41 @@ def test_generic_without_key_passes_check_config_and_converges(
     assert front.requests > 0 and front.keyed_requests == 0
 
 
+def test_generic_without_key_against_a_server_wanting_one_says_none_is_configured(
+        emulator_factory: Factory, tmp_path: Path) -> None:
+    emu = fast_emulator(emulator_factory, flavor="openai")  # answers 401 to no key
+    root = tmp_path / "root"
+    _write(root, {"a.txt": b"hi\n"})
+    cfg = _generic_config(tmp_path, root, emu.url)
+    line = next(i for i, t in enumerate(cfg.read_text("utf-8").splitlines(), 1)
+                if t.strip() == "provider: generic")
+    needed = ("the server requires an API key and none is configured: "
+              "set api.api_key_env or api.api_key_file")
+    env = {"OPENAI_API_KEY": ""}
+
+    checked = run_syncd("check-config", cfg, "--online", key=None, env=env)
+    assert checked.returncode == 2, checked.output
+    assert f"{cfg}:{line}: api.provider: {needed}" in checked.stderr, checked.output
+    run = run_syncd("reconcile", cfg, key=None, env=env)
+    assert run.returncode == 2, run.output
+    assert needed in run.stderr and f"{cfg}:{line}: api.provider" in run.stderr, run.output
+    for got in (checked, run):
+        assert "api_key_env:" not in got.stderr and "no key configured" not in got.stderr
+    assert not (tmp_path / "mapping.json").exists()
+
+    # A variable named but unset is said as such, at its line.
+    data = yaml.safe_load(cfg.read_text("utf-8"))
+    data["api"]["api_key_env"] = "SYNCD_UNSET_KEY"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    line = next(i for i, t in enumerate(cfg.read_text("utf-8").splitlines(), 1)
+                if t.strip().startswith("api_key_env:"))
+    checked = run_syncd("check-config", cfg, "--online", key=None,
+                        env={**env, "SYNCD_UNSET_KEY": ""})
+    assert checked.returncode == 2, checked.output
+    assert (f"{cfg}:{line}: api.api_key_env: the server requires an API key and "
+            "SYNCD_UNSET_KEY (api.api_key_env) is not set") in checked.stderr, checked.output
+
+
 def test_a_detail_error_body_reaches_the_report_and_status(
         keyless: tuple[KeylessFront, EmulatorHandle], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
