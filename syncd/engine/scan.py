@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from syncd.config import PurposeRule
+from syncd.config import DEFAULT_EXCLUDE, PurposeRule
 from syncd.engine.model import LocalFile, Record, ScanResult, Status
 from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
 from syncd.engine.validate import check_file, check_file_content, reads_content
@@ -110,8 +110,10 @@ def scan_root(
     _hash_where_it_matters(result, root, records)
     # Folders without a single file look the same as a tree whose disk went away
     # underneath its mount points: treat it as empty, whatever max_delete allows.
-    # Files the include/exclude rules leave out (hidden, temporary) do not count.
-    held = any(not _filtered(label) for label in result.skipped)
+    # Hidden and temporary files do not count (a bare mount point can hold some);
+    # any other file the rules leave out does: the disk is there, and the rules
+    # merely stopped selecting what was synced (max_delete weighs those deletes).
+    held = any(_shows_the_disk(label) for label in result.skipped)
     result.root_empty = result.root_empty or not (result.files or held or result.errors)
     return result
 
@@ -281,6 +283,12 @@ def _gone(exc: OSError) -> bool:
     """No file at the path any more: removed (ENOENT), or a folder on its way replaced
     by a file (ENOTDIR). The same as a path the scan never found, not a scan error."""
     return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
+def _shows_the_disk(label: str) -> bool:
+    """Whether a file left out under ``label`` shows the root is the real folder: any
+    file but one the default excludes leave out (hidden and temporary names)."""
+    return not label.startswith(EXCLUDED) or label[len(EXCLUDED) + 1 :] not in DEFAULT_EXCLUDE
 
 
 def _filtered(label: str) -> bool:
