@@ -10,12 +10,16 @@ are in binary units spelled as such (KiB, MiB, GiB).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from syncd.config import Config
 from syncd.daemon.control import ControlError, NotRunning, daemon_status
 from syncd.textsafe import visible
 from syncd.units import human_bytes
+
+if TYPE_CHECKING:
+    from syncd.engine.model import Record
 
 # Fields the daemon adds to the state file's.
 LIVE = (
@@ -43,11 +47,18 @@ def from_state(config: Config) -> dict[str, Any] | None:
         sharing = state.get_meta("sharing")
     finally:
         state.close()
+    # A record the rules no longer select is on its way out (the next run deletes its
+    # remote copy, or a guard such as max_delete holds it back): it is not "synced".
+    unselected = _unselected(config, records)
     counts: dict[str, int] = {}
-    for rec in records.values():
-        counts[rec.status] = counts.get(rec.status, 0) + 1
+    for path, rec in records.items():
+        shown = _shown_status(rec, path in unselected)
+        counts[shown] = counts.get(shown, 0) + 1
     synced = [r for r in records.values() if r.status == "synced" and r.file_id]
-    not_synced = sorted((r for r in records.values() if r.status != "synced"), key=lambda r: r.path)
+    not_synced = sorted(
+        (r for p, r in records.items() if r.status != "synced" or p in unselected),
+        key=lambda r: r.path,
+    )
     if account:
         account = {**account, "at": iso_utc(account.get("at"))}
     last_error = None
@@ -67,7 +78,14 @@ def from_state(config: Config) -> dict[str, Any] | None:
         "last_reconcile": last,
         "last_error": last_error,
         "not_synced": [
-            {"path": r.path, "status": r.status, "reason": r.reason} for r in not_synced
+            {
+                "path": r.path,
+                "status": _shown_status(r, r.path in unselected),
+                "reason": _leaving_reason(config, r, unselected[r.path])
+                if r.path in unselected
+                else r.reason,
+            }
+            for r in not_synced
         ]
         + _skipped_examples(scan),
         # Files the rules leave out are counted per rule, not recorded one by one.
@@ -75,6 +93,39 @@ def from_state(config: Config) -> dict[str, Any] | None:
         "scan": {k: v for k, v in scan.items() if k != "skipped"} or None,
         "sharing": sharing,
     }
+
+
+def _unselected(config: Config, records: Mapping[str, Record]) -> dict[str, str]:
+    """Recorded paths the rules leave out now, with the label of the rule (by name: no
+    disk access)."""
+    from syncd.engine.rules import Rules
+
+    rules = Rules(config.rules)
+    return {
+        path: verdict
+        for path in records
+        if isinstance(verdict := rules.verdict(path), str)
+    }
+
+
+def _shown_status(rec: Record, unselected: bool) -> str:
+    if not unselected:
+        return rec.status
+    return "leaving" if rec.file_id else "skipped"
+
+
+def _leaving_reason(config: Config, rec: Record, label: str) -> str:
+    if not rec.file_id:
+        return label
+    if not config.sync.delete_remote:
+        return (
+            f"{label}: no longer selected; in the mapping until a run lets it go "
+            "(sync.delete_remote is off: the remote copy stays)"
+        )
+    return (
+        f"{label}: no longer selected; still on the remote and in the mapping until a run "
+        "deletes it (max_delete may hold such deletes back)"
+    )
 
 
 def _skipped_examples(scan: dict[str, Any]) -> list[dict[str, Any]]:
