@@ -65,18 +65,19 @@ def refusal(config: Config, status: int | None) -> tuple[str, str]:
     except ValueError:  # cannot happen once a request was made; say what was configured
         sent = True
     api = config.api
+    said = f" (status {status})" if status is not None else ""
     if not sent and api.api_key_env:  # named, but the variable is unset or empty
         return "api.api_key_env", (
             f"the server requires an API key and {api.api_key_env} (api.api_key_env) is not "
-            f"set (status {status})"
+            f"set{said}"
         )
     if not sent:
-        return "api.provider", f"{NO_KEY} (status {status})"
+        return "api.provider", f"{NO_KEY}{said}"
     env_set = bool(api.api_key_env and os.environ.get(api.api_key_env, "").strip())
     from_file = api.api_key_file is not None and not env_set
     where = "api.api_key_file" if from_file else "api.api_key_env"
     return where, (
-        f"the remote refused the key (status {status}), which came from {key_source(config)}: "
+        f"the remote refused the key{said}, which came from {key_source(config)}: "
         "check it is the right key for this endpoint and region"
     )
 
