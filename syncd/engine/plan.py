@@ -33,6 +33,7 @@ from syncd.engine.model import (
     Share,
     Upload,
 )
+from syncd.units import human_bytes
 
 # How long full runs look for a copy a lost attempt may have stored (see LostCopy).
 LOST_COPY_KEEP_S = 86_400.0
@@ -412,10 +413,11 @@ def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> N
                     Note(
                         waiting.path,
                         "quota",
-                        f"waiting for account space: needs 1 file and {up.local.size} bytes, "
-                        f"{max(free_files, 0)} files and {max(free_bytes, 0)} bytes free "
-                        f"(limits {policy.max_files} files, {policy.max_bytes} bytes, "
-                        f"headroom {policy.headroom_files} files, {policy.headroom_bytes} bytes)",
+                        f"waiting for account space: needs 1 file and "
+                        f"{human_bytes(up.local.size)}, {max(free_files, 0)} files and "
+                        f"{human_bytes(max(free_bytes, 0))} free (limits {policy.max_files} "
+                        f"files, {human_bytes(policy.max_bytes)}, headroom "
+                        f"{policy.headroom_files} files, {human_bytes(policy.headroom_bytes)})",
                         waiting.local,
                     )
                 )
