@@ -385,7 +385,8 @@ def test_refused_key_at_start_is_never_ready_and_exits_2(
     assert r.code == EXIT_REFUSED
     assert not notify_socket.has("READY=1")
     status = [line for line in notify_socket.lines if line.startswith("STATUS=failed")]
-    assert status and f"the file {key_file} (api.api_key_file)" in status[-1], status
+    said = f"api.api_key_file: the remote refused the key, which came from file {key_file}"
+    assert status and said in status[-1], status
     assert syncer.closed
 
 
@@ -402,7 +403,7 @@ def test_key_refused_later_exits_2_with_a_status_saying_so(
     r.thread.join(15)
     assert r.code == EXIT_REFUSED
     status = [line for line in notify_socket.lines if line.startswith("STATUS=failed")]
-    assert status and "$DASHSCOPE_API_KEY" in status[-1], status
+    assert status and "environment variable DASHSCOPE_API_KEY" in status[-1], status
 
 
 def test_missing_root_at_start_is_waited_for_then_synced(

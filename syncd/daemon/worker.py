@@ -14,7 +14,6 @@ files the scan already handled.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -500,16 +499,13 @@ class Worker:
             self._space_recheck_at = time.monotonic() + self._quota_recheck_s
 
     def _refused_message(self, error: str) -> str:
-        api = self.config.api
-        if api.api_key_file is not None:
-            source = f"the file {api.api_key_file} (api.api_key_file)"
-        elif api.embedded and not os.environ.get(api.api_key_env or ""):
-            source = "the embedded emulator's built-in key"
-        else:
-            source = f"${api.api_key_env} (api.api_key_env)"
+        """The same words as ``check-config --online`` and a one-off run use."""
+        from syncd.reachable import refusal
+
+        key, why = refusal(self.config, None)
         return (
-            f"the provider refused the API key from {source}: {error}; "
-            "fix the key, then start syncd again"
+            f"{self.config.origin.at(key)}: {why}; the provider said: {error}; "
+            "fix it, then start syncd again"
         )
 
     def _expand(self, dirs: list[str]) -> None:
