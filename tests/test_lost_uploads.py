@@ -173,3 +173,32 @@ def test_a_file_deleted_while_its_lost_upload_is_retried_is_not_a_crash(
     assert run.returncode == 0, run.output
     assert sorted(read_mapping(tmp_path / "mapping.json")) == ["keep.txt"]
     assert [f["filename"] for f in remote_files(emu).values()] == ["keep.txt"]
+
+
+def test_a_copy_made_before_a_send_that_failed_otherwise_is_still_cleaned_up(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    # An account of 2 files holding 1. x.txt's first attempt is stored but its response
+    # lost, and no listing shows it; the attempt sent again is refused: the account is
+    # full, of that very copy. The copy must not stay behind, untracked, holding the
+    # slot: the next run finds it, deletes it, and x.txt goes up.
+    emu = fast_emulator(emulator_factory, max_files=2)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "keep.txt").write_text("keep\n")
+    cfg = write_config(tmp_path, root, emu)
+    assert reconcile(cfg, emu.api_key).returncode == 0
+    emu.configure(drop_after_store=1.0, fault_list_omit=1.0)
+    (root / "x.txt").write_text("x\n")
+    assert reconcile(cfg, emu.api_key).returncode == 1
+    assert len(emu.truth_files()) == 2  # the copy took the last slot
+    emu.configure(drop_after_store=0, fault_list_omit=0)
+
+    for _ in range(2):  # the first run frees the slot, the same or the next one uploads
+        run = reconcile(cfg, emu.api_key)
+        if run.returncode == 0:
+            break
+    assert run.returncode == 0, run.output
+    mapped = {e["file_id"] for e in read_mapping(tmp_path / "mapping.json").values()}
+    assert sorted(read_mapping(tmp_path / "mapping.json")) == ["keep.txt", "x.txt"]
+    assert set(remote_files(emu)) == mapped

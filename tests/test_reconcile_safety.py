@@ -182,3 +182,24 @@ def test_claims_on_ids_someone_else_deleted_are_released(
     assert reconcile(cfg, emu.api_key).returncode == 0  # uploads the file again
     assert gone not in claimed()
     assert claimed() == set(remote_files(emu))
+
+
+def test_a_remote_copy_kept_by_delete_remote_off_is_never_deleted_later(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    """With sync.delete_remote off, a file removed locally leaves its remote copy to the
+    user: later runs must not take it for a leftover of their own."""
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    build_flat_tree(root, 3)
+    cfg = write_config(tmp_path, root, emu, sync={"delete_remote": False})
+    assert reconcile(cfg, emu.api_key).returncode == 0
+    before = set(remote_files(emu))
+    mapped = read_mapping(tmp_path / "mapping.json")
+    gone = sorted(mapped)[0]
+    (root / gone).unlink()
+    for _ in range(3):
+        run = reconcile(cfg, emu.api_key)
+        assert run.returncode == 0, run.output
+    assert set(remote_files(emu)) == before, "a copy the user kept was deleted"
+    assert gone not in read_mapping(tmp_path / "mapping.json")

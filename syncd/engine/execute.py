@@ -156,10 +156,11 @@ class Executor:
         # its uploads stored, whatever its name, size and time (a file uploaded by hand
         # a moment before, say).
         self._listed_before = remote.snapshot()
+        self._listed_ids = frozenset(self._listed_before)
         self._publish: Callable[[], None] = lambda: None
         self._publish_every_s = publish_every_s
         # When the mapping was last published, what that cost, and the uploads it named.
-        self._published_at = time.monotonic()
+        self._published_at = 0.0
         self._publish_cost_s = 0.0
         self._published_uploads = 0
 
@@ -206,14 +207,29 @@ class Executor:
             return
         wait = max(self._publish_every_s, PUBLISH_COST_FACTOR * self._publish_cost_s)
         if time.monotonic() - self._published_at >= wait:
-            self._publish_now()
+            try:
+                self._publish_now()
+            except Exception as exc:  # a full disk, say: the run's last publish tries again
+                log.warning("could not publish the mapping mid-run", error=str(exc))
+                self._published_at = time.monotonic()
 
     def _apply_decisions(self, plan: Plan, out: Outcome) -> None:
         """Everything the plan decided that needs no remote call."""
-        # Ids found through intents are ours from now on, even if we crash next.
+        # Ids found through intents are ours from now on, even if we crash next; one that
+        # another project claimed first is not, and is not deleted.
+        raced = set()
         for d in plan.deletes:
-            if d.reason == "orphan" and self._claims.claim(d.file_id):
+            if d.reason != "orphan":
+                continue
+            if self._claims.claim(d.file_id):
                 self._state.add_garbage(d.file_id, d.path)
+            else:
+                raced.add(d.file_id)
+        if raced:
+            log.warning("another project claimed files first; not deleted", count=len(raced))
+            plan.deletes = [d for d in plan.deletes if d.file_id not in raced]
+        for lost in plan.note_lost:
+            self._state.note_lost_copies(lost.path, lost.filename, lost.size, lost.window, 1)
         records = self._state.records()
         remote = self._remote.snapshot()
         for a in plan.adopts:
@@ -244,8 +260,13 @@ class Executor:
         for note in plan.notes:
             if note.status not in ("synced",):
                 log.info("not synced", path=note.path, status=note.status, reason=note.reason)
+        left = {r.file_id for f in plan.forgets if (r := records.get(f.path)) and r.file_id}
         for f in plan.forgets:
             self._state.forget(f.path)
+        # A remote copy left in place (delete_remote off, or rules that no longer select
+        # the file) is the user's now: unclaimed, no later run deletes it as a stray.
+        for file_id in left - self._owned() if left else ():
+            self._claims.release(file_id)
         for path in plan.detaches:
             self._state.detach(path)
         self._shares_freed = [
@@ -408,6 +429,10 @@ class Executor:
             return None  # its body never left in full: it cannot have stored anything
         found = self._look_for(earlier.filename, earlier.size, earlier.window)
         if found is None:
+            # The listing may have left it out: later full runs look for it again.
+            self._state.note_lost_copies(
+                up.path, earlier.filename, earlier.size, earlier.window, 1
+            )
             return None
         if earlier.holds(up.local):
             # Matched by stat when either side was not hashed: the hash is then the
@@ -423,6 +448,7 @@ class Executor:
     def _send(self, intent: Intent, name: str, purpose: str) -> tuple[RemoteFile, int]:
         path = self._root / intent.path
         window: UploadWindow | None = None
+        noted: int | None = None  # this upload's row of lost copies, once it has one
 
         def sent(w: UploadWindow) -> None:
             self._state.mark_sent(intent.path, w)
@@ -447,38 +473,49 @@ class Executor:
                     raise lost from None
                 if found is not None:
                     log.info("adopted after lost response", path=intent.path, file_id=found.id)
-                    self._note_lost_copies(intent, window, attempt - 1)
+                    # One of the attempts is adopted; the others may have stored copies.
+                    self._note_lost_copies(intent, window, attempt - 1, noted)
                     return found, attempt
-                if attempt == AMBIGUOUS_TRIES:
+                if attempt == AMBIGUOUS_TRIES or self._stopping.is_set():
                     # The intent stays: the next full run adopts one of them, if any.
-                    self._note_lost_copies(intent, window, attempt)
+                    self._note_lost_copies(intent, window, attempt - 1, noted)
                     raise
+                # Sent again: each attempt so far may have stored a copy no listing
+                # showed yet. Noted before the next send, so that neither a crash nor a
+                # stop nor another failure of it loses them.
+                noted = self._note_lost_copies(intent, window, attempt, noted)
                 continue
-            self._note_lost_copies(intent, window, attempt - 1)
             return uploaded, attempt
         raise AssertionError("unreachable")
 
-    def _note_lost_copies(self, intent: Intent, window: UploadWindow | None, most: int) -> None:
-        """``most`` attempts whose response was lost may each have stored a copy that no
-        listing showed yet (the one recorded is not among them). Later full runs look
-        for them in ``window``, unless a file listed before the run could pass for one:
-        a look-alike that is not ours."""
-        if window is None or most < 1:
-            return
+    def _note_lost_copies(
+        self, intent: Intent, window: UploadWindow, most: int, key: int | None
+    ) -> int | None:
+        """Up to ``most`` copies in ``window`` are ours to find and delete (later full
+        runs look for them): this upload's row, written or brought up to date. Not when a
+        file listed before the run, and not ours, could pass for one of them."""
+        if key is not None:
+            self._state.update_lost_copies(key, window, most)
+            return key
+        if most < 1:
+            return None
         before = self._listed_before.values()
-        if find_own_upload(intent.filename, intent.size, window, before, ()) is None:
-            self._state.note_lost_copies(
-                intent.path, intent.filename, intent.size, window, most
-            )
+        if find_own_upload(intent.filename, intent.size, window, before, self._owned()):
+            log.warning("lost copies not looked for: a listed file could pass for one",
+                        path=intent.path)  # fmt: skip
+            return None
+        return self._state.note_lost_copies(
+            intent.path, intent.filename, intent.size, window, most
+        )
 
     def _look_again(self, filename: str, size: int, window: UploadWindow) -> RemoteFile | None:
         """Our upload whose response this run lost: looked for in ``LOOKS`` listings
         before it is sent again, since a listing may omit a file it has (an upload sent
         again after one omitted it is a copy nobody tracks)."""
         for look in range(LOOKS):
-            if look:
-                time.sleep(LOOK_PAUSE_S * look)
-            found = self._look_for(filename, size, window, exclude=set(self._listed_before))
+            if look and self._stopping.wait(LOOK_PAUSE_S * look):
+                return None  # stopping: the caller gives up on the file
+            found = self._look_for(filename, size, window, exclude=self._listed_ids)
             if found is not None:
                 return found
         return None

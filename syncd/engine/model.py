@@ -210,6 +210,9 @@ class Plan:
     clear_lost: list[int] = field(default_factory=list)
     # Lost copies (their keys) -> how many of their copies this plan deletes.
     found_lost: dict[int, int] = field(default_factory=dict)
+    # Intents whose upload no listing showed now: what they may have stored is looked
+    # for by later runs as a lost copy (a listing may have left it out).
+    note_lost: list[LostCopy] = field(default_factory=list)
     # Run deletes before uploads: only when the account is short of space.
     deletes_first: bool = False
     # Why deletes (or the whole run) were refused; None when nothing was.

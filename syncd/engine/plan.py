@@ -133,7 +133,7 @@ def plan(
         known = owned | {d.file_id for d in out.deletes}
         strays = sorted(f for f in state.claimed_here if f in remote and f not in known)
         out.deletes.extend(Delete(file_id, "stray") for file_id in strays)
-        _find_lost_copies(state, remote, policy, owned | set(adopted.values()), out)
+        _find_lost_copies(state, remote, policy, owned, out)
 
     _guard_deletes(scan, state, policy, out)
     _fit_quota(remote, policy, out)
@@ -162,6 +162,8 @@ def _adopt_from_intents(
             continue
         keep = find_own_upload(intent.filename, intent.size, intent.window, remote.values(), taken)
         if keep is None:
+            w = intent.window
+            out.note_lost.append(LostCopy(0, intent.path, intent.filename, intent.size, w, 0.0))
             continue
         taken.add(keep.id)
         owned.add(keep.id)

@@ -264,12 +264,20 @@ class State:
 
     def note_lost_copies(
         self, path: str, filename: str, size: int, window: UploadWindow, most: int
-    ) -> None:
+    ) -> int:
         with self._tx() as db:
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO lost_copies (path, filename, size, earliest, latest, noted_at, most)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (path, filename, size, window.earliest, window.latest, time.time(), most),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def update_lost_copies(self, key: int, window: UploadWindow, most: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE lost_copies SET earliest = ?, latest = ?, most = ? WHERE key = ?",
+                (window.earliest, window.latest, most, key),
             )
 
     def lost_copies(self) -> list[LostCopy]:

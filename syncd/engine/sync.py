@@ -395,6 +395,8 @@ class Syncer:
         candidates = sorted(self.claims.mine() - known - set(listed))
         released = 0
         for file_id in candidates[:RELEASE_PER_RUN]:
+            if self._stopping.is_set():
+                break
             try:
                 self.client.retrieve(file_id)
             except NotFoundError:
