@@ -153,3 +153,30 @@ def test_space_freed_by_someone_else_is_seen_while_files_wait(
     wait_for(lambda: "f0.txt" in synced(mapping_path), 20, what="f0.txt uploaded again")
     with pytest.raises(AssertionError, match="timed out"):
         wait_for(lambda: worker.rescans > rescans, 4 * recheck_s, what="a rescan")
+
+
+def test_a_file_that_cannot_fit_is_looked_at_less_and_less_often(
+    tmp_path: Path,
+    emulator_factory: Callable[..., EmulatorHandle],
+    syncer_on: Callable[..., Syncer],
+    worker_on: Callable[[Syncer, float], Worker],
+) -> None:
+    """A file larger than the whole account's free space waits for days: the account is
+    listed again each time twice as late (not every interval), and still listed."""
+    emulator = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "small.txt").write_text("fits\n")
+    (root / "huge.txt").write_text("x" * 5000)
+    syncer = syncer_on(emulator, root, limits={"max_bytes": 1000},
+                       sync={"settle_s": 0.2, "max_settle_s": 2})  # fmt: skip
+    recheck_s = 1.0
+    worker = worker_on(syncer, recheck_s)
+    wait_for(lambda: syncer.waiting_for_space() == ["huge.txt"], 30, what="huge.txt waiting")
+    start = worker.rescans
+    wait_for(lambda: worker.rescans >= start + 2, 30, what="the account listed again")
+    counted = worker.rescans
+    # At a fixed 1 s, the next 10 s would bring some 8 listings; doubling (2, 4, 8 s...)
+    # brings 2, and a slow machine fewer.
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_for(lambda: worker.rescans > counted + 4, 10.0, what="a listing every interval")

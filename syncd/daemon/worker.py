@@ -47,6 +47,7 @@ GATHER_S = 0.25
 # second) and to the work of a folder big enough to fill an account. Nothing is
 # listed while no file waits.
 QUOTA_RECHECK_S = 60.0
+MAX_SPACE_RECHECK_S = 3600.0
 
 WatcherFactory = Callable[[Config, QueueingHandler, CanHold], Watcher]
 
@@ -112,8 +113,12 @@ class Worker:
         self.rescans = 0
         self._quota_recheck_s = quota_recheck_s
         # When (monotonic) the account is looked at again for files waiting for space;
-        # None while none wait.
+        # None while none wait. The interval doubles (up to an hour) while a listing
+        # frees nothing: a file larger than the account's free space can wait for days.
         self._space_recheck_at: float | None = None
+        self._space_every = quota_recheck_s
+        self._space_waiting: int | None = None
+        self._reload_lock = threading.Lock()
 
     # ------------------------------------------------------------ for the supervisor
 
@@ -131,7 +136,8 @@ class Worker:
     def reconfigure(self, config: Config) -> None:
         """Take a reloaded configuration. The worker thread applies it between engine
         calls: new rules must not change under a plan being carried out."""
-        self._reloaded = config
+        with self._reload_lock:
+            self._reloaded = config
         self.queue.wake()
 
     def submit(self, request: ReconcileRequest) -> None:
@@ -314,8 +320,10 @@ class Worker:
     def _apply_reloaded(self) -> None:
         """New rules change what is a candidate and which folders are watched; new
         rules or a new watch section restart watching, and so a rescan follows."""
-        new, self._reloaded = self._reloaded, None
-        assert new is not None
+        with self._reload_lock:  # a second SIGHUP meanwhile is applied next time round
+            new, self._reloaded = self._reloaded, None
+        if new is None:
+            return
         old, self.config = self.config, new
         if new.rules != old.rules:
             self.syncer.set_rules(new.rules)
@@ -493,10 +501,19 @@ class Worker:
     def _arm_space_recheck(self, *, listed: bool) -> None:
         """While files wait for account space, look at the account again
         ``quota_recheck_s`` after the last listing (a reconcile's); none waiting, never."""
-        if not self.stats.get("quota"):
-            self._space_recheck_at = None
-        elif listed or self._space_recheck_at is None:
-            self._space_recheck_at = time.monotonic() + self._quota_recheck_s
+        waiting = self.stats.get("quota", 0)
+        if not waiting:
+            self._space_recheck_at, self._space_waiting = None, None
+            self._space_every = self._quota_recheck_s
+            return
+        if listed:
+            freed = self._space_waiting is None or waiting < self._space_waiting
+            every = self._quota_recheck_s if freed else self._space_every * 2
+            self._space_every = min(every, MAX_SPACE_RECHECK_S)
+            self._space_waiting = waiting
+            self._space_recheck_at = time.monotonic() + self._space_every
+        elif self._space_recheck_at is None:
+            self._space_recheck_at = time.monotonic() + self._space_every
 
     def _refused_message(self, error: str) -> str:
         """The same words as ``check-config --online`` and a one-off run use."""
