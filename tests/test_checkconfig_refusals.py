@@ -19,6 +19,16 @@ def _first_project(tmp_path: Path, emu: EmulatorHandle) -> Path:
     return root
 
 
+def _second_project(tmp_path: Path, emu: EmulatorHandle, **clash: str) -> Path:
+    """Project B's config, after project A synced, with one path of A's (``clash``)."""
+    _first_project(tmp_path, emu)
+    other = tmp_path / "b"
+    other.mkdir()
+    root = other / "root"
+    build_flat_tree(root, 1)
+    return write_config(other, root, emu, project="B", **clash)
+
+
 def _refusals(cfg: Path, key: str, words: str) -> None:
     """check-config (offline and online) and reconcile all refuse with ``words``."""
     for extra in ((), ("--online",)):
@@ -33,13 +43,7 @@ def test_mapping_file_of_another_project(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
 ) -> None:
     emu = fast_emulator(emulator_factory)
-    _first_project(tmp_path, emu)
-    other = tmp_path / "b"
-    other.mkdir()
-    root = other / "root"
-    build_flat_tree(root, 1)
-    cfg = write_config(other, root, emu, project="B",
-                       mapping_file=str(tmp_path / "mapping.json"))  # fmt: skip
+    cfg = _second_project(tmp_path, emu, mapping_file=str(tmp_path / "mapping.json"))
     _refusals(cfg, emu.api_key, "is published by another project ('A')")
     assert f"{cfg}:" in run_syncd("check-config", cfg, key=emu.api_key).stderr
 
@@ -48,13 +52,7 @@ def test_state_dir_of_another_project(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
 ) -> None:
     emu = fast_emulator(emulator_factory)
-    _first_project(tmp_path, emu)
-    other = tmp_path / "b"
-    other.mkdir()
-    root = other / "root"
-    build_flat_tree(root, 1)
-    cfg = write_config(other, root, emu, project="B",
-                       state_dir=str(tmp_path / "state"))  # fmt: skip
+    cfg = _second_project(tmp_path, emu, state_dir=str(tmp_path / "state"))
     _refusals(cfg, emu.api_key, "this state_dir belongs to another project")
     # The first project itself is still fine.
     ok = run_syncd("check-config", tmp_path / "a.yaml", key=emu.api_key)

@@ -197,7 +197,8 @@ class Executor:
 
     def _publish_due(self) -> None:
         """Between uploads: publish what was uploaded since the last publish, at most
-        every ``publish_every_s`` and never more than a tenth of the run's time.
+        every ``publish_every_s``, and no sooner than ten times what the last publish
+        cost (so publishing a large mapping takes about a tenth of the run at most).
 
         Safe mid-run: a replaced id stays on the remote until the run's last publish
         (its delete comes after), and a path being deleted left the mapping before.
@@ -539,8 +540,7 @@ class Executor:
         return None
 
     def _owned(self) -> set[str]:
-        owned = {r.file_id for r in self._state.records().values() if r.file_id}
-        return owned | self._state.garbage()
+        return self._state.owned_ids()
 
     # ---- deletes
 

@@ -221,6 +221,16 @@ class State:
             for row in rows
         }
 
+    def owned_ids(self) -> set[str]:
+        """Every remote id this state holds: recorded for a path, or queued for deletion
+        (the state's side of ``StateView.owned_ids``, read in one query)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT file_id FROM files WHERE file_id IS NOT NULL "
+                "UNION SELECT file_id FROM garbage"
+            )
+            return {row[0] for row in rows}
+
     def garbage(self) -> set[str]:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT file_id FROM garbage")}

@@ -389,10 +389,8 @@ class Syncer:
         again. An id is released only when nothing here knows it, the listing lacks it
         and the provider answers not-found for it; a few per run, so a large backlog
         costs no burst of reads."""
-        listed = self.remote.snapshot()
-        known = {r.file_id for r in self.state.records().values() if r.file_id}
-        known |= self.state.garbage()
-        candidates = sorted(self.claims.mine() - known - set(listed))
+        unlisted = self.claims.mine() - set(self.remote.snapshot())
+        candidates = sorted(unlisted - self.state.owned_ids()) if unlisted else []
         released = 0
         for file_id in candidates[:RELEASE_PER_RUN]:
             if self._stopping.is_set():
