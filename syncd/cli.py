@@ -8,7 +8,6 @@ Exit codes: 0 converged; 1 some files not synced (each listed with its reason);
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -102,7 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="machine-readable summary")
     r.add_argument("--max-delete", type=_max_delete, metavar="N|P%",
                    help="most remote deletes this run, a count or a share of tracked files "
-                   "(overrides sync.max_delete)")  # fmt: skip
+                   "(overrides sync.max_delete; answers for deletes held by an earlier "
+                   "refusal, weighing them under this cap)")  # fmt: skip
+    r.add_argument("--confirm-deletes", action="store_true",
+                   help="make the deletes an earlier refusal holds (syncd status lists "
+                   "them); other deletes stay under max_delete")  # fmt: skip
     r.add_argument(
         "--path",
         action="append",
@@ -160,9 +163,6 @@ def _max_delete(text: str) -> Any:
 def _load(ns: argparse.Namespace) -> Config:
     config = load_config(ns.config)
     logs.configure(config.logging.format, config.logging.level)
-    if getattr(ns, "max_delete", None) is not None:
-        sync = dataclasses.replace(config.sync, max_delete=ns.max_delete)
-        config = dataclasses.replace(config, sync=sync)
     return config
 
 
@@ -256,7 +256,11 @@ def _reconcile(ns: argparse.Namespace) -> int:
         # A running daemon holds the state: it runs the reconcile (same plan, same
         # safety) on its worker and answers with the outcome.
         outcome = daemon_reconcile(
-            config.state_dir, dry_run=ns.dry_run, paths=paths, max_delete=ns.max_delete
+            config.state_dir,
+            dry_run=ns.dry_run,
+            paths=paths,
+            max_delete=ns.max_delete,
+            confirm_deletes=ns.confirm_deletes,
         )
     except NotRunning:
         outcome = None
@@ -280,7 +284,12 @@ def _reconcile(ns: argparse.Namespace) -> int:
     syncer = _open(config)
     progress = _Progress() if sys.stderr.isatty() and not ns.json else None
     try:
-        report = syncer.reconcile(dry_run=ns.dry_run, progress=progress)
+        report = syncer.reconcile(
+            dry_run=ns.dry_run,
+            progress=progress,
+            max_delete=ns.max_delete,
+            confirm_deletes=ns.confirm_deletes,
+        )
     finally:
         if progress:
             progress.done()

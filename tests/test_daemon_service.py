@@ -61,7 +61,9 @@ class FakeSyncer:
         self.published = 0
         self.published_after_sync = False
 
-    def reconcile(self, dry_run: bool = False, *, max_delete: object = None) -> FakeReport:
+    def reconcile(
+        self, dry_run: bool = False, *, max_delete: object = None, confirm_deletes: bool = False
+    ) -> FakeReport:
         with self.lock:
             self.calls.append(("reconcile", []))
             fail = self.fail_next_reconcile > 0
@@ -74,7 +76,9 @@ class FakeSyncer:
             self.reconcile_gate = None
         return FakeReport(aborted=self.refuse_key, exit_code=2 if self.refuse_key else 0)
 
-    def sync_paths(self, paths: Iterable[str], *, max_delete: object = None) -> FakeReport:
+    def sync_paths(
+        self, paths: Iterable[str], *, max_delete: object = None, confirm_deletes: bool = False
+    ) -> FakeReport:
         batch = list(paths)
         with self.lock:
             self.calls.append(("sync", batch))

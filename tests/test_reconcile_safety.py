@@ -119,10 +119,14 @@ def test_over_max_delete(synced: Synced) -> None:
     assert report["uploaded"] == 1
     mapping = read_mapping(synced.where / "mapping.json")
     assert "new.txt" in mapping
-    # Under the cap (or after raising it) the deletes go through.
+    # Refused deletes are held: raising the cap in the config does not release them,
+    # a person's answer on the command line does.
     cfg = write_config(synced.where, synced.root, synced.emu, sync={"max_delete": "100%"})
     synced.emu.reset_stats()
-    ok = reconcile(cfg, synced.emu.api_key)
+    held = reconcile(cfg, synced.emu.api_key)
+    assert held.returncode == 3 and "held by an earlier refusal" in held.json["refused"]
+    assert synced.emu.stats()["mutations"].get("delete", 0) == 0
+    ok = reconcile(cfg, synced.emu.api_key, "--max-delete", "100%")
     assert ok.returncode == 0, ok.output
     assert synced.emu.stats()["mutations"]["delete"] == len(gone)
     assert len(remote_files(synced.emu)) == FILES - len(gone) + 1

@@ -48,9 +48,11 @@ def test_narrowed_include_deletes_through_max_delete_and_status_tells(
     assert {f["filename"] for f in emulator.files()} == {"a.txt", "b.md"}
     assert set(read_mapping(mapping_path)) == {"a.txt", "b.md"}
     shown = status(config)
-    assert shown["counts"] == {"synced": 1, "leaving": 1}
+    # Refused, its delete is held until a person answers, and status says why.
+    assert shown["counts"] == {"synced": 1, "held": 1}
     [entry] = [e for e in shown["not_synced"] if e["path"] == "a.txt"]
-    assert entry["status"] == "leaving" and "not matched by rules.include" in entry["reason"]
+    assert entry["status"] == "held" and "not matched by rules.include" in entry["reason"]
+    assert "max_delete" in entry["reason"]
 
     allowed = reconcile(config, emulator.api_key, "--max-delete", "1")
     assert allowed.returncode == 0, allowed.output

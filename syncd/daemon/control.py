@@ -8,10 +8,13 @@ wider permissions, not even for an instant (uvicorn's own ``uds=`` makes it 0666
 
     GET  /v1/status     the daemon's live status (see ``Daemon.status``)
     POST /v1/reconcile  {"dry_run": bool, "paths": [str] | null,
-                         "max_delete": "N" | "P%" | null} -> the run's outcome
+                         "max_delete": "N" | "P%" | null,
+                         "confirm_deletes": bool} -> the run's outcome
 
 ``max_delete`` caps this run's remote deletes in place of ``sync.max_delete``,
-for this run only (``syncd reconcile --max-delete``).
+for this run only (``syncd reconcile --max-delete``); ``confirm_deletes`` makes the
+deletes an earlier refusal holds (``--confirm-deletes``). A body is at most
+``MAX_BODY`` bytes: a request is a few paths, not a payload.
 
 Paths are relative to the root and stay inside it: an absolute path, or one whose
 ``..`` leaves the root, is refused (400) before anything runs.
@@ -53,6 +56,10 @@ def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
 
 
+# The largest request body read: ample for thousands of paths.
+MAX_BODY = 4 * 1024 * 1024
+
+
 @dataclass
 class ReconcileRequest:
     """A reconcile asked for over the socket; the worker fills ``result``."""
@@ -61,6 +68,8 @@ class ReconcileRequest:
     paths: list[str] | None = None
     # This run's cap on remote deletes in place of sync.max_delete; None: the config's.
     max_delete: MaxDelete | None = None
+    # Make the deletes an earlier refusal holds (``syncd reconcile --confirm-deletes``).
+    confirm_deletes: bool = False
     result: Future[dict[str, Any]] = field(default_factory=Future)
 
 
@@ -97,8 +106,14 @@ def _app(target: Controlled) -> Any:
         return JSONResponse(target.status())
 
     async def reconcile(request: Request) -> JSONResponse:
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                too_big = f"the body is over {MAX_BODY} bytes"
+                return JSONResponse({"error": too_big}, status_code=413)
         try:
-            body = await request.json() if await request.body() else {}
+            body = json.loads(raw) if raw else {}
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         job = _request(body)
@@ -123,6 +138,10 @@ def _request(body: Any) -> ReconcileRequest | str:
     """The reconcile a request body asks for, or why it cannot be run."""
     if not isinstance(body, dict):
         return "the body must be a JSON object"
+    for flag in ("dry_run", "confirm_deletes"):
+        # "false" is a true string: only JSON's own booleans say yes or no.
+        if not isinstance(body.get(flag, False), bool):
+            return f"{flag} must be true or false, got {body[flag]!r}"
     paths = body.get("paths")
     if paths is not None and not (
         isinstance(paths, list) and paths and all(isinstance(p, str) and p for p in paths)
@@ -140,7 +159,10 @@ def _request(body: Any) -> ReconcileRequest | str:
     except ValueError as exc:
         return f"max_delete: {exc}"
     return ReconcileRequest(
-        dry_run=bool(body.get("dry_run")), paths=inside, max_delete=max_delete
+        dry_run=bool(body.get("dry_run")),
+        paths=inside,
+        max_delete=max_delete,
+        confirm_deletes=bool(body.get("confirm_deletes")),
     )
 
 
@@ -257,6 +279,7 @@ def daemon_reconcile(
     dry_run: bool = False,
     paths: list[str] | None = None,
     max_delete: MaxDelete | None = None,
+    confirm_deletes: bool = False,
 ) -> dict[str, Any]:
     """Ask the daemon to reconcile now and wait for the outcome, however long it takes."""
     body: dict[str, Any] = {"dry_run": dry_run}
@@ -264,6 +287,8 @@ def daemon_reconcile(
         body["paths"] = paths
     if max_delete is not None:
         body["max_delete"] = str(max_delete)
+    if confirm_deletes:
+        body["confirm_deletes"] = True
     return ask(state_dir, "POST", "/reconcile", body, timeout=None)
 
 

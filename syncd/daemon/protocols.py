@@ -58,11 +58,19 @@ class SyncerLike(Protocol):
     base_url: str
 
     def reconcile(
-        self, dry_run: bool = False, *, max_delete: MaxDelete | None = None
+        self,
+        dry_run: bool = False,
+        *,
+        max_delete: MaxDelete | None = None,
+        confirm_deletes: bool = False,
     ) -> Report: ...
 
     def sync_paths(
-        self, paths: Iterable[str], *, max_delete: MaxDelete | None = None
+        self,
+        paths: Iterable[str],
+        *,
+        max_delete: MaxDelete | None = None,
+        confirm_deletes: bool = False,
     ) -> Report: ...
 
     def publish_mapping(self) -> None: ...

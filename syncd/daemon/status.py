@@ -10,7 +10,7 @@ are in binary units spelled as such (KiB, MiB, GiB).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from syncd.config import Config
@@ -19,7 +19,7 @@ from syncd.textsafe import visible
 from syncd.units import human_bytes
 
 if TYPE_CHECKING:
-    from syncd.engine.model import Record
+    from syncd.engine.model import Held, Record
 
 # Fields the daemon adds to the state file's.
 LIVE = (
@@ -45,18 +45,24 @@ def from_state(config: Config) -> dict[str, Any] | None:
         last = state.get_meta("last_reconcile")
         scan = state.get_meta("scan") or {}
         sharing = state.get_meta("sharing")
+        held = state.held()
     finally:
         state.close()
     # A record the rules no longer select is on its way out (the next run deletes its
     # remote copy, or a guard such as max_delete holds it back): it is not "synced".
     unselected = _unselected(config, records)
+    held_ids = set(held)
     counts: dict[str, int] = {}
     for path, rec in records.items():
-        shown = _shown_status(rec, path in unselected)
+        shown = _shown_status(rec, path in unselected, held_ids)
         counts[shown] = counts.get(shown, 0) + 1
     synced = [r for r in records.values() if r.status == "synced" and r.file_id]
     not_synced = sorted(
-        (r for p, r in records.items() if r.status != "synced" or p in unselected),
+        (
+            r
+            for p, r in records.items()
+            if r.status != "synced" or p in unselected or r.file_id in held_ids
+        ),
         key=lambda r: r.path,
     )
     if account:
@@ -80,14 +86,13 @@ def from_state(config: Config) -> dict[str, Any] | None:
         "not_synced": [
             {
                 "path": r.path,
-                "status": _shown_status(r, r.path in unselected),
-                "reason": _leaving_reason(config, r, unselected[r.path])
-                if r.path in unselected
-                else r.reason,
+                "status": _shown_status(r, r.path in unselected, held_ids),
+                "reason": _reason(config, r, unselected, held),
             }
             for r in not_synced
         ]
         + _skipped_examples(scan),
+        "held_deletes": _held(config, held),
         # Files the rules leave out are counted per rule, not recorded one by one.
         "skipped": scan.get("skipped", []),
         "scan": {k: v for k, v in scan.items() if k != "skipped"} or None,
@@ -108,10 +113,47 @@ def _unselected(config: Config, records: Mapping[str, Record]) -> dict[str, str]
     }
 
 
-def _shown_status(rec: Record, unselected: bool) -> str:
+def _shown_status(rec: Record, unselected: bool, held: Collection[str]) -> str:
+    if rec.file_id in held:
+        return "held"
     if not unselected:
         return rec.status
     return "leaving" if rec.file_id else "skipped"
+
+
+def _reason(
+    config: Config, rec: Record, unselected: Mapping[str, str], held: Mapping[str, Held]
+) -> str | None:
+    h = held.get(rec.file_id or "")
+    if h is not None:
+        label = f"{unselected[rec.path]}: no longer selected; " if rec.path in unselected else ""
+        return f"{label}delete held since {iso_utc(h.since)}: {h.guard}"
+    if rec.path in unselected:
+        return _leaving_reason(config, rec, unselected[rec.path])
+    return rec.reason
+
+
+def release_command(config: Config) -> str:
+    """The command that makes the deletes a guard holds, for this config."""
+    where = f" -c {config.source}" if config.source else ""
+    return f"syncd reconcile{where} --confirm-deletes"
+
+
+def _held(config: Config, held: Mapping[str, Held]) -> dict[str, Any] | None:
+    """Deletes earlier refusals hold: how many, since when, why, and what releases them."""
+    if not held:
+        return None
+    first = min(held.values(), key=lambda h: h.since)
+    return {
+        "count": len(held),
+        "since": iso_utc(first.since),
+        "guard": first.guard,
+        "release": release_command(config),
+        "files": [
+            {"path": h.path, "file_id": h.file_id, "reason": h.reason, "since": iso_utc(h.since)}
+            for h in sorted(held.values(), key=lambda h: (h.path or "", h.file_id))
+        ],
+    }
 
 
 def _leaving_reason(config: Config, rec: Record, label: str) -> str:
@@ -248,6 +290,15 @@ def render(data: dict[str, Any]) -> list[str]:
         out.append(
             f"scan: {scan['entries']:,} entries in {scan.get('folders', 0):,} folders, "
             f"{scan.get('pruned_folders', 0):,} not entered, {scan.get('seconds', 0):.1f} s"
+        )
+    held = data.get("held_deletes")
+    if held:
+        out.append(
+            f"deletes held: {held['count']} remote file(s) whose local file is gone or "
+            f"invalid, held since {held['since']} ({visible(held['guard'])})"
+        )
+        out.append(
+            f"  `{visible(held['release'])}` makes them; restoring the files lets them go"
         )
     error = data.get("last_error")
     if error:

@@ -376,14 +376,21 @@ class Worker:
             return _not_run(request.dry_run, f"the folder {root} is unavailable")
         if request.paths:
             self.phase = "syncing"
-            paths, cap = list(request.paths), request.max_delete
-            report = self._call(lambda: self.syncer.sync_paths(paths, max_delete=cap))
+            paths, cap, yes = list(request.paths), request.max_delete, request.confirm_deletes
+            report = self._call(
+                lambda: self.syncer.sync_paths(paths, max_delete=cap, confirm_deletes=yes)
+            )
             self._after(report, what="sync")
             if not report.remote_unavailable and not report.errors:
                 self._reachable()
             return report.as_json()
         what = "requested dry run" if request.dry_run else "requested"
-        report = self._reconcile(what, dry_run=request.dry_run, max_delete=request.max_delete)
+        report = self._reconcile(
+            what,
+            dry_run=request.dry_run,
+            max_delete=request.max_delete,
+            confirm_deletes=request.confirm_deletes,
+        )
         return report.as_json()
 
     def _run_reconcile(self, reason: str) -> bool:
@@ -395,12 +402,21 @@ class Worker:
         return not (report.aborted is not None or report.remote_unavailable)
 
     def _reconcile(
-        self, reason: str, *, dry_run: bool = False, max_delete: MaxDelete | None = None
+        self,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        max_delete: MaxDelete | None = None,
+        confirm_deletes: bool = False,
     ) -> Report:
         self.phase = "reconciling" if reason != "catch-up" else "catching up"
         self.rescans += 1
         log.info("reconcile", reason=reason, dry_run=dry_run)
-        report = self._call(lambda: self.syncer.reconcile(dry_run=dry_run, max_delete=max_delete))
+        report = self._call(
+            lambda: self.syncer.reconcile(
+                dry_run=dry_run, max_delete=max_delete, confirm_deletes=confirm_deletes
+            )
+        )
         if dry_run:
             return report
         log.info(

@@ -251,6 +251,10 @@ class Executor:
             out.adopted += 1
             log.info("adopted", path=a.path, file_id=a.file_id, bytes=a.local.size)
             self._progress("adopt")
+        if plan.guard_refusal and plan.refused_deletes:
+            self._state.hold(plan.refused_deletes, plan.guard_refusal)
+        if plan.unhold:
+            self._state.unhold(plan.unhold)
         for path in plan.clear_intents:
             self._state.clear_intent(path)
         if plan.found_lost:
@@ -569,7 +573,9 @@ class Executor:
                     if d.reason != "gone":  # a "gone" record keeps the id: retried next run
                         self._state.add_garbage(d.file_id, d.path)
                     return
-            self._state.record_deleted(d.file_id, d.path, forget_path=d.reason == "gone")
+            self._state.record_deleted(
+                d.file_id, d.path, forget_path=d.reason == "gone", reason=d.reason
+            )
             self._claims.release(d.file_id)
             gone = self._remote.remove(d.file_id)
             self._ledger.on_delete(gone.bytes if gone else 0)

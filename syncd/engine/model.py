@@ -178,6 +178,24 @@ class Delete:
     path: str | None = None
 
 
+# Deletes that deletion safety weighs: files gone locally, files no longer valid, and
+# ids this project's claims say it uploaded that its state does not know.
+GUARDED = ("gone", "stale", "stray")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A delete a guard refused, kept in the state until a person confirms it or the
+    file comes back: no later run of any kind, in any process, carries it out unasked."""
+
+    file_id: str
+    path: str | None
+    # The delete's own reason (one of GUARDED) and the guard's refusal, as it said it.
+    reason: str
+    guard: str
+    since: float
+
+
 @dataclass(frozen=True, slots=True)
 class Note:
     """Record a status without any remote call (invalid, quota, refreshed stat, ...)."""
@@ -219,6 +237,12 @@ class Plan:
     refused: str | None = None
     # The deletes the refusal held back (shown by --dry-run and the report).
     refused_deletes: list[Delete] = field(default_factory=list)
+    # This run's own guard refusal (without what earlier refusals hold): the reason its
+    # refused deletes are held with.
+    guard_refusal: str | None = None
+    # Held deletes that no longer apply (the file came back, or a person confirmed them
+    # and they are made in this run): their file ids.
+    unhold: list[str] = field(default_factory=list)
     halted: bool = False
 
     @property

@@ -11,18 +11,21 @@ quota and otherwise never touched.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from syncd.api.adoption import find_own_upload
 from syncd.api.models import RemoteFile
-from syncd.config import LimitsConfig, SyncConfig
+from syncd.config import LimitsConfig, MaxDelete, SyncConfig
 from syncd.engine.model import (
+    GUARDED,
     Adopt,
     Delete,
     Forget,
+    Held,
     Intent,
     LocalFile,
     LostCopy,
@@ -37,6 +40,15 @@ from syncd.units import human_bytes
 
 # How long full runs look for a copy a lost attempt may have stored (see LostCopy).
 LOST_COPY_KEEP_S = 86_400.0
+# Guarded deletes made within this long, by any run of any process, count together
+# against max_delete: a slow `rm -r`, or a mass delete split over several runs, is the
+# one large delete it is.
+DELETE_WINDOW_S = 600.0
+
+# What a person said of deletes an earlier refusal holds: nothing yet ("none": they stay
+# refused), a cap for this run ("capped": weighed with the others under it), or yes
+# ("confirmed": made, outside the cap). Either answer starts a new delete window.
+Consent = Literal["none", "capped", "confirmed"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class Policy:
     # runs just before took (targeted runs share one budget: a slow rm -r is one delete).
     max_delete: int | None = None
     deleted_recently: int = 0
+    consent: Consent = "none"
     max_files: int = LimitsConfig.max_files
     max_bytes: int = LimitsConfig.max_bytes
     headroom_files: int = LimitsConfig.headroom_files
@@ -71,6 +84,8 @@ class StateView:
     # Ids this project claimed (uploaded or adopted) and has not released.
     claimed_here: Collection[str] = frozenset()
     lost_copies: Collection[LostCopy] = ()
+    # Deletes an earlier run's guard refused, by file id (see model.Held).
+    held: Mapping[str, Held] = field(default_factory=dict)
 
     def owned_ids(self) -> set[str]:
         ids = {r.file_id for r in self.records.values() if r.file_id}
@@ -86,6 +101,20 @@ def in_scope(path: str, scope: frozenset[str] | None) -> bool:
 def tracked(records: Mapping[str, Record]) -> int:
     """Remote files our records hold (paths sharing one count once)."""
     return len({r.file_id for r in records.values() if r.file_id})
+
+
+def window_start(now: float, confirmed_at: float | None, consent: Consent) -> float:
+    """Since when guarded deletes count against this run's cap: the delete window, cut
+    at the last time a person answered for deletes (and at now when this run is one)."""
+    if consent != "none":
+        return now
+    return max(now - DELETE_WINDOW_S, confirmed_at or 0.0)
+
+
+def delete_budget(cap: MaxDelete, records: Mapping[str, Record], recently: int) -> int:
+    """Guarded deletes this run may make: the cap, over the files tracked before the
+    window began, less what the window already used."""
+    return cap.limit(tracked(records) + recently) - recently
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,17 +368,28 @@ def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> N
         # "replaced" by adoption: the record takes the adopted id; nothing else to do.
 
 
-# Deletes the guard weighs: files gone locally, and files this project's claims say it
-# uploaded that its state does not know. Strays are one or two after a crash; many of
-# them mean the state was reset, or a new project took over a retired one's state_dir,
-# and the claims outlived the state: those files are not this state's to delete.
-_GUARDED = ("gone", "stale", "stray")
+def _held_text(held: Held) -> str:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held.since))
+    return f"since {since}: {held.guard}"
 
 
 def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan) -> None:
     """Never read a vanished or broken source, or a reset state, as "the user deleted
-    everything"."""
-    gone = [d for d in out.deletes if d.reason in _GUARDED]
+    everything"; and never carry out unasked a delete an earlier run refused.
+
+    Strays (ids our claims hold that the state does not know) are weighed too: one or
+    two after a crash is normal, many mean the state was reset or a new project took
+    over a retired one's state_dir, and those files are not this state's to delete.
+    """
+    gone = [d for d in out.deletes if d.reason in GUARDED]
+    # A hold lapses when its delete is no longer wanted: the file came back, or was
+    # deleted by a confirmed run (in this run's scope; strays only in full runs).
+    wanted = {d.file_id for d in gone}
+    out.unhold = sorted(
+        fid
+        for fid, h in state.held.items()
+        if fid not in wanted and (policy.scope is None or in_scope(h.path or "", policy.scope))
+    )
     # Forgetting a record that still has a remote copy (delete_remote off, or a copy of
     # shared content) gives its mapping up: a broken scan must not do that either.
     letting_go = {
@@ -357,13 +397,20 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
     }
     if not gone and not letting_go and not out.detaches:
         return
+    held = [d for d in gone if d.file_id in state.held]
+    # Held deletes stay refused until a person answers; confirmed ones are not weighed.
+    sticky = held if policy.consent == "none" else []
+    weighed = [d for d in gone if policy.consent == "capped" or d.file_id not in state.held]
+    refuse = list(sticky)
     reason: str | None = None
-    if scan.root_empty and tracked(state.records) > 0:
-        reason = "root folder is empty while files are tracked: deletes refused"
-    elif scan.errors:
+    if scan.errors:
         reason = f"scan had {len(scan.errors)} error(s): deletes refused"
-    elif policy.max_delete is not None and len(gone) > policy.max_delete:
-        strays = sum(1 for d in gone if d.reason == "stray")
+        refuse = gone
+    elif scan.root_empty and tracked(state.records) > 0 and (weighed or letting_go):
+        reason = "root folder is empty while files are tracked: deletes refused"
+        refuse = [*sticky, *weighed]
+    elif policy.max_delete is not None and len(weighed) > policy.max_delete:
+        strays = sum(1 for d in weighed if d.reason == "stray")
         unknown = (
             f" ({strays} of them uploaded under this state_dir but unknown to its state: "
             "was the state reset, or the state_dir reused by another project?)"
@@ -376,16 +423,28 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
             else ""
         )
         reason = (
-            f"plan would delete {len(gone)} files{unknown}, over max_delete "
+            f"plan would delete {len(weighed)} files{unknown}, over max_delete "
             f"({policy.max_delete}{used}): deletes refused"
         )
+        refuse = [*sticky, *weighed]
+    refused_now = reason is not None
+    out.guard_refusal = reason
+    if sticky:
+        first = min((state.held[d.file_id] for d in sticky), key=lambda h: h.since)
+        text = (
+            f"{len(sticky)} delete(s) held by an earlier refusal ({_held_text(first)}); "
+            "`syncd reconcile --confirm-deletes` releases them"
+        )
+        reason = f"{reason}; {text}" if refused_now else text
     if reason is None:
         return
+    refused = {d.file_id for d in refuse}
     out.refused = reason
-    out.refused_deletes = [d for d in out.deletes if d.reason in _GUARDED]
-    out.deletes = [d for d in out.deletes if d.reason not in _GUARDED]
-    out.forgets = [f for f in out.forgets if f.path not in letting_go]
-    out.detaches = []
+    out.refused_deletes = [d for d in out.deletes if d.file_id in refused]
+    out.deletes = [d for d in out.deletes if d.file_id not in refused]
+    if refused_now:  # a guard refused this run, not only earlier refusals
+        out.forgets = [f for f in out.forgets if f.path not in letting_go]
+        out.detaches = []
 
 
 def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:

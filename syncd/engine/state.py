@@ -21,7 +21,7 @@ from typing import Any
 
 from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
-from syncd.engine.model import Intent, LocalFile, LostCopy, Note, Record
+from syncd.engine.model import GUARDED, Delete, Held, Intent, LocalFile, LostCopy, Note, Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -73,8 +73,24 @@ CREATE TABLE IF NOT EXISTS lost_copies (
     most INTEGER NOT NULL DEFAULT 1,
     found INTEGER NOT NULL DEFAULT 0
 );
+-- Deletes a guard refused: no run makes them until a person confirms or the file
+-- comes back (see model.Held).
+CREATE TABLE IF NOT EXISTS held_deletes (
+    file_id TEXT PRIMARY KEY,
+    path TEXT,
+    reason TEXT NOT NULL,
+    guard TEXT NOT NULL,
+    since REAL NOT NULL
+);
+-- When guarded deletes were made: every run of every process weighs the ones within
+-- the delete window against max_delete.
+CREATE TABLE IF NOT EXISTS guarded_deletes (at REAL NOT NULL, file_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS guarded_deletes_at ON guarded_deletes (at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# Guarded deletes older than this are forgotten (far beyond any delete window).
+_GUARDED_KEEP_S = 7 * 86_400.0
 
 # The window the first schema's intents were resolved with.
 _LEGACY_BEFORE_S = 2
@@ -235,6 +251,21 @@ class State:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT file_id FROM garbage")}
 
+    def held(self) -> dict[str, Held]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT file_id, path, reason, guard, since FROM held_deletes"
+            ).fetchall()
+        return {row[0]: Held(*row) for row in rows}
+
+    def guarded_deletes_since(self, since: float) -> int:
+        """Guarded deletes made at or after ``since``, by any run of any process."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM guarded_deletes WHERE at >= ?", (since,)
+            ).fetchone()
+        return int(n)
+
     def get_meta(self, key: str) -> Any:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -385,10 +416,18 @@ class State:
                 "INSERT OR IGNORE INTO garbage VALUES (?, ?, ?)", (file_id, path, time.time())
             )
 
-    def record_deleted(self, file_id: str, path: str | None, *, forget_path: bool) -> None:
-        """After a remote delete: the id is no longer ours anywhere."""
+    def record_deleted(
+        self, file_id: str, path: str | None, *, forget_path: bool, reason: str = "garbage"
+    ) -> None:
+        """After a remote delete: the id is no longer ours anywhere, no longer held, and a
+        guarded delete is counted for the delete window, all in one transaction."""
+        now = time.time()
         with self._tx() as db:
             db.execute("DELETE FROM garbage WHERE file_id = ?", (file_id,))
+            db.execute("DELETE FROM held_deletes WHERE file_id = ?", (file_id,))
+            if reason in GUARDED:
+                db.execute("INSERT INTO guarded_deletes VALUES (?, ?)", (now, file_id))
+                db.execute("DELETE FROM guarded_deletes WHERE at < ?", (now - _GUARDED_KEEP_S,))
             if forget_path and path is not None:
                 db.execute("DELETE FROM files WHERE path = ? AND file_id = ?", (path, file_id))
             db.execute(
@@ -396,6 +435,19 @@ class State:
                 "WHERE file_id = ?",
                 (time.time(), file_id),
             )
+
+    def hold(self, deletes: Iterable[Delete], guard: str) -> None:
+        """Keep refused deletes refused; a delete already held keeps its first refusal."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO held_deletes VALUES (?, ?, ?, ?, ?)",
+                ((d.file_id, d.path, d.reason, guard, now) for d in deletes),
+            )
+
+    def unhold(self, file_ids: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM held_deletes WHERE file_id = ?", ((f,) for f in file_ids))
 
     def forget(self, path: str) -> None:
         with self._tx() as db:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,15 @@ from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
 from syncd.engine.ledger import Ledger, LocalLedger
 from syncd.engine.model import Plan, Record
-from syncd.engine.plan import Policy, StateView, in_scope, plan, tracked
+from syncd.engine.plan import (
+    Consent,
+    Policy,
+    StateView,
+    delete_budget,
+    in_scope,
+    plan,
+    window_start,
+)
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.rules import Rules
 from syncd.engine.scan import (
@@ -49,8 +56,8 @@ log = structlog.get_logger("syncd.engine")
 
 # Statuses that mean "this file should be on the remote and is not".
 UNSYNCED = ("invalid", "quota", "error", "changing", "pending")
-# Deletes by targeted syncs within this long count together against max_delete.
-DELETE_WINDOW_S = 600.0
+# When a person last answered for deletes (a run with --confirm-deletes or --max-delete).
+CONFIRMED_META = "deletes_confirmed_at"
 # Claims on ids gone from the provider checked (one read each) and released per reconcile.
 RELEASE_PER_RUN = 20
 
@@ -168,6 +175,12 @@ class RunReport:
         }
 
 
+def _consent(max_delete: MaxDelete | None, confirm_deletes: bool) -> Consent:
+    if confirm_deletes:
+        return "confirmed"
+    return "capped" if max_delete is not None else "none"
+
+
 class Syncer:
     def __init__(
         self,
@@ -193,9 +206,6 @@ class Syncer:
         self._lock = lock
         self._closers = list(closers)
         self._op = threading.RLock()
-        # When targeted syncs deleted files gone locally, so max_delete can weigh a slow
-        # `rm -r` arriving in many small batches as the one large delete it is.
-        self._recent_gone: deque[float] = deque()
         # What the mapping file says as this process last wrote it (a digest).
         self._published: str | None = None
         self._stopping = threading.Event()
@@ -208,15 +218,22 @@ class Syncer:
         progress: Callable[[str], None] | None = None,
         *,
         max_delete: MaxDelete | None = None,
+        confirm_deletes: bool = False,
     ) -> RunReport:
-        """Full scan + remote listing + plan + execute + publish."""
+        """Full scan + remote listing + plan + execute + publish.
+
+        ``max_delete`` (a person's cap for this run) or ``confirm_deletes`` answers for
+        the deletes earlier refusals hold; see ``plan.Consent``."""
         with self._op:
             started = time.monotonic()
             records = self.state.records()
             scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
             scanned_s = time.monotonic() - started
             failed = self._try_list(scan.errors)
-            report = failed or self._run(scan, records, None, dry_run, progress, max_delete)
+            consent = _consent(max_delete, confirm_deletes)
+            report = failed or self._run(
+                scan, records, None, dry_run, progress, max_delete, consent
+            )
             if not (failed or dry_run or report.aborted or report.interrupted):
                 self._release_gone_claims()
             # Files no purpose rule takes have no record: the report names a few per rule.
@@ -239,7 +256,11 @@ class Syncer:
             return report
 
     def sync_paths(
-        self, paths: Iterable[str], *, max_delete: MaxDelete | None = None
+        self,
+        paths: Iterable[str],
+        *,
+        max_delete: MaxDelete | None = None,
+        confirm_deletes: bool = False,
     ) -> RunReport:
         """Targeted sync of these root-relative paths, against the last known listing.
         A path that does not stay inside the root is not synced, and is reported."""
@@ -265,7 +286,8 @@ class Syncer:
             # The plan and the report look for records under the scan's keys: a name
             # that is not UTF-8 is recorded under a visible spelling, not as queued.
             keys = frozenset(map(record_key, scope))
-            report = self._run(scan, records, keys, False, None, max_delete)
+            consent = _consent(max_delete, confirm_deletes)
+            report = self._run(scan, records, keys, False, None, max_delete, consent)
             report.scan_errors += outside
             report.duration_s = time.monotonic() - started
             return report
@@ -278,17 +300,19 @@ class Syncer:
         dry_run: bool,
         progress: Callable[[str], None] | None,
         max_delete: MaxDelete | None = None,
+        consent: Consent = "none",
     ) -> RunReport:
         limits = self.config.limits
         cap = max_delete or self.config.sync.max_delete
-        now = time.monotonic()
-        while self._recent_gone and self._recent_gone[0] < now - DELETE_WINDOW_S:
-            self._recent_gone.popleft()
-        already = len(self._recent_gone) if scope is not None else 0
+        # The delete window is read from the state: every run of every process that
+        # held this state_dir in it counts, a restart forgets none of it.
+        since = window_start(time.time(), self.state.get_meta(CONFIRMED_META), consent)
+        already = self.state.guarded_deletes_since(since)
         policy = Policy(
             delete_remote=self.config.sync.delete_remote,
-            max_delete=cap.limit(tracked(records) + already) - already,
+            max_delete=delete_budget(cap, records, already),
             deleted_recently=already,
+            consent=consent,
             max_files=limits.max_files,
             max_bytes=limits.max_bytes,
             headroom_files=limits.headroom_files,
@@ -311,6 +335,7 @@ class Syncer:
             self.claims.others(),
             self.claims.mine(),
             self.state.lost_copies(),
+            self.state.held(),
         )
         the_plan = plan(scan, view, self.remote.snapshot(), policy)
         report = RunReport(
@@ -345,9 +370,9 @@ class Syncer:
         )
         try:
             report.outcome = executor.run(the_plan, self.publish_mapping)
-            if scope is not None:
-                gone = sum(1 for d in the_plan.deletes if d.reason == "gone")
-                self._recent_gone.extend([time.monotonic()] * gone)
+            if consent != "none":
+                # A person answered for deletes: later runs weigh only what follows.
+                self.state.set_meta(CONFIRMED_META, time.time())
         except Aborted as exc:
             report.aborted = str(exc)
             log.error("run aborted", error=str(exc))
@@ -491,9 +516,12 @@ class Syncer:
         return self.rules.can_hold(rel_dir)
 
     def stats(self) -> dict[str, int]:
+        """Paths by status; one whose delete a guard holds counts as ``held``."""
+        held = self.state.held()
         counts: dict[str, int] = {}
         for rec in self.state.records().values():
-            counts[rec.status] = counts.get(rec.status, 0) + 1
+            status = "held" if rec.file_id in held else rec.status
+            counts[status] = counts.get(status, 0) + 1
         return counts
 
     def close(self) -> None:
