@@ -20,7 +20,7 @@ from syncd.api.pacing import default_pacing_dir
 from syncd.api.pacing_redis import join as share_pacing
 from syncd.config import Config
 from syncd.engine import identity
-from syncd.engine.claims import Claims, owner_of
+from syncd.engine.claims import Claims
 from syncd.engine.ledger import Quota, open_ledger
 from syncd.engine.state import State, StateLock
 from syncd.engine.sync import Syncer
@@ -112,9 +112,12 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
             opened.insert(0, closers[-1])
         state = State(config.state_dir)
         opened.insert(0, state.close)
-        owner = owner_of(config.state_dir)
+        owner = identity.owner(config.state_dir)
         mine = identity.of_config(config, client.key_fingerprint)
         if rebind:
+            problem = identity.rebind_problem(state, config.root)
+            if problem:
+                raise identity.Mismatch(f"rebind refused: {problem}; the binding is unchanged")
             identity.record(state, mine)
         identity.check(state, mine)
         identity.check_mapping_file(config.mapping_file, owner, config.project)

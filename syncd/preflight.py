@@ -86,11 +86,11 @@ def _writable(config: Config) -> list[str]:
 
 def _mapping_owner(config: Config) -> list[str]:
     """A mapping file another project publishes, refused as a run refuses it."""
-    from syncd.engine.claims import owner_of
-    from syncd.engine.identity import Mismatch, check_mapping_file
+    from syncd.engine.identity import Mismatch, check_mapping_file, owner
 
     try:
-        check_mapping_file(config.mapping_file, owner_of(config.state_dir), config.project)
+        mine = owner(config.state_dir, create=False)
+        check_mapping_file(config.mapping_file, mine, config.project)
     except Mismatch as exc:
         return [_at(config, "mapping_file", str(exc))]
     return []

@@ -111,8 +111,3 @@ class Claims:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def owner_of(state_dir: Path) -> str:
-    """A project's name in the registry: its state folder, which only it writes."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]

@@ -4,11 +4,18 @@ A copied config that still names another project's ``state_dir`` would otherwise
 read that project's records as its own and delete its files. The state records
 whom it belongs to; a run whose config disagrees is refused until the change is
 confirmed (``syncd rebind``). The mapping file records its owner the same way.
+
+The owner (the project's name in the claims registry and in the mapping file) is
+written once into ``state_dir/owner`` and travels with the folder: a project moved
+whole, config, state and mapping together, is still itself after ``syncd rebind``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +31,47 @@ _FIELDS = {
 }
 
 
+OWNER_FILE = "owner"
+
+
 class Mismatch(ValueError):
     """Raised when the state or the mapping file belongs to another project."""
+
+
+def _first_owner(state_dir: Path) -> str:
+    # Derived from where the state was first opened, as every state before the owner
+    # file was: their claims and mappings already carry this name.
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def stored_owner(state_dir: Path) -> str | None:
+    """The owner written in ``state_dir``, if any (nothing is created)."""
+    try:
+        text = (state_dir / OWNER_FILE).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    return text if text.isalnum() else None
+
+
+def owner(state_dir: Path, *, create: bool = True) -> str:
+    """The project's owner name: the one written in ``state_dir``, else (first open)
+    one derived from the folder, written there when ``create``."""
+    found = stored_owner(state_dir)
+    if found is not None:
+        return found
+    name = _first_owner(state_dir)
+    if create:
+        tmp = state_dir / f".{OWNER_FILE}.{os.getpid()}"
+        tmp.write_text(name + "\n", encoding="ascii")
+        try:
+            os.link(tmp, state_dir / OWNER_FILE)  # never over one written meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return stored_owner(state_dir) or name
+    return name
 
 
 def of_config(config: Config, key_fingerprint: str) -> dict[str, str]:
@@ -47,13 +93,29 @@ def check(state: State, mine: dict[str, str]) -> None:
         lines = [
             f"  {_FIELDS[k]}: state has {stored.get(k)!r}, config has {mine[k]!r}" for k in differ
         ]
-        raise Mismatch(
-            "this state_dir belongs to another project or setup:\n"
-            + "\n".join(lines)
-            + "\nGive each project its own state_dir (and mapping_file). If this change "
-            "is deliberate (the root moved, the key was rotated), run "
+        blocked = rebind_problem(state, Path(mine["root"]))
+        advice = (
+            f"\nFix the config first: {blocked}; a rebind would be refused."
+            if blocked
+            else "\nGive each project its own state_dir (and mapping_file). If this change "
+            "is deliberate (the project or its root moved, the key was rotated), run "
             "`syncd rebind -c CONFIG` once."
         )
+        raise Mismatch(
+            "this state_dir belongs to another project or setup:\n" + "\n".join(lines) + advice
+        )
+
+
+def rebind_problem(state: State, root: Path) -> str | None:
+    """Why binding the state to ``root`` would be wrong, if it would: a root that is
+    not there, or an empty one while the state has files on the remote (a typo, or a
+    disk not mounted yet: binding to it would read as "every file deleted")."""
+    if not root.is_dir():
+        return f"the root {root} does not exist or is not a folder"
+    tracked = len(state.owned_ids())
+    if tracked and not any(os.scandir(root)):
+        return f"the root {root} is empty while the state has {tracked} file(s) on the remote"
+    return None
 
 
 def record(state: State, mine: dict[str, str]) -> None:
