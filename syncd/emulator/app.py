@@ -8,14 +8,14 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
 from anyio import to_thread
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from . import errors, validate
@@ -117,7 +117,8 @@ class EmulatorApp:
         except _ClientGone:
             return
         except errors.ApiError as exc:
-            response = exc.response(call.request_id, self.flavor.request_id_in_body)
+            echo = call.header("authorization") if self.settings.fault_echo_auth else None
+            response = exc.response(call.request_id, self.flavor.request_id_in_body, echo)
         except Exception:
             # Keep the envelope and x-request-id even for emulator bugs, so clients see a
             # provider-shaped 500 rather than uvicorn's plain-text one.
@@ -185,7 +186,9 @@ class EmulatorApp:
             await asyncio.sleep(delay_ms / 1000)
         if self.dice.roll("fault_429", settings.fault_429):
             self.stats.bump("faults", "429")
-            raise errors.throttled(1 if settings.retry_after else None)
+            hint = settings.fault_429_retry_after
+            raise errors.throttled(hint if hint is not None else 1 if settings.retry_after
+                                   else None)
         if self.dice.roll("fault_5xx", settings.fault_5xx):
             self.stats.bump("faults", "5xx")
             raise errors.internal(self.dice.choice("status_5xx", (500, 503)))
@@ -276,7 +279,24 @@ class EmulatorApp:
             body["first_id"] = data[0]["id"] if data else None
             body["last_id"] = data[-1]["id"] if data else None
         body["has_more"] = has_more
+        if self.settings.fault_trickle_list > 0:
+            return self._trickled(call, body, self.settings.fault_trickle_list)
         return self._json(call, body)
+
+    def _trickled(self, call: _Call, body: Any, per_second: float) -> Response:
+        """``body`` as JSON, headers at once, then the bytes at ``per_second``: a slow or
+        hostile link that keeps every read within any per-read timeout."""
+        data = bytes(JSONResponse(body).body)
+        step = max(1, int(per_second / 10))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), step):
+                if start:
+                    await asyncio.sleep(step / per_second)
+                yield data[start:start + step]
+
+        return StreamingResponse(chunks(), media_type="application/json", headers={
+            "x-request-id": call.request_id, "content-length": str(len(data))})
 
     def _omit(self, records: list[FileRecord], has_more: bool) -> list[FileRecord]:
         """Leave out a seeded fraction of a page, like an eventually consistent listing.
@@ -318,6 +338,8 @@ class EmulatorApp:
             if purpose == "batch":
                 await to_thread.run_sync(validate.check_batch_file, form.temp_path,
                                          flavor.batch_urls)
+            if self.dice.roll("reject_upload", self.settings.fault_reject_upload):
+                raise errors.bad_request("The file is invalid.", code="invalid_file")
             settings = self.settings
             record = await to_thread.run_sync(
                 self.store.commit_upload, call.account, form.temp_path,
@@ -331,6 +353,8 @@ class EmulatorApp:
             self.stats.bump("faults", "drop_after_store")
             await drop_connection(call.send)
             raise _Dropped
+        if self.settings.fault_trickle_upload > 0:
+            return self._trickled(call, self._file_json(record), self.settings.fault_trickle_upload)
         return self._json(call, self._file_json(record))
 
     async def _read_form(self, call: _Call, reader: UploadReader) -> Any:
@@ -406,6 +430,10 @@ class EmulatorApp:
             "max_files": s.max_files, "max_bytes": s.max_bytes, "seed": s.seed,
             "fault_list_omit": s.fault_list_omit, "unknown_id_status": s.unknown_id_status,
             "clock_offset_s": s.clock_offset_s, "flavor": s.flavor,
+            "fault_trickle_list": s.fault_trickle_list,
+            "fault_trickle_upload": s.fault_trickle_upload,
+            "fault_429_retry_after": s.fault_429_retry_after,
+            "fault_reject_upload": s.fault_reject_upload, "fault_echo_auth": s.fault_echo_auth,
         }
 
     def apply_config(self, body: Any) -> None:
@@ -420,7 +448,7 @@ class EmulatorApp:
 def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
     """Validate everything first so a bad request changes nothing."""
     floats = ("fault_5xx", "fault_429", "latency_ms", "jitter_ms", "drop_before",
-              "drop_after_store", "fault_list_omit")
+              "drop_after_store", "fault_list_omit", "fault_reject_upload")
     updates: dict[str, Any] = {}
     try:
         for name in floats:
@@ -429,7 +457,18 @@ def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
                 if value < 0 or (not name.endswith("_ms") and value > 1):
                     raise ValueError(name)
                 updates[name] = value
-        for name in ("retry_after", "rate_limit"):
+        for name in ("fault_trickle_list", "fault_trickle_upload"):
+            if name in body:
+                value = float(body[name])
+                if not 0 <= value < math.inf:
+                    raise ValueError(name)
+                updates[name] = value
+        if "fault_429_retry_after" in body:
+            raw = body["fault_429_retry_after"]
+            if raw is not None and int(raw) < 0:
+                raise ValueError("fault_429_retry_after")
+            updates["fault_429_retry_after"] = None if raw is None else int(raw)
+        for name in ("retry_after", "rate_limit", "fault_echo_auth"):
             if name in body:
                 value = body[name]
                 updates[name] = value if isinstance(value, bool) else str(value) == "on"

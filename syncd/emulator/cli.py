@@ -38,6 +38,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _bytes_per_s(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syncd emulate",
@@ -76,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="400 answers unknown ids with a bare {\"detail\": ...} body")
     p.add_argument("--clock-offset-s", type=float, default=0.0, metavar="S",
                    help="shift the emulator's clock (created_at, expiry, Date) by S seconds")
+    p.add_argument("--fault-trickle-list", type=_bytes_per_s, default=0.0, metavar="BPS",
+                   help="send list responses at BPS bytes per second, headers first")
+    p.add_argument("--fault-trickle-upload", type=_bytes_per_s, default=0.0, metavar="BPS",
+                   help="send the responses of stored uploads at BPS bytes per second")
+    p.add_argument("--fault-429-retry-after", type=_non_negative, metavar="S",
+                   help="Retry-After of injected 429s (default: 1 with --retry-after)")
+    p.add_argument("--fault-reject-upload", type=_rate, default=0.0, metavar="F",
+                   help="refuse a seeded fraction F of uploads with a 400, nothing stored")
+    p.add_argument("--fault-echo-auth", action="store_true",
+                   help="error responses echo the request's Authorization header in every"
+                        " field, as some gateways do")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"))
@@ -95,6 +120,10 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         jitter_ms=args.jitter_ms, drop_before=args.drop_before,
         drop_after_store=args.drop_after_store, fault_list_omit=args.fault_list_omit,
         unknown_id_status=args.unknown_id_status, clock_offset_s=args.clock_offset_s,
+        fault_trickle_list=args.fault_trickle_list,
+        fault_trickle_upload=args.fault_trickle_upload,
+        fault_429_retry_after=args.fault_429_retry_after,
+        fault_reject_upload=args.fault_reject_upload, fault_echo_auth=args.fault_echo_auth,
         flavor=args.flavor, seed=args.seed, log_level=args.log_level)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.responses import JSONResponse
 
@@ -29,19 +30,32 @@ class ApiError(Exception):
     # Answer `{"detail": message}`, as some self-hosted OpenAI-compatible servers do.
     detail_only: bool = False
 
-    def response(self, request_id: str, request_id_in_body: bool = True) -> JSONResponse:
-        body: dict[str, Any] = {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            },
+    def response(self, request_id: str, request_id_in_body: bool = True,
+                 echo: str | None = None) -> JSONResponse:
+        """The error as the provider sends it. With ``echo`` (the request's Authorization
+        header), every field repeats it as a careless gateway might: as sent, the key
+        alone, URL-encoded, its tail, and in a nested object and a header."""
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
         }
+        if echo is not None:
+            key = echo.partition(" ")[2] or echo
+            request_id = f"{request_id}/{key}"
+            error = {
+                "message": f"{self.message} (Authorization: {echo}; key ...{key[-12:]})",
+                "type": echo,
+                "param": quote(key, safe=""),
+                "code": f"{self.code or self.type}:{key}",
+                "details": {"authorization": echo, "headers": {"Authorization": echo}},
+            }
+        body: dict[str, Any] = {"error": error}
         if request_id_in_body:
             body["request_id"] = request_id
         if self.detail_only:
-            body = {"detail": self.message}
+            body = {"detail": error["message"]}
         headers = {"x-request-id": request_id, **(self.headers or {})}
         return JSONResponse(body, status_code=self.status, headers=headers)
 

@@ -60,6 +60,16 @@ class EmulatorSettings:
     unknown_id_status: int = 404
     # Added to the emulator's clock: `created_at`, expiry and the `Date` header.
     clock_offset_s: float = 0.0
+    # List and upload responses are sent at this many bytes per second (0: at once),
+    # headers first.
+    fault_trickle_list: float = 0.0
+    fault_trickle_upload: float = 0.0
+    # `Retry-After` of injected 429s (None: 1 with `retry_after`, else none).
+    fault_429_retry_after: int | None = None
+    # Fraction of uploads refused with a 400 once their body is read (nothing stored).
+    fault_reject_upload: float = 0.0
+    # Error bodies and headers echo the request's Authorization header, as some gateways do.
+    fault_echo_auth: bool = False
     # "dashscope" or "openai"; fixed for the life of the server.
     flavor: str = "dashscope"
     seed: int | None = None
