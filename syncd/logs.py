@@ -1,7 +1,9 @@
 """structlog set-up: JSON lines under systemd (or when asked), console lines otherwise.
 
 Every event passes a redaction step last, so a secret that slipped into an
-event (an exception text, say) is masked before it is written.
+event (an exception text, say, or a value nested in a field) is masked before it is
+written, by the same rule as errors from the network (:mod:`syncd.api.scrub`: every
+API key the process holds, in any spelling, and runs of its characters).
 
 On the console, one line per file would bury what a person wants to see (the
 progress bar, the summary, the errors): per-file events are shown at debug level
@@ -21,7 +23,7 @@ from typing import Any, TextIO
 
 import structlog  # loaded without rich: see syncd._startup
 
-_SECRETS: set[str] = set()
+from syncd.api import scrub
 
 # Set from the command line (-q, -v, --log-format); they win over the config file.
 _override_format: str | None = None
@@ -89,19 +91,25 @@ def _per_file_at_debug(debug: bool) -> Callable[..., MutableMapping[str, Any]]:
 
 
 def add_secret(value: str) -> None:
-    if len(value) >= 6:
-        _SECRETS.add(value)
+    """Mask ``value`` in every line from now on (values under 6 characters are not)."""
+    scrub.register(value)
+
+
+def _masked(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub.scrub(value)
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {_masked(k, depth + 1): _masked(v, depth + 1) for k, v in value.items()}
+    if type(value) in (list, tuple, set, frozenset):
+        return type(value)(_masked(v, depth + 1) for v in value)
+    return value
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if not _SECRETS:
-        return event
     for key, value in list(event.items()):
-        if isinstance(value, str):
-            for secret in _SECRETS:
-                if secret in value:
-                    value = value.replace(secret, "***")
-            event[key] = value
+        event[key] = _masked(value)
     return event
 
 

@@ -1,7 +1,9 @@
 """HTTP details: mapping responses and transport failures onto the error hierarchy.
 
 Nothing raised from here carries an httpx object: httpx requests hold the
-Authorization header, and exceptions travel into logs and tracebacks.
+Authorization header, and exceptions travel into logs and tracebacks. Nothing read
+from an error body or its headers leaves here unscrubbed either (see
+:mod:`syncd.api.scrub`): a gateway may echo the Authorization header in any field.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from syncd.api.errors import (
     SourceChangedError,
 )
 from syncd.api.providers import DASHSCOPE, Provider
+from syncd.api.scrub import Scrubber, scrub_optional
 
 _MAX_MESSAGE = 300
 _BLOCK = 1024 * 1024
@@ -207,19 +210,26 @@ def read_error_body(response: httpx.Response) -> tuple[str | None, str | None, s
             message = _raw_text(response.content)
     elif response.content:
         message = _raw_text(response.content)
-    return message, code, request_id or response.headers.get("x-request-id")
+    request_id = request_id or response.headers.get("x-request-id")
+    return scrub_optional(message), scrub_optional(code), scrub_optional(request_id)
 
 
 def error_for_response(
     response: httpx.Response, scrub: str, provider: Provider = DASHSCOPE
 ) -> APIError:
-    """The exception for a non-2xx response. ``scrub`` is removed from messages;
-    ``provider`` says which refusals mean a full quota."""
+    """The exception for a non-2xx response. Every registered secret, and ``scrub``,
+    is masked in all it says; ``provider`` says which refusals mean a full quota."""
     status = response.status_code
     message, code, request_id = read_error_body(response)
-    text = (message or response.reason_phrase or f"HTTP {status}")[:_MAX_MESSAGE]
+    also = Scrubber()
     if scrub:
-        text = text.replace(scrub, "***")
+        also.add(scrub)
+
+    def clean(text: str | None) -> str | None:
+        return None if text is None else also.scrub(text)
+
+    message, code, request_id = clean(message), clean(code), clean(request_id)
+    text = (message or response.reason_phrase or f"HTTP {status}")[:_MAX_MESSAGE]
     kw: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
     if status in (401, 403):
         return AuthenticationError(text, **kw)

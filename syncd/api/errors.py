@@ -2,12 +2,16 @@
 
 Every error the client raises is an :class:`APIError`. Each class says when it is
 raised; callers branch on the class, never on message text. No message or repr
-ever contains the API key.
+ever contains the API key: the constructor passes message, code and request id
+through :func:`syncd.api.scrub.scrub`, since they may hold what a provider or a
+proxy echoed of the request (its Authorization header, say).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from syncd.api.scrub import scrub, scrub_optional
 
 if TYPE_CHECKING:
     from syncd.api.adoption import UploadWindow
@@ -24,11 +28,12 @@ class APIError(Exception):
         code: str | None = None,
         request_id: str | None = None,
     ) -> None:
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.code = code
-        self.request_id = request_id
+        self.code = scrub_optional(code)
+        self.request_id = scrub_optional(request_id)
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only constructor arguments defeat Exception's default pickling,

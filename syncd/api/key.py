@@ -6,12 +6,19 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import NoReturn
+
+from syncd.api import scrub
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ApiKey:
-    """The API key. Its str/repr never shows the secret; ``reveal()`` does, for the header only."""
+    """The API key. Its str/repr never shows the secret; ``reveal()`` does, for the header only.
+
+    Creating one registers the value with :mod:`syncd.api.scrub`: from then on it is
+    masked in every error and log line of the process, whoever echoes it. It cannot be
+    pickled (the bytes would hold the value); a copy is the same object."""
 
     __slots__ = ("_fingerprint", "_value")
 
@@ -23,6 +30,7 @@ class ApiKey:
             raise ValueError("API key contains whitespace or control characters")
         self._value = value
         self._fingerprint = hashlib.sha256(value.encode()).hexdigest()[:12]
+        scrub.register(value)
 
     def reveal(self) -> str:
         return self._value
@@ -35,6 +43,18 @@ class ApiKey:
         return f"ApiKey(fingerprint={self._fingerprint})"
 
     __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("an API key is not pickled: load it again from its source")
+
+    def __copy__(self) -> ApiKey:
+        return self
+
+    def __deepcopy__(self, memo: object) -> ApiKey:
+        return self
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ApiKey) and other._value == self._value
