@@ -14,6 +14,7 @@ import structlog
 
 from syncd import logs
 from syncd.api.client import FilesClient
+from syncd.api.guard import cancel_on_sigint
 from syncd.api.key import ApiKey
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import default_pacing_dir
@@ -66,7 +67,8 @@ def connect(
     config: Config, *, one_off: bool = True
 ) -> tuple[FilesClient, str, list[Callable[[], None]]]:
     """A client for the configured endpoint, starting the embedded emulator if asked.
-    ``one_off``: a command a person waits for (short retries when nothing connects)."""
+    ``one_off``: a command a person waits for (short retries when nothing connects,
+    and Ctrl-C cuts the client's calls short)."""
     key = load_key(config)
     if key is not None:
         # Every log line from here on masks the key, whichever command opened the client.
@@ -84,6 +86,9 @@ def connect(
             closers.append(stop)
     options = client_options(config, one_off=one_off)
     client = FilesClient(base_url, key, options, provider=config.api.profile)
+    if one_off:
+        # Ctrl-C ends the calls on worker threads too, not only the main thread's.
+        cancel_on_sigint(client.guard)
     return client, base_url, closers
 
 

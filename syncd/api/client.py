@@ -35,6 +35,7 @@ from syncd.api.errors import (
     ServerError,
     SourceChangedError,
 )
+from syncd.api.guard import CallGuard, receive
 from syncd.api.key import ApiKey
 from syncd.api.models import CallClass, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
@@ -132,12 +133,15 @@ class FilesClient:
             transport=transport,
             verify=_tls(self._base_url),
         )
+        # Cuts every call short for good (a one-off command's Ctrl-C): see cancel().
+        self._guard = CallGuard()
         rates = self._options.rates
         self._pacer = Pacer(
             {"upload": rates.upload, "read": rates.read, "delete": rates.delete},
             state_dir=self._options.pacing_dir,
             key_fingerprint=self._fingerprint,
             margin=self._options.pacing_margin,
+            sleep=self._guard.sleep,
         )
         self.clock = ServerClock()
 
@@ -164,10 +168,22 @@ class FilesClient:
     def options(self) -> ClientOptions:
         return self._options
 
+    @property
+    def guard(self) -> CallGuard:
+        return self._guard
+
+    def cancel(self) -> None:
+        """Cut every call short, now and for good, from any thread: a read or write in
+        flight ends at once (an upload whose body was sent is then ambiguous), waits
+        end, and later calls send nothing (CallCancelledError)."""
+        self._guard.cancel()
+
     # -- plumbing -------------------------------------------------------------
 
     def _retrying(self, call_class: CallClass, operation: str, fn: Callable[[], T]) -> T:
-        retrying = build_retrying(self._options.retry, call_class=call_class, operation=operation)
+        guard = self._guard
+        retrying = build_retrying(self._options.retry, call_class=call_class, operation=operation,
+                                  sleep=guard.sleep, cancelled=lambda: guard.cancelled)  # fmt: skip
         result: T = retrying(fn)
         return result
 
@@ -175,7 +191,8 @@ class FilesClient:
         """One paced attempt: send, read, and classify the response.
 
         Transport errors propagate as httpx exceptions for the caller to classify,
-        since only it knows whether a lost response is harmless.
+        since only it knows whether a lost response is harmless; a response that does
+        not complete within ``Timeouts.response_within`` is a ReadTimeout.
         """
         granted_at, _waited = self._pacer.grant(call_class)
 
@@ -188,7 +205,8 @@ class FilesClient:
 
         request.extensions["trace"] = trace
         before = time.time()
-        response = self._http.send(request)
+        within = self._options.timeouts.response_within
+        response = receive(self._http, request, self._guard, within, call_class)
         self.clock.observe(response.headers.get("date"), before, time.time())
         if response.status_code == 429:
             error = error_for_response(response, self._scrub(), self._provider)

@@ -142,6 +142,12 @@ class AmbiguousUploadError(APIError):
         self.window = window
 
 
+class CallCancelledError(APIError):
+    """Raised when calls were cancelled (a one-off command's Ctrl-C) before this one
+    sent anything more: it is not retried. A call cancelled while its request was on
+    the wire fails as a transport error instead (see :mod:`syncd.api.guard`)."""
+
+
 class SourceChangedError(APIError):
     """Raised when the local file changed size while it was being sent, so the body
     no longer matched its declared length: nothing usable reached the server, and

@@ -17,6 +17,14 @@ class Timeouts:
     read: float = 120.0
     write: float = 120.0
     pool: float = 10.0
+    # The whole response, from the request's last byte to the response's: httpx bounds
+    # each read only, so a response trickling in a byte at a time would never time out.
+    # None: twice ``read`` (the provider may take ``read`` before it answers at all).
+    response: float | None = None
+
+    @property
+    def response_within(self) -> float:
+        return self.response if self.response is not None else 2.0 * self.read
 
 
 @dataclass(frozen=True)

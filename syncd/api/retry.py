@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import structlog
@@ -63,14 +64,25 @@ class _ConnectBudget(stop_base):
         return elapsed + (state.upcoming_sleep or 0.0) > self._seconds
 
 
+class _Cancelled(stop_base):
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self._cancelled = cancelled
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return self._cancelled()
+
+
 def build_retrying(
     policy: RetryPolicy,
     *,
     call_class: str,
     operation: str,
     retry_on: tuple[type[BaseException], ...] = (RetryableError,),
+    sleep: Callable[[float], None] = time.sleep,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Retrying:
-    """A fresh tenacity controller for one call (they keep per-call statistics)."""
+    """A fresh tenacity controller for one call (they keep per-call statistics).
+    ``sleep`` waits between attempts; once ``cancelled()``, nothing is retried."""
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -93,9 +105,11 @@ def build_retrying(
             stop_after_attempt(policy.max_attempts),
             stop_before_delay(policy.max_elapsed),
             _ConnectBudget(policy.connect_elapsed),
+            _Cancelled(cancelled),
         ),
         wait=wait,
         retry=retry_if_exception_type(retry_on),
         before_sleep=before_sleep,
+        sleep=sleep,
         reraise=True,
     )
