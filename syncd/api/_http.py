@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -139,7 +140,7 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
             value = float(raw_ms) / 1000.0
         except ValueError:
             value = -1.0
-        if value >= 0:
+        if value >= 0 and math.isfinite(value):
             return value
     raw = headers.get("retry-after")
     if not raw:
@@ -153,7 +154,7 @@ def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float
             return None
         value = parsed.timestamp() - (time.time() if now is None else now)
         return max(0.0, value)
-    return value if value >= 0 else None
+    return value if value >= 0 and math.isfinite(value) else None
 
 
 def _detail_text(detail: Any) -> str | None:

@@ -41,7 +41,7 @@ from syncd.api.models import CallClass, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import Pacer
 from syncd.api.providers import DASHSCOPE, Provider
-from syncd.api.retry import build_retrying
+from syncd.api.retry import Holds, run_call
 
 __all__ = [
     "ApiKey",
@@ -135,6 +135,7 @@ class FilesClient:
         )
         # Cuts every call short for good (a one-off command's Ctrl-C): see cancel().
         self._guard = CallGuard()
+        self._holds = Holds()
         rates = self._options.rates
         self._pacer = Pacer(
             {"upload": rates.upload, "read": rates.read, "delete": rates.delete},
@@ -182,10 +183,8 @@ class FilesClient:
 
     def _retrying(self, call_class: CallClass, operation: str, fn: Callable[[], T]) -> T:
         guard = self._guard
-        retrying = build_retrying(self._options.retry, call_class=call_class, operation=operation,
-                                  sleep=guard.sleep, cancelled=lambda: guard.cancelled)  # fmt: skip
-        result: T = retrying(fn)
-        return result
+        return run_call(self._options.retry, fn, call_class=call_class, operation=operation,
+                        sleep=guard.sleep, cancelled=lambda: guard.cancelled)  # fmt: skip
 
     def _exchange(self, call_class: CallClass, request: httpx.Request) -> httpx.Response:
         """One paced attempt: send, read, and classify the response.
@@ -194,6 +193,7 @@ class FilesClient:
         since only it knows whether a lost response is harmless; a response that does
         not complete within ``Timeouts.response_within`` is a ReadTimeout.
         """
+        self._holds.before_send(call_class, self._options.retry, self._guard.sleep)
         granted_at, _waited = self._pacer.grant(call_class)
 
         def trace(event: str, _info: dict[str, Any]) -> None:
@@ -212,7 +212,7 @@ class FilesClient:
             error = error_for_response(response, self._scrub(), self._provider)
             assert isinstance(error, RateLimitedError)
             self._pacer.on_throttled(call_class, error.retry_after)
-            raise error
+            raise self._holds.throttled(call_class, error, self._options.retry)
         if response.is_success:
             self._pacer.on_success(call_class)
             return response

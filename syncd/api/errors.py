@@ -91,6 +91,14 @@ class RateLimitedError(RetryableError):
     """Raised on 429 once the retry budget is spent."""
 
 
+class RetryLaterError(RateLimitedError):
+    """Raised when the provider asked this call class to wait longer (Retry-After) than
+    one call may wait (``RetryPolicy.max_hint_wait``), or when an earlier such answer
+    still holds: the request was not retried, or not sent. ``retry_after`` is the
+    seconds left until the provider said it would accept the class again. The
+    provider is answering: this is not a connection problem."""
+
+
 class ServerError(RetryableError):
     """Raised on 5xx once the retry budget is spent."""
 

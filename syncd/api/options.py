@@ -42,11 +42,20 @@ class RetryPolicy:
     # Bound on retrying a call that could not connect at all (refused, DNS, TLS);
     # None = as any other failure. One-off commands keep it short: a person waits.
     connect_elapsed: float | None = None
+    # The longest provider hint (Retry-After) a call obeys by waiting, as the official
+    # SDKs do. A longer one fails the call at once (RetryLaterError), and the client
+    # sends nothing more of that class until the hint has passed.
+    max_hint_wait: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if self.max_elapsed < 0 or self.initial_backoff < 0 or self.max_backoff < 0:
+        if (
+            self.max_elapsed < 0
+            or self.initial_backoff < 0
+            or self.max_backoff < 0
+            or self.max_hint_wait < 0
+        ):
             raise ValueError("retry durations must be >= 0")
 
 
