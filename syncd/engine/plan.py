@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from syncd.api.adoption import find_own_upload
+from syncd.api.adoption import find_own_upload, wire_name
 from syncd.api.models import RemoteFile
 from syncd.config import LimitsConfig, MaxDelete, SyncConfig
 from syncd.engine.model import (
@@ -67,8 +67,10 @@ class Policy:
     headroom_bytes: int = LimitsConfig.headroom_bytes
     # Identical content of one purpose shares one remote file.
     dedupe: bool = SyncConfig.dedupe
-    # The provider's clock now, and how long before its expiry a file is uploaded anew.
+    # The provider's clock now (and how far it is ahead of ours), and how long before its
+    # expiry a file is uploaded anew.
     now: float = 0.0
+    clock_offset: float = 0.0
     refresh_before_expiry_s: float = SyncConfig.refresh_before_expiry_s
     # Only these paths are looked at (targeted sync); None means the whole tree.
     scope: frozenset[str] | None = None
@@ -150,6 +152,8 @@ def plan(
     for path in paths:
         rec = state.records.get(path)
         _decide(path, scan.files.get(path), rec, remote, adopted, policy, out, releases)
+    if policy.scope is None:
+        _adopt_strays(state, remote, policy, owned, out)
     if policy.dedupe:
         _share(state, remote, policy, out)
     _settle_releases(state, releases, out)
@@ -206,6 +210,50 @@ def _adopt_from_intents(
         else:  # the file moved on since: what we uploaded is ours but stale
             out.deletes.append(Delete(keep.id, "orphan", intent.path))
     return adopted
+
+
+# A remote copy is taken for a file only if created no earlier than this before the
+# file's last change (created_at is whole seconds, and clocks are measured, not exact).
+_STRAY_SLACK_S = 2.0
+
+
+def _adopt_strays(
+    state: StateView,
+    remote: Mapping[str, RemoteFile],
+    policy: Policy,
+    owned: set[str],
+    out: Plan,
+) -> None:
+    """Files this project uploaded (its claims say so) that its state does not know —
+    the state was lost or reset — are taken back for the new files they match instead
+    of being uploaded again: same name as sent, same size, created after the file last
+    changed, and the match unique on both sides. Anything less certain is uploaded
+    anew, and the stray is left to the guarded stray deletes."""
+    strays: dict[tuple[str, int], list[RemoteFile]] = defaultdict(list)
+    for fid in state.claimed_here:
+        f = remote.get(fid)
+        if f is not None and fid not in owned:
+            strays[(f.filename, f.bytes)].append(f)
+    if not strays:
+        return
+    news: dict[tuple[str, int], list[Upload]] = defaultdict(list)
+    for up in out.uploads:
+        if up.kind == "new":
+            news[(wire_name(up.local.name), up.local.size)].append(up)
+    taken: set[str] = set()
+    for key, ups in news.items():
+        found = strays.get(key, [])
+        if len(ups) != 1 or len(found) != 1:
+            continue
+        (up,), (f,) = ups, found
+        changed_at = up.local.mtime_ns / 1e9 + policy.clock_offset
+        if f.created_at + _STRAY_SLACK_S < changed_at:
+            continue  # the file changed after this copy was sent: not its content
+        out.adopts.append(Adopt(up.local, f.id, f.created_at))
+        owned.add(f.id)
+        taken.add(up.path)
+    if taken:
+        out.uploads = [u for u in out.uploads if u.path not in taken]
 
 
 def _find_lost_copies(

@@ -139,6 +139,12 @@ class StateLock:
             self._fd = None
 
 
+class StateLost(sqlite3.DatabaseError):
+    """Raised by a write when the state database is no longer the file this State
+    opened: deleted or replaced under a running syncd. Nothing more is written to the
+    old file (it would vanish with the process); the Syncer opens the new one."""
+
+
 class State:
     """All reads and writes of the state database. Thread-safe."""
 
@@ -151,14 +157,15 @@ class State:
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        path = state_dir / self.FILE
+        path = self._path = state_dir / self.FILE
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+            self._file = _identity(path)
+        except (sqlite3.DatabaseError, OSError) as exc:
             self._db.close()
             # sqlite's own words ("file is not a database") do not say which file.
             raise sqlite3.DatabaseError(f"{path}: {exc}") from None
@@ -182,9 +189,20 @@ class State:
         with self._lock:
             self._db.close()
 
+    def replaced(self) -> bool:
+        """Whether the database file on disk is no longer the one this State opened."""
+        try:
+            return _identity(self._path) != self._file
+        except OSError:
+            return True
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            # One stat per transaction: a write to a file deleted or replaced under us
+            # would be lost with the process, so none is made.
+            if self.replaced():
+                raise StateLost(f"{self._path} was deleted or replaced while syncd had it open")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -494,6 +512,11 @@ def _note(db: sqlite3.Connection, note: Note, now: float) -> None:
             "UPDATE files SET status = ?, reason = ?, updated_at = ? WHERE path = ?",
             (note.status, note.reason, now, note.path),
         )
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _drop_intent(db: sqlite3.Connection, path: str) -> None:

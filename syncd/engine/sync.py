@@ -49,7 +49,7 @@ from syncd.engine.scan import (
     unselected_examples,
 )
 from syncd.engine.scan import summary as scan_summary
-from syncd.engine.state import State, StateLock
+from syncd.engine.state import State, StateLock, StateLost
 from syncd.exitcodes import ExitCode
 
 log = structlog.get_logger("syncd.engine")
@@ -225,35 +225,51 @@ class Syncer:
         ``max_delete`` (a person's cap for this run) or ``confirm_deletes`` answers for
         the deletes earlier refusals hold; see ``plan.Consent``."""
         with self._op:
-            started = time.monotonic()
-            records = self.state.records()
-            scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
-            scanned_s = time.monotonic() - started
-            failed = self._try_list(scan.errors)
-            consent = _consent(max_delete, confirm_deletes)
-            report = failed or self._run(
-                scan, records, None, dry_run, progress, max_delete, consent
+            self._reopen_if_lost()
+            try:
+                return self._reconcile(dry_run, progress, max_delete, confirm_deletes)
+            except StateLost:
+                # Deleted or replaced mid-run: what the run sent is in the claims
+                # registry, and a full run on the new state adopts it.
+                self._reopen_if_lost()
+                return self._reconcile(dry_run, progress, max_delete, confirm_deletes)
+
+    def _reconcile(
+        self,
+        dry_run: bool,
+        progress: Callable[[str], None] | None,
+        max_delete: MaxDelete | None,
+        confirm_deletes: bool,
+    ) -> RunReport:
+        started = time.monotonic()
+        records = self.state.records()
+        scan = scan_root(self.config.root, self.rules, records, marker=self.config.sync.marker)
+        scanned_s = time.monotonic() - started
+        failed = self._try_list(scan.errors)
+        consent = _consent(max_delete, confirm_deletes)
+        report = failed or self._run(
+            scan, records, None, dry_run, progress, max_delete, consent
+        )
+        if not (failed or dry_run or report.aborted or report.interrupted):
+            self._release_gone_claims()
+        # Files no purpose rule takes have no record: the report names a few per rule.
+        report.skipped.update(unselected_examples(scan))
+        report.duration_s = time.monotonic() - started
+        if not dry_run:
+            self.state.set_meta("scan", scan_summary(scan, scanned_s))
+            self.state.set_meta(
+                "last_reconcile",
+                {
+                    "at": time.time(),
+                    "duration_s": round(report.duration_s, 3),
+                    "exit_code": report.exit_code,
+                    "uploaded": report.outcome.uploaded,
+                    "deleted": report.outcome.deleted,
+                    "refused": report.plan.refused,
+                    "inconsistent_listing": report.inconsistent,
+                },
             )
-            if not (failed or dry_run or report.aborted or report.interrupted):
-                self._release_gone_claims()
-            # Files no purpose rule takes have no record: the report names a few per rule.
-            report.skipped.update(unselected_examples(scan))
-            report.duration_s = time.monotonic() - started
-            if not dry_run:
-                self.state.set_meta("scan", scan_summary(scan, scanned_s))
-                self.state.set_meta(
-                    "last_reconcile",
-                    {
-                        "at": time.time(),
-                        "duration_s": round(report.duration_s, 3),
-                        "exit_code": report.exit_code,
-                        "uploaded": report.outcome.uploaded,
-                        "deleted": report.outcome.deleted,
-                        "refused": report.plan.refused,
-                        "inconsistent_listing": report.inconsistent,
-                    },
-                )
-            return report
+        return report
 
     def sync_paths(
         self,
@@ -275,22 +291,34 @@ class Syncer:
                 outside.append(f"not synced: {exc}")
         scope = frozenset(inside)
         with self._op:
-            started = time.monotonic()
-            if self.remote.listed_at is None and (failed := self._try_list([])):
-                return failed
-            records = self.state.records()
-            scope = scope | same_file_elsewhere(self.config.root, scope, records)
-            scan = scan_paths(
-                self.config.root, self.rules, records, scope, marker=self.config.sync.marker
-            )
-            # The plan and the report look for records under the scan's keys: a name
-            # that is not UTF-8 is recorded under a visible spelling, not as queued.
-            keys = frozenset(map(record_key, scope))
-            consent = _consent(max_delete, confirm_deletes)
-            report = self._run(scan, records, keys, False, None, max_delete, consent)
+            if self._reopen_if_lost():
+                return self._reconcile(False, None, max_delete, confirm_deletes)
+            try:
+                report = self._sync_paths(scope, max_delete, confirm_deletes)
+            except StateLost:
+                self._reopen_if_lost()
+                return self._reconcile(False, None, max_delete, confirm_deletes)
             report.scan_errors += outside
-            report.duration_s = time.monotonic() - started
             return report
+
+    def _sync_paths(
+        self, scope: frozenset[str], max_delete: MaxDelete | None, confirm_deletes: bool
+    ) -> RunReport:
+        started = time.monotonic()
+        if self.remote.listed_at is None and (failed := self._try_list([])):
+            return failed
+        records = self.state.records()
+        scope = scope | same_file_elsewhere(self.config.root, scope, records)
+        scan = scan_paths(
+            self.config.root, self.rules, records, scope, marker=self.config.sync.marker
+        )
+        # The plan and the report look for records under the scan's keys: a name
+        # that is not UTF-8 is recorded under a visible spelling, not as queued.
+        keys = frozenset(map(record_key, scope))
+        consent = _consent(max_delete, confirm_deletes)
+        report = self._run(scan, records, keys, False, None, max_delete, consent)
+        report.duration_s = time.monotonic() - started
+        return report
 
     def _run(
         self,
@@ -308,6 +336,7 @@ class Syncer:
         # held this state_dir in it counts, a restart forgets none of it.
         since = window_start(time.time(), self.state.get_meta(CONFIRMED_META), consent)
         already = self.state.guarded_deletes_since(since)
+        offset = sum(self.client.clock.offset()) / 2
         policy = Policy(
             delete_remote=self.config.sync.delete_remote,
             max_delete=delete_budget(cap, records, already),
@@ -318,7 +347,8 @@ class Syncer:
             headroom_files=limits.headroom_files,
             headroom_bytes=limits.headroom_bytes,
             dedupe=self.config.sync.dedupe,
-            now=time.time() + sum(self.client.clock.offset()) / 2,
+            now=time.time() + offset,
+            clock_offset=offset,
             refresh_before_expiry_s=self.config.sync.refresh_before_expiry_s,
             scope=scope,
         )
@@ -393,6 +423,24 @@ class Syncer:
             elif rec.status == "skipped":
                 report.skipped[path] = rec.reason or ""
         return report
+
+    def _reopen_if_lost(self) -> bool:
+        """Open the state anew if its database was deleted or replaced under us (the
+        old file is written no more); True when it was. The next full run adopts what
+        the claims registry proves ours instead of uploading it again."""
+        if not self.state.replaced():
+            return False
+        log.error(
+            "the state database was deleted or replaced while open: opening it anew, "
+            "a full reconcile adopts the files this project uploaded",
+            state_dir=str(self.config.state_dir),
+        )
+        # Closed first: its last close removes the -wal and -shm files beside the path,
+        # which the new database must not inherit.
+        self.state.close()
+        self.state = State(self.config.state_dir)
+        self._published = None
+        return True
 
     def _try_list(self, scan_errors: list[str]) -> RunReport | None:
         """List the remote; on failure, the report of a run that did nothing."""
