@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from wcmatch import glob
@@ -105,7 +106,7 @@ class MaxDelete:
 
 Kind = Literal[
     "string", "choice", "number", "integer", "size", "bool", "path", "url", "env_name",
-    "globs", "purposes", "max_delete", "cron", "address",
+    "globs", "purposes", "max_delete", "cron", "address", "store_url",
 ]  # fmt: skip
 
 _DAY = 86_400.0
@@ -165,7 +166,7 @@ KEYS: tuple[Key, ...] = (
     Key("limits.headroom_files", "integer", 0, "files left free for other tools", minimum=0),
     Key("limits.headroom_bytes", "size", 0, "bytes left free for other tools", minimum=0),
     Key("limits.pacing_dir", "path", None, "folder of the shared pacing state"),
-    Key("limits.shared", "string", None,
+    Key("limits.shared", "store_url", None,
         "redis:// (or rediss://) URL of the store every host on the key shares"),
     Key("limits.shared_credential_file", "path", None,
         "file holding the password of limits.shared (when its URL has none)", unset_ok=True),
@@ -529,6 +530,38 @@ def _url(text: str) -> str:
     url = text.strip().rstrip("/")
     if url != EMBEDDED and not re.match(r"^https?://[^/\s]+", url):
         raise _Invalid("expected 'embedded' or an http(s) URL")
+    if url != EMBEDDED:
+        _host_and_port(url)
+    return url
+
+
+def _host_and_port(url: str) -> None:
+    """A URL's host and port as a client will read them: a bad port or an unclosed
+    ``[`` is found here, not at the first connection."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise _Invalid(f"is not a usable URL ({exc})", echo=False) from None
+    if port == 0:
+        raise _Invalid("is not a usable URL (port 0)", echo=False)
+
+
+_STORE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _store_url(text: str) -> str:
+    """``limits.shared``: a Redis URL. Never echoed: it may hold a password."""
+    url = text.strip()
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in _STORE_SCHEMES:
+        raise _Invalid("must be a redis://, rediss:// or unix:// URL", echo=False)
+    _host_and_port(url)
+    parts = urlsplit(url)
+    if scheme != "unix" and not parts.hostname:
+        raise _Invalid("names no host", echo=False)
+    if scheme == "unix" and not parts.path:
+        raise _Invalid("names no socket path", echo=False)
     return url
 
 
@@ -741,6 +774,8 @@ class _Reader:
             return _choice(key, text)
         if kind == "url":
             return _url(text)
+        if kind == "store_url":
+            return _store_url(text)
         if kind == "env_name":
             return _env_name(text)
         if kind == "cron":

@@ -165,6 +165,14 @@ CRASHERS = {
     "state uncreatable": ("", 3, "state_dir", "cannot be created"),
     "mapping in root": ("mapping_file: ./root/m.json\n", 4, "mapping_file", "inside root"),
     "state in root": ("", 3, "state_dir", "inside root"),
+    "redis port": ("limits:\n  shared: redis://:pw@h:99999/0\n", 5, "limits.shared",
+                   "not a usable URL"),
+    "redis port abc": ("limits:\n  shared: redis://h:abc\n", 5, "limits.shared",
+                       "not a usable URL"),
+    "redis ipv6": ("limits:\n  shared: 'redis://[::1'\n", 5, "limits.shared", "IPv6"),
+    "redis scheme": ("limits:\n  shared: http://h:6379\n", 5, "limits.shared", "redis://"),
+    "base_url port": ("api:\n  base_url: http://127.0.0.1:70000/v1\n", 5, "api.base_url",
+                      "not a usable URL"),
 }  # fmt: skip
 
 
