@@ -6,10 +6,8 @@ come from the emulator's control API.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +18,7 @@ from tests.engine_helpers import (
     read_mapping,
     reconcile,
     spawn_reconcile,
+    status,
     syncd_cmd,
     syncd_env,
     write_config,
@@ -63,11 +62,9 @@ def assert_mapping_matches(emu: EmulatorHandle, root: Path, mapping_path: Path) 
     assert set(contents) == set(remote), "remote files no path holds (orphans)"
 
 
-def sharing(state_dir: Path) -> dict[str, int]:
-    db = sqlite3.connect(state_dir / "state.sqlite3")
-    row = db.execute("SELECT value FROM meta WHERE key = 'sharing'").fetchone()
-    db.close()
-    result: dict[str, int] = json.loads(row[0])
+def sharing(config: Path) -> dict[str, int]:
+    """What dedupe saves, as `syncd status --json` tells it."""
+    result: dict[str, int] = status(config)["sharing"]
     return result
 
 
@@ -89,7 +86,7 @@ def test_copies_share_one_remote_file_and_go_with_their_last_path(
     assert len(truth(emu)) == 10
     assert len(read_mapping(tmp_path / "mapping.json")) == 100
     assert_mapping_matches(emu, root, tmp_path / "mapping.json")
-    saved = sharing(tmp_path / "state")
+    saved = sharing(cfg)
     assert saved["saved_files"] == 90 and saved["remote_files"] == 10
     assert saved["saved_bytes"] == sum((root / p).stat().st_size for p in paths[10:])
 
@@ -156,7 +153,7 @@ def test_a_crash_while_copies_go_leaves_the_counts_right(
     assert len(truth(emu)) == 1
     assert sorted(read_mapping(tmp_path / "mapping.json")) == sorted(keep)
     assert_mapping_matches(emu, root, tmp_path / "mapping.json")
-    assert sharing(tmp_path / "state")["saved_files"] == 4
+    assert sharing(cfg)["saved_files"] == 4
 
 
 def test_dedupe_fits_more_paths_than_the_quota_has_files(
@@ -216,3 +213,22 @@ def test_the_daemon_maps_a_copied_folder_without_uploading(
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
     assert_mapping_matches(emu, root, tmp_path / "mapping.json")
+
+
+def test_what_dedupe_saves_follows_a_copy_that_goes_without_any_remote_call(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = emulator(emulator_factory)
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (root / name).write_text("the same words\n")
+    cfg = write_config(tmp_path, root, emu)
+    assert reconcile(cfg, KEY).returncode == 0
+    assert sharing(cfg) == {"paths": 3, "remote_files": 1, "saved_files": 2,
+                            "saved_bytes": 30}  # fmt: skip
+    (root / "c.txt").unlink()  # the others keep the remote file: nothing is deleted
+    emu.reset_stats()
+    assert reconcile(cfg, KEY).returncode == 0
+    assert emu.stats()["mutations"].get("delete", 0) == 0
+    assert sharing(cfg)["paths"] == 2 and sharing(cfg)["saved_files"] == 1

@@ -44,7 +44,8 @@ def from_state(config: Config) -> dict[str, Any] | None:
         account = state.get_meta("account") or {}
         last = state.get_meta("last_reconcile")
         scan = state.get_meta("scan") or {}
-        sharing = state.get_meta("sharing")
+        # Read from the records, not kept beside them: it cannot go stale.
+        sharing = state.sharing()
         held = state.held()
     finally:
         state.close()

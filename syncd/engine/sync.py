@@ -414,7 +414,6 @@ class Syncer:
             self.publish_mapping()
         if the_plan.mutating or the_plan.shares:
             self._save_account()
-            self.state.set_meta("sharing", self.state.sharing())
         for path, rec in self.state.records().items():
             if not in_scope(path, scope):
                 continue
