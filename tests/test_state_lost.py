@@ -14,6 +14,7 @@ from tests.engine_helpers import (
     read_mapping,
     reconcile,
     remote_files,
+    run_syncd,
 )
 from tests.helpers import wait_for
 from tests.test_daemon_mustshow import RunningDaemon, fast_config, run_daemon
@@ -82,3 +83,27 @@ def test_a_state_deleted_under_the_daemon_is_noticed_and_nothing_is_uploaded_twi
     assert again.returncode == 0, again.output
     assert uploads(emu) == 1
     assert len(remote_files(emu)) == 11
+
+
+def test_a_damaged_state_says_how_to_recover_and_recovery_uploads_nothing(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    build_flat_tree(root, 6)
+    cfg = fast_config(tmp_path, root, emu)
+    assert reconcile(cfg, emu.api_key).returncode == 0
+    db = tmp_path / "state" / "state.sqlite3"
+    with db.open("r+b") as fh:
+        fh.truncate(5000)
+    shown = run_syncd("status", cfg, key=None)
+    assert shown.returncode == 1
+    assert str(db) in shown.stderr and "move the file aside" in shown.stderr
+    assert "Traceback" not in shown.stderr
+
+    db.rename(tmp_path / "state.damaged")
+    emu.reset_stats()
+    run = reconcile(cfg, emu.api_key)
+    assert run.returncode == 0, run.output
+    assert run.json["adopted"] == 6 and uploads(emu) == 0
+    assert len(remote_files(emu)) == 6

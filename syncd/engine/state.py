@@ -168,7 +168,15 @@ class State:
         except (sqlite3.DatabaseError, OSError) as exc:
             self._db.close()
             # sqlite's own words ("file is not a database") do not say which file.
-            raise sqlite3.DatabaseError(f"{path}: {exc}") from None
+            # SQLITE_CORRUPT, SQLITE_NOTADB (the codes are on the exception from 3.11 on).
+            damaged = getattr(exc, "sqlite_errorcode", None) in (11, 26)
+            hint = (
+                " (the state is damaged: move the file aside and run `syncd reconcile`; "
+                "the files this project uploaded are taken back, not sent again)"
+                if damaged
+                else ""
+            )
+            raise sqlite3.DatabaseError(f"{path}: {exc}{hint}") from None
         self._lock = threading.RLock()
 
     def _migrate(self) -> None:
