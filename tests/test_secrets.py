@@ -1,6 +1,7 @@
 """The API key appears in 0 bytes of anything syncd writes: stdout, stderr, state,
 mapping, pacing files, the embedded emulator's data, file names, across normal runs,
-a refused key, the daemon, and the ways a config file can point at the key wrongly."""
+a refused key, the daemon, the ways a config file can point at the key wrongly, and
+a provider or gateway that echoes the Authorization header in every field of its errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -29,7 +31,8 @@ from tests.helpers import wait_for
 
 KEY = "sk-Sec7ret0Distinct1ve4a9e5d"
 WRONG = "sk-Wr0ngS3cretDistinct77b1c"
-NEEDLES = (KEY, WRONG, KEY[3:-3], WRONG[3:-3])  # a partial leak counts too
+# A partial leak counts too: the middle, or the tail a careless proxy shows.
+NEEDLES = (KEY, WRONG, KEY[3:-3], WRONG[3:-3], KEY[-10:], WRONG[-10:])
 
 
 def _leaks(text: str) -> list[str]:
@@ -232,3 +235,95 @@ def test_a_variable_copying_the_key_file_is_refused_like_the_key_variable(
         )
     assert not (project / "mapping.json").exists()
     assert _leaks_in_tree(project) == []
+
+
+def _state_bytes(project: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((project / "state").rglob("*")) if p.is_file())
+
+
+def test_error_bodies_that_echo_the_key_in_every_field(
+    tmp_path: Path,
+    emulator_factory: Callable[..., EmulatorHandle],
+    outputs: list[tuple[str, Run]],
+) -> None:
+    """Every error answers with the request's Authorization header in its message, type,
+    param, code, request_id, a nested object and the x-request-id header: as sent, the
+    key alone, URL-encoded, and its tail. A refused key, uploads refused as invalid and
+    over quota, a listing refused with a Retry-After: nothing shown or stored has it,
+    in one-off runs (report, stderr), `status` and `status --json` (with and without the
+    daemon), `check-config --online`, `ls-remote`, and the state database's bytes."""
+    emu = fast_emulator(emulator_factory, api_key=[KEY], fault_echo_auth=True)
+    project = tmp_path / "project"
+    project.mkdir()
+    root = tmp_path / "root"
+    build_flat_tree(root, 6)
+    cfg = write_config(project, root, emu, logging={"format": "json", "level": "debug"})
+
+    def run(command: str, *extra: str, key: str = KEY, code: int | None = 0) -> Run:
+        got = run_syncd(command, cfg, *extra, key=key)
+        outputs.append((f"{command} {' '.join(extra)} key={key[:6]}", got))
+        if code is not None:
+            assert got.returncode == code, got.output
+        return got
+
+    # The emulator does echo it (else this test would prove nothing).
+    probe = httpx.get(f"{emu.url}/files", headers={"Authorization": f"Bearer {WRONG}"})
+    assert probe.status_code == 401 and WRONG in probe.text and WRONG in probe.headers[
+        "x-request-id"] and WRONG[-12:] in probe.text  # fmt: skip
+
+    # A refused key: the 401 echoes the wrong one everywhere.
+    run("reconcile", "--json", key=WRONG, code=2)
+    run("reconcile", key=WRONG, code=2)
+    run("ls-remote", key=WRONG, code=None)
+    run("check-config", "--online", key=WRONG, code=2)
+
+    # Every upload refused as invalid: the reason is kept in the state and shown.
+    emu.configure(fault_reject_upload=1.0)
+    report = run("reconcile", "--json", code=1)
+    assert "rejected by the provider" in report.output and "The file is invalid." in (
+        report.output), report.output  # fmt: skip
+    run("reconcile", code=1)
+    shown = run("status", code=None)
+    assert "The file is invalid." in shown.output, shown.output
+    run("status", "--json", code=None)
+
+    # Over quota: the provider's refusal is the reason.
+    emu.configure(fault_reject_upload=0.0, max_files=0)
+    (root / "more.txt").write_text("one more\n")
+    quota = run("reconcile", "--json", code=1)
+    assert "Upload file number exceed limit." in quota.output, quota.output
+    run("status", code=None)
+    run("status", "--json", code=None)
+
+    # The daemon records and reports the same refusals (its status comes from it).
+    emu.configure(fault_reject_upload=1.0, max_files=10_000)
+    (root / "late.txt").write_text("late\n")
+    log = project / "daemon.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(syncd_cmd("run", cfg), env=syncd_env(KEY), stdout=sink,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: "late.txt" in run("status", "--json", code=None).stdout, timeout=60,
+                 what="the daemon to report the refused file")  # fmt: skip
+        run("status", code=None)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    outputs.append(("run", Run(0, log.read_text(), "")))
+
+    # A listing refused (429) with a Retry-After longer than any call waits.
+    emu.configure(fault_reject_upload=0.0, fault_429=1.0, fault_429_retry_after=3600)
+    listing = run("reconcile", "--json", code=None)
+    assert listing.returncode != 0 and "cannot list remote files" in listing.output, (
+        listing.output)  # fmt: skip
+    run("ls-remote", code=None)
+    run("check-config", "--online", code=2)
+    run("status", code=None)
+    run("status", "--json", code=None)
+
+    assert _leaks_in_tree(project) == []
+    state = _state_bytes(project)
+    assert state and not [n for n in NEEDLES if n.encode() in state]
