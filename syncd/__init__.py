@@ -1,8 +1,7 @@
-"""syncd: mirror a folder into the DashScope Files API and publish a path -> file_id mapping."""
+"""syncd: mirror a folder into the DashScope Files API and publish a path -> file_id mapping.
 
-from syncd._startup import load_without
+Importing the package (``import syncd.mapping``, say) changes nothing in the host
+program: start-up tricks belong to the ``syncd`` command (see ``syncd.__main__``).
+"""
 
 __version__ = "0.1.0"
-
-load_without("httpx", "httpx._main")
-load_without("structlog", "rich")

@@ -5,9 +5,14 @@ packages import an optional dependency as soon as it is installed, for a feature
 syncd never uses: httpx its command-line client (click, rich, pygments: a third of its
 import time), structlog rich for tracebacks syncd renders as plain text. Hidden
 while the package loads, the package's own fallback for a missing module runs
-instead. The rule is registered once, at ``import syncd``, so it holds whichever
-module imports the package first; the optional module stays importable afterwards
-for whoever needs it (the progress display uses rich).
+instead. The rule is registered by the command (``syncd.__main__``) before anything
+is imported, so it holds whichever module imports the package first; the optional
+module stays importable afterwards for whoever needs it (the progress display uses
+rich).
+
+It leans on no private detail of the packages: if a new version of one needs the
+hidden module after all, its body fails with ImportError, and it is then simply run
+again with the module visible, as a plain import would.
 """
 
 from __future__ import annotations
@@ -58,9 +63,13 @@ class _Hiding(Loader):
         sys.modules[self._unused] = None  # type: ignore[assignment]  # "not installed"
         try:
             self._inner.exec_module(module)
+            return
+        except ImportError:
+            pass  # it needs the module after all: load it as a plain import would
         finally:
             if sys.modules.get(self._unused, 0) is None:
                 del sys.modules[self._unused]
+        self._inner.exec_module(module)
 
 
 def load_without(package: str, unused: str) -> None:

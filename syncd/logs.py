@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
-import structlog  # loaded without rich: see syncd._startup
+import structlog  # loaded without rich by the command: see syncd._startup
 
 from syncd.api import scrub
 

@@ -1,0 +1,65 @@
+"""What importing syncd does to its host: nothing beyond the standard library for the
+consumer module, and the command's start-up trick never breaks an import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def python(code: str, *, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_the_consumer_module_loads_only_the_standard_library_and_adds_no_import_hook() -> None:
+    run = python(
+        "import json, sys\n"
+        "hooks, before = list(sys.meta_path), set(sys.modules)\n"
+        "import syncd, syncd.mapping\n"
+        "print(json.dumps({'same_hooks': sys.meta_path == hooks,"
+        " 'modules': sorted({m.split('.')[0] for m in set(sys.modules) - before})}))\n"
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["same_hooks"]
+    assert "syncd" in seen["modules"]
+    outside = [m for m in seen["modules"] if m != "syncd" and m not in sys.stdlib_module_names]
+    assert outside == []
+
+
+def test_the_commands_start_up_trick_degrades_to_a_plain_import(tmp_path: Path) -> None:
+    # A package that imports its optional part only if present (the trick applies) and
+    # one whose new version needs it (the trick must step aside, not break the import).
+    (tmp_path / "lean_opt.py").write_text("")
+    (tmp_path / "lean.py").write_text("try:\n    import lean_opt\nexcept ImportError:\n"
+                                      "    lean_opt = None\n")  # fmt: skip
+    (tmp_path / "needy_opt.py").write_text("VALUE = 7\n")
+    (tmp_path / "needy.py").write_text("import needy_opt\nVALUE = needy_opt.VALUE\n")
+    run = python(
+        f"import sys; sys.path[:0] = [{str(REPO)!r}, {str(tmp_path)!r}]\n"
+        "from syncd._startup import load_without\n"
+        "load_without('lean', 'lean_opt'); load_without('needy', 'needy_opt')\n"
+        "import lean, needy\n"
+        "print(lean.lean_opt is None, 'lean_opt' in sys.modules, needy.VALUE)\n",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "False", "7"]
+
+
+def test_the_command_still_hides_what_it_never_uses() -> None:
+    run = python(
+        "import sys\n"
+        "from syncd.__main__ import main\n"
+        "sys.argv = ['syncd', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "import syncd.cli, syncd.logs, httpx, structlog\n"
+        "print('httpx._main' in sys.modules, 'rich' in sys.modules)\n"
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-2:] == ["False", "False"]
