@@ -112,7 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with a running daemon: sync only P (root-relative; repeatable)",
     )
-    s = command("status", _status, "what is synced, what is not and why, quota usage")
+    s = command("status", _status, "what is synced, what is not and why, quota usage; "
+                "with PATHs, everything about those files")  # fmt: skip
+    s.add_argument("paths", nargs="*", metavar="PATH",
+                   help="explain these files: the rule, status and reason, remote copy, "
+                   "what shares it, recent actions (relative to the root or to here, or "
+                   "absolute)")  # fmt: skip
     s.add_argument(
         "--json",
         action="store_true",
@@ -137,7 +142,18 @@ def _parser() -> argparse.ArgumentParser:
         _rebind,
         "accept a deliberate change of root, endpoint or key for this project's state",
     )
-    i = command("id", _id, "print the file_id of each PATH (root-relative) from the mapping")
+    lg = command("log", _log, "what syncd did and why: uploads, deletes, refusals, "
+                 "failures, newest last")  # fmt: skip
+    lg.add_argument("paths", nargs="*", metavar="PATH",
+                    help="only these files or folders (relative to the root or to here, "
+                    "or absolute)")  # fmt: skip
+    lg.add_argument("--since", type=_since, metavar="WHEN",
+                    help="only entries since: a duration ago (30s, 10m, 2h, 7d) or an "
+                    "ISO 8601 time")  # fmt: skip
+    lg.add_argument("-n", "--lines", type=int, metavar="N", help="only the newest N entries")
+    lg.add_argument("--json", action="store_true", help="one JSON object per line")
+    i = command("id", _id, "print the file_id of each PATH from the mapping (relative to "
+                "the root or to here, or absolute)")  # fmt: skip
     i.add_argument("paths", nargs="+", metavar="PATH")
     i.add_argument("--fileid", action="store_true",
                    help="print fileid://ID, as Qwen-Long takes it")  # fmt: skip
@@ -158,6 +174,28 @@ def _max_delete(text: str) -> Any:
         return parse_max_delete(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def _since(text: str) -> float:
+    """``30s``, ``10m``, ``2h``, ``7d`` ago, or an ISO 8601 time (UTC unless it says)."""
+    import datetime as dt
+    import time
+
+    t = text.strip()
+    if t[:-1].replace(".", "", 1).isdigit() and t[-1:] in _UNITS:
+        return time.time() - float(t[:-1]) * _UNITS[t[-1]]
+    try:
+        when = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith("Z") else t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 10m, 2h or 7d, or an ISO 8601 time, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
 
 
 def _load(ns: argparse.Namespace) -> Config:
@@ -359,6 +397,17 @@ def _status(ns: argparse.Namespace) -> int:
 
     # No key needed: the state file and the daemon's socket tell everything shown.
     config = load_config(ns.config)
+    if ns.paths:
+        from syncd.daemon.status import explain, render_explained
+
+        answers = explain(config, ns.paths)
+        if ns.json:
+            print(dumps(answers))
+        else:
+            print("\n".join(render_explained(answers)))
+        unsynced = [a for a in answers if a.get("error") or a.get("status") not in
+                    ("synced", "skipped")]  # fmt: skip
+        return EXIT_UNSYNCED if unsynced else EXIT_OK
     data, note = gather(config)
     if note:
         print(f"syncd: {note}", file=sys.stderr)
@@ -372,6 +421,48 @@ def _status(ns: argparse.Namespace) -> int:
         for line in render(data):
             print(line)
     return exit_code(data)
+
+
+def _log(ns: argparse.Namespace) -> int:
+    from syncd.daemon.status import iso_utc
+    from syncd.engine.state import State
+    from syncd.userpath import OutsideRoot, root_relative
+
+    config = load_config(ns.config)
+    if not State.exists(config.state_dir):
+        print(f"syncd: no state yet in {config.state_dir}: nothing was done",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_OK
+    state = State(config.state_dir)
+    try:
+        known = state.records()
+        try:
+            paths = [root_relative(config.root, p, known) for p in ns.paths]
+        except OutsideRoot as exc:
+            print(f"syncd: {visible(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        entries = state.journal(paths, since=ns.since, limit=ns.lines)
+    finally:
+        state.close()
+    for e in entries:
+        row = {"at": iso_utc(e.at), "action": e.action, "path": e.path, "file_id": e.file_id,
+               "bytes": e.bytes, "status": e.status, "reason": e.reason,
+               "run": e.run, "run_kind": e.run_kind}  # fmt: skip
+        if ns.json:
+            print(json.dumps(row, ensure_ascii=False))
+            continue
+        parts = [iso_utc(e.at) or "", f"{e.action:<9}", visible(e.path or "-")]
+        if e.file_id:
+            parts.append(visible(e.file_id))
+        if e.bytes is not None:
+            parts.append(human_bytes(e.bytes))
+        why = ": ".join(visible(x) for x in (e.status, e.reason) if x)
+        if why:
+            parts.append(why)
+        if e.run_kind:
+            parts.append(f"[{visible(e.run_kind)} #{e.run}]")
+        print("  ".join(parts))
+    return EXIT_OK
 
 
 def _skipped(ns: argparse.Namespace) -> int:
@@ -428,12 +519,12 @@ def _ls_remote(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _mapping(ns: argparse.Namespace) -> Any:
+def _mapping(ns: argparse.Namespace) -> tuple[Config, Any]:
     from syncd.mapping import MappingError, load
 
     config = _load(ns)
     try:
-        return load(config.mapping_file)
+        return config, load(config.mapping_file)
     except MappingError as exc:
         print(f"syncd: {visible(exc)}", file=sys.stderr)
         raise SystemExit(EXIT_UNSYNCED) from None
@@ -443,13 +534,14 @@ def _id(ns: argparse.Namespace) -> int:
     """Ids in the order asked, one line each; an unknown path gets an empty line (so
     line N still answers path N), is named on stderr and makes exit 1."""
     from syncd.mapping import UnknownPath
+    from syncd.userpath import OutsideRoot, root_relative
 
-    m = _mapping(ns)
+    config, m = _mapping(ns)
     missing = 0
-    for path in ns.paths:
+    for typed in ns.paths:
         try:
-            entry = m[path]
-        except UnknownPath as exc:
+            entry = m[root_relative(config.root, typed, m)]
+        except (UnknownPath, OutsideRoot) as exc:
             print(f"syncd: {visible(exc)}", file=sys.stderr)
             print()
             missing += 1
@@ -459,7 +551,7 @@ def _id(ns: argparse.Namespace) -> int:
 
 
 def _map(ns: argparse.Namespace) -> int:
-    m = _mapping(ns)
+    _, m = _mapping(ns)
     entries = m.under(ns.under or "")
     if ns.format == "json":
         rows = [

@@ -82,6 +82,7 @@ def run(config_path: Path) -> int:
     except ValueError as exc:  # the API key could not be loaded
         print(f"syncd: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    syncer.origin = "daemon"  # the journal's name for the runs it makes
     daemon = Daemon(config_path, config, syncer, notifier=Notifier.from_env())
     with _signals(daemon):
         return daemon.run()

@@ -317,3 +317,107 @@ def _duration(seconds: float) -> str:
     if s < 7200:
         return f"{s // 60}m"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def explain(config: Config, typed: list[str]) -> list[dict[str, Any]]:
+    """Why each path is as it is: the rule that selects it (its purpose) or leaves it
+    out, its status and reason, its remote copy, the paths sharing it, a held delete
+    and its latest journal entries. Paths as a person types them (see userpath)."""
+    from syncd.engine.rules import Rules
+    from syncd.engine.state import State
+    from syncd.userpath import OutsideRoot, root_relative
+
+    rules = Rules(config.rules)
+    state = State(config.state_dir) if State.exists(config.state_dir) else None
+    try:
+        records = state.records() if state else {}
+        held = state.held() if state else {}
+        out: list[dict[str, Any]] = []
+        for text in typed:
+            try:
+                path = root_relative(config.root, text, records)
+            except OutsideRoot as exc:
+                out.append({"path": text, "error": str(exc)})
+                continue
+            out.append(_explain_one(config, rules, path, records, held, state))
+        return out
+    finally:
+        if state:
+            state.close()
+
+
+def _explain_one(
+    config: Config,
+    rules: Any,
+    path: str,
+    records: Mapping[str, Record],
+    held: Mapping[str, Held],
+    state: Any,
+) -> dict[str, Any]:
+    verdict = rules.verdict(path)
+    rule = (
+        {"selected": False, "rule": verdict}
+        if isinstance(verdict, str)
+        else {"selected": True, "purpose": verdict.purpose, "rule": ", ".join(verdict.patterns)}
+    )
+    on_disk = (config.root / path).is_file()
+    rec = records.get(path)
+    answer: dict[str, Any] = {"path": path, "on_disk": on_disk, **rule}
+    if rec is None:
+        if isinstance(verdict, str):
+            answer["status"], answer["reason"] = "skipped", verdict
+        elif on_disk:
+            answer["status"], answer["reason"] = "unknown", "not seen by a run yet"
+        else:
+            answer["status"], answer["reason"] = "absent", "no such file, and no record of it"
+    else:
+        h = held.get(rec.file_id or "")
+        answer["status"] = "held" if h else rec.status
+        answer["reason"] = (
+            f"delete held since {iso_utc(h.since)}: {h.guard}" if h else rec.reason
+        )
+        answer.update(file_id=rec.file_id, remote_name=rec.remote_name, bytes=rec.size,
+                      uploaded_at=iso_utc(rec.uploaded_at))  # fmt: skip
+        answer["shared_with"] = sorted(
+            p for p, r in records.items() if r.file_id and r.file_id == rec.file_id and p != path
+        )
+    if state is not None:
+        answer["journal"] = [
+            {
+                "at": iso_utc(e.at),
+                "action": e.action,
+                "file_id": e.file_id,
+                "status": e.status,
+                "reason": e.reason,
+            }
+            for e in state.journal([path], limit=5)
+        ]
+    return answer
+
+
+def render_explained(answers: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for a in answers:
+        if "error" in a:
+            out.append(f"{visible(a['path'])}: {visible(a['error'])}")
+            continue
+        out.append(f"{visible(a['path'])}: {a['status']}")
+        if a["selected"]:
+            out.append(f"  rule: selected as {a['purpose']} (by {visible(a['rule'])})")
+        else:
+            out.append(f"  rule: left out ({visible(a['rule'])})")
+        if a.get("reason"):
+            out.append(f"  why: {visible(a['reason'])}")
+        if a.get("file_id"):
+            out.append(
+                f"  remote: {visible(a['file_id'])} as {visible(a.get('remote_name') or '')}"
+                f", {human_bytes(a.get('bytes') or 0)}, uploaded {a.get('uploaded_at')}"
+            )
+        if a.get("shared_with"):
+            out.append("  shares its content with: " + ", ".join(map(visible, a["shared_with"])))
+        for e in a.get("journal", []):
+            why = ": ".join(visible(x) for x in (e["status"], e["reason"]) if x)
+            line = f"  {e['at']}  {e['action']:<9} {visible(e['file_id'] or '')}  {why}"
+            out.append(line.rstrip())
+    return out
+

@@ -21,6 +21,8 @@ from typing import Any
 
 from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
+from syncd.engine import journal
+from syncd.engine.journal import Action, Entry
 from syncd.engine.model import GUARDED, Delete, Held, Intent, LocalFile, LostCopy, Note, Record
 
 _SCHEMA = """
@@ -163,6 +165,7 @@ class State:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(journal.SCHEMA)
             self._migrate()
             self._file = _identity(path)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -178,6 +181,8 @@ class State:
             )
             raise sqlite3.DatabaseError(f"{path}: {exc}{hint}") from None
         self._lock = threading.RLock()
+        # The run the journal's rows belong to (see begin_run).
+        self._run: int | None = None
 
     def _migrate(self) -> None:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}
@@ -292,12 +297,24 @@ class State:
             ).fetchone()
         return int(n)
 
+    def journal(
+        self, paths: Iterable[str] = (), since: float | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        with self._lock:
+            return journal.read(self._db, paths=list(paths), since=since, limit=limit)
+
     def get_meta(self, key: str) -> Any:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     # ---- writes (each one transaction)
+
+    def begin_run(self, kind: str) -> None:
+        """What is recorded from now on belongs to a new run of this kind (journal)."""
+        with self._tx() as db:
+            journal.prune(db, time.time())
+            self._run = journal.begin_run(db, kind, time.time())
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as db:
@@ -381,12 +398,17 @@ class State:
         replaces: str | None,
         status: str = "synced",
         reason: str | None = None,
+        action: Action = "uploaded",
     ) -> bool:
-        """The path now holds ``remote`` (uploaded, adopted or shared): its intent cleared
-        and, if no path holds the replaced id any more, that id queued for deletion, in
-        one transaction: a crash leaves either all of it or none. Returns whether the
-        replaced id was queued."""
+        """The path now holds ``remote`` (``action``: uploaded, adopted or shared): its
+        intent cleared, the journal told and, if no path holds the replaced id any more,
+        that id queued for deletion, in one transaction: a crash leaves either all of it
+        or none. Returns whether the replaced id was queued."""
         with self._tx() as db:
+            journal.add(
+                db, self._run, action, time.time(), path=local.path, file_id=remote.id,
+                size=local.size, status=None if status == "synced" else status, reason=reason,
+            )  # fmt: skip
             row = (
                 local.path, status, remote.id, local.purpose, remote.filename or local.name,
                 local.size, local.mtime_ns, local.inode, local.sha256,
@@ -449,6 +471,11 @@ class State:
         guarded delete is counted for the delete window, all in one transaction."""
         now = time.time()
         with self._tx() as db:
+            row = db.execute("SELECT size FROM files WHERE file_id = ?", (file_id,)).fetchone()
+            journal.add(
+                db, self._run, "deleted", now, path=path, file_id=file_id,
+                size=row[0] if row else None, reason=reason,
+            )  # fmt: skip
             db.execute("DELETE FROM garbage WHERE file_id = ?", (file_id,))
             db.execute("DELETE FROM held_deletes WHERE file_id = ?", (file_id,))
             if reason in GUARDED:
@@ -466,10 +493,16 @@ class State:
         """Keep refused deletes refused; a delete already held keeps its first refusal."""
         now = time.time()
         with self._tx() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO held_deletes VALUES (?, ?, ?, ?, ?)",
-                ((d.file_id, d.path, d.reason, guard, now) for d in deletes),
-            )
+            for d in deletes:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO held_deletes VALUES (?, ?, ?, ?, ?)",
+                    (d.file_id, d.path, d.reason, guard, now),
+                )
+                if cursor.rowcount:
+                    journal.add(
+                        db, self._run, "held", now, path=d.path, file_id=d.file_id,
+                        status=d.reason, reason=guard,
+                    )  # fmt: skip
 
     def unhold(self, file_ids: Iterable[str]) -> None:
         with self._tx() as db:
@@ -488,13 +521,22 @@ class State:
         now = time.time()
         with self._tx() as db:
             for note in notes:
-                _note(db, note, now)
+                _note(db, note, now, self._run)
 
 
-def _note(db: sqlite3.Connection, note: Note, now: float) -> None:
+# Statuses the journal does not record: a refreshed stat, and a delete under way (its
+# outcome is recorded).
+QUIET = ("synced", "pending")
+
+
+def _note(db: sqlite3.Connection, note: Note, now: float, run: int | None) -> None:
     """Only ``synced`` takes the new hash: a record that keeps an old file_id must keep
-    the hash of what that id holds."""
-    exists = db.execute("SELECT 1 FROM files WHERE path = ?", (note.path,)).fetchone()
+    the hash of what that id holds. A status that changed is journaled."""
+    exists = db.execute(
+        "SELECT status, reason FROM files WHERE path = ?", (note.path,)
+    ).fetchone()
+    if note.status not in QUIET and (exists is None or tuple(exists) != (note.status, note.reason)):
+        journal.add(db, run, "status", now, path=note.path, status=note.status, reason=note.reason)
     if not exists:
         db.execute(
             "INSERT INTO files (path, status, updated_at) VALUES (?, ?, ?)",

@@ -206,6 +206,8 @@ class Syncer:
         self._lock = lock
         self._closers = list(closers)
         self._op = threading.RLock()
+        # Who runs this Syncer, for the journal: a one-off command, or the daemon.
+        self.origin = "one-off"
         # What the mapping file says as this process last wrote it (a digest).
         self._published: str | None = None
         self._stopping = threading.Event()
@@ -219,19 +221,25 @@ class Syncer:
         *,
         max_delete: MaxDelete | None = None,
         confirm_deletes: bool = False,
+        why: str = "reconcile",
     ) -> RunReport:
         """Full scan + remote listing + plan + execute + publish.
 
         ``max_delete`` (a person's cap for this run) or ``confirm_deletes`` answers for
-        the deletes earlier refusals hold; see ``plan.Consent``."""
+        the deletes earlier refusals hold; see ``plan.Consent``. ``why`` names the run
+        in the journal (a scheduled reconcile, one asked for...)."""
         with self._op:
             self._reopen_if_lost()
+            if not dry_run:
+                self.state.begin_run(f"{self.origin} {why}")
             try:
                 return self._reconcile(dry_run, progress, max_delete, confirm_deletes)
             except StateLost:
                 # Deleted or replaced mid-run: what the run sent is in the claims
                 # registry, and a full run on the new state adopts it.
                 self._reopen_if_lost()
+                if not dry_run:
+                    self.state.begin_run(f"{self.origin} reconcile (the state was lost)")
                 return self._reconcile(dry_run, progress, max_delete, confirm_deletes)
 
     def _reconcile(
@@ -277,6 +285,7 @@ class Syncer:
         *,
         max_delete: MaxDelete | None = None,
         confirm_deletes: bool = False,
+        why: str = "changes",
     ) -> RunReport:
         """Targeted sync of these root-relative paths, against the last known listing.
         A path that does not stay inside the root is not synced, and is reported."""
@@ -292,11 +301,14 @@ class Syncer:
         scope = frozenset(inside)
         with self._op:
             if self._reopen_if_lost():
+                self.state.begin_run(f"{self.origin} reconcile (the state was lost)")
                 return self._reconcile(False, None, max_delete, confirm_deletes)
+            self.state.begin_run(f"{self.origin} {why}")
             try:
                 report = self._sync_paths(scope, max_delete, confirm_deletes)
             except StateLost:
                 self._reopen_if_lost()
+                self.state.begin_run(f"{self.origin} reconcile (the state was lost)")
                 return self._reconcile(False, None, max_delete, confirm_deletes)
             report.scan_errors += outside
             return report
