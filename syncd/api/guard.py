@@ -36,7 +36,7 @@ from syncd.api.errors import CallCancelledError
 
 # The trace events that hand over a new network stream (TCP, Unix socket, TLS on top).
 _NEW_STREAM = (".connect_tcp.complete", ".connect_unix_socket.complete", ".start_tls.complete")
-_REQUEST_SENT = "http11.send_request_body.complete"
+_REQUEST_SENT = ".send_request_body.complete"  # http11 or http2
 CANCELLED = "cancelled: the command was interrupted"
 
 
@@ -164,7 +164,7 @@ def receive(
             stream = info.get("return_value")
             if stream is not None:
                 guard.track(stream)
-        elif event == _REQUEST_SENT:
+        elif event.endswith(_REQUEST_SENT):
             sent.append(time.monotonic())
         if inner is not None:
             inner(event, info)
