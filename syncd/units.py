@@ -1,7 +1,33 @@
-"""Sizes as people read them: one rule for every command, in binary units (KiB = 1024 B),
-the units the provider's caps are counted in."""
+"""Sizes as people read and write them: one rule for every command, in binary units
+(KiB = 1024 B), the units the provider's caps are counted in. The config's sizes, the
+emulator's ``--max-bytes`` and every size syncd shows go through here."""
 
 from __future__ import annotations
+
+import re
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str | int) -> int:
+    """``500MB``/``100GB``/``1.5GiB``/``10 KiB``/plain bytes -> bytes. ``MB`` and ``MiB``
+    are the same binary multiple, as in the provider's pages (its "100GB" is 100 GiB)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"invalid size: {text!r}")
+    unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def size_text(n: int) -> str:
+    """A size as a config would write it, exactly: ``100GiB``, ``512KiB``, ``1000``."""
+    for unit in ("T", "G", "M", "K"):
+        if n and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}iB"
+    return str(n)
 
 
 def human_bytes(n: float) -> str:

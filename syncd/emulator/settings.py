@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Sizes follow the one rule of syncd.units (the emulator CLI's --max-bytes reads them).
+from syncd.units import parse_size as parse_size
 
 DEFAULT_API_KEY = "sk-emulator"
 DEFAULT_MAX_FILES = 10_000
@@ -17,20 +19,6 @@ RATE_PROFILES: dict[str, dict[str, int]] = {
     "seed": {"upload": 20, "read": 20, "delete": 10},
     "newer": {"upload": 3, "read": 10, "delete": 10},
 }
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(text: str | int) -> int:
-    """Parse ``500MB``/``100GB``/``1024`` into bytes (binary multiples, like the provider's GB)."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(f"invalid size: {text!r}")
-    number, unit = match.group(1), (match.group(2) or "").lower()
-    return int(float(number) * _SIZE_UNITS[unit[:1] if unit else ""])
 
 
 @dataclass
