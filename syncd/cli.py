@@ -8,6 +8,7 @@ Exit codes: 0 converged; 1 some files not synced (each listed with its reason);
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -126,6 +127,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--skipped", action="store_const", dest="handler", const=_skipped,
                    help="list every file the rules leave out, walking the folder again")
+    ll = command("ls-local", _ls_local, "every local file with the purpose the rules give "
+                 "it, or the rule that leaves it out; contacts nothing, changes "
+                 "nothing")  # fmt: skip
+    ll.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="try these include globs instead of rules.include "
+                    "(repeatable)")  # fmt: skip
+    ll.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="also exclude GLOB (repeatable)")  # fmt: skip
+    ll.add_argument("--purpose", action="append", default=[], type=_purpose_rule,
+                    metavar="GLOB=PURPOSE",
+                    help="give files matching GLOB this purpose, before the config's "
+                    "rules (repeatable; skip leaves them out)")  # fmt: skip
+    ll.add_argument("--json", action="store_true", help="one JSON object per line")
     ls = command("ls-remote", _ls_remote, "remote files, marked ours or foreign")
     ls.add_argument("--json", action="store_true")
     cc = command(
@@ -196,6 +210,14 @@ def _since(text: str) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return when.timestamp()
+
+
+def _purpose_rule(text: str) -> tuple[str, str]:
+    glob, sep, purpose = text.rpartition("=")
+    if not sep or not glob or not purpose:
+        raise argparse.ArgumentTypeError(f"expected GLOB=PURPOSE such as '*.jsonl=batch', "
+                                         f"got {text!r}")  # fmt: skip
+    return glob, purpose
 
 
 def _load(ns: argparse.Namespace) -> Config:
@@ -462,6 +484,32 @@ def _log(ns: argparse.Namespace) -> int:
         if e.run_kind:
             parts.append(f"[{visible(e.run_kind)} #{e.run}]")
         print("  ".join(parts))
+    return EXIT_OK
+
+
+def _ls_local(ns: argparse.Namespace) -> int:
+    from syncd.engine.preview import preview, with_overrides
+
+    config = load_config(ns.config)
+    try:
+        rules = with_overrides(config, include=ns.include, exclude=ns.exclude,
+                               purposes=ns.purpose)  # fmt: skip
+        verdicts = list(preview(config.root, rules, marker=config.sync.marker))
+    except ValueError as exc:  # a purpose the provider has not, or a glob that is not one
+        print(f"syncd: {visible(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
+        if ns.json:
+            print(json.dumps(dataclasses.asdict(v), ensure_ascii=False))
+        elif v.status == "selected":
+            print(f"{visible(v.path)}\t{v.purpose}")
+        else:
+            print(f"{visible(v.path)}\t{v.status}: {visible(v.reason or '')}")
+    if not ns.json:
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        print(f"{len(verdicts)} file(s): {summary or 'none'}", file=sys.stderr)
     return EXIT_OK
 
 
