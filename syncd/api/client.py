@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import ssl
+import stat
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -252,14 +255,19 @@ class FilesClient:
 
     def upload(
         self,
-        path: Path,
+        source: Path | BinaryIO,
         purpose: str,
         *,
         filename: str | None = None,
         on_sent: Callable[[UploadWindow], None] | None = None,
     ) -> UploadedFile:
-        """Stream ``path`` (re-read from the start on each retry), hashing the bytes
+        """Stream ``source`` (re-read from the start on each retry), hashing the bytes
         as they are sent: the result carries their sha256.
+
+        ``source`` is a path (opened per attempt, without blocking, and refused with
+        OSError unless it is a regular file) or a regular file the caller opened and
+        checked (rewound per attempt, left open; ``filename`` is then required): a
+        caller that must send exactly the bytes it looked at passes the file.
 
         ``on_sent`` is called just before the body's last chunk leaves, with the
         window in which the provider could store the file from then on; a caller
@@ -267,16 +275,21 @@ class FilesClient:
         AmbiguousUploadError when the request may have reached the server but no
         usable response came, SourceChangedError when the file changed size while
         it was sent."""
-        path = Path(path)
-        name = filename if filename is not None else path.name
+        if isinstance(source, str | os.PathLike):
+            source = Path(source)
+            name = filename if filename is not None else source.name
+        elif filename is None:
+            raise ValueError("a filename is needed to upload an open file")
+        else:
+            name = filename
         if not name:
-            raise ValueError(f"no filename for {path}")
+            raise ValueError(f"no filename for {source}")
         read_timeout = self._options.timeouts.read
 
         def attempt() -> tuple[httpx.Response, str | None]:
-            # Re-opened per attempt: a retry must send the file from its first byte
-            # even if the previous attempt died mid-stream.
-            with path.open("rb") as fh:
+            # From the first byte on each attempt, even if the previous one died
+            # mid-stream.
+            with _body(source) as fh:
                 size = os.fstat(fh.fileno()).st_size
                 reader = HashingReader(fh, size)
                 last_sent: list[float] = []
@@ -489,6 +502,28 @@ def _file_url(file_id: str) -> str:
     if not file_id:
         raise ValueError("empty file id")
     return "files/" + quote(file_id, safe="")
+
+
+@contextmanager
+def _body(source: Path | BinaryIO) -> Iterator[BinaryIO]:
+    """The file an upload attempt reads, at its first byte: a path opened for the
+    attempt (closed after it), or the caller's open file rewound (left open)."""
+    if not isinstance(source, Path):
+        source.seek(0)
+        yield source
+        return
+    # O_NONBLOCK: a named pipe at the path must not hang the upload in open().
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(source))
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
 
 
 def _size_changed(fh: IO[bytes], size: int, name: str) -> SourceChangedError | None:

@@ -35,9 +35,17 @@ from syncd.api.models import RemoteFile
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
 from syncd.engine.ledger import Ledger
+from syncd.engine.localopen import Opened, Refused, cannot_read
 from syncd.engine.model import Delete, Intent, LocalFile, Note, Plan, Upload
 from syncd.engine.remote import RemoteFiles
-from syncd.engine.scan import hash_as_scanned, same_as_scanned
+from syncd.engine.scan import (
+    CHANGED_SINCE_SCAN,
+    hash_opened,
+    hash_scanned,
+    open_scanned,
+    same_as_scanned,
+    still_as_opened,
+)
 from syncd.engine.state import State
 
 log = structlog.get_logger("syncd.execute")
@@ -84,6 +92,11 @@ class RemoteView:
 
 class Aborted(Exception):
     """Raised when the run cannot go on at all (the key was refused)."""
+
+
+class _MovedOn(Exception):
+    """The file went, or changed, before an upload whose response was lost could be
+    sent again."""
 
 
 class Interrupted(Exception):
@@ -238,9 +251,12 @@ class Executor:
                 log.warning("adoption lost a race", path=a.path, file_id=a.file_id)
                 continue
             # Sent unhashed and never answered: its hash is the file's, if still as sent.
-            sha = hash_as_scanned(self._root, a.local)
-            if sha is None:
+            try:
+                sha = a.local.sha256 or hash_scanned(self._root, a.local)
+            except Refused as exc:
                 self._state.add_garbage(a.file_id, a.path)  # ours, but no longer its content
+                if exc.status != "changing":  # a changed file is simply sent again
+                    self._state.note(Note(a.path, exc.status, exc.reason))
                 continue
             rec = records.get(a.path)
             # Like the planner, only an id still listed needs deleting; queueing one that
@@ -319,7 +335,7 @@ class Executor:
                 elif isinstance(result, Changed):
                     out.changed_during_upload.append(up.path)
                     replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
-                else:
+                elif result.status != "skipped":  # no longer a file to sync: not a failure
                     out.failures[up.path] = f"{result.status}: {result.reason}"
             self._progress("upload")
 
@@ -327,17 +343,32 @@ class Executor:
         return replaced
 
     def _upload(self, up: Upload) -> UploadResult:
+        # Opened once, inside the root, and only if it is still the file the scan saw:
+        # whatever the path leads to later, the bytes hashed and sent are this file's.
+        try:
+            opened = open_scanned(self._root, up.local)
+        except Refused as exc:
+            return self._not_read(up, exc)
+        except OSError:  # gone since the scan
+            return self._not_read(up, Refused(CHANGED_SINCE_SCAN, "changing"))
+        with opened:
+            return self._upload_opened(up, opened)
+
+    def _not_read(self, up: Upload, refused: Refused) -> UploadResult:
+        """The file is not the one the scan saw, or cannot be read: nothing was sent."""
+        self._state.note(Note(up.path, refused.status, refused.reason))
+        if refused.status == "changing":
+            return Changed(refused.reason)
+        return Failed(refused.status, refused.reason, False)
+
+    def _upload_opened(self, up: Upload, opened: Opened) -> UploadResult:
         local = up.local
         assert local.purpose is not None
-        if not same_as_scanned(self._root, local):
-            reason = "changed since the scan; will retry"
-            self._state.note(Note(up.path, "changing", reason))
-            return Changed(reason)
         started = time.monotonic()
         with self._claims.name_lock(wire_name(local.name), local.size):
             earlier = self._open_intents.get(up.path)
             if earlier is not None:
-                resolved = self._resolve_earlier(earlier, up)
+                resolved = self._resolve_earlier(earlier, up, opened)
                 if resolved is not None:
                     self._remote.add(resolved.remote)
                     return resolved
@@ -348,7 +379,7 @@ class Executor:
                 return self._fail(up, Failed("quota", self._ledger.refusal(local.size), False))
             intent = self._state.begin_intent(local)
             try:
-                remote, attempts = self._send(intent, local.name, local.purpose)
+                remote, attempts = self._send(intent, opened, local)
             except APIError as exc:
                 self._ledger.release(reservation)
                 failed = failure_for(exc)
@@ -358,21 +389,27 @@ class Executor:
                 if refused_key:
                     raise
                 return self._fail(up, failed)
-            except OSError as exc:
-                # The file went (or became unreadable) before an attempt could open it
-                # again. The intent stays: an attempt before may have stored it.
+            except _MovedOn:
+                # The intent stays: an attempt before may have stored it.
                 self._ledger.release(reservation)
-                why = exc.strerror or type(exc).__name__
-                reason = f"gone or unreadable while it was sent ({why}); will look again"
+                reason = "gone or changed before it could be sent again; will look again"
                 return self._fail(up, Failed("changing", reason, True))
+            except OSError as exc:
+                # Reading the open file failed (an I/O error): not a change, and not
+                # passing. The intent stays: an attempt before may have stored it.
+                self._ledger.release(reservation)
+                return self._fail(up, Failed("error", cannot_read(exc), True))
             except BaseException:
                 self._ledger.release(reservation)
                 raise
             # Claimed and recorded before the name lock is released: until then another
             # upload of this name and size whose response is lost could take it for its own.
             self._claims.claim(remote.id)
-            sent, moved_on = self._content_sent(local, remote)
-            changed = moved_on or not same_as_scanned(self._root, local)
+            sent, moved_on = self._content_sent(local, remote, opened)
+            # Changed while it was sent, or the path now leads to another file.
+            changed = (
+                moved_on or not still_as_opened(opened) or not same_as_scanned(self._root, local)
+            )
             freed = self._record(replace(up, local=sent), remote, changed=changed)
             self._ledger.commit(reservation, remote.id)
         self._remote.add(remote)
@@ -412,22 +449,24 @@ class Executor:
                 freed.append(rider.replaces or "")
         return tuple(i for i in freed if i)
 
-    def _content_sent(self, local: LocalFile, remote: RemoteFile) -> tuple[LocalFile, bool]:
+    def _content_sent(
+        self, local: LocalFile, remote: RemoteFile, opened: Opened
+    ) -> tuple[LocalFile, bool]:
         """``local`` with the hash of what the upload sent, and whether that differs
         from what the scan saw. The client hashes the bytes as it streams them; a file
         the scan did not hash takes that hash (read once). Without it (a lost response
-        adopted) the file is hashed now if it is still as scanned; when even that fails,
-        the record is left without a hash and replaced on the next run."""
+        adopted) the open file is hashed now if it is still as scanned; when even that
+        fails, the record is left without a hash and replaced on the next run."""
         streamed = getattr(remote, "sha256", None)
         sent = streamed if isinstance(streamed, str) else None
         if local.sha256 is not None:
             if sent is not None and sent != local.sha256:
                 return replace(local, sha256=sent), True
             return local, False
-        sha = sent or hash_as_scanned(self._root, local)
+        sha = sent or _hash_if_unchanged(opened, local)
         return replace(local, sha256=sha), sha is None
 
-    def _resolve_earlier(self, earlier: Intent, up: Upload) -> Uploaded | None:
+    def _resolve_earlier(self, earlier: Intent, up: Upload, opened: Opened) -> Uploaded | None:
         """An earlier upload of this path never recorded its outcome: adopt what it made
         if it holds the current content, else keep its id as ours to delete."""
         if earlier.window is None:
@@ -442,7 +481,7 @@ class Executor:
         if earlier.holds(up.local):
             # Matched by stat when either side was not hashed: the hash is then the
             # intent's, or the file's as it still is.
-            sha = up.local.sha256 or earlier.sha256 or hash_as_scanned(self._root, up.local)
+            sha = up.local.sha256 or earlier.sha256 or _hash_if_unchanged(opened, up.local)
             if sha is not None:
                 freed = self._record(replace(up, local=replace(up.local, sha256=sha)), found)
                 log.info("adopted earlier upload", path=up.path, file_id=found.id)
@@ -450,8 +489,9 @@ class Executor:
         self._state.add_garbage(found.id, up.path)
         return None
 
-    def _send(self, intent: Intent, name: str, purpose: str) -> tuple[RemoteFile, int]:
-        path = self._root / intent.path
+    def _send(self, intent: Intent, opened: Opened, local: LocalFile) -> tuple[RemoteFile, int]:
+        name, purpose = local.name, local.purpose
+        assert purpose is not None
         window: UploadWindow | None = None
         noted: int | None = None  # this upload's row of lost copies, once it has one
 
@@ -460,7 +500,7 @@ class Executor:
 
         for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
-                uploaded = self._client.upload(path, purpose, filename=name, on_sent=sent)
+                uploaded = self._client.upload(opened.file, purpose, filename=name, on_sent=sent)
             except AmbiguousUploadError as lost:
                 # Every attempt so far may have stored the file: look across all of them.
                 w = lost.window
@@ -489,6 +529,8 @@ class Executor:
                 # showed yet. Noted before the next send, so that neither a crash nor a
                 # stop nor another failure of it loses them.
                 noted = self._note_lost_copies(intent, window, attempt, noted)
+                if not same_as_scanned(self._root, local):
+                    raise _MovedOn from None  # not sent again: the path no longer holds it
                 continue
             return uploaded, attempt
         raise AssertionError("unreachable")
@@ -627,3 +669,12 @@ class Executor:
         except KeyboardInterrupt:
             self._stopping.set()
             raise
+
+
+def _hash_if_unchanged(opened: Opened, local: LocalFile) -> str | None:
+    """The sha256 of the open file, if it is still as the scan saw it."""
+    try:
+        sha, changed = hash_opened(opened, local)
+    except Refused:
+        return None
+    return None if changed else sha

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from syncd.api.adoption import UploadWindow
 from syncd.api.clock import ServerClock
@@ -16,9 +16,11 @@ from syncd.api.models import RemoteFile
 
 
 class RemoteFiles(Protocol):
+    # ``source``: a path, or a file the caller opened (sent from its first byte on each
+    # attempt, left open).
     def upload(
         self,
-        path: Path,
+        source: Path | BinaryIO,
         purpose: str,
         *,
         filename: str | None = None,

@@ -15,28 +15,37 @@ could be shared, or a touched file found unchanged). Any other is left with no
 hash: the upload computes it from the bytes as they are sent, so a large file is
 read once. A file that changes while it is read is reported ``changing`` and
 retried later, never uploaded.
+
+Every read of a file's bytes (its hash, a batch file's lines, its upload) is from one
+descriptor opened by :func:`syncd.engine.localopen.open_in_root`: inside the root,
+never blocking, a regular file, and the very file (inode, size, mtime) the scan saw.
+A link is followed only to a file inside the root whose own path the rules take.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import os
 import posixpath
 import stat
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from syncd.config import DEFAULT_EXCLUDE, PurposeRule
+from syncd.engine.localopen import Opened, Refused, cannot_read, open_in_root
 from syncd.engine.model import LocalFile, Record, ScanResult, Status
 from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
 from syncd.engine.validate import check_file, check_file_content, reads_content
 
 _CHUNK = 1024 * 1024
+CHANGED_SINCE_SCAN = "changed since the scan; will retry"
+CHANGED_WHILE_READ = "changed while being read; will retry"
 # Example paths kept per skip label, and labels kept apart (a tree of random
 # extensions must not grow the summary without bound).
 EXAMPLES = 5
@@ -106,7 +115,7 @@ def scan_root(
         return result
     for rel, entry, rule in _walk(root, rules, result):
         assert not isinstance(rule, str)  # only candidates without ``every``
-        _stat_and_add(result, root, rel, entry.path, rule, records.get(rel))
+        _stat_and_add(result, root, rules, rel, entry.path, rule, records.get(rel))
     _hash_where_it_matters(result, root, records)
     # Folders without a single file look the same as a tree whose disk went away
     # underneath its mount points: treat it as empty, whatever max_delete allows.
@@ -191,13 +200,13 @@ def scan_paths(
                 continue
             for sub_rel, entry, rule in _walk(path, rules, result, prefix=rel + "/"):
                 assert not isinstance(rule, str)
-                _stat_and_add(result, root, sub_rel, entry.path, rule, records.get(sub_rel))
+                _stat_and_add(result, root, rules, sub_rel, entry.path, rule, records.get(sub_rel))
             continue
         verdict = rules.verdict(rel)
         if isinstance(verdict, str):
             count_skipped(result, verdict, rel)
         else:
-            _add(result, root, rel, path, st, verdict, records.get(rel))
+            _add(result, root, rules, rel, st, verdict, records.get(rel))
     _hash_where_it_matters(result, root, records)
     return result
 
@@ -311,6 +320,7 @@ def _visible_name(rel: str) -> str:
 def _stat_and_add(
     result: ScanResult,
     root: Path,
+    rules: Rules,
     rel: str,
     path: str,
     rule: PurposeRule,
@@ -322,14 +332,14 @@ def _stat_and_add(
         if not _gone(exc):  # gone since the folder was listed: as if never there
             result.errors.append(f"{rel}: {exc.strerror or exc}")
         return
-    _add(result, root, rel, Path(path), st, rule, record)
+    _add(result, root, rules, rel, st, rule, record)
 
 
 def _add(
     result: ScanResult,
     root: Path,
+    rules: Rules,
     rel: str,
-    path: Path,
     st: os.stat_result,
     rule: PurposeRule,
     record: Record | None,
@@ -359,24 +369,20 @@ def _add(
         return
 
     if stat.S_ISLNK(st.st_mode):
+        # Resolved inside the root only, to a file the rules would take on its own
+        # path; the scan keeps the target's stat (and inode: what is read later must
+        # be this very file).
         try:
-            target = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            problem("broken symlink")
+            with open_in_root(root, rel, target_ok=link_check(rules)) as opened:
+                st = opened.stat
+        except Refused as exc:
+            if not exc.folder:  # a folder is scanned where it really lives
+                problem(exc.reason, exc.status)
             return
-        if not target.is_relative_to(root.resolve()):
-            problem("symlink points outside the root")
-            return
-        try:
-            st = target.stat()
         except OSError as exc:
-            if _gone(exc):  # the target went since the link was resolved
-                problem("broken symlink")
-            else:
-                problem(f"cannot read: {exc.strerror or exc}", "error")
+            if not _gone(exc):
+                problem(cannot_read(exc), "error")
             return
-        if stat.S_ISDIR(st.st_mode):
-            return  # the folder itself is scanned where it really lives
     if not stat.S_ISREG(st.st_mode):
         problem("not a regular file")
         return
@@ -394,10 +400,14 @@ def _add(
     reason = check_file(rel, rule, st.st_size)
     if reason is None and reads_content(rule) and not (unchanged and record and record.sha256):
         try:
-            reason = check_file_content(path, rule)
+            with _open_as_seen(root, rel, (st.st_size, st.st_mtime_ns, st.st_ino)) as opened:
+                reason = check_file_content(opened.file, rule)
+        except Refused as exc:
+            problem(exc.reason, exc.status)
+            return
         except OSError as exc:
             if not _gone(exc):
-                problem(f"cannot read: {exc.strerror or exc}", "error")
+                problem(cannot_read(exc), "error")
             return
     if reason is not None:
         problem(reason, "invalid", rule.purpose)
@@ -430,18 +440,20 @@ def _hash_where_it_matters(result: ScanResult, root: Path, records: Mapping[str,
         if (local.size, local.purpose) not in wanted:
             continue
         try:
-            sha, changed = hash_file(root / local.path, local.size, local.mtime_ns)
+            with open_scanned(root, local) as opened:
+                sha, changed = hash_opened(opened, local)
+        except Refused as exc:
+            result.files[local.path] = _unsyncable(local, exc.reason, exc.status)
+            continue
         except OSError as exc:
             if _gone(exc):
                 del result.files[local.path]
             else:
-                result.files[local.path] = _unsyncable(
-                    local, f"cannot read: {exc.strerror or exc}", "error"
-                )
+                result.files[local.path] = _unsyncable(local, cannot_read(exc), "error")
             continue
         result.hashed += 1
         result.files[local.path] = (
-            _unsyncable(local, "changed while being read; will retry", "changing")
+            _unsyncable(local, CHANGED_WHILE_READ, "changing")
             if changed
             else dataclasses.replace(local, sha256=sha)
         )
@@ -460,35 +472,91 @@ def _is_text(rel: str) -> bool:
     return True
 
 
-def hash_file(path: Path, size: int, mtime_ns: int) -> tuple[str, bool]:
-    """sha256 of the file, and whether it changed while being read (or since it was
-    seen with this size and mtime)."""
+def link_check(rules: Rules) -> Callable[[str], str | None]:
+    """What a link's target must pass: the rules, on the target's own path."""
+    return functools.partial(link_refusal, rules)
+
+
+def link_refusal(rules: Rules, target: str) -> str | None:
+    """Why a link may not stand for ``target`` (root-relative), or None: a file the
+    rules leave out on its own path (hidden, temporary, excluded, outside the include
+    globs), or one in a folder the scan does not enter, is not synced through a link."""
+    shown = record_key(target)
+    folder = posixpath.dirname(target)
+    parts = folder.split("/") if folder else []
+    for depth in range(1, len(parts) + 1):
+        if not rules.can_hold("/".join(parts[:depth])):
+            return f"symlink to {shown}, in a folder the rules leave out"
+    verdict = rules.verdict(target)
+    if isinstance(verdict, str) and _filtered(verdict):
+        return f"symlink to {shown}, a file the rules leave out ({verdict})"
+    return None
+
+
+def _open_as_seen(root: Path, rel: str, seen: tuple[int, int, int]) -> Opened:
+    """``rel`` opened (see :func:`open_in_root`) if it is still the file seen with this
+    (size, mtime_ns, inode); Refused with status ``changing`` if it is another by now."""
+    opened = open_in_root(root, rel)
+    st = opened.stat
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != seen:
+        opened.close()
+        raise Refused(CHANGED_SINCE_SCAN, "changing")
+    return opened
+
+
+def open_scanned(root: Path, local: LocalFile) -> Opened:
+    """The file the scan saw as ``local``, open: the one descriptor its hash and its
+    upload read. Refused (status ``changing``) if the path holds another file, or this
+    one with another size or mtime, by now; OSError ENOENT/ENOTDIR if it is gone."""
+    return _open_as_seen(root, local.path, (local.size, local.mtime_ns, local.inode))
+
+
+def still_as_opened(opened: Opened) -> bool:
+    """Whether the open file still has the size and mtime it was opened with."""
+    try:
+        st = os.fstat(opened.file.fileno())
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (opened.stat.st_size, opened.stat.st_mtime_ns)
+
+
+def hash_opened(opened: Opened, local: LocalFile) -> tuple[str, bool]:
+    """sha256 of the open file from its first byte, and whether it changed while being
+    read (or since it was seen as ``local``). Read errors are Refused, status ``error``."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    fh = opened.file
+    try:
+        fh.seek(0)
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-    after = path.stat()
-    changed = (after.st_size, after.st_mtime_ns) != (size, mtime_ns)
+    except OSError as exc:
+        raise Refused(cannot_read(exc), "error") from None
+    seen = (opened.stat.st_size, opened.stat.st_mtime_ns)
+    changed = seen != (local.size, local.mtime_ns) or not still_as_opened(opened)
     return digest.hexdigest(), changed
 
 
-def hash_as_scanned(root: Path, local: LocalFile) -> str | None:
-    """The sha256 of a file still as the scan saw it; None if it moved on or cannot be
-    read. For the rare paths (an adopted lost upload) where no hash came with the
-    upload."""
-    if local.sha256 is not None:
-        return local.sha256
+def hash_scanned(root: Path, local: LocalFile) -> str:
+    """The sha256 of a file still as the scan saw it, for the rare paths (an adopted
+    lost upload) where no hash came with the upload. Refused otherwise, with the status
+    and reason its record should show: ``changing`` when it moved on or went."""
     try:
-        sha, changed = hash_file(root / local.path, local.size, local.mtime_ns)
-    except OSError:
-        return None
-    return None if changed else sha
+        with open_scanned(root, local) as opened:
+            sha, changed = hash_opened(opened, local)
+    except OSError as exc:
+        if not _gone(exc):
+            raise Refused(cannot_read(exc), "error") from None
+        raise Refused(CHANGED_SINCE_SCAN, "changing") from None
+    if changed:
+        raise Refused(CHANGED_WHILE_READ, "changing")
+    return sha
 
 
 def same_as_scanned(root: Path, local: LocalFile) -> bool:
-    """Re-stat before and after an upload: has the file moved on since the scan?"""
+    """Does the path still lead, inside the root, to the file the scan saw, with its
+    size and mtime? (Before and after an upload: has the file moved on?)"""
     try:
-        st = (root / local.path).stat()
-    except OSError:
+        with open_scanned(root, local):
+            return True
+    except (Refused, OSError):
         return False
-    return (st.st_size, st.st_mtime_ns) == (local.size, local.mtime_ns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,9 +49,10 @@ def check_spec(name: str, purpose: str, spec: PurposeSpec, size: int) -> str | N
     return None
 
 
-def check_content(path: Path, spec: PurposeSpec) -> str | None:
-    """The checks that read the file (a batch file's lines), or None when there are none."""
-    return None if spec.jsonl is None else check_jsonl(path, spec.jsonl)
+def check_content(source: Path | BinaryIO, spec: PurposeSpec) -> str | None:
+    """The checks that read the file (a batch file's lines), or None when there are none.
+    ``source``: a path, or the file open (read from its first byte, left open)."""
+    return None if spec.jsonl is None else check_jsonl(source, spec.jsonl)
 
 
 def check_file(name: str, rule: PurposeRule, size: int) -> str | None:
@@ -64,8 +66,15 @@ def reads_content(rule: PurposeRule) -> bool:
     return rule.accepts.jsonl is not None
 
 
-def check_file_content(path: Path, rule: PurposeRule) -> str | None:
-    return check_content(path, rule.accepts)
+def check_file_content(source: Path | BinaryIO, rule: PurposeRule) -> str | None:
+    return check_content(source, rule.accepts)
+
+
+def _reading(source: Path | BinaryIO) -> AbstractContextManager[BinaryIO]:
+    if isinstance(source, Path):
+        return source.open("rb")
+    source.seek(0)
+    return nullcontext(source)
 
 
 def _lines(fh: BinaryIO, cap: int) -> Iterator[bytes]:
@@ -76,7 +85,7 @@ def _lines(fh: BinaryIO, cap: int) -> Iterator[bytes]:
         yield line[:-1] if line.endswith(b"\r") else line
 
 
-def check_jsonl(path: Path, rules: JsonlRules) -> str | None:
+def check_jsonl(source: Path | BinaryIO, rules: JsonlRules) -> str | None:
     """Stream the JSONL file and apply the batch input rules, naming the line.
 
     A line's length excludes its terminator (LF or CRLF); a UTF-8 BOM opening the file is
@@ -87,7 +96,7 @@ def check_jsonl(path: Path, rules: JsonlRules) -> str | None:
     url: str | None = None
     model: str | None = None
     count = 0
-    with path.open("rb") as fh:
+    with _reading(source) as fh:
         for number, raw in enumerate(_lines(fh, rules.max_line_bytes), start=1):
             if len(raw) > rules.max_line_bytes:
                 return f"line {number}: longer than {_mb(rules.max_line_bytes)}"
