@@ -292,6 +292,7 @@ def _rebind(ns: argparse.Namespace) -> int:
 def _run(ns: argparse.Namespace) -> int:
     from syncd.daemon.service import run
 
+    logs.show_every_file()  # the daemon says what it did, file by file, in every mode
     return run(ns.config)
 
 
@@ -400,7 +401,12 @@ def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
             out.append(f"{len(unsynced)} file(s) not synced:")
             out += [f"  {u['status']:<8} {visible(u['path'])}: {visible(u['reason'] or '')}"
                     for u in unsynced]  # fmt: skip
-        if data.get("skipped"):
+        by_rule = data.get("skipped_by_rule") or []
+        if by_rule:
+            total = sum(int(r["files"]) for r in by_rule)
+            out.append(f"{total} file(s) skipped by {len(by_rule)} rule(s) "
+                       "(syncd status lists them by rule)")  # fmt: skip
+        elif data.get("skipped"):
             out.append(f"{len(data['skipped'])} file(s) skipped by the rules (see syncd status)")
     err = [f"error: {visible(e)}" for e in data.get("errors", [])]
     return out, err

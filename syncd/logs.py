@@ -5,9 +5,10 @@ event (an exception text, say, or a value nested in a field) is masked before it
 written, by the same rule as errors from the network (:mod:`syncd.api.scrub`: every
 API key the process holds, in any spelling, and runs of its characters).
 
-On the console, one line per file would bury what a person wants to see (the
-progress bar, the summary, the errors): per-file events are shown at debug level
-only (``-v``). The journal (JSON) keeps them at info, where they are searchable.
+The daemon writes every upload, delete and refusal as one info line in every mode,
+so it says the same on a terminal as in the journal. A one-off command, which ends
+with a summary (and on a terminal shows a live bar with the names it handles), keeps
+per-file lines at debug level on the console (``-v``); in JSON they stay at info.
 Lines are written to whatever ``sys.stderr`` is at that moment, so a live progress
 display that redirects stderr keeps them above itself instead of tearing it.
 """
@@ -15,6 +16,8 @@ display that redirects stderr keeps them above itself instead of tearing it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import enum
 import logging
 import os
 import sys
@@ -28,8 +31,10 @@ from syncd.api import scrub
 # Set from the command line (-q, -v, --log-format); they win over the config file.
 _override_format: str | None = None
 _override_level: str | None = None
+_every_file = False
 
-# Events that describe one file: debug-level on the console, info in JSON.
+# Events that describe one file: info lines for the daemon and in JSON, debug-level on
+# the console of a one-off command (see the module doc).
 PER_FILE_EVENTS = frozenset({
     "uploaded", "adopted", "deleted", "not synced", "adopted earlier upload",
     "adopted after lost response", "delete: id unknown to the provider",
@@ -47,6 +52,12 @@ def set_overrides(fmt: str | None = None, level: str | None = None) -> None:
     """Command-line choices, applied by every later :func:`configure`."""
     global _override_format, _override_level
     _override_format, _override_level = fmt, level
+
+
+def show_every_file() -> None:
+    """One info line per file on the console too (the daemon: it has no summary)."""
+    global _every_file
+    _every_file = True
 
 
 def quiet() -> bool:
@@ -83,11 +94,32 @@ def _per_file_at_debug(debug: bool) -> Callable[..., MutableMapping[str, Any]]:
     def processor(
         _logger: Any, _name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not debug and event.get("event") in PER_FILE_EVENTS and event.get("level") == "info":
+        shown = debug or _every_file
+        if not shown and event.get("event") in PER_FILE_EVENTS and event.get("level") == "info":
             raise structlog.DropEvent
         return event
 
     return processor
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
+    return value
+
+
+def _plain_values(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Values as a reader and a JSON parser want them: an exit code as its number, a
+    time as ISO 8601 in UTC, never a Python repr."""
+    for key, value in list(event.items()):
+        event[key] = _plain(value)
+    return event
 
 
 def add_secret(value: str) -> None:
@@ -134,6 +166,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        _plain_values,
         _redact,
     ]
     renderer: Any

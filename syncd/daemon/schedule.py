@@ -94,7 +94,7 @@ class ReconcileScheduler:
             replace_existing=True,
         )
         log.info(
-            "scheduled reconcile", schedule=describe(reconcile), next_at=str(self.next_run_time())
+            "scheduled reconcile", schedule=describe(reconcile), next_at=self.next_run_time()
         )
 
     def next_run_time(self) -> datetime | None:

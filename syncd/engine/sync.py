@@ -79,6 +79,8 @@ class RunReport:
     # Paths (in the run's scope) that are not synced, with status and reason.
     unsynced: dict[str, tuple[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # A full run: how many files each rule left out (status counts them the same way).
+    skipped_by_rule: dict[str, int] = field(default_factory=dict)
 
     @property
     def root_unavailable(self) -> bool:
@@ -167,12 +169,40 @@ class RunReport:
                 for path, (status, reason) in sorted(report.unsynced.items())
             ],
             "skipped": [{"path": k, "reason": v} for k, v in sorted(report.skipped.items())],
+            "skipped_by_rule": [
+                {"rule": rule, "files": n}
+                for rule, n in sorted(report.skipped_by_rule.items(), key=lambda kv: -kv[1])
+            ],
             "notes": [
                 {"path": n.path, "status": n.status, "reason": n.reason}
                 for n in p.notes
                 if n.status != "synced"
             ],
         }
+
+
+def _unsynced_after(
+    the_plan: Plan, records: dict[str, Record], scope: frozenset[str] | None
+) -> dict[str, tuple[str, str]]:
+    """What a run of this plan would leave not synced (a dry run exits as it would):
+    the records not synced now, as the plan's notes change them; uploads are taken to
+    succeed."""
+    out: dict[str, tuple[str, str]] = {
+        path: (rec.status, rec.reason or "")
+        for path, rec in records.items()
+        if rec.status in UNSYNCED and in_scope(path, scope)
+    }
+    for note in the_plan.notes:
+        if note.status in UNSYNCED:
+            out[note.path] = (note.status, note.reason or "")
+        else:
+            out.pop(note.path, None)
+    riders = [r.path for u in the_plan.uploads for r in u.sharers]
+    for path in [*(u.path for u in the_plan.uploads), *(a.path for a in the_plan.adopts), *riders]:
+        out.pop(path, None)
+    for path in [s.path for s in the_plan.shares] + [f.path for f in the_plan.forgets]:
+        out.pop(path, None)
+    return out
 
 
 def _consent(max_delete: MaxDelete | None, confirm_deletes: bool) -> Consent:
@@ -262,6 +292,7 @@ class Syncer:
             self._release_gone_claims()
         # Files no purpose rule takes have no record: the report names a few per rule.
         report.skipped.update(unselected_examples(scan))
+        report.skipped_by_rule = dict(scan.skipped)
         report.duration_s = time.monotonic() - started
         if not dry_run:
             self.state.set_meta("scan", scan_summary(scan, scanned_s))
@@ -390,6 +421,7 @@ class Syncer:
         if the_plan.refused:
             log.error("deletion safety", reason=the_plan.refused, root=str(self.config.root))
         if dry_run:
+            report.unsynced = _unsynced_after(the_plan, records, scope)
             return report
         planned = getattr(progress, "planned", None)
         if callable(planned):
