@@ -267,7 +267,12 @@ def _check_config(ns: argparse.Namespace) -> int:
     if problems:
         return EXIT_USAGE
     root = config.origin.shown("root", config.root)
-    checked = "key accepted by the remote" if ns.online else "offline checks"
+    checked = "offline checks"
+    if ns.online:
+        from syncd.bootstrap import load_key
+
+        keyless = load_key(config) is None
+        checked = "the remote answered without a key" if keyless else "key accepted by the remote"
     print(f"{ns.config}: ok (project {config.project!r}, root {root}; {checked})")
     return EXIT_OK
 
@@ -542,8 +547,12 @@ def _ls_remote(ns: argparse.Namespace) -> int:
     config = _load(ns)
     state = State(config.state_dir)
     try:
-        owned = {r.file_id: r.path for r in state.records().values() if r.file_id}
-        owned.update({fid: "(old version, to delete)" for fid in state.garbage()})
+        owned: dict[str, list[str]] = {}
+        for r in state.records().values():
+            if r.file_id:
+                owned.setdefault(r.file_id, []).append(r.path)
+        for fid in state.garbage():
+            owned.setdefault(fid, []).append("(old version, to delete)")
     finally:
         state.close()
     client, url, closers = connect(config, one_off=True)
@@ -559,17 +568,27 @@ def _ls_remote(ns: argparse.Namespace) -> int:
             close()
     rows = [
         {**{k: getattr(f, k) for k in ("id", "filename", "bytes", "created_at", "purpose")},
-         "ours": f.id in owned, "path": owned.get(f.id)}
+         "ours": f.id in owned, "paths": sorted(owned.get(f.id, []))}
         for f in files
     ]  # fmt: skip
+    # Ids our state holds that the listing lacks: the listing is incomplete (a server
+    # whose cursor skips entries), or they went away since the last run.
+    unlisted = len(set(owned) - {f.id for f in files})
     if ns.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
+        print(f"{'whose':<7} {'file_id':<40} {'bytes':>12} {'remote name':<24} local path(s)")
         for row in rows:
             mark = "ours   " if row["ours"] else "foreign"
-            print(f"{mark} {visible(row['id']):<40} {row['bytes']:>12} {visible(row['filename'])}"
-                  + (f"  <- {visible(row['path'])}" if row["path"] else ""))  # fmt: skip
-        print(f"{len(rows)} file(s), {sum(1 for r in rows if r['ours'])} ours")
+            print(f"{mark} {visible(row['id']):<40} {row['bytes']:>12} "
+                  f"{visible(row['filename']):<24} "
+                  + ", ".join(visible(p) for p in row["paths"]))  # fmt: skip
+        print(f"{len(rows)} remote file(s), {sum(1 for r in rows if r['ours'])} ours")
+    if unlisted:
+        print(f"syncd: the listing lacks {unlisted} of the {len(owned)} remote files syncd "
+              "holds: it is incomplete, or they went away since the last run "
+              "(`syncd reconcile` asks for each)", file=sys.stderr)  # fmt: skip
+        return EXIT_UNSYNCED
     return EXIT_OK
 
 

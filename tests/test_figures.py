@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.emulator_fixture import EmulatorHandle
-from tests.engine_helpers import fast_emulator, reconcile, run_syncd, status
+from tests.engine_helpers import fast_emulator, reconcile, remote_files, run_syncd, status
 from tests.helpers import wait_for
 from tests.test_daemon_mustshow import RunningDaemon, fast_config, run_daemon
 
@@ -61,7 +61,7 @@ def test_the_daemon_says_what_it_did_file_by_file_on_a_console_too(
     daemon = run_daemon(cfg, emu.api_key)
     wait_for(lambda: len(daemon.mapping()) == 5, 60, what="5 files mapped")
     (root / "f0.txt").unlink()
-    wait_for(lambda: "f0.txt" not in daemon.mapping(), 60, what="f0.txt gone from the mapping")
+    wait_for(lambda: len(remote_files(emu)) == 4, 60, what="f0.txt's remote copy deleted")
     code, _ = daemon.stop()
     assert code == 0
     text = daemon.log.read_text()
@@ -72,3 +72,35 @@ def test_the_daemon_says_what_it_did_file_by_file_on_a_console_too(
     assert "<ExitCode" not in text and "ExitCode." not in text
     [scheduled] = [ln for ln in text.splitlines() if "scheduled reconcile" in ln][:1]
     assert re.search(r"next_at=\S*\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", scheduled), scheduled
+
+
+def test_an_incomplete_listing_is_said_to_be_so_wherever_its_counts_are_shown(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    root.mkdir()
+    for i in range(40):
+        (root / f"f{i:02d}.txt").write_text(f"{i}\n")
+    (root / "copy.txt").write_text("0\n")  # the content of f00.txt: one remote file, 2 paths
+    cfg = fast_config(tmp_path, root, emu)
+    assert reconcile(cfg, emu.api_key).returncode == 0
+
+    listing = run_syncd("ls-remote", cfg, key=emu.api_key)
+    assert listing.returncode == 0, listing.output
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:2] == ["whose", "file_id"] and "local path(s)" in lines[0]
+    [shared] = [ln for ln in lines if "copy.txt" in ln]
+    assert "f00.txt" in shared  # each remote file names the paths it holds
+    assert lines[-1] == "40 remote file(s), 40 ours"
+    shown = run_syncd("status", cfg, key=None).stdout
+    assert "ours: 41 paths synced in 40 remote files" in shown, shown
+
+    emu.configure(fault_list_omit=0.3)
+    again = reconcile(cfg, emu.api_key)
+    assert again.returncode == 0 and again.json["inconsistent_listing"] > 0, again.output
+    shown = run_syncd("status", cfg, key=None).stdout
+    assert "account: at least" in shown and "listing is incomplete" in shown, shown
+    partial = run_syncd("ls-remote", cfg, key=emu.api_key)
+    assert partial.returncode == 1, partial.output
+    assert "the listing lacks" in partial.stderr and "of the 40 remote files" in partial.stderr

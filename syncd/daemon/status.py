@@ -79,7 +79,12 @@ def from_state(config: Config) -> dict[str, Any] | None:
         "project": config.project,
         "root": str(config.root),
         "counts": counts,
-        "ours": {"files": len(synced), "bytes": sum(r.size for r in synced)},
+        # Paths, and the remote files they hold (identical content shares one).
+        "ours": {
+            "files": len(synced),
+            "remote_files": len({r.file_id for r in synced}),
+            "bytes": sum(r.size for r in synced),
+        },
         "account": account,
         "limits": {"max_files": config.limits.max_files, "max_bytes": config.limits.max_bytes},
         "last_reconcile": last,
@@ -249,14 +254,26 @@ def render(data: dict[str, Any]) -> list[str]:
     )
     ours = data.get("ours")
     if ours:
-        out.append(f"ours: {ours['files']} files, {human_bytes(ours['bytes'])}")
+        held_in = ours.get("remote_files", ours["files"])
+        out.append(
+            f"ours: {ours['files']} paths synced in {held_in} remote files, "
+            f"{human_bytes(ours['bytes'])}"
+        )
     account, limits = data.get("account"), data.get("limits") or {}
     if account:
+        last = data.get("last_reconcile") or {}
+        omitted = last.get("inconsistent_listing") or 0
+        at_least = "at least " if omitted else ""
         out.append(
-            f"account: {account.get('files')} of {limits.get('max_files')} files, "
-            f"{human_bytes(account.get('bytes', 0))} of {human_bytes(limits.get('max_bytes', 0))}"
-            f" (listed {account.get('at')})"
+            f"account: {at_least}{account.get('files')} of {limits.get('max_files')} remote "
+            f"files, {human_bytes(account.get('bytes', 0))} of "
+            f"{human_bytes(limits.get('max_bytes', 0))} (listed {account.get('at')})"
         )
+        if omitted:
+            out.append(
+                f"  the provider's listing is incomplete: it omitted {omitted} of our files "
+                "(each was asked for directly); the account holds more than it lists"
+            )
     last = data.get("last_reconcile")
     if last:
         out.append(
