@@ -70,9 +70,10 @@ def test_every_action_is_in_the_log_with_its_id_and_reason_and_survives_kill_9(
     for rel in deleted:
         gone = [r for r in rows if r["path"] == rel and r["action"] == "deleted"]
         assert [r["reason"] for r in gone] == ["gone"] and gone[0]["file_id"]
-    assert mapping["moved.txt"]["file_id"] in {
-        r["file_id"] for r in rows if r["path"] == "moved.txt"
-    }
+    # A move keeps the file's id: the new path shares it, nothing is uploaded.
+    [moved_row] = [r for r in rows if r["path"] == "moved.txt"]
+    assert moved_row["action"] == "shared"
+    assert moved_row["file_id"] == mapping["moved.txt"]["file_id"]
     [invalid] = [r for r in rows if r["path"] == "bad.jsonl"]
     assert invalid["action"] == "status" and invalid["status"] == "invalid" and invalid["reason"]
     assert "setup.exe" not in by_path

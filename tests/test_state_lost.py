@@ -3,6 +3,7 @@ taken back from the claims registry instead of being uploaded a second time."""
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,8 @@ def test_a_state_deleted_between_runs_adopts_what_the_project_uploaded(
     assert run.returncode == 0, run.output
     assert run.json["adopted"] == 10 and run.json["uploaded"] == 0
     assert uploads(emu) == 0
+    logged = run_syncd("log", cfg, "--json", key=None).stdout.splitlines()
+    assert [json.loads(line)["action"] for line in logged] == ["adopted"] * 10
     assert len(remote_files(emu)) == 10
     assert read_mapping(tmp_path / "mapping.json") == before
     assert sorted(before) == sorted(paths)

@@ -34,6 +34,7 @@ from syncd.api.errors import (
 from syncd.api.models import RemoteFile
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
+from syncd.engine.journal import Action
 from syncd.engine.ledger import Ledger
 from syncd.engine.localopen import Opened, Refused, cannot_read
 from syncd.engine.model import Delete, Intent, LocalFile, Note, Plan, Upload
@@ -263,7 +264,7 @@ class Executor:
             # is already gone would cost the next run a DELETE that answers 404.
             old = rec.file_id if rec and rec.file_id in remote else None
             local = replace(a.local, sha256=sha)
-            self._state.record_uploaded(local, remote[a.file_id], replaces=old)
+            self._state.record_uploaded(local, remote[a.file_id], replaces=old, action="adopted")
             out.adopted += 1
             log.info("adopted", path=a.path, file_id=a.file_id, bytes=a.local.size)
             self._progress("adopt")
@@ -294,7 +295,9 @@ class Executor:
             Delete(sh.replaces, "replaced", sh.path)
             for sh in plan.shares
             if sh.file_id in remote
-            and self._state.record_uploaded(sh.local, remote[sh.file_id], replaces=sh.replaces)
+            and self._state.record_uploaded(
+                sh.local, remote[sh.file_id], replaces=sh.replaces, action="shared"
+            )
             and sh.replaces
         ]
         if plan.shares:
@@ -439,13 +442,16 @@ class Executor:
         reason = "changed while it was uploaded; will upload again" if changed else None
         freed: list[str] = []
         status = "changing" if changed else "synced"
+        action: Action = "refreshed" if up.kind == "refresh" else "uploaded"
         if self._state.record_uploaded(
-            up.local, remote, replaces=up.replaces, status=status, reason=reason
+            up.local, remote, replaces=up.replaces, status=status, reason=reason, action=action
         ):
             freed.append(up.replaces or "")
         # What was sent may not be what the riders hold if the lead changed meanwhile.
         for rider in () if changed else up.sharers:
-            if self._state.record_uploaded(rider.local, remote, replaces=rider.replaces):
+            if self._state.record_uploaded(
+                rider.local, remote, replaces=rider.replaces, action="shared"
+            ):
                 freed.append(rider.replaces or "")
         return tuple(i for i in freed if i)
 
