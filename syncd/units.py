@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+# Compiled on first use (re caches it), not by every command that imports this module.
+_SIZE = r"(?i)^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$"
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -15,7 +16,7 @@ def parse_size(text: str | int) -> int:
     are the same binary multiple, as in the provider's pages (its "100GB" is 100 GiB)."""
     if isinstance(text, int):
         return text
-    m = _SIZE.match(str(text))
+    m = re.match(_SIZE, str(text))
     if not m:
         raise ValueError(f"invalid size: {text!r}")
     unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
