@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from syncd import __version__, logs
+from syncd.completion import SHELLS
 from syncd.config import Config, ConfigError, load_config
 from syncd.exitcodes import ExitCode
+from syncd.init import PROVIDER_NAMES
 from syncd.textsafe import visible
 from syncd.units import human_bytes
 
@@ -83,9 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
-        sp = sub.add_parser(name, help=text, description=text)
-        sp.add_argument("-c", "--config", type=Path, required=True, help="project YAML file")
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], text: str, *, config: bool = True
+    ) -> Any:
+        sp = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name]),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if config:
+            sp.add_argument("-c", "--config", type=Path, required=True, metavar="FILE",
+                            help="project YAML file")  # fmt: skip
         loud = sp.add_mutually_exclusive_group()
         loud.add_argument("-q", "--quiet", action="store_true",
                           help="errors only: no progress display, no info logs")  # fmt: skip
@@ -176,8 +188,72 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=("lines", "json", "fileid"), default="lines",
                    help="lines: PATH<TAB>ID (default); json: the entries; "
                    "fileid: one fileid://ID per line")  # fmt: skip
+    init = command("init", _init, "write a commented config for a folder, ready to run",
+                   config=False)  # fmt: skip
+    init.add_argument("folder", type=Path, metavar="FOLDER", help="the folder to mirror")
+    init.add_argument("-c", "--config", type=Path, default=Path("syncd.yaml"), metavar="FILE",
+                      help="where to write it (default: ./syncd.yaml; never "
+                      "overwritten)")  # fmt: skip
+    init.add_argument("--provider", choices=PROVIDER_NAMES, default=PROVIDER_NAMES[0],
+                      help="whose Files API (default: %(default)s)")  # fmt: skip
+    init.add_argument("--project", help="the project's name (default: the folder's name)")
+    comp = command("completion", _completion, "print a shell completion script",
+                   config=False)  # fmt: skip
+    comp.add_argument("shell", choices=SHELLS)
     sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
     return p
+
+
+# Shown by each command's --help.
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "init": ("syncd init ./docs                      # writes ./syncd.yaml for ./docs",
+             "syncd init ./docs -c docs.yaml --provider openai"),
+    "check-config": ("syncd check-config -c syncd.yaml",
+                     "syncd check-config -c syncd.yaml --online   # also asks the remote"),
+    "reconcile": ("syncd reconcile -c syncd.yaml",
+                  "syncd reconcile -c syncd.yaml --dry-run",
+                  "syncd reconcile -c syncd.yaml --confirm-deletes   # make held deletes",
+                  "syncd reconcile -c syncd.yaml --path notes/a.md   # through the daemon"),
+    "status": ("syncd status -c syncd.yaml",
+               "syncd status -c syncd.yaml notes/a.md     # everything about one file",
+               "syncd status -c syncd.yaml --skipped      # every file the rules leave out",
+               "syncd status -c syncd.yaml --json | jq .counts"),
+    "run": ("syncd run -c syncd.yaml                 # in the foreground; Ctrl-C stops it",
+            "systemctl enable --now syncd@docs       # as a service (see systemd/README.md)"),
+    "log": ("syncd log -c syncd.yaml --since 1h",
+            "syncd log -c syncd.yaml notes/          # one folder's history",
+            "syncd log -c syncd.yaml --json -n 100"),
+    "ls-local": ("syncd ls-local -c syncd.yaml",
+                 "syncd ls-local -c syncd.yaml --exclude 'drafts/**' --purpose '*.jsonl=batch'"),
+    "ls-remote": ("syncd ls-remote -c syncd.yaml", "syncd ls-remote -c syncd.yaml --json"),
+    "rebind": ("mv ~/p2 ~/p2moved && $EDITOR ~/p2moved/syncd.yaml && "
+               "syncd rebind -c ~/p2moved/syncd.yaml",),
+    "id": ("syncd id -c syncd.yaml notes/a.md", "syncd id -c syncd.yaml --fileid *.md"),
+    "map": ("syncd map -c syncd.yaml --under notes", "syncd map -c syncd.yaml --format json"),
+    "completion": ("source <(syncd completion bash)   # in ~/.bashrc",
+                   "syncd completion zsh > ~/.zfunc/_syncd",
+                   "syncd completion fish > ~/.config/fish/completions/syncd.fish"),
+}  # fmt: skip
+
+
+def _init(ns: argparse.Namespace) -> int:
+    from syncd.init import InitRefused, write_config
+
+    try:
+        written, project = write_config(ns.folder, ns.config, ns.provider, ns.project)
+    except InitRefused as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{written}: project {project!r} for {ns.folder}")
+    print(f"next: syncd check-config -c {written} && syncd reconcile -c {written}")
+    return EXIT_OK
+
+
+def _completion(ns: argparse.Namespace) -> int:
+    from syncd.completion import script
+
+    sys.stdout.write(script(_parser(), ns.shell))
+    return EXIT_OK
 
 
 def _max_delete(text: str) -> Any:
@@ -413,6 +489,8 @@ def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
                        "(syncd status lists them by rule)")  # fmt: skip
         elif data.get("skipped"):
             out.append(f"{len(data['skipped'])} file(s) skipped by the rules (see syncd status)")
+        if data.get("mapping_file"):
+            out.append(f"mapping: {visible(data['mapping_file'])}")
     err = [f"error: {visible(e)}" for e in data.get("errors", [])]
     return out, err
 

@@ -81,6 +81,8 @@ class RunReport:
     skipped: dict[str, str] = field(default_factory=dict)
     # A full run: how many files each rule left out (status counts them the same way).
     skipped_by_rule: dict[str, int] = field(default_factory=dict)
+    # The mapping file the run publishes ("" when none was written).
+    mapping_file: str = ""
 
     @property
     def root_unavailable(self) -> bool:
@@ -162,6 +164,7 @@ class RunReport:
             "deleted": report.outcome.deleted,
             "inconsistent_listing": report.inconsistent,
             "hashed": report.hashed,
+            "mapping_file": report.mapping_file,
             "refused": p.refused,
             "errors": report.errors,
             "not_synced": [
@@ -423,6 +426,7 @@ class Syncer:
         if dry_run:
             report.unsynced = _unsynced_after(the_plan, records, scope)
             return report
+        report.mapping_file = str(self.config.mapping_file)
         planned = getattr(progress, "planned", None)
         if callable(planned):
             # Totals for a progress display: what this run will send or take over.
