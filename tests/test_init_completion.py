@@ -45,8 +45,8 @@ def test_init_writes_a_config_that_checks_and_runs_as_written(tmp_path: Path) ->
     assert again.returncode == 2 and "exists" in again.stderr
     assert cfg.read_text() == text
     # Its own emulator port, so tests running side by side do not share one.
-    cfg.write_text(text.replace("  base_url: embedded\n",
-                                f"  base_url: embedded\n  embedded_port: {free_port()}\n"))  # fmt: skip
+    port = f"  base_url: embedded\n  embedded_port: {free_port()}\n"
+    cfg.write_text(text.replace("  base_url: embedded\n", port))
     run = syncd(tmp_path, "reconcile", "-c", "syncd.yaml")
     assert run.returncode == 0, run.stderr
     mapping = tmp_path / ".syncd" / "docs" / "mapping.json"
