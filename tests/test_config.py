@@ -1,4 +1,4 @@
-"""The configuration: one table of keys, every error in one pass, values that used to
+"""The configuration: one declaration per key, every error in one pass, values that used to
 pass and then crash, self-reference, and `check-config` as a preflight."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS
 from syncd.config import (
     KEYS,
     SCHEMA,
+    SECTIONS,
     ApiConfig,
     Config,
     ConfigError,
@@ -26,7 +28,9 @@ from syncd.config import (
     load_config,
     parse_config,
     reloadable_keys,
+    value_of,
 )
+from syncd.config.keys import provider_default
 from syncd.preflight import preflight
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import KEY_ENV, fast_emulator, run_syncd, write_config
@@ -50,23 +54,37 @@ def _problems(tmp_path: Path, text: str | bytes) -> list[str]:
     return info.value.problems
 
 
-# ------------------------------------------------------------------ one table
+# ------------------------------------------------------------------ one declaration per key
 
 
-def test_dataclass_defaults_come_from_the_table() -> None:
+def test_every_field_of_the_typed_config_is_a_declared_key() -> None:
     sections = {
         "api": ApiConfig(), "limits": LimitsConfig(), "rules": RulesConfig(),
         "sync": SyncConfig(), "watch": WatchConfig(), "reconcile": ReconcileConfig(),
         "daemon": DaemonConfig(), "logging": LoggingConfig(),
     }  # fmt: skip
-    seen = set()
+    assert tuple(sections) == SECTIONS
+    fields = [f.name for f in dataclasses.fields(Config) if f.name in SCHEMA]
     for name, obj in sections.items():
         for f in dataclasses.fields(obj):
             key = SCHEMA[f"{name}.{f.name}"]
             assert getattr(obj, f.name) == key.default, key.name
-            seen.add(key.name)
-    top = {"project", "root", "state_dir", "mapping_file"}
-    assert seen | top == {k.name for k in KEYS}
+            fields.append(key.name)
+    assert fields == [k.name for k in KEYS]
+    assert fields[:4] == ["project", "root", "state_dir", "mapping_file"]
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_keys_left_out_take_the_providers_defaults(tmp_path: Path, provider: str) -> None:
+    profile = PROVIDERS[provider]
+    url = "" if provider == DEFAULT_PROVIDER else "  base_url: http://h/v1\n"
+    config = parse_config(f"{BASE}api:\n  provider: {provider}\n{url}", base=tmp_path)
+    by_provider = [k for k in KEYS if k.by_provider]
+    assert {k.name for k in by_provider} >= {"limits.upload_qps", "limits.max_bytes"}
+    for key in by_provider:
+        assert value_of(config, key.name) == provider_default(key, profile), key.name
+        if provider == DEFAULT_PROVIDER:  # the declared default is the default provider's
+            assert key.default == provider_default(key, profile), key.name
 
 
 def test_a_file_with_only_required_keys_gets_every_default(tmp_path: Path) -> None:
