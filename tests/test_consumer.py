@@ -170,13 +170,15 @@ def test_the_written_mapping_reads_back_as_written(tmp_path_factory: pytest.Temp
                                                    files: dict[str, dict[str, object]]) -> None:
     """Any path (quotes, newlines, any script) and entry survive the one-file-per-line
     layout; ``mapping.load`` and plain ``json`` read the same thing."""
-    from syncd.engine.mapping import write_atomic
+    from syncd.engine.mapping import Publisher
 
-    data = {"version": 1, "project": "p", "owner": "o", "base_url": "u",
-            "generated_at": 1.5, "files": files}  # fmt: skip
+    head = {"project": "p", "owner": "o", "base_url": "u"}
     path = tmp_path_factory.mktemp("m") / "mapping.json"
-    write_atomic(path, data)
-    assert json.loads(path.read_text("utf-8")) == data
+    rows = [(p, e["file_id"], e["purpose"], e["bytes"], e["sha256"], e["uploaded_at"])
+            for p, e in sorted(files.items())]  # fmt: skip
+    assert Publisher(path).publish(lambda: rows, {r[1] for r in rows}, head, 1)
+    data = json.loads(path.read_text("utf-8"))
+    assert data["files"] == files and {k: data[k] for k in head} == head
     loaded = mapping.load(path)
     ids = sorted(e["file_id"] for e in files.values())
     assert sorted(e.file_id for e in loaded.under("")) == ids

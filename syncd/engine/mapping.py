@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +20,6 @@ from syncd.engine.state import Synced
 
 VERSION = 1
 _swept: set[Path] = set()
-
-
-def build(
-    synced: Iterable[Synced],
-    confirmed: Container[str],
-    *,
-    project: str,
-    base_url: str,
-    owner: str,
-) -> dict[str, Any]:
-    """The mapping of the synced records (in path order) whose id the remote has."""
-    files = {
-        path: {
-            "file_id": file_id,
-            "purpose": purpose,
-            "bytes": size,
-            "sha256": sha256,
-            "uploaded_at": uploaded_at,
-        }
-        for path, file_id, purpose, size, sha256, uploaded_at in synced
-        if file_id in confirmed
-    }
-    return {
-        "version": VERSION,
-        "project": project,
-        # Which state publishes this file: two projects must never share one.
-        "owner": owner,
-        "base_url": base_url,
-        "generated_at": time.time(),
-        "files": files,
-    }
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -70,6 +39,66 @@ def _digest(data: Mapping[str, Any], files: str) -> str:
     return hashlib.blake2b(f"{said}\n{files}".encode(), digest_size=16).hexdigest()
 
 
+class Publisher:
+    """Publishes one project's mapping in O(changes): each entry is rendered once and
+    kept with the row it was rendered from, so a publish re-encodes only what changed,
+    and one whose inputs did not change (the state and the remote view, each counted
+    by a generation) reads nothing at all. The file is still replaced whole, atomically,
+    and only when what it says changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # What the file says: path -> (the row, its confirmed id, its rendered line).
+        self._entries: dict[str, tuple[Synced, str]] = {}
+        self._head: dict[str, Any] | None = None
+        self._inputs: object = None
+
+    def publish(
+        self,
+        rows: Callable[[], Iterable[Synced]],
+        confirmed: Container[str],
+        head: Mapping[str, Any],
+        inputs: object,
+    ) -> bool:
+        """Write the mapping of ``rows`` (synced records, in path order) whose id is
+        ``confirmed``, under ``head`` (project, owner, base_url); ``inputs`` identifies
+        what rows and confirmed are made of: unchanged, nothing is read. Returns whether
+        the file was written."""
+        if inputs == self._inputs and self.path.exists():
+            return False
+        entries: dict[str, tuple[Synced, str]] = {}
+        changed = self._head != dict(head) or not self.path.exists()
+        old = self._entries
+        for row in rows():
+            if row[1] not in confirmed:
+                continue
+            before = old.get(row[0])
+            if before is not None and before[0] == row:
+                entries[row[0]] = before
+                continue
+            changed = True
+            entries[row[0]] = (row, _line(row))
+        changed = changed or len(entries) != len(old)
+        first = self._head is None
+        self._entries, self._head, self._inputs = entries, dict(head), inputs
+        if not changed:
+            return False
+        files = ",\n".join(line for _, line in entries.values())
+        data = {"version": VERSION, **head, "generated_at": time.time()}
+        # The first publish of a process compares with what an earlier run wrote.
+        if first and _digest(data, files) == published(self.path):
+            return False
+        _write(self.path, data, files)
+        return True
+
+
+def _line(row: Synced) -> str:
+    path, file_id, purpose, size, sha256, uploaded_at = row
+    entry = {"file_id": file_id, "purpose": purpose, "bytes": size, "sha256": sha256,
+             "uploaded_at": uploaded_at}  # fmt: skip
+    return f"{_encode(path)}: {_encode(entry)}"
+
+
 def published(path: Path) -> str | None:
     """The digest of the mapping file at ``path`` as written, None if there is none."""
     try:
@@ -79,14 +108,7 @@ def published(path: Path) -> str | None:
         return None
 
 
-def write_atomic(path: Path, data: dict[str, Any], *, unless: str | None = None) -> str:
-    """Write the mapping; returns its digest (see :func:`published`). When ``unless``
-    is that digest and the file is there, nothing is written: readers that watch the
-    file see a change only when there is one."""
-    files = _files(data)
-    digest = _digest(data, files)
-    if digest == unless and path.exists():
-        return digest
+def _write(path: Path, data: Mapping[str, Any], files: str) -> None:
     head = _encode({k: v for k, v in data.items() if k != "files"})
     body = f"\n{files}\n" if files else ""
     text = f'{head[:-1]}, "files": {{{body}}}}}\n'
@@ -114,4 +136,3 @@ def write_atomic(path: Path, data: dict[str, Any], *, unless: str | None = None)
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return digest

@@ -183,6 +183,9 @@ class State:
         self._lock = threading.RLock()
         # The run the journal's rows belong to (see begin_run).
         self._run: int | None = None
+        # Counts committed writes: what was derived from the state at one count is
+        # still true at the same count (the mapping is not rebuilt in between).
+        self.generation = 0
 
     def _migrate(self) -> None:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}
@@ -223,6 +226,7 @@ class State:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self.generation += 1
 
     # ---- reads
 

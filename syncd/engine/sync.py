@@ -241,8 +241,7 @@ class Syncer:
         self._op = threading.RLock()
         # Who runs this Syncer, for the journal: a one-off command, or the daemon.
         self.origin = "one-off"
-        # What the mapping file says as this process last wrote it (a digest).
-        self._published: str | None = None
+        self._publisher = mapping.Publisher(config.mapping_file)
         self._stopping = threading.Event()
 
     # ---- operations
@@ -486,7 +485,6 @@ class Syncer:
         # which the new database must not inherit.
         self.state.close()
         self.state = State(self.config.state_dir)
-        self._published = None
         return True
 
     def _try_list(self, scan_errors: list[str]) -> RunReport | None:
@@ -575,18 +573,10 @@ class Syncer:
 
     def publish_mapping(self) -> None:
         with self._op:
-            data = mapping.build(
-                self.state.synced(),
-                self.remote.snapshot(),
-                project=self.config.project,
-                base_url=self.base_url,
-                owner=self.claims.owner,
-            )
-            if self._published is None:  # a mapping an earlier run wrote, the same
-                self._published = mapping.published(self.config.mapping_file)
-            self._published = mapping.write_atomic(
-                self.config.mapping_file, data, unless=self._published
-            )
+            head = {"project": self.config.project, "owner": self.claims.owner,
+                    "base_url": self.base_url}  # fmt: skip
+            inputs = (id(self.state), self.state.generation, self.remote.generation)
+            self._publisher.publish(self.state.synced, self.remote, head, inputs)
 
     def waiting_for_space(self) -> list[str]:
         """Paths held back for want of account space (status ``quota``)."""
