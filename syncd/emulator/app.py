@@ -19,10 +19,11 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.types import Message, Receive, Scope, Send
 
 from . import errors, validate
+from .batches import LIST_DEFAULT, LIST_MAX, BatchRunner
 from .faults import FaultDice
 from .limits import RateLimiter, retry_after_header
 from .multipart import UploadReader, boundary_of
-from .settings import RATE_PROFILES, EmulatorSettings
+from .settings import CONTENT_DOWNLOAD, RATE_PROFILES, EmulatorSettings
 from .stats import Stats
 from .store import FileRecord, Store, account_of
 from .transport import drop_connection
@@ -74,6 +75,7 @@ class EmulatorApp:
         self.limiter = RateLimiter()
         self.stats = Stats()
         self.dice = FaultDice(settings.seed)
+        self.batches = BatchRunner(self.store, self.flavor, settings, self.dice, self.stats)
         self._config_lock = threading.Lock()
         self._accounts: dict[str, str] = {}
         self._refresh_keys()
@@ -142,6 +144,9 @@ class EmulatorApp:
 
     def _route(self, method: str, path: str) -> tuple[str, Handler, str | None] | None:
         files = self.flavor.api_prefix + "/files"
+        batches = self.flavor.api_prefix + "/batches"
+        if path.startswith(batches):
+            return self._batch_route(method, path, path[len(batches):])
         if not path.startswith(files):
             return None
         rest = path[len(files):]
@@ -163,6 +168,27 @@ class EmulatorApp:
         cls, handler = table[method]
         return cls, handler, file_id
 
+    def _batch_route(self, method: str, path: str, rest: str
+                     ) -> tuple[str, Handler, str | None] | None:
+        """The Batch API. Its calls count as reads (class and rate bucket): the provider's
+        own batch limits are per minute and far above what one client polls."""
+        table: dict[str, Handler]
+        batch_id = None
+        if rest in ("", "/"):
+            table = {"POST": self._create_batch, "GET": self._list_batches}
+        else:
+            parts = rest.strip("/").split("/")
+            batch_id = parts[0]
+            if len(parts) == 1:
+                table = {"GET": self._retrieve_batch}
+            elif len(parts) == 2 and parts[1] == "cancel":
+                table = {"POST": self._cancel_batch}
+            else:
+                return None
+        if method not in table:
+            raise errors.ApiError(405, f"Method {method} not allowed on {path}.")
+        return "read", table[method], batch_id
+
     async def _api(self, call: _Call, path: str) -> Response | None:
         route = self._route(call.scope["method"], path)
         if route is None:
@@ -176,6 +202,9 @@ class EmulatorApp:
             await drop_connection(call.send, call.receive)
             raise _Dropped
         call.account = self._authenticate(call)
+        # Batch jobs move on with the clock whether or not this request is then refused.
+        if self.batches.due():
+            await to_thread.run_sync(self.batches.advance)
         # The limiter sees the arrival time, as the provider's would; the injected latency
         # is the provider's processing time, so it comes after (a timer that fires late
         # on a loaded loop must not bunch arrivals together).
@@ -195,6 +224,45 @@ class EmulatorApp:
         if file_id is not None:
             call.scope["file_id"] = file_id
         return await handler(call)
+
+    # ---- batches ----------------------------------------------------------------------------
+
+    async def _create_batch(self, call: _Call) -> Response:
+        request = await _read_json(call.receive)
+        body = await to_thread.run_sync(self.batches.create, call.account, request)
+        await self._maybe_drop_after_store(call)
+        return self._json(call, body)
+
+    async def _retrieve_batch(self, call: _Call) -> Response:
+        body = await to_thread.run_sync(self.batches.get, call.account, call.scope["file_id"])
+        return self._json(call, body)
+
+    async def _cancel_batch(self, call: _Call) -> Response:
+        body = await to_thread.run_sync(self.batches.cancel, call.account,
+                                        call.scope["file_id"])
+        await self._maybe_drop_after_store(call)
+        return self._json(call, body)
+
+    async def _list_batches(self, call: _Call) -> Response:
+        query = call.query()
+        limit = _int_param(query, "limit", LIST_DEFAULT)
+        if limit is None or not 1 <= limit <= LIST_MAX:
+            raise errors.bad_request(
+                f"Invalid 'limit': must be an integer between 1 and {LIST_MAX}.", param="limit")
+        after = query.get("after") or None
+        data, has_more = await to_thread.run_sync(
+            lambda: self.batches.page(call.account, after=after, limit=limit))
+        return self._json(call, {"object": "list", "data": data,
+                                 "first_id": data[0]["id"] if data else None,
+                                 "last_id": data[-1]["id"] if data else None,
+                                 "has_more": has_more})
+
+    async def _maybe_drop_after_store(self, call: _Call) -> None:
+        """The change is made; the answer may still be lost on the way."""
+        if self.dice.roll("drop_after_store", self.settings.drop_after_store):
+            self.stats.bump("faults", "drop_after_store")
+            await drop_connection(call.send)
+            raise _Dropped
 
     def _authenticate(self, call: _Call) -> str:
         auth = call.header("authorization") or ""
@@ -229,8 +297,28 @@ class EmulatorApp:
         record = await to_thread.run_sync(self.store.get, call.account, file_id)
         if record is None:
             raise self._not_found(file_id)
+        if self.settings.content_download == "provider" \
+                and not self.flavor.downloadable(record.purpose):
+            raise errors.ApiError(
+                400, f"Not allowed to download files of purpose: {record.purpose}.",
+                param="file_id", code="download_not_allowed")
+        if self.dice.roll("truncate_content", self.settings.fault_truncate_content):
+            await self._truncated(call, file_id, record.bytes)
+            raise _Dropped
         return FileResponse(self.store.blob_path(file_id), media_type="application/octet-stream",
                             headers={"x-request-id": call.request_id})
+
+    async def _truncated(self, call: _Call, file_id: str, size: int) -> None:
+        """Headers announcing the whole file, half its bytes, then the connection closes."""
+        half = await to_thread.run_sync(_head, self.store.blob_path(file_id), size // 2)
+        send = self._dated(call.send)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(size).encode()),
+            (b"x-request-id", call.request_id.encode())]})
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        self.stats.bump("mutations", "truncated_content")
+        await drop_connection(call.send)
 
     async def _delete(self, call: _Call) -> Response:
         file_id = call.scope["file_id"]
@@ -396,10 +484,18 @@ class EmulatorApp:
             self.limiter.reset()
             return self._json(call, {"reset": True})
         if sub == "/files" and method == "GET":
+            if self.batches.due():
+                await to_thread.run_sync(self.batches.advance)
             live = await to_thread.run_sync(self.store.live_files)
             return self._json(call, {"accounts": {
                 acc[:12]: [self._file_json(r) for r in records]
                 for acc, records in sorted(live.items())}})
+        if sub == "/batches" and method == "GET":
+            if self.batches.due():
+                await to_thread.run_sync(self.batches.advance)
+            everything = await to_thread.run_sync(self.batches.everything)
+            return self._json(call, {"accounts": {
+                acc[:12]: batches for acc, batches in sorted(everything.items())}})
         if sub == "/expire" and method == "POST":
             body = await _read_json(call.receive)
             ids = body.get("ids") if isinstance(body, dict) else None
@@ -434,6 +530,9 @@ class EmulatorApp:
             "fault_trickle_upload": s.fault_trickle_upload,
             "fault_429_retry_after": s.fault_429_retry_after,
             "fault_reject_upload": s.fault_reject_upload, "fault_echo_auth": s.fault_echo_auth,
+            "batch_step_s": s.batch_step_s, "batch_expire": s.batch_expire,
+            "content_download": s.content_download,
+            "fault_truncate_content": s.fault_truncate_content,
         }
 
     def apply_config(self, body: Any) -> None:
@@ -441,6 +540,8 @@ class EmulatorApp:
             raise errors.bad_request("Config must be a JSON object.")
         with self._config_lock:
             _apply_config(self.settings, body)
+            if "batch_step_s" in body:
+                self.batches.step_changed()
             if "seed" in body:
                 self.dice.reseed(self.settings.seed)
 
@@ -448,7 +549,8 @@ class EmulatorApp:
 def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
     """Validate everything first so a bad request changes nothing."""
     floats = ("fault_5xx", "fault_429", "latency_ms", "jitter_ms", "drop_before",
-              "drop_after_store", "fault_list_omit", "fault_reject_upload")
+              "drop_after_store", "fault_list_omit", "fault_reject_upload", "batch_expire",
+              "fault_truncate_content")
     updates: dict[str, Any] = {}
     try:
         for name in floats:
@@ -457,7 +559,7 @@ def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
                 if value < 0 or (not name.endswith("_ms") and value > 1):
                     raise ValueError(name)
                 updates[name] = value
-        for name in ("fault_trickle_list", "fault_trickle_upload"):
+        for name in ("fault_trickle_list", "fault_trickle_upload", "batch_step_s"):
             if name in body:
                 value = float(body[name])
                 if not 0 <= value < math.inf:
@@ -496,6 +598,10 @@ def _apply_config(s: EmulatorSettings, body: dict[str, Any]) -> None:
             if not math.isfinite(offset):
                 raise ValueError("clock_offset_s")
             updates["clock_offset_s"] = offset
+        if "content_download" in body:
+            if body["content_download"] not in CONTENT_DOWNLOAD:
+                raise ValueError("content_download must be 'any' or 'provider'")
+            updates["content_download"] = body["content_download"]
         # Ids, the URL prefix and stored files follow the flavour: it is fixed at start.
         if "flavor" in body and body["flavor"] != s.flavor:
             raise ValueError("flavor is fixed when the emulator starts")
@@ -520,6 +626,11 @@ async def _read_json(receive: Receive) -> Any:
         return json.loads(bytes(body) or b"{}")
     except ValueError:
         raise errors.bad_request("Config body is not valid JSON.") from None
+
+
+def _head(path: Any, size: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
 
 
 def _int_param(query: dict[str, str], name: str, default: int | None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .app import EmulatorApp
 from .server import bind_socket, make_server, root_url, serve
-from .settings import RATE_PROFILES, EmulatorSettings, parse_size
+from .settings import CONTENT_DOWNLOAD, RATE_PROFILES, EmulatorSettings, parse_size
 from .validate import FLAVORS
 
 KEYS_ENV = "SYNCD_EMULATOR_API_KEYS"
@@ -42,6 +42,13 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number of seconds >= 0")
     return value
 
 
@@ -101,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-echo-auth", action="store_true",
                    help="error responses echo the request's Authorization header in every"
                         " field, as some gateways do")
+    p.add_argument("--batch-step-s", type=_seconds, default=1.0, metavar="S",
+                   help="seconds a batch job spends in each status (validating, in_progress,"
+                        " finalizing, cancelling); 0 runs a job on the next call")
+    p.add_argument("--batch-expire", type=_rate, default=0.0, metavar="F",
+                   help="a seeded fraction F of batch jobs expires half done")
+    p.add_argument("--content-download", choices=CONTENT_DOWNLOAD, default="any",
+                   help="provider: serve file content only where the provider does"
+                        " (DashScope: batch output files); any: every file (default)")
+    p.add_argument("--fault-truncate-content", type=_rate, default=0.0, metavar="F",
+                   help="cut a seeded fraction F of content responses off halfway")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"))
@@ -124,6 +141,9 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         fault_trickle_upload=args.fault_trickle_upload,
         fault_429_retry_after=args.fault_429_retry_after,
         fault_reject_upload=args.fault_reject_upload, fault_echo_auth=args.fault_echo_auth,
+        batch_step_s=args.batch_step_s, batch_expire=args.batch_expire,
+        content_download=args.content_download,
+        fault_truncate_content=args.fault_truncate_content,
         flavor=args.flavor, seed=args.seed, log_level=args.log_level)
 
 

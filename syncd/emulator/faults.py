@@ -11,7 +11,7 @@ import random
 import threading
 
 KINDS = ("drop_before", "fault_429", "fault_5xx", "status_5xx", "drop_after_store", "latency",
-         "list_omit", "reject_upload")
+         "list_omit", "reject_upload", "batch_expire", "truncate_content")
 
 
 class FaultDice:

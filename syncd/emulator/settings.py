@@ -20,6 +20,9 @@ RATE_PROFILES: dict[str, dict[str, int]] = {
     "newer": {"upload": 3, "read": 10, "delete": 10},
 }
 
+# Whose content downloads the emulator serves (see EmulatorSettings.content_download).
+CONTENT_DOWNLOAD = ("any", "provider")
+
 
 @dataclass
 class EmulatorSettings:
@@ -58,6 +61,16 @@ class EmulatorSettings:
     fault_reject_upload: float = 0.0
     # Error bodies and headers echo the request's Authorization header, as some gateways do.
     fault_echo_auth: bool = False
+    # Seconds each batch job spends in each status (validating, in_progress, finalizing,
+    # cancelling) before it moves on.
+    batch_step_s: float = 1.0
+    # Fraction of new batch jobs that expire (seeded) instead of completing.
+    batch_expire: float = 0.0
+    # "any": content of every file is served; "provider": only what the provider serves
+    # (DashScope: batch output files; OpenAI: not assistants, vision or user_data files).
+    content_download: str = "any"
+    # Fraction of content responses cut off halfway (the connection is closed).
+    fault_truncate_content: float = 0.0
     # "dashscope" or "openai"; fixed for the life of the server.
     flavor: str = "dashscope"
     seed: int | None = None

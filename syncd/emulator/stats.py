@@ -23,7 +23,11 @@ class Stats:
     def reset(self) -> None:
         with self._lock:
             self.requests = dict.fromkeys(CLASSES, 0)
-            self.mutations = {"upload": 0, "delete": 0}
+            # Batch jobs created and cancel requests that changed one; jobs that ended
+            # completed, failed, expired or cancelled; content responses cut off.
+            self.mutations = {"upload": 0, "delete": 0, "batch_create": 0, "batch_cancel": 0,
+                              "batch_completed": 0, "batch_failed": 0, "batch_expired": 0,
+                              "batch_cancelled": 0, "truncated_content": 0}
             self.throttled = dict.fromkeys(CLASSES, 0)
             self.faults = dict.fromkeys(FAULTS, 0)
         self.meter.reset()

@@ -7,6 +7,7 @@ these methods in a worker thread so the event loop never waits on disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -33,6 +34,19 @@ CREATE TABLE IF NOT EXISTS files (
     expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS files_by_account ON files (account, deleted, created_at, seq);
+-- Batch jobs: the object as served (JSON), its status for the lifecycle's queries, and
+-- when (emulator clock, fractional seconds) it entered that status.
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    account TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    phase_since REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_account ON batches (account, created_at, seq);
+CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status, phase_since);
 """
 
 
@@ -97,6 +111,10 @@ class Store:
     def now(self) -> int:
         return int(self._clock())
 
+    def clock(self) -> float:
+        """The provider's clock, with its fraction (batch steps may be shorter than 1 s)."""
+        return self._clock()
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -158,6 +176,14 @@ class Store:
             seq = cur.lastrowid
         assert seq is not None
         return FileRecord(seq, file_id, size, created_at, filename, purpose, expires_at)
+
+    def commit_generated(self, account: str, temp_path: Path, file_id: str, filename: str,
+                         purpose: str, expires_in: int | None = None) -> FileRecord:
+        """Store a file the provider made itself (a batch's output): like an upload, but
+        never refused for quota (it counts toward it from then on)."""
+        size = temp_path.stat().st_size
+        return self.commit_upload(account, temp_path, file_id, filename, purpose, size,
+                                  max_files=2**62, max_bytes=2**62, expires_in=expires_in)
 
     def get(self, account: str, file_id: str) -> FileRecord | None:
         with self._lock:
@@ -236,3 +262,90 @@ class Store:
             rows = self._db.execute(" ".join(sql), args).fetchall()
         records = [FileRecord(*r) for r in rows[:limit]]
         return records, len(rows) > limit
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    seq: int
+    id: str
+    account: str
+    created_at: int
+    status: str
+    phase_since: float
+    body: dict[str, Any]
+
+
+_BATCH_COLUMNS = "seq, id, account, created_at, status, phase_since, body"
+
+
+def _batch_row(row: tuple[Any, ...]) -> BatchRow:
+    return BatchRow(int(row[0]), row[1], row[2], int(row[3]), row[4], float(row[5]),
+                    json.loads(row[6]))
+
+
+class BatchTable:
+    """The batches table of a `Store`'s database, under the store's lock."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def insert(self, account: str, body: dict[str, Any], phase_since: float) -> None:
+        s = self._store
+        with s._lock:
+            s._db.execute(
+                "INSERT INTO batches (id, account, created_at, status, phase_since, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (body["id"], account, int(body["created_at"]), body["status"], phase_since,
+                 json.dumps(body)))
+
+    def update(self, body: dict[str, Any], phase_since: float) -> None:
+        s = self._store
+        with s._lock:
+            s._db.execute(
+                "UPDATE batches SET status = ?, phase_since = ?, body = ? WHERE id = ?",
+                (body["status"], phase_since, json.dumps(body), body["id"]))
+
+    def get(self, account: str | None, batch_id: str) -> BatchRow | None:
+        s = self._store
+        sql = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?"
+        args: list[Any] = [batch_id]
+        if account is not None:
+            sql += " AND account = ?"
+            args.append(account)
+        with s._lock:
+            row = s._db.execute(sql, args).fetchone()
+        return _batch_row(row) if row else None
+
+    def in_status(self, statuses: tuple[str, ...]) -> list[BatchRow]:
+        s = self._store
+        marks = ", ".join("?" for _ in statuses)
+        with s._lock:
+            rows = s._db.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status IN ({marks})"
+                " ORDER BY phase_since, seq", statuses).fetchall()
+        return [_batch_row(r) for r in rows]
+
+    def cursor_position(self, account: str, batch_id: str) -> tuple[int, int] | None:
+        s = self._store
+        with s._lock:
+            row = s._db.execute("SELECT created_at, seq FROM batches WHERE account = ? AND id = ?",
+                                (account, batch_id)).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def list(self, account: str | None, *, limit: int, after: tuple[int, int] | None = None
+             ) -> tuple[list[BatchRow], bool]:
+        """Newest first (insertion order breaks ties of `created_at`)."""
+        sql = [f"SELECT {_BATCH_COLUMNS} FROM batches WHERE 1 = 1"]
+        args: list[Any] = []
+        if account is not None:
+            sql.append("AND account = ?")
+            args.append(account)
+        if after is not None:
+            sql.append("AND (created_at < ? OR (created_at = ? AND seq < ?))")
+            args += [after[0], after[0], after[1]]
+        sql.append("ORDER BY created_at DESC, seq DESC LIMIT ?")
+        args.append(limit + 1)
+        s = self._store
+        with s._lock:
+            rows = s._db.execute(" ".join(sql), args).fetchall()
+        return [_batch_row(r) for r in rows[:limit]], len(rows) > limit

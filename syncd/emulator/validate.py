@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,42 @@ class Flavor:
     def new_id(self, purpose: str) -> str:
         return ID_PREFIX[purpose] + secrets.token_hex(12)
 
+    # ---- the Batch API ------------------------------------------------------------------
+
+    def new_result_id(self, kind: str) -> str:
+        """Id of a batch's ``output`` or ``error`` file (both of purpose batch_output)."""
+        return ID_PREFIX["batch_error" if kind == "error" else "batch_output"] \
+            + secrets.token_hex(12)
+
+    def new_batch_id(self) -> str:
+        return "batch_" + str(uuid.uuid4())
+
+    def downloadable(self, purpose: str) -> bool:
+        """Whether ``GET /files/{id}/content`` serves a file of this purpose: DashScope
+        documents it for batch output files only (other purposes: unconfirmed, refused)."""
+        return purpose == "batch_output"
+
+    def completion_window_hours(self, window: str) -> int | None:
+        """Hours of a completion window the provider accepts ("24h" to "336h", or days
+        "1d" to "14d"), or None."""
+        text = window.strip().lower()
+        try:
+            if text.endswith("h"):
+                hours = int(text[:-1])
+            elif text.endswith("d"):
+                hours = 24 * int(text[:-1])
+            else:
+                return None
+        except ValueError:
+            return None
+        return hours if 24 <= hours <= 336 else None
+
 
 ID_PREFIX = {
     "file-extract": "file-fe-",
     "batch": "file-batch-",
     "batch_output": "file-batch_output-",
+    "batch_error": "file-batch_error-",
 }
 
 
@@ -109,6 +141,20 @@ class OpenAIFlavor(Flavor):
 
     def new_id(self, purpose: str) -> str:
         return "file-" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+    def new_result_id(self, kind: str) -> str:
+        return self.new_id("batch_output")
+
+    def new_batch_id(self) -> str:
+        return "batch_" + secrets.token_hex(16)
+
+    def downloadable(self, purpose: str) -> bool:
+        # OpenAI answers "Not allowed to download files of purpose: assistants" (and so
+        # for the other purposes whose files it only reads itself).
+        return purpose not in ("assistants", "vision", "user_data")
+
+    def completion_window_hours(self, window: str) -> int | None:
+        return 24 if window == "24h" else None
 
 
 DASHSCOPE = Flavor()
