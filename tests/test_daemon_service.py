@@ -29,6 +29,7 @@ from tests.helpers import NotifySocket, wait_for
 class FakeReport:
     changed_during_upload: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    failed_paths: set[str] = field(default_factory=set)
     exit_code: int = 0
     root_unavailable: bool = False
     remote_unavailable: bool = False

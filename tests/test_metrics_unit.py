@@ -117,3 +117,24 @@ def test_tally_counts_outcomes_and_retries(server: str) -> None:
     with httpx.Client(transport=closed, timeout=2) as http, pytest.raises(httpx.ConnectError):
         http.get("http://127.0.0.1:1/files")
     assert recorder.snapshot()["requests"]["read"]["network"] == 1
+
+
+def test_a_failed_path_whose_name_holds_a_colon_space_is_not_counted_as_synced() -> None:
+    """Latency is observed for the paths a run synced, read from the run's typed
+    failures: a name such as ``notes: draft.txt`` is one path, not a prefix."""
+    from dataclasses import dataclass, field
+
+    from syncd.daemon.metrics import Recorder
+
+    @dataclass
+    class Run:
+        exit_code: int = 1
+        errors: list[str] = field(default_factory=lambda: ["notes: draft.txt: error: boom"])
+        failed_paths: set[str] = field(default_factory=lambda: {"notes: draft.txt"})
+
+    recorder = Recorder()
+    recorder.run_finished("sync", Run(), duration_s=0.1,
+                          first_events={"notes: draft.txt": 0.0, "ok.txt": 0.0}, now=1.0)  # fmt: skip
+    sample = recorder.registry.get_sample_value
+    assert sample("syncd_event_to_mapping_seconds_count") == 1  # only ok.txt
+    assert sample("syncd_event_to_mapping_seconds_sum") == 1.0

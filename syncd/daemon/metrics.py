@@ -71,6 +71,9 @@ class RunLike(Protocol):
     @property
     def errors(self) -> list[str]: ...
 
+    @property
+    def failed_paths(self) -> set[str]: ...
+
 
 class Recorder:
     """Thread-safe tallies of the daemon's activity since it started."""
@@ -146,7 +149,7 @@ class Recorder:
         if kind == "reconcile":
             self.reconcile_seconds.observe(duration_s)
         if first_events:
-            failed = {e.partition(": ")[0] for e in errors}
+            failed = report.failed_paths
             mono = time.monotonic() if now is None else now
             for path, first in first_events.items():
                 if path not in failed:

@@ -19,6 +19,9 @@ class Report(Protocol):
     def errors(self) -> list[str]: ...
 
     @property
+    def failed_paths(self) -> set[str]: ...
+
+    @property
     def exit_code(self) -> int: ...
 
     @property

@@ -37,7 +37,7 @@ from syncd.engine.failures import Failed, failure_for
 from syncd.engine.journal import Action
 from syncd.engine.ledger import Ledger
 from syncd.engine.localopen import Opened, Refused, cannot_read
-from syncd.engine.model import Delete, Intent, LocalFile, Note, Plan, Upload
+from syncd.engine.model import Delete, Failure, Intent, LocalFile, Note, Plan, Upload
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.scan import (
     CHANGED_SINCE_SCAN,
@@ -121,7 +121,7 @@ class Outcome:
     uploaded: int = 0
     adopted: int = 0
     deleted: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
     changed_during_upload: list[str] = field(default_factory=list)
 
 
@@ -347,7 +347,7 @@ class Executor:
                     out.changed_during_upload.append(up.path)
                     replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
                 elif result.status != "skipped":  # no longer a file to sync: not a failure
-                    out.failures[up.path] = f"{result.status}: {result.reason}"
+                    out.failures[up.path] = Failure(up.path, result.status, result.reason)
             self._progress("upload")
 
         self._pool(one, uploads, between=self._publish_due)
@@ -625,7 +625,9 @@ class Executor:
                     )
                 else:
                     with lock:
-                        out.failures[d.path or d.file_id] = f"delete of {d.file_id} failed: {exc}"
+                        where = d.path or d.file_id
+                        why = f"delete of {d.file_id} failed: {exc}"
+                        out.failures[where] = Failure(where, "error", why)
                     if d.reason != "gone":  # a "gone" record keeps the id: retried next run
                         self._state.add_garbage(d.file_id, d.path)
                     return

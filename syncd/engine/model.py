@@ -207,6 +207,19 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """A path (or, for a delete of no path, an id) a run could not bring where it
+    should be: its status and why. Carried as such to the report, metrics and status."""
+
+    path: str
+    status: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.status}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
 class Forget:
     """Drop the record of a path that is gone locally and owns nothing remote."""
 

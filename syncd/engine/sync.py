@@ -109,9 +109,15 @@ class RunReport:
         return sum(u.local.size for u in self.plan.uploads if u.path not in not_sent)
 
     @property
+    def failed_paths(self) -> set[str]:
+        """Paths this run could not sync (an upload or delete failed, or the file is not
+        syncable): never parsed out of the error messages."""
+        return set(self.outcome.failures) | set(self.unsynced)
+
+    @property
     def errors(self) -> list[str]:
         errs = list(self.scan_errors)
-        errs += [f"{path}: {reason}" for path, reason in self.outcome.failures.items()]
+        errs += [str(failure) for failure in self.outcome.failures.values()]
         if self.plan.refused:
             errs.append(self.plan.refused)
         if self.aborted:
