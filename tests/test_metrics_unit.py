@@ -133,8 +133,8 @@ def test_a_failed_path_whose_name_holds_a_colon_space_is_not_counted_as_synced()
         failed_paths: set[str] = field(default_factory=lambda: {"notes: draft.txt"})
 
     recorder = Recorder()
-    recorder.run_finished("sync", Run(), duration_s=0.1,
-                          first_events={"notes: draft.txt": 0.0, "ok.txt": 0.0}, now=1.0)  # fmt: skip
+    events = {"notes: draft.txt": 0.0, "ok.txt": 0.0}
+    recorder.run_finished("sync", Run(), duration_s=0.1, first_events=events, now=1.0)
     sample = recorder.registry.get_sample_value
     assert sample("syncd_event_to_mapping_seconds_count") == 1  # only ok.txt
     assert sample("syncd_event_to_mapping_seconds_sum") == 1.0
