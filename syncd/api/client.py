@@ -29,18 +29,24 @@ from syncd.api._http import (
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.clock import ServerClock
 from syncd.api.errors import (
+    AmbiguousCreateError,
     AmbiguousUploadError,
     APIError,
+    AuthenticationError,
+    DownloadRefusedError,
+    IncompleteDownloadError,
+    InvalidRequestError,
     NetworkError,
     NotFoundError,
+    QuotaExceededError,
     RateLimitedError,
     RetryableError,
     ServerError,
     SourceChangedError,
 )
-from syncd.api.guard import CallGuard, receive
+from syncd.api.guard import CallGuard, receive, streaming
 from syncd.api.key import ApiKey
-from syncd.api.models import CallClass, RemoteFile
+from syncd.api.models import Batch, CallClass, Downloaded, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.pacing import Pacer
 from syncd.api.providers import DASHSCOPE, Provider
@@ -63,6 +69,12 @@ T = TypeVar("T")
 
 # find_uploaded looks at the newest files only; small pages end the walk sooner.
 FIND_PAGE_SIZE = 100
+# The provider's largest page of batches (both document 1-100).
+BATCH_PAGE_MAX = 100
+# A download may take the usual response time plus its size at this rate (a 500 MB batch
+# output on a slow link must not time out for being large).
+DOWNLOAD_FLOOR_BPS = 256 * 1024
+DOWNLOAD_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -458,6 +470,220 @@ class FilesClient:
         response = self._simple("read", "content", "GET", _file_url(file_id) + "/content")
         return response.content
 
+    def download(
+        self, file_id: str, dest: BinaryIO, *, size: int | None = None, purpose: str | None = None
+    ) -> Downloaded:
+        """Write the content of ``file_id`` to ``dest`` as it arrives, paced and retried as a
+        read, and check it is ``size`` bytes (the file's ``bytes``; retrieved first when not
+        given). Returns the size and the sha256 of what was written.
+
+        ``dest`` is written from its position at the call; a seekable one is rewound and
+        truncated there before each retry, so it ends holding exactly the file. A stream
+        that cannot be rewound is retried only while nothing was written to it.
+
+        Raises DownloadRefusedError when the provider does not serve this file's content
+        (``purpose``, if given, is named in it), NotFoundError for an unknown id, and
+        IncompleteDownloadError when the body kept coming out at another size."""
+        url = _file_url(file_id) + "/content"
+        if size is None:
+            remote = self.retrieve(file_id)
+            size, purpose = remote.bytes, purpose or remote.purpose
+        expected = size
+        try:
+            start: int | None = dest.tell() if dest.seekable() else None
+        except OSError:
+            start = None
+        wrote = [False]
+
+        def attempt() -> Downloaded:
+            if start is not None:
+                dest.seek(start)
+                dest.truncate()
+            elif wrote[0]:
+                raise APIError(f"download of {file_id}: failed after part of it was written to"
+                               " a stream that cannot be rewound; not retried")  # fmt: skip
+            request = self._http.build_request("GET", url)
+            try:
+                return self._receive_into("read", request, dest, expected, file_id, wrote)
+            except httpx.TransportError as exc:
+                raise _network_error(exc, "download") from None
+            except QuotaExceededError:
+                raise
+            except (InvalidRequestError, AuthenticationError) as exc:
+                if isinstance(exc, AuthenticationError) and exc.status != 403:
+                    raise
+                what = f" of purpose {purpose!r}" if purpose else ""
+                raise DownloadRefusedError(
+                    f"the provider does not serve the content of {file_id}{what}: {exc.message}",
+                    file_id=file_id,
+                    purpose=purpose,
+                    status=exc.status,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                ) from None
+
+        return self._retrying("read", "download", attempt)
+
+    def _receive_into(
+        self,
+        call_class: CallClass,
+        request: httpx.Request,
+        dest: BinaryIO,
+        size: int,
+        file_id: str,
+        wrote: list[bool],
+    ) -> Downloaded:
+        """One paced download attempt: as :meth:`_exchange`, with the body written to
+        ``dest`` chunk by chunk instead of read into memory."""
+        self._holds.before_send(call_class, self._options.retry, self._guard.sleep)
+        granted_at, _waited = self._pacer.grant(call_class)
+
+        def trace(event: str, _info: dict[str, Any]) -> None:
+            if event == "http11.send_request_headers.complete":
+                self._pacer.mark_sent(call_class, granted_at)
+
+        request.extensions["trace"] = trace
+        before = time.time()
+        within = self._options.timeouts.response_within + size / DOWNLOAD_FLOOR_BPS
+        with streaming(self._http, request, self._guard, within, call_class) as response:
+            self.clock.observe(response.headers.get("date"), before, time.time())
+            if not response.is_success:
+                response.read()
+                error = error_for_response(response, self._scrub(), self._provider)
+                if isinstance(error, RateLimitedError):
+                    self._pacer.on_throttled(call_class, error.retry_after)
+                    raise self._holds.throttled(call_class, error, self._options.retry)
+                raise error
+            self._pacer.on_success(call_class)
+            announced = response.headers.get("content-length")
+            encoded = response.headers.get("content-encoding", "identity") != "identity"
+            if announced is not None and announced.isdigit() and not encoded \
+                    and int(announced) != size:  # fmt: skip
+                raise IncompleteDownloadError(
+                    f"download of {file_id}: the provider announced {announced} bytes,"
+                    f" the file has {size}",
+                    status=response.status_code,
+                    request_id=response.headers.get("x-request-id"),
+                )
+            digest = hashlib.sha256()
+            count = 0
+            for chunk in response.iter_bytes(DOWNLOAD_BLOCK):
+                count += len(chunk)
+                if count > size:
+                    break
+                dest.write(chunk)
+                wrote[0] = True
+                digest.update(chunk)
+        if count != size:
+            raise IncompleteDownloadError(
+                f"download of {file_id}: got {'more than ' if count > size else ''}{count}"
+                f" bytes of {size}",
+                status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            )
+        dest.flush()
+        return Downloaded(bytes=count, sha256=digest.hexdigest())
+
+    # -- batches ----------------------------------------------------------------
+
+    def create_batch(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str = "24h",
+        metadata: dict[str, str] | None = None,
+    ) -> Batch:
+        """Create a batch job over ``input_file_id`` (a file of purpose batch).
+
+        Never sent twice by the client: a 429 and a request that could not be sent whole
+        are retried, but one the provider may have received without us getting its answer
+        (the response lost, a read timeout, a 5xx) raises AmbiguousCreateError, carrying
+        ``metadata``, by which the caller finds the job before it creates another."""
+        payload: dict[str, Any] = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+        }
+        if metadata:
+            payload["metadata"] = dict(metadata)
+
+        def attempt() -> httpx.Response:
+            request = self._http.build_request("POST", "batches", json=payload)
+            assert isinstance(request.stream, httpx.SyncByteStream)
+            body = TrackedStream(request.stream)
+            request.stream = body
+
+            def lost(message: str, **kw: Any) -> AmbiguousCreateError:
+                return AmbiguousCreateError(
+                    f"create of a batch over {input_file_id}: {message}", metadata=metadata, **kw
+                )
+
+            try:
+                return self._exchange("read", request)
+            except httpx.TransportError as exc:
+                phase = request_phase(exc)
+                if phase == "receive" and body.completed:
+                    log.warning("api.batch.create_ambiguous", input_file_id=input_file_id,
+                                error=type(exc).__name__)  # fmt: skip
+                    raise lost(f"response lost ({describe_transport_error(exc)})") from None
+                raise _network_error(
+                    exc, "create_batch", phase="send" if phase != "connect" else "connect"
+                ) from None
+            except ServerError as exc:
+                if not body.completed:
+                    raise
+                raise lost(
+                    f"server answered {exc.status}, it may have created the job",
+                    status=exc.status,
+                    request_id=exc.request_id,
+                ) from None
+
+        response = self._retrying("read", "create_batch", attempt)
+        return _batch(self._json(response, "create_batch"), "create_batch")
+
+    def retrieve_batch(self, batch_id: str) -> Batch:
+        response = self._simple("read", "retrieve_batch", "GET", _batch_url(batch_id))
+        return _batch(self._json(response, "retrieve_batch"), "retrieve_batch")
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        """Ask the provider to cancel a job; the job comes back ``cancelling`` (or as it
+        is, if already cancelling or cancelled). Retried like a read: cancelling twice is
+        harmless. A job that already ended is refused (InvalidRequestError)."""
+        url = _batch_url(batch_id) + "/cancel"
+        response = self._simple("read", "cancel_batch", "POST", url)
+        return _batch(self._json(response, "cancel_batch"), "cancel_batch")
+
+    def list_batches(self, *, page_size: int = BATCH_PAGE_MAX) -> Iterator[Batch]:
+        """Every batch job of the account, newest first, one page (``page_size``, 1-100)
+        fetched at a time as the iteration reaches it: a caller that stops early (its
+        jobs found, or pages older than what it looks for) lists no more."""
+        if not 1 <= page_size <= BATCH_PAGE_MAX:
+            raise ValueError(f"page_size must be 1..{BATCH_PAGE_MAX}")
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if after is not None:
+                params["after"] = after
+            response = self._simple("read", "list_batches", "GET", "batches", params=params)
+            body = self._json(response, "list_batches")
+            if not isinstance(body, dict) or not isinstance(body.get("data", []), list):
+                raise APIError("list_batches: unexpected response shape")
+            data = list(body.get("data") or [])
+            if not data:
+                return
+            fresh = 0
+            for item in data:
+                batch = _batch(item, "list_batches")
+                if batch.id in seen:
+                    continue
+                seen.add(batch.id)
+                fresh += 1
+                yield batch
+            if body.get("has_more") is False or fresh == 0:
+                return
+            after = batch.id
+
     def find_uploaded(self, window: UploadWindow) -> Iterator[RemoteFile]:
         """Remote files created within ``window`` or later, newest first: listing stops
         as soon as pages are older than the window."""
@@ -496,6 +722,19 @@ def _remote_file(data: Any, operation: str) -> RemoteFile:
         return RemoteFile.from_json(data)
     except (KeyError, TypeError, ValueError):
         raise APIError(f"{operation}: unexpected file object in response") from None
+
+
+def _batch(data: Any, operation: str) -> Batch:
+    try:
+        return Batch.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise APIError(f"{operation}: unexpected batch object in response") from None
+
+
+def _batch_url(batch_id: str) -> str:
+    if not batch_id:
+        raise ValueError("empty batch id")
+    return "batches/" + quote(batch_id, safe="")
 
 
 def _file_url(file_id: str) -> str:

@@ -162,6 +162,50 @@ class SourceChangedError(APIError):
     the upload should be tried again once the file is stable."""
 
 
+class DownloadRefusedError(InvalidRequestError):
+    """Raised when the provider refuses to serve a file's content (400 or 403 to
+    ``GET /files/{id}/content``): DashScope documents downloads for batch output files
+    only, OpenAI refuses them for ``assistants`` files. ``file_id`` names the file,
+    ``purpose`` its purpose when the caller knew it. Retrying cannot succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file_id: str,
+        purpose: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.file_id = file_id
+        self.purpose = purpose
+
+
+class IncompleteDownloadError(RetryableError):
+    """Raised when a download's body was not the file's size (the provider's ``bytes``
+    for it), once retries are spent: the bytes written are not the file."""
+
+
+class AmbiguousCreateError(APIError):
+    """Raised when a create call (a batch job) was fully sent but no usable answer came
+    back (connection lost, read timeout, a 5xx): the job may or may not exist. The
+    client never sends it again by itself; the caller looks for it first (by the
+    ``metadata`` it was created with, kept here)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.metadata = dict(metadata or {})
+
+
 def _restore(cls: type[APIError], message: str) -> APIError:
     obj = cls.__new__(cls)
     Exception.__init__(obj, message)

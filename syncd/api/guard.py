@@ -187,6 +187,45 @@ def receive(
     return response
 
 
+@contextlib.contextmanager
+def streaming(
+    http: httpx.Client,
+    request: httpx.Request,
+    guard: CallGuard,
+    within: float,
+    operation: str = "call",
+) -> Iterator[httpx.Response]:
+    """As :func:`receive`, but the body is left for the caller to read in chunks (a
+    download written to a file as it comes): every chunk is still checked against the
+    deadline and a cancel. The response is closed on leaving the block."""
+    inner: Callable[[str, dict[str, Any]], None] | None = request.extensions.get("trace")
+    sent: list[float] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(_NEW_STREAM):
+            stream = info.get("return_value")
+            if stream is not None:
+                guard.track(stream)
+        elif event.endswith(_REQUEST_SENT):
+            sent.append(time.monotonic())
+        if inner is not None:
+            inner(event, info)
+
+    request.extensions["trace"] = trace
+    guard.check(operation)
+    try:
+        response = http.send(request, stream=True)
+    except httpx.TransportError as exc:
+        raise guard.explain(exc) from None
+    started = sent[-1] if sent else time.monotonic()
+    assert isinstance(response.stream, httpx.SyncByteStream)
+    response.stream = _Bounded(response.stream, guard, started + within, within)
+    try:
+        yield response
+    finally:
+        response.close()
+
+
 _guards: weakref.WeakSet[CallGuard] = weakref.WeakSet()
 _installed = False
 
