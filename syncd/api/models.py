@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Purpose = Literal["file-extract", "batch"]
@@ -104,7 +104,7 @@ class Batch:
     created_at: int
     output_file_id: str | None = None
     error_file_id: str | None = None
-    request_counts: RequestCounts = RequestCounts()
+    request_counts: RequestCounts = field(default_factory=RequestCounts)
     # Key-value pairs given at create time (strings); empty when none were.
     metadata: tuple[tuple[str, str], ...] = ()
     errors: tuple[BatchError, ...] = ()
