@@ -424,7 +424,11 @@ def _reconcile(ns: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     syncer = _open(config)
-    progress = _Progress() if sys.stderr.isatty() and not ns.json else None
+    progress = None
+    if sys.stderr.isatty() and not ns.json and not logs.quiet():
+        from syncd.progress import LiveProgress
+
+        progress = LiveProgress()
     try:
         report = syncer.reconcile(
             dry_run=ns.dry_run,
@@ -434,7 +438,7 @@ def _reconcile(ns: argparse.Namespace) -> int:
         )
     finally:
         if progress:
-            progress.done()
+            progress.close()
         syncer.close()
     if ns.json:
         print(json.dumps(report.as_json(), ensure_ascii=False, indent=1))
@@ -717,19 +721,3 @@ def _map(ns: argparse.Namespace) -> int:
         for e in entries:
             print(f"{visible(e.path)}\t{e.file_id}")
     return EXIT_OK
-
-
-def _progress_factory() -> type[Any]:
-    from syncd.progress import LiveProgress
-
-    class Progress(LiveProgress):
-        """The reconcile's live display; inert with ``-q``."""
-
-        def __init__(self) -> None:
-            super().__init__(enabled=not logs.quiet())
-
-    return Progress
-
-
-def _Progress() -> Any:  # called like the class it replaced
-    return _progress_factory()()

@@ -15,13 +15,12 @@ display that redirects stderr keeps them above itself instead of tearing it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog  # loaded without rich by the command: see syncd._startup
@@ -44,8 +43,6 @@ PER_FILE_EVENTS = frozenset({
 # The handler configure() put on the root logger (replaced by the next call).
 _handler: logging.Handler | None = None
 
-Listener = Callable[[Mapping[str, Any]], None]
-_listeners: list[Listener] = []
 
 
 def set_overrides(fmt: str | None = None, level: str | None = None) -> None:
@@ -65,13 +62,6 @@ def quiet() -> bool:
     return _override_level == "error"
 
 
-def listen(listener: Listener) -> Callable[[], None]:
-    """Call ``listener`` with every event that passes the level filter (a progress
-    display learns names and sizes from them); returns the function that stops it."""
-    _listeners.append(listener)
-    return lambda: _listeners.remove(listener) if listener in _listeners else None
-
-
 class _CurrentStderr:
     """A file that writes to ``sys.stderr`` as it is at each write (see the module doc)."""
 
@@ -80,14 +70,6 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
-
-
-def _notify(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for listener in list(_listeners):
-        # A display's fault must never lose a log line.
-        with contextlib.suppress(Exception):
-            listener(event)
-    return event
 
 
 def _per_file_at_debug(debug: bool) -> Callable[..., MutableMapping[str, Any]]:
@@ -177,7 +159,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         renderer = structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
-    own: list[Any] = [*shared, _notify]
+    own: list[Any] = [*shared]
     if not use_json(fmt):
         own.append(_per_file_at_debug(numeric <= logging.DEBUG))
     structlog.configure(

@@ -4,9 +4,8 @@ One bar: files and bytes done (of the total when the plan's totals are known),
 percent, rate, time left, and the names last handled. Log lines written while it
 is live land above it (stderr is redirected through the display), so nothing tears it.
 
-The engine reports each finished action as ``progress(kind)``; names and sizes
-come from the per-file log events (see :func:`syncd.logs.listen`), which the
-console shows only at debug level.
+The engine reports its totals and each finished action, with its path and size,
+through ``syncd.engine.progress.Progress``.
 """
 
 from __future__ import annotations
@@ -14,20 +13,18 @@ from __future__ import annotations
 import atexit
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
-from syncd import logs
+from syncd.engine.progress import Action
 from syncd.textsafe import visible
 from syncd.units import human_bytes
 
 # How many names the display shows under the bar.
 NAMES_SHOWN = 3
-_FILE_KINDS = ("upload", "adopt")
 
 
 def clock(seconds: float | None) -> str:
@@ -91,13 +88,8 @@ class _Display(Progress):
             yield Text("  " + "  ".join(names), style="dim", overflow="ellipsis", no_wrap=True)
 
 
-def _nothing() -> None:
-    pass
-
-
 class LiveProgress:
-    """Called as ``progress(kind)`` for each finished action ("upload", "adopt",
-    "delete"); ``planned`` gives the totals; ``done`` ends the display."""
+    """A ``Progress`` that draws the bar; ``close`` ends the display."""
 
     def __init__(self, console: Console | None = None, *, enabled: bool = True) -> None:
         self.files = 0
@@ -108,32 +100,31 @@ class LiveProgress:
         self._names: deque[str] = deque(maxlen=NAMES_SHOWN)
         self._first: float | None = None
         self._display: _Display | None = None
-        self._unlisten: Callable[[], None] = _nothing
         if enabled:
             self._display = _Display(self, console or Console(stderr=True))
             self._task = self._display.add_task("sync", total=None)
             self._display.start()
-            self._unlisten = logs.listen(self._on_event)
             # A run that ends by an exception must still give the terminal its cursor back.
-            atexit.register(self.done)
+            atexit.register(self.close)
 
     # -- fed by the engine
 
-    def __call__(self, kind: str) -> None:
+    def done(self, action: Action, path: str, size: int) -> None:
         self._start_clock()
-        if kind in _FILE_KINDS:
-            self.files += 1
-        elif kind == "delete":
+        if action == "delete":
             self.deletes += 1
+        else:
+            self.files += 1
+            self.bytes += size
+        self._names.append(visible(path))
         self._refresh()
 
-    def planned(self, files: int, bytes_: int) -> None:
+    def planned(self, files: int, size: int) -> None:
         """Totals of the plan about to run (uploads and adoptions, and their bytes)."""
-        self.total_files, self.total_bytes = files, bytes_
+        self.total_files, self.total_bytes = files, size
         self._refresh()
 
-    def done(self) -> None:
-        self._unlisten()
+    def close(self) -> None:
         if self._display is not None:
             display, self._display = self._display, None
             if self.total_files is None:  # the final frame shows a full bar
@@ -141,15 +132,6 @@ class LiveProgress:
             self._names.clear()  # the summary, printed next, says what happened
             self._refresh_task(display)
             display.stop()
-
-    # -- fed by the per-file log events
-
-    def _on_event(self, event: Mapping[str, Any]) -> None:
-        name = event.get("event")
-        if name in ("uploaded", "adopted") and isinstance(event.get("bytes"), int):
-            self.bytes += event["bytes"]
-        if name in ("uploaded", "adopted", "deleted") and event.get("path"):
-            self._names.append(visible(event["path"]))
 
     # -- what the columns show
 

@@ -112,7 +112,8 @@ def test_terminal_run_shows_one_live_bar_and_a_summary(
     assert len(summary) == 1 and summary[0].startswith("uploaded 300 "), shown
     assert shown.index(bars[0]) < shown.index(summary[0])
     assert not [line for line in shown if any(p.rsplit("/", 1)[1] in line for p in paths)], shown
-    assert len(shown) <= 4, shown
+    assert len(shown) <= 5, shown  # script's two lines, the bar, the summary, the mapping
+    assert any(line.startswith("mapping: ") for line in shown), shown
     # It was live: the bar was drawn more than once (it moved), in place.
     frames = set(re.findall(r"(\d+)(?:/\d+)? files", raw))
     assert len(frames) >= 2, frames
@@ -140,7 +141,8 @@ def test_piped_run_is_clean_and_parseable(
                           timeout=120)  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("uploaded 1 ("), text.stdout
-    assert len(text.stdout.splitlines()) == 1, text.stdout
+    # The summary, and where the mapping was written.
+    assert text.stdout.splitlines()[1:] == [f"mapping: {tmp_path / 'mapping.json'}"], text.stdout
 
 
 def test_quiet_verbose_and_log_format(

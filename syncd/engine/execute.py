@@ -38,6 +38,7 @@ from syncd.engine.journal import Action
 from syncd.engine.ledger import Ledger
 from syncd.engine.localopen import Opened, Refused, cannot_read
 from syncd.engine.model import Delete, Failure, Intent, LocalFile, Note, Plan, Upload
+from syncd.engine.progress import Progress, Silent
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.scan import (
     CHANGED_SINCE_SCAN,
@@ -156,7 +157,7 @@ class Executor:
         *,
         workers: int,
         publish_every_s: float = 2.0,
-        progress: Callable[[str], None] | None = None,
+        progress: Progress | None = None,
         stopping: threading.Event | None = None,
     ) -> None:
         self._root = root
@@ -166,7 +167,7 @@ class Executor:
         self._claims = claims
         self._ledger = ledger
         self._workers = workers
-        self._progress = progress or (lambda _kind: None)
+        self._progress: Progress = progress or Silent()
         self._abort: AuthenticationError | None = None
         # Set by Ctrl-C or by a daemon stopping: calls not started yet are not started,
         # calls in flight finish and record their outcome.
@@ -275,7 +276,7 @@ class Executor:
             self._state.record_uploaded(local, remote[a.file_id], replaces=old, action="adopted")
             out.adopted += 1
             log.info("adopted", path=a.path, file_id=a.file_id, bytes=a.local.size)
-            self._progress("adopt")
+            self._progress.done("adopt", a.path, a.local.size)
         if plan.guard_refusal and plan.refused_deletes:
             self._state.hold(plan.refused_deletes, plan.guard_refusal)
         if plan.unhold:
@@ -340,15 +341,17 @@ class Executor:
                 result = Failed("error", f"{type(exc).__name__}: {exc}", True)
                 self._state.note(Note(up.path, "error", result.reason))
             with lock:
+                sent = 0
                 if isinstance(result, Uploaded):
                     out.uploaded += 1
+                    sent = up.local.size
                     replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
                 elif isinstance(result, Changed):
                     out.changed_during_upload.append(up.path)
                     replaced.extend(Delete(i, "replaced", up.path) for i in result.freed)
                 elif result.status != "skipped":  # no longer a file to sync: not a failure
                     out.failures[up.path] = Failure(up.path, result.status, result.reason)
-            self._progress("upload")
+            self._progress.done("upload", up.path, sent)
 
         self._pool(one, uploads, between=self._publish_due)
         return replaced
@@ -646,7 +649,7 @@ class Executor:
                 reason=d.reason,
                 duration_s=round(time.monotonic() - started, 3),
             )
-            self._progress("delete")
+            self._progress.done("delete", d.path or d.file_id, gone.bytes if gone else 0)
 
         self._pool(one, deletes)
 

@@ -28,7 +28,7 @@ from syncd.engine import identity, mapping
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
 from syncd.engine.ledger import Ledger, LocalLedger
-from syncd.engine.model import Plan, Record
+from syncd.engine.model import Plan, Record, ScanResult
 from syncd.engine.plan import (
     Consent,
     Policy,
@@ -38,6 +38,7 @@ from syncd.engine.plan import (
     plan,
     window_start,
 )
+from syncd.engine.progress import Progress
 from syncd.engine.remote import RemoteFiles
 from syncd.engine.rules import Rules
 from syncd.engine.scan import (
@@ -255,7 +256,7 @@ class Syncer:
     def reconcile(
         self,
         dry_run: bool = False,
-        progress: Callable[[str], None] | None = None,
+        progress: Progress | None = None,
         *,
         max_delete: MaxDelete | None = None,
         confirm_deletes: bool = False,
@@ -283,7 +284,7 @@ class Syncer:
     def _reconcile(
         self,
         dry_run: bool,
-        progress: Callable[[str], None] | None,
+        progress: Progress | None,
         max_delete: MaxDelete | None,
         confirm_deletes: bool,
     ) -> RunReport:
@@ -373,11 +374,11 @@ class Syncer:
 
     def _run(
         self,
-        scan: Any,
+        scan: ScanResult,
         records: dict[str, Record],
         scope: frozenset[str] | None,
         dry_run: bool,
-        progress: Callable[[str], None] | None,
+        progress: Progress | None,
         max_delete: MaxDelete | None = None,
         consent: Consent = "none",
     ) -> RunReport:
@@ -432,13 +433,12 @@ class Syncer:
             report.unsynced = _unsynced_after(the_plan, records, scope)
             return report
         report.mapping_file = str(self.config.mapping_file)
-        planned = getattr(progress, "planned", None)
-        if callable(planned):
+        if progress is not None:
             # Totals for a progress display: what this run will send or take over.
             sizes = [u.local.size for u in the_plan.uploads] + [
                 a.local.size for a in the_plan.adopts
             ]
-            planned(len(sizes), sum(sizes))
+            progress.planned(len(sizes), sum(sizes))
         executor = Executor(
             self.config.root,
             self.client,
