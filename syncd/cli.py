@@ -298,7 +298,7 @@ def _purpose_rule(text: str) -> tuple[str, str]:
 
 def _load(ns: argparse.Namespace) -> Config:
     config = load_config(ns.config)
-    logs.configure(config.logging.format, config.logging.level)
+    logs.configure_from(config.logging)
     return config
 
 

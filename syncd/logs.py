@@ -20,12 +20,17 @@ import enum
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, MutableMapping
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog  # loaded without rich by the command: see syncd._startup
 
 from syncd.api import scrub
+
+if TYPE_CHECKING:
+    from syncd.config import LoggingConfig
 
 # Set from the command line (-q, -v, --log-format); they win over the config file.
 _override_format: str | None = None
@@ -134,12 +139,86 @@ def use_json(fmt: str) -> bool:
     return "INVOCATION_ID" in os.environ or "JOURNAL_STREAM" in os.environ
 
 
-def configure(fmt: str = "auto", level: str = "info") -> None:
-    global _handler
+class RotatingFile:
+    """A log file rotated by size (``name.1`` the newest of ``backups`` old ones) at
+    line boundaries, and reopened on request (SIGHUP: logrotate moved it). Thread-safe:
+    the worker, the scheduler and the main thread all log."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self._open()
+
+    def _open(self) -> TextIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._fh.tell() + len(text) > self.max_bytes and self._fh.tell() > 0:
+                self._rotate()
+            n = self._fh.write(text)
+            self._fh.flush()
+            return n
+
+    def flush(self) -> None:
+        with self._lock:
+            self._fh.flush()
+
+    def reopen(self) -> None:
+        with self._lock:
+            self._fh.close()
+            self._fh = self._open()
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        if self.backups:
+            for n in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._fh = self._open()
+
+
+# The log file lines go to (logging.file), if any: reopened by reopen().
+_file: RotatingFile | None = None
+
+
+def reopen() -> None:
+    """Reopen the log file (after logrotate moved it); nothing without one."""
+    if _file is not None:
+        _file.reopen()
+
+
+def configure_from(config: LoggingConfig) -> None:
+    """Configure as a project's ``logging`` section says."""
+    configure(config.format, config.level, file=config.file, max_bytes=config.file_max_bytes,
+              backups=config.file_backups)  # fmt: skip
+
+
+def configure(
+    fmt: str = "auto",
+    level: str = "info",
+    *,
+    file: Path | None = None,
+    max_bytes: int = 10 * 1024**2,
+    backups: int = 5,
+) -> None:
+    global _handler, _file
     fmt = _override_format or fmt
     level = _override_level or level
     numeric = getattr(logging, level.upper(), logging.INFO)
     stream: TextIO = _CurrentStderr()  # type: ignore[assignment]
+    if file is not None:
+        if _file is None or _file.path != file:
+            _file = RotatingFile(file, max_bytes, backups)
+        _file.max_bytes, _file.backups = max_bytes, backups
+        stream = _file  # type: ignore[assignment]
+        fmt = "console" if fmt == "auto" else fmt  # a file for people, as rclone's
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     # What every line goes through, syncd's own events and the standard library's alike.
@@ -157,7 +236,8 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     else:
         # Exceptions arrive as text (format_exc_info): no pretty formatter is wanted.
         renderer = structlog.dev.ConsoleRenderer(
-            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            colors=file is None and sys.stderr.isatty(),
+            exception_formatter=structlog.dev.plain_traceback,
         )
     own: list[Any] = [*shared]
     if not use_json(fmt):

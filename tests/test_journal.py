@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -161,22 +160,30 @@ def _run_in(cwd: Path, command: str, cfg: Path, *args: str) -> Any:
 
 
 def test_the_journal_stays_within_its_bound(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
-    db.executescript(journal.SCHEMA)
+    """100,000 recorded actions and more, as the State writes them (its own pruning
+    every few thousand rows), on a bound of 20,000 entries."""
+    from syncd.engine.state import State
+
+    state = State(tmp_path / "state")
+    state.journal_rows = 20_000
+    state.begin_run("test")
+    db = state._db  # rows written in bulk: 150,000 transactions would take minutes
     now = time.time()
     db.execute("BEGIN")
-    run = journal.begin_run(db, "test", now)
     for i in range(150_000):
-        journal.add(db, run, "uploaded", now, path=f"p{i}", file_id=f"file-{i}", size=i)
+        state._journal(db, "uploaded", now, path=f"p{i}", file_id=f"file-{i}", size=i)
         if i % 10_000 == 0:
             (n,) = db.execute("SELECT COUNT(*) FROM journal").fetchone()
-            assert n <= journal.MAX_ROWS
+            assert n <= 20_000
     db.execute("COMMIT")
     (n,) = db.execute("SELECT COUNT(*) FROM journal").fetchone()
-    assert journal.MAX_ROWS - journal.PRUNE_EVERY <= n <= journal.MAX_ROWS
-    (newest,) = db.execute("SELECT MAX(seq) FROM journal").fetchone()
-    assert newest == 150_000  # the oldest went first
-    # And by age: rows older than the bound go at the next pruning.
-    journal.add(db, run, "uploaded", now, path="old")
-    journal.prune(db, now + journal.MAX_AGE_S + 1)
-    assert db.execute("SELECT COUNT(*) FROM journal").fetchone() == (0,)
+    assert 20_000 - journal.PRUNE_EVERY <= n <= 20_000
+    assert state.journal(limit=1)[0].path == "p149999"  # the oldest went first
+    # And by age: rows older than the bound go at the next run's pruning.
+    with state._tx() as db:
+        state._journal(db, "uploaded", now - 100, path="old")
+    state.journal_age_s = 50
+    state.begin_run("later")
+    kept = state.journal()
+    assert len(kept) == n and "old" not in {e.path for e in kept}
+    state.close()

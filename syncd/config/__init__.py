@@ -29,6 +29,7 @@ from syncd.config.keys import (
     ApiConfig,
     Config,
     DaemonConfig,
+    JournalConfig,
     Key,
     Kind,
     LimitsConfig,
@@ -61,9 +62,9 @@ from syncd.units import parse_size
 
 __all__ = [
     "DEFAULT_EXCLUDE", "DEFAULT_KEY_ENV", "DEFAULT_PURPOSES", "EMBEDDED", "GLOB_FLAGS", "KEYS",
-    "SCHEMA", "SECTIONS", "ApiConfig", "Config", "ConfigError", "DaemonConfig", "Key", "Kind",
-    "LimitsConfig", "LoggingConfig", "MaxDelete", "Origin", "PurposeRule", "ReconcileConfig",
-    "RulesConfig", "SyncConfig", "WatchConfig", "WrittenPath", "changed_keys",
+    "SCHEMA", "SECTIONS", "ApiConfig", "Config", "ConfigError", "DaemonConfig", "JournalConfig",
+    "Key", "Kind", "LimitsConfig", "LoggingConfig", "MaxDelete", "Origin", "PurposeRule",
+    "ReconcileConfig", "RulesConfig", "SyncConfig", "WatchConfig", "WrittenPath", "changed_keys",
     "default_purposes", "glob_problem", "load_config", "needs_restart", "parse_address",
     "parse_config", "parse_max_delete", "parse_size", "reloadable_keys", "value_of",
     "with_checks",

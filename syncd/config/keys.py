@@ -260,6 +260,25 @@ class LoggingConfig:
                             reload=True, choices=get_args(LogFormat))
     level: str = key("choice", "info", "least level logged", reload=True,
                      choices=("debug", "info", "warning", "error", "critical"))
+    file: Path | None = key("path", None,
+                            "write log lines to this file, not stderr (reopened on SIGHUP)",
+                            reload=True)
+    file_max_bytes: int = key("size", 10 * 1024**2, "size at which logging.file is rotated",
+                              reload=True, minimum=1024)
+    file_backups: int = key("integer", 5, "rotated log files kept", reload=True, minimum=0,
+                            maximum=1000)
+    # fmt: on
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """What syncd did, kept in the state (``syncd log``): its bounds."""
+
+    # fmt: off
+    max_entries: int = key("integer", 100_000, "journal entries kept (the oldest go first)",
+                           minimum=100, maximum=10_000_000)
+    max_age_days: float = key("number", 90.0, "days a journal entry is kept", minimum=0,
+                              above=True, maximum=36_500)
     # fmt: on
 
 
@@ -304,6 +323,7 @@ class Config:
     reconcile: ReconcileConfig = section(ReconcileConfig)
     daemon: DaemonConfig = section(DaemonConfig)
     logging: LoggingConfig = section(LoggingConfig)
+    journal: JournalConfig = section(JournalConfig)
     origin: Origin = field(default_factory=Origin, compare=False, repr=False)
 
 

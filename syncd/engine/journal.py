@@ -50,7 +50,8 @@ ACTIONS: tuple[Action, ...] = (
 MAX_ROWS = 100_000
 MAX_AGE_S = 90 * 86_400.0
 # Rows written between two prunings (each run prunes at its start, and long runs
-# every this many rows, so the bound holds while a 100,000-file first sync runs).
+# every this many rows, so the bound holds while a 100,000-file first sync runs): the
+# State that writes them counts.
 PRUNE_EVERY = 5_000
 
 
@@ -87,13 +88,11 @@ def add(
     status: str | None = None,
     reason: str | None = None,
 ) -> None:
-    cursor = db.execute(
+    db.execute(
         "INSERT INTO journal (at, run, action, path, file_id, bytes, status, reason) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (now, run, action, path, file_id, size, status, reason),
     )
-    if (cursor.lastrowid or 0) % PRUNE_EVERY == 0:
-        prune(db, now)
 
 
 def prune(

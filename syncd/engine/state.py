@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
@@ -181,8 +181,11 @@ class State:
             )
             raise sqlite3.DatabaseError(f"{path}: {exc}{hint}") from None
         self._lock = threading.RLock()
-        # The run the journal's rows belong to (see begin_run).
+        # The run the journal's rows belong to (see begin_run), its bounds, and the rows
+        # written since it was last pruned.
         self._run: int | None = None
+        self.journal_rows, self.journal_age_s = journal.MAX_ROWS, journal.MAX_AGE_S
+        self._journaled = 0
         # Counts committed writes: what was derived from the state at one count is
         # still true at the same count (the mapping is not rebuilt in between).
         self.generation = 0
@@ -314,10 +317,19 @@ class State:
 
     # ---- writes (each one transaction)
 
+    def _journal(
+        self, db: sqlite3.Connection, action: Action, now: float, **fields: Any
+    ) -> None:
+        """One journal row, in the caller's transaction; the bounds kept as rows come."""
+        journal.add(db, self._run, action, now, **fields)
+        self._journaled += 1
+        if self._journaled % journal.PRUNE_EVERY == 0:
+            journal.prune(db, now, max_rows=self.journal_rows, max_age_s=self.journal_age_s)
+
     def begin_run(self, kind: str) -> None:
         """What is recorded from now on belongs to a new run of this kind (journal)."""
         with self._tx() as db:
-            journal.prune(db, time.time())
+            journal.prune(db, time.time(), max_rows=self.journal_rows, max_age_s=self.journal_age_s)
             self._run = journal.begin_run(db, kind, time.time())
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -409,8 +421,8 @@ class State:
         that id queued for deletion, in one transaction: a crash leaves either all of it
         or none. Returns whether the replaced id was queued."""
         with self._tx() as db:
-            journal.add(
-                db, self._run, action, time.time(), path=local.path, file_id=remote.id,
+            self._journal(
+                db, action, time.time(), path=local.path, file_id=remote.id,
                 size=local.size, status=None if status == "synced" else status, reason=reason,
             )  # fmt: skip
             row = (
@@ -476,8 +488,8 @@ class State:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT size FROM files WHERE file_id = ?", (file_id,)).fetchone()
-            journal.add(
-                db, self._run, "deleted", now, path=path, file_id=file_id,
+            self._journal(
+                db, "deleted", now, path=path, file_id=file_id,
                 size=row[0] if row else None, reason=reason,
             )  # fmt: skip
             db.execute("DELETE FROM garbage WHERE file_id = ?", (file_id,))
@@ -503,8 +515,8 @@ class State:
                     (d.file_id, d.path, d.reason, guard, now),
                 )
                 if cursor.rowcount:
-                    journal.add(
-                        db, self._run, "held", now, path=d.path, file_id=d.file_id,
+                    self._journal(
+                        db, "held", now, path=d.path, file_id=d.file_id,
                         status=d.reason, reason=guard,
                     )  # fmt: skip
 
@@ -525,7 +537,13 @@ class State:
         now = time.time()
         with self._tx() as db:
             for note in notes:
-                _note(db, note, now, self._run)
+                _note(db, note, now, self._journal)
+
+
+class _Journal(Protocol):
+    def __call__(
+        self, db: sqlite3.Connection, action: Action, now: float, **fields: Any
+    ) -> None: ...
 
 
 # Statuses the journal does not record: a refreshed stat, and a delete under way (its
@@ -533,14 +551,14 @@ class State:
 QUIET = ("synced", "pending")
 
 
-def _note(db: sqlite3.Connection, note: Note, now: float, run: int | None) -> None:
+def _note(db: sqlite3.Connection, note: Note, now: float, write: _Journal) -> None:
     """Only ``synced`` takes the new hash: a record that keeps an old file_id must keep
     the hash of what that id holds. A status that changed is journaled."""
     exists = db.execute(
         "SELECT status, reason FROM files WHERE path = ?", (note.path,)
     ).fetchone()
     if note.status not in QUIET and (exists is None or tuple(exists) != (note.status, note.reason)):
-        journal.add(db, run, "status", now, path=note.path, status=note.status, reason=note.reason)
+        write(db, "status", now, path=note.path, status=note.status, reason=note.reason)
     if not exists:
         db.execute(
             "INSERT INTO files (path, status, updated_at) VALUES (?, ?, ?)",

@@ -215,6 +215,13 @@ def _unsynced_after(
     return out
 
 
+def _bounded(state: State, config: Config) -> State:
+    """The state, keeping its journal within the config's bounds."""
+    state.journal_rows = config.journal.max_entries
+    state.journal_age_s = config.journal.max_age_days * 86_400.0
+    return state
+
+
 def _consent(max_delete: MaxDelete | None, confirm_deletes: bool) -> Consent:
     if confirm_deletes:
         return "confirmed"
@@ -237,7 +244,7 @@ class Syncer:
         self.config = config
         self.base_url = base_url or config.api.base_url
         self.client = client
-        self.state = state
+        self.state = _bounded(state, config)
         self.claims = claims
         # The account's quota as every host on the key sees it (single host: admits all).
         self.ledger: Ledger = ledger or LocalLedger()
@@ -490,7 +497,7 @@ class Syncer:
         # Closed first: its last close removes the -wal and -shm files beside the path,
         # which the new database must not inherit.
         self.state.close()
-        self.state = State(self.config.state_dir)
+        self.state = _bounded(State(self.config.state_dir), self.config)
         return True
 
     def _try_list(self, scan_errors: list[str]) -> RunReport | None:
