@@ -539,8 +539,8 @@ def _status(ns: argparse.Namespace) -> int:
 
 
 def _log(ns: argparse.Namespace) -> int:
-    from syncd.daemon.status import iso_utc
     from syncd.engine.state import State
+    from syncd.units import iso_utc
     from syncd.userpath import OutsideRoot, root_relative
 
     config = load_config(ns.config)

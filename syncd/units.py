@@ -1,10 +1,12 @@
-"""Sizes as people read and write them: one rule for every command, in binary units
-(KiB = 1024 B), the units the provider's caps are counted in. The config's sizes, the
-emulator's ``--max-bytes`` and every size syncd shows go through here."""
+"""Sizes and times as people read and write them: one rule for every command. Sizes
+in binary units (KiB = 1024 B), the units the provider's caps are counted in (the
+config's sizes, the emulator's ``--max-bytes`` and every size syncd shows); times in
+ISO 8601, UTC."""
 
 from __future__ import annotations
 
 import re
+import time
 
 # Compiled on first use (re caches it), not by every command that imports this module.
 _SIZE = r"(?i)^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$"
@@ -37,3 +39,8 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def iso_utc(t: float | None) -> str | None:
+    """A unix time as ISO 8601 in UTC, to the second (``2026-12-07T04:05:57Z``)."""
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

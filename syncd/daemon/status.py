@@ -9,14 +9,13 @@ are in binary units spelled as such (KiB, MiB, GiB).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from syncd.config import Config
 from syncd.daemon.control import ControlError, NotRunning, daemon_status
 from syncd.textsafe import visible
-from syncd.units import human_bytes
+from syncd.units import human_bytes, iso_utc
 
 if TYPE_CHECKING:
     from syncd.engine.model import Held, Record
@@ -26,10 +25,6 @@ LIVE = (
     "alive", "pid", "started_at", "uptime_s", "phase", "activity", "queue", "watch_mode",
     "remote", "last_success_at", "requests", "retries", "upload_bytes", "pacer", "quota",
 )  # fmt: skip
-
-
-def iso_utc(t: float | None) -> str | None:
-    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def from_state(config: Config) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ quota and otherwise never touched.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from syncd.engine.model import (
     Share,
     Upload,
 )
-from syncd.units import human_bytes
+from syncd.units import human_bytes, iso_utc
 
 # How long full runs look for a copy a lost attempt may have stored (see LostCopy).
 LOST_COPY_KEEP_S = 86_400.0
@@ -417,8 +416,7 @@ def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> N
 
 
 def _held_text(held: Held) -> str:
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held.since))
-    return f"since {since}: {held.guard}"
+    return f"since {iso_utc(held.since)}: {held.guard}"
 
 
 def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan) -> None:
