@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests: waiting on conditions, a stand-in for systemd's socket."""
+"""Small helpers shared by the tests: waiting on conditions, a free port, a stand-in for
+systemd's socket."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (a server started next takes it;
+    a connection to it is refused until then)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class NotifySocket:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.helpers import free_port
 
 __all__ = ["RedisServer", "redis_server", "require_redis_server"]
 
@@ -38,19 +39,12 @@ def require_redis_server() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class RedisServer:
     def __init__(self, binary: str, folder: Path, password: str | None = None) -> None:
         self.binary = binary
         self.folder = folder
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.emulator_fixture import EmulatorHandle
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,12 +46,6 @@ reconcile:
 daemon:
   shutdown_timeout_s: 10
 {metrics}"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Project:

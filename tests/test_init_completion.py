@@ -3,7 +3,6 @@ commands and options the parser has; every command's --help has examples."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from syncd.cli import EXAMPLES, _parser
 from tests.engine_helpers import read_mapping, syncd_env
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,12 +20,6 @@ def syncd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "syncd", *args], cwd=cwd,
                           env={**syncd_env(None), "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_init_writes_a_config_that_checks_and_runs_as_written(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ every local file, without contacting the remote, and exactly what a reconcile th
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tests.engine_helpers import (
     run_syncd,
     write_config,
 )
+from tests.helpers import free_port
 
 
 def tree(root: Path, n: int) -> None:
@@ -32,12 +32,6 @@ def tree(root: Path, n: int) -> None:
         (folder / f"f{i:04d}.{ext}").write_text(body)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def verdicts(cfg: Path, *args: str) -> dict[str, dict[str, object]]:
     run = run_syncd("ls-local", cfg, "--json", *args, key=None)
     assert run.returncode == 0, run.output
@@ -50,7 +44,7 @@ def test_a_rule_tried_on_the_command_line_is_what_a_reconcile_then_does(
     root = tmp_path / "root"
     tree(root, 1000)
     # The remote is down (nothing listens there): ls-local needs none of it.
-    down = write_config(tmp_path, root, f"http://127.0.0.1:{closed_port()}/v1",
+    down = write_config(tmp_path, root, f"http://127.0.0.1:{free_port()}/v1",
                         name="down.yaml")  # fmt: skip
     tried = verdicts(down, "--exclude", "drafts/**", "--purpose", "*.jsonl=batch")
     assert not (tmp_path / "state").exists(), "ls-local wrote a state"

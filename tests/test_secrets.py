@@ -6,7 +6,6 @@ a provider or gateway that echoes the Authorization header in every field of its
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from tests.engine_helpers import (
     syncd_env,
     write_config,
 )
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 KEY = "sk-Sec7ret0Distinct1ve4a9e5d"
 WRONG = "sk-Wr0ngS3cretDistinct77b1c"
@@ -57,12 +56,6 @@ def outputs() -> Iterator[list[tuple[str, Run]]]:
     assert runs, "no scenario ran"
     for what, run in runs:
         assert _leaks(run.output) == [], f"{what} leaked the key:\n{run.output}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_normal_runs_a_refused_key_and_the_daemon(
@@ -122,7 +115,7 @@ def test_embedded_emulator_keeps_no_key_on_disk(
     project.mkdir()
     build_flat_tree(tmp_path / "root", 5)
     cfg = write_config(project, tmp_path / "root", "embedded",
-                       api={"embedded_port": _free_port()})  # fmt: skip
+                       api={"embedded_port": free_port()})  # fmt: skip
     for command, extra in (("reconcile", ()), ("status", ()), ("ls-remote", ()),
                            ("check-config", ("--online",))):  # fmt: skip
         got = run_syncd(command, cfg, *extra, key=KEY)
