@@ -165,12 +165,18 @@ def test_a_crash_between_intent_and_create_makes_one_job(rig_factory: Callable[.
     assert (rig.outbox / "requests.output.jsonl").exists()
 
 
-def test_a_crash_after_the_create_adopts_the_job(rig_factory: Callable[..., Rig]) -> None:
-    rig = rig_factory()
+@pytest.mark.parametrize("keys", ["both", "ds_name only", "syncd keys only"])
+def test_a_crash_after_the_create_adopts_the_job(rig_factory: Callable[..., Rig],
+                                                 keys: str) -> None:
+    ds_name, syncd_keys = {"both": (True, True), "ds_name only": (True, False),
+                           "syncd keys only": (False, True)}[keys]
+    rig = rig_factory(ds_name=ds_name, syncd_keys=syncd_keys)
     known = rig.put("requests.jsonl", requests_text())
     intent = rig.store.add_intent("requests.jsonl", known.content, known.file_id, RULE)
     # The create reached the provider; the process died before recording its answer.
-    made = rig.client.create_batch(known.file_id, CHAT, "24h", job_metadata(intent, True))
+    metadata = job_metadata(intent, ds_name, syncd_keys)
+    assert ("ds_name" in metadata) == ds_name and ("syncd_intent" in metadata) == syncd_keys
+    made = rig.client.create_batch(known.file_id, CHAT, "24h", metadata)
     report = rig.step()
     assert report.adopted == [("requests.jsonl", made.id)] and not report.submitted
     rig.settled()
@@ -317,6 +323,17 @@ def test_other_results_by_id_and_deletes_after_pull(rig_factory: Callable[..., R
     assert left == {done_theirs.output_file_id, done_theirs.error_file_id}
     deleted = [d for r in rig.reports for d in r.deleted_remote]
     assert len(deleted) == 2
+
+
+def test_many_running_jobs_are_followed_by_listing(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(step_s=0.5, poll_retrieve_max=1)
+    for name in ("a", "b", "c", "d"):
+        rig.put(f"{name}.jsonl", requests_text(tag=name))
+    assert len(rig.step().submitted) == 4
+    rig.emu.reset_stats()
+    rig.settled()
+    assert {j.status for j in rig.store.jobs()} == {"completed"}
+    assert len(list(rig.outbox.iterdir())) == 8
 
 
 def test_plan_submit_is_pure() -> None:

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -72,6 +72,7 @@ INTENT_KEY = "syncd_intent"
 SHA_KEY = "syncd_sha256"
 # DashScope's documented display-name key (<= 100 characters): "syncd:<intent>".
 DS_NAME_KEY = "ds_name"
+DS_DESCRIPTION_KEY = "ds_description"
 DS_NAME_PREFIX = "syncd:"
 DAY_S = 86_400.0
 # How far before an intent (our clock) its job may be stamped (the provider's clock).
@@ -125,8 +126,15 @@ class BatchesConfig:
     confirm_s: float = 5.0
     # Pages of batches (100 each) one step may list.
     max_batch_pages: int = 10
-    # Also name jobs "syncd:<intent>" in DashScope's ds_name (found by either key).
+    # Which metadata a job carries: our own keys (syncd_intent, syncd_sha256), and/or
+    # DashScope's documented ds_name / ds_description ("syncd:<intent>", "syncd sha256=…").
+    # Either finds a job again. Whether DashScope keeps keys other than its ds_* ones is
+    # unconfirmed: with syncd_keys off, only those are sent.
+    syncd_keys: bool = True
     ds_name: bool = True
+    # More running jobs than this are followed by listing batches instead of one
+    # retrieve each.
+    poll_retrieve_max: int = 5
 
 
 @dataclass(frozen=True)
@@ -619,10 +627,14 @@ def intent_of(batch: Batch) -> str | None:
     return name[len(DS_NAME_PREFIX):] or None if name.startswith(DS_NAME_PREFIX) else None
 
 
-def job_metadata(job: Job, ds_name: bool) -> dict[str, str]:
-    meta = {INTENT_KEY: job.intent, SHA_KEY: job.sha256[:64]}
+def job_metadata(job: Job, ds_name: bool = True, syncd_keys: bool = True) -> dict[str, str]:
+    """The metadata a job of ``job``'s intent is created with (see BatchesConfig)."""
+    meta: dict[str, str] = {}
+    if syncd_keys or not ds_name:
+        meta.update({INTENT_KEY: job.intent, SHA_KEY: job.sha256[:64]})
     if ds_name:
         meta[DS_NAME_KEY] = DS_NAME_PREFIX + job.intent
+        meta[DS_DESCRIPTION_KEY] = f"syncd sha256={job.sha256[:64]}"
     return meta
 
 
@@ -688,6 +700,10 @@ class Report:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (what, message)
     jobs: list[JobView] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``--json``)."""
+        return asdict(self)
+
     @property
     def pending(self) -> bool:
         """Jobs still running or to be resolved: the caller should step again later."""
@@ -715,7 +731,7 @@ def step(
     if config.pull is not None and not dry_run:
         recover(store, config.pull.outbox, outcome)
     if not dry_run:
-        _poll(client, store, report)
+        _poll(client, store, config, report)
     jobs = store.jobs()
     pending = [j for j in jobs if not j.bound and j.status in (INTENT, AMBIGUOUS)]
 
@@ -791,10 +807,27 @@ def _view(job: Job) -> JobView:
                    error_file_id=job.error_file_id)  # fmt: skip
 
 
-def _poll(client: BatchRemote, store: BatchStore, report: Report) -> None:
-    for job in store.jobs():
-        if not job.running or job.batch_id is None:
-            continue
+def _poll(client: BatchRemote, store: BatchStore, config: BatchesConfig, report: Report) -> None:
+    """Bring every running job of ours up to date: one retrieve each, or, with more of
+    them than ``poll_retrieve_max``, listing pages (newest first) until all are seen,
+    then a retrieve for any the listing did not show."""
+    running = [j for j in store.jobs() if j.running and j.batch_id is not None]
+    if len(running) > config.poll_retrieve_max:
+        wanted = {j.batch_id: j for j in running}
+        oldest = min(j.created_at for j in running)
+        try:
+            for i, batch in enumerate(client.list_batches()):
+                job = wanted.pop(batch.id, None)
+                if job is not None:
+                    _update(store, job, batch)
+                if not wanted or batch.created_at < oldest or (
+                        i + 1 >= config.max_batch_pages * 100):
+                    break
+        except APIError as exc:
+            report.errors.append(("list batches", str(exc)))
+        running = list(wanted.values())
+    for job in running:
+        assert job.batch_id is not None
         try:
             batch = client.retrieve_batch(job.batch_id)
         except NotFoundError:
@@ -803,11 +836,15 @@ def _poll(client: BatchRemote, store: BatchStore, report: Report) -> None:
         except APIError as exc:
             report.errors.append((f"retrieve {job.batch_id}", str(exc)))
             continue
-        if batch.status != job.status or batch.request_counts != job.counts:
-            log.info("batches.status", path=job.path, batch_id=batch.id, status=batch.status,
-                     completed=batch.request_counts.completed,
-                     failed=batch.request_counts.failed)  # fmt: skip
-        store.bind(job.intent, batch)
+        _update(store, job, batch)
+
+
+def _update(store: BatchStore, job: Job, batch: Batch) -> None:
+    if batch.status != job.status or batch.request_counts != job.counts:
+        log.info("batches.status", path=job.path, batch_id=batch.id, status=batch.status,
+                 completed=batch.request_counts.completed,
+                 failed=batch.request_counts.failed)  # fmt: skip
+    store.bind(job.intent, batch)
 
 
 def _pull_candidates(
@@ -981,9 +1018,10 @@ def _create(
     report: Report,
 ) -> None:
     store.note_attempt(job.intent, now)
+    metadata = job_metadata(job, config.ds_name, config.syncd_keys)
     try:
         batch = client.create_batch(job.input_file_id, job.endpoint, job.completion_window,
-                                    job_metadata(job, config.ds_name))  # fmt: skip
+                                    metadata)  # fmt: skip
     except AmbiguousCreateError as exc:
         store.mark(job.intent, AMBIGUOUS, exc.message)
         report.errors.append((f"create for {job.path}", f"{exc} (looked for on the next step)"))
