@@ -306,7 +306,7 @@ def _open(config: Config) -> Any:
     from syncd.api.client import FilesClient
     from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld
-    from syncd.reachable import RemoteProblem, probe
+    from syncd.remote_problem import RemoteProblem, probe
 
     try:
         syncer = open_syncer(config, one_off=True)
@@ -332,7 +332,7 @@ def _open(config: Config) -> Any:
 
 
 def _check_config(ns: argparse.Namespace) -> int:
-    from syncd.preflight import preflight
+    from syncd.check_config import preflight
 
     config = load_config(ns.config)
     # Retries and the emulator's chatter would bury the problems this command reports.
@@ -624,7 +624,7 @@ def _ls_remote(ns: argparse.Namespace) -> int:
     from syncd.api.errors import APIError
     from syncd.bootstrap import connect
     from syncd.engine.state import State
-    from syncd.reachable import describe
+    from syncd.remote_problem import describe
 
     config = _load(ns)
     state = State(config.state_dir)

@@ -31,7 +31,7 @@ from syncd.config import (
     value_of,
 )
 from syncd.config.keys import provider_default
-from syncd.preflight import preflight
+from syncd.check_config import preflight
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import KEY_ENV, fast_emulator, run_syncd, write_config
 

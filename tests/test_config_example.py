@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import KEYS, SECTIONS, load_config, reloadable_keys
-from syncd.preflight import preflight
+from syncd.check_config import preflight
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 _LINE = re.compile(r"^(?P<indent> *)(?P<hash># ?)?(?P<key>[a-z_]+):")

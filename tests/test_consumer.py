@@ -170,7 +170,7 @@ def test_the_written_mapping_reads_back_as_written(tmp_path_factory: pytest.Temp
                                                    files: dict[str, dict[str, object]]) -> None:
     """Any path (quotes, newlines, any script) and entry survive the one-file-per-line
     layout; ``mapping.load`` and plain ``json`` read the same thing."""
-    from syncd.engine.mapping import Publisher
+    from syncd.engine.publish import Publisher
 
     head = {"project": "p", "owner": "o", "base_url": "u"}
     path = tmp_path_factory.mktemp("m") / "mapping.json"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from syncd.api.providers import DASHSCOPE, PROVIDERS, Provider
-from syncd.engine.validate import check_content, check_spec
+from syncd.engine.accepts import check_content, check_spec
 from tests.corpus import SAMPLES, Sample, materialize
 from tests.emulator_fixture import EmulatorHandle
 

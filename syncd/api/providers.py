@@ -53,7 +53,7 @@ class SizeCap:
 
 @dataclass(frozen=True)
 class JsonlRules:
-    """Batch input rules, checked line by line (see ``syncd.engine.validate``)."""
+    """Batch input rules, checked line by line (see ``syncd.engine.accepts``)."""
 
     urls: frozenset[str]
     max_lines: int = 50_000

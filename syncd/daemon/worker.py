@@ -533,7 +533,7 @@ class Worker:
 
     def _refused_message(self, error: str) -> str:
         """The same words as ``check-config --online`` and a one-off run use."""
-        from syncd.reachable import refusal
+        from syncd.remote_problem import refusal
 
         key, why = refusal(self.config, None)
         return (

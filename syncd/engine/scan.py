@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import DEFAULT_EXCLUDE, PurposeRule
+from syncd.engine.accepts import check_file, check_file_content, reads_content
 from syncd.engine.localopen import Opened, Refused, cannot_read, open_in_root
 from syncd.engine.model import LocalFile, Record, ScanResult, Status
 from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
-from syncd.engine.validate import check_file, check_file_content, reads_content
 
 _CHUNK = 1024 * 1024
 CHANGED_SINCE_SCAN = "changed since the scan; will retry"

@@ -24,7 +24,7 @@ from syncd.api.errors import (
     QuotaExceededError,
 )
 from syncd.config import Config, MaxDelete, RulesConfig
-from syncd.engine import identity, mapping
+from syncd.engine import identity, publish
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
 from syncd.engine.ledger import Ledger, LocalLedger
@@ -255,7 +255,7 @@ class Syncer:
         self._op = threading.RLock()
         # Who runs this Syncer, for the journal: a one-off command, or the daemon.
         self.origin = "one-off"
-        self._publisher = mapping.Publisher(config.mapping_file)
+        self._publisher = publish.Publisher(config.mapping_file)
         self._stopping = threading.Event()
 
     # ---- operations

@@ -110,8 +110,8 @@ print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
 # What a reconcile imports (httpcore: when its client is built).
-SYNCD_IMPORTS = ("import syncd.cli, syncd.bootstrap, syncd.reachable, syncd.daemon.control, "
-                 "syncd.engine.mapping, httpcore")  # fmt: skip
+SYNCD_IMPORTS = ("import syncd.cli, syncd.bootstrap, syncd.remote_problem, syncd.daemon.control, "
+                 "syncd.engine.publish, httpcore")  # fmt: skip
 
 
 @dataclass

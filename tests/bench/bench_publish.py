@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from syncd.engine import mapping  # noqa: E402
+from syncd.engine import publish  # noqa: E402
 from syncd.engine.state import State  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def main() -> int:
         times[rows[0]].append(time.perf_counter() - t)
         target.unlink()
         # As Syncer.publish_mapping does it: a Publisher per process.
-        publisher = mapping.Publisher(target)
+        publisher = publish.Publisher(target)
         gen = (rep, state.generation)
         t = time.perf_counter()
         assert publisher.publish(state.synced, ids, head, gen)

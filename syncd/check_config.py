@@ -138,7 +138,7 @@ def _online(config: Config) -> list[str]:
     """Authenticate and list one page of the remote."""
     from syncd.api.errors import APIError, AuthenticationError
     from syncd.bootstrap import connect
-    from syncd.reachable import refusal
+    from syncd.remote_problem import refusal
 
     try:
         client, base_url, closers = connect(config)
