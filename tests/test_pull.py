@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 
 from syncd.api.client import FilesClient
+from syncd.api.models import Batch, RemoteFile
 from syncd.api.options import RetryPolicy
 from syncd.engine.batches import BatchesConfig, BatchStore, KnownInput, Report, step
-from syncd.engine.pull import PullConfig, PullItem, temp_name
+from syncd.engine.pull import (
+    Attribution,
+    PullConfig,
+    PullItem,
+    conflict_name,
+    outbox_problem,
+    plan_pull,
+    result_name,
+    safe_name,
+    temp_name,
+)
 from tests.emulator_fixture import REPO_ROOT, EmulatorHandle
 from tests.helpers import wait_for
 from tests.helpers_client import assert_paced, make_client
@@ -234,3 +245,57 @@ def test_kill_9_mid_pull_then_restart(emulator_factory: Factory, tmp_path: Path)
     with BatchStore.open(state) as store:
         assert sorted(p.file_id for p in store.pulls()) == sorted(truth)
         assert not store.in_flight()
+
+
+# ---- the pure part ---------------------------------------------------------------------------
+
+
+def _file(file_id: str, created: int, purpose: str = "batch_output") -> RemoteFile:
+    return RemoteFile(file_id, 10, created, f"{file_id}.jsonl", purpose)
+
+
+def _job(batch_id: str, created: int, input_id: str, out: str | None,
+         err: str | None = None) -> Batch:
+    return Batch(batch_id, "completed", CHAT, input_id, "24h", created, out, err)
+
+
+def test_names_follow_the_input_and_the_newest_job_wins() -> None:
+    config = PullConfig(Path("/outbox"))
+    seen = Attribution()
+    for job in (_job("b-old", 100, "in-1", "o-old", "e-old"), _job("b-new", 200, "in-1", "o-new"),
+                _job("b-foreign", 150, "in-x", "o-foreign")):
+        seen.add(job)
+    remote = [_file(i, c) for i, c in (("o-old", 101), ("e-old", 101), ("o-new", 201),
+                                       ("o-foreign", 151), ("o-orphan", 90))]
+    remote.append(_file("file-doc", 50, purpose="file-extract"))
+    items = {i.file_id: i for i in plan_pull(remote, seen, {"in-1": "a/b/req.jsonl"},
+                                             pulled=["o-orphan"], held={}, config=config)}
+    assert set(items) == {"o-old", "e-old", "o-new", "o-foreign"}
+    assert (items["o-new"].name, items["o-new"].kind) == ("a/b/req.output.jsonl", "output")
+    assert items["e-old"].name == "a/b/req.errors.jsonl"
+    assert (items["o-old"].name, items["o-old"].kind) == ("o-old.jsonl", "by_id")
+    assert items["o-foreign"].name == "o-foreign.jsonl" and not items["o-foreign"].ours
+    assert items["o-new"].ours and items["o-old"].ours
+    # A name already holding a newer job's result is not taken by an older one.
+    late = plan_pull([_file("o-old", 101)], seen, {"in-1": "a/b/req.jsonl"}, pulled=[],
+                     held={"a/b/req.output.jsonl": 200}, config=config)
+    assert [(i.name, i.kind) for i in late] == [("o-old.jsonl", "by_id")]
+
+
+def test_name_helpers() -> None:
+    assert result_name("x/requests.jsonl", "output") == "x/requests.output.jsonl"
+    assert result_name("requests.jsonl", "errors") == "requests.errors.jsonl"
+    name = conflict_name("x/requests.output.jsonl", "file-batch_output-0123456789abcdef")
+    assert name == "x/requests.output.conflict-456789abcdef.jsonl"
+    assert conflict_name("a.jsonl", "f-123456789012", 1).endswith("-2.jsonl")
+    assert not safe_name("../x") and not safe_name("/x") and not safe_name("a//b")
+    assert safe_name("a/b.jsonl")
+    assert temp_name("a/b.jsonl", "f1") == "a/.syncd-pull-f1.tmp"
+
+
+def test_outbox_must_be_outside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert outbox_problem(root, root / "outbox") is not None
+    assert outbox_problem(root, root) is not None
+    assert outbox_problem(root / "a", tmp_path) is not None
+    assert outbox_problem(root, tmp_path / "outbox") is None
