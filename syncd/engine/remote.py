@@ -6,7 +6,9 @@ is a client that satisfies it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -44,3 +46,37 @@ class RemoteFiles(Protocol):
     # Identifies the credentials (never reveals them): binds a state to its key.
     @property
     def key_fingerprint(self) -> str: ...
+
+
+class RemoteView:
+    """The account's files as last listed, kept current by our own calls."""
+
+    def __init__(self, files: Iterable[RemoteFile] = ()) -> None:
+        self._files = {f.id: f for f in files}
+        self._lock = threading.Lock()
+        self.listed_at: float | None = None
+        # Counts changes, as State.generation does.
+        self.generation = 0
+
+    def replace_all(self, files: Iterable[RemoteFile]) -> None:
+        with self._lock:
+            self._files = {f.id: f for f in files}
+            self.listed_at = time.time()
+            self.generation += 1
+
+    def add(self, f: RemoteFile) -> None:
+        with self._lock:
+            self._files[f.id] = f
+            self.generation += 1
+
+    def remove(self, file_id: str) -> RemoteFile | None:
+        with self._lock:
+            self.generation += 1
+            return self._files.pop(file_id, None)
+
+    def __contains__(self, file_id: object) -> bool:
+        return file_id in self._files
+
+    def snapshot(self) -> dict[str, RemoteFile]:
+        with self._lock:
+            return dict(self._files)

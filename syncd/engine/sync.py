@@ -26,7 +26,7 @@ from syncd.api.errors import (
 from syncd.config import Config, MaxDelete, RulesConfig
 from syncd.engine import identity, publish
 from syncd.engine.claims import Claims
-from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome, RemoteView
+from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome
 from syncd.engine.ledger import Ledger, LocalLedger
 from syncd.engine.model import Plan, Record, ScanResult
 from syncd.engine.plan import (
@@ -39,7 +39,7 @@ from syncd.engine.plan import (
     window_start,
 )
 from syncd.engine.progress import Progress
-from syncd.engine.remote import RemoteFiles
+from syncd.engine.remote import RemoteFiles, RemoteView
 from syncd.engine.rules import Rules
 from syncd.engine.scan import (
     record_key,
