@@ -55,14 +55,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
+import secrets
+import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -88,6 +91,10 @@ MAX_RECENT = 4096
 REFUSED_KEEP = 10.0
 # Clock readings of different processes differ by scheduling noise, never by this much.
 FUTURE_SLACK = 60.0
+# A shared state remembers each host granted a request within this long: the hosts that
+# may still be sending when the shared store is lost, and so share what is left of it.
+HOSTS_KEEP = 600.0
+MAX_HOSTS = 256
 
 Verdict = Literal["isolated", "evidence", "burst", "lowered"]
 T = TypeVar("T")
@@ -164,6 +171,18 @@ class ClassState:
     # Send times of recent requests answered 429: a provider need not count what it
     # refused, so a count that proves anything leaves them out.
     refused: list[float] = field(default_factory=list)
+    # In a shared store: each budget (a host's local store) that was granted a request
+    # lately, and when. Who may be sending when the shared store is lost.
+    hosts: dict[str, float] = field(default_factory=dict)
+
+    def copy(self) -> ClassState:
+        return replace(
+            self,
+            recent=list(self.recent),
+            evidence=list(self.evidence),
+            refused=list(self.refused),
+            hosts=dict(self.hosts),
+        )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -199,6 +218,7 @@ class ClassState:
         state.recent = [_finite(t) for t in _list(raw.get("recent"))]
         state.refused = [_finite(t) for t in _list(raw.get("refused"))]
         state.evidence = [_evidence(e) for e in _list(raw.get("evidence"))]
+        state.hosts = _hosts(raw.get("hosts"))
         return state
 
 
@@ -229,6 +249,16 @@ def _list(value: Any) -> list[Any]:
     return value
 
 
+def _hosts(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_HOSTS:
+        raise ValueError("pacing state: bad hosts")
+    if not all(isinstance(k, str) and 0 < len(k) <= 64 for k in value):
+        raise ValueError("pacing state: bad host id")
+    return {k: _finite(v) for k, v in value.items()}
+
+
 def _evidence(value: Any) -> tuple[float, int]:
     if not isinstance(value, list) or len(value) != 2:
         raise ValueError("pacing state: bad evidence")
@@ -252,6 +282,7 @@ def is_implausible(state: ClassState, now: float, tuning: AdaptiveTuning) -> boo
         *state.recent,
         *state.refused,
         *(e[0] for e in state.evidence),
+        *state.hosts.values(),
     ]
     if any(not math.isfinite(t) and t != -math.inf for t in times):
         return True
@@ -263,6 +294,8 @@ def is_implausible(state: ClassState, now: float, tuning: AdaptiveTuning) -> boo
         if rate is not None and not (math.isfinite(rate) and rate > 0.0):
             return True
     if max(len(state.recent), len(state.refused), len(state.evidence)) > MAX_RECENT:
+        return True
+    if len(state.hosts) > MAX_HOSTS:
         return True
     counters = (state.throttle_streak, state.proven, state.decided_on)
     return any(c < 0 or c > MAX_RECENT for c in counters)
@@ -344,6 +377,12 @@ def note_sent(state: ClassState, granted_at: float, sent_at: float) -> None:
         return
     state.recent[i] = sent_at
     state.recent.sort()
+    state.last_grant = max(state.last_grant, sent_at)
+
+
+def count_late(state: ClassState, sent_at: float) -> None:
+    """Count a request that left at ``sent_at`` but was granted on another clock."""
+    state.recent = sorted([*(t for t in state.recent if t > sent_at - 2.0 * WINDOW), sent_at])
     state.last_grant = max(state.last_grant, sent_at)
 
 
@@ -485,6 +524,96 @@ def note_success(
     return False
 
 
+# Losing the shared store, and getting it back. While a shared store serves, every
+# host's grants are in its window; when it goes away each host paces alone, and the
+# window it starts from must be the one they shared, or the grants of the second
+# before are counted twice over by the provider.
+
+
+def note_host(state: ClassState, host: str, now: float) -> None:
+    """Remember that ``host`` was granted a request at ``now``; forget hosts not seen
+    for ``HOSTS_KEEP``."""
+    hosts = {h: t for h, t in state.hosts.items() if now - HOSTS_KEEP < t <= now}
+    hosts[host] = now
+    if len(hosts) > MAX_HOSTS:
+        hosts = dict(sorted(hosts.items(), key=lambda item: item[1])[-MAX_HOSTS:])
+    state.hosts = hosts
+
+
+def hosts_seen(state: ClassState, now: float, host: str) -> int:
+    """Hosts granted a request within ``HOSTS_KEEP`` of ``now``, ``host`` among them."""
+    return len({h for h, t in state.hosts.items() if t > now - HOSTS_KEEP} | {host})
+
+
+@dataclass(frozen=True)
+class Inheritance:
+    """What a host last saw of a shared state, to start its local one from when the
+    shared store is lost."""
+
+    # The shared state as last seen, on the shared clock.
+    state: ClassState
+    # Shared time + shift = local time. Measured after the reading arrived, so a time
+    # converted is never earlier than it was: an inherited grant leaves the window late.
+    shift: float
+    # When (local clock) it was seen, and when the shared store was found unreachable.
+    seen_at: float
+    lost_at: float
+    # This host's share of the ceiling while the shared store is away.
+    share: float
+
+
+def inherit(state: ClassState, now: float, seen: Inheritance, ceiling: float, margin: float) -> int:
+    """Start a local state (local clock) from the shared window last seen; ``ceiling``
+    is the whole fleet's. Returns the grants it now holds that it did not.
+
+    The window gets every grant seen (this host's and the others'), and the grants the
+    others may have made between that look and the loss: no more than the shared
+    spacing rule let through in that time nor than the window had room for, all counted
+    at the loss (the latest they can have been made). Paced at ``share`` of the ceiling
+    on top of that window, hosts that all do the same stay within the ceiling together
+    in every window. The shared back-off (lowered rate, estimate, pause) carries over,
+    scaled to the share.
+    """
+    window = WINDOW * (1.0 + margin)
+    shared = seen.state
+    grants = [min(now, t + seen.shift) for t in shared.recent if t + seen.shift > now - window]
+    # When the shared store was surely gone: at the first failure, or (seen answering
+    # after that, by a call already under way) now.
+    gone = seen.lost_at if seen.lost_at >= seen.seen_at else now
+    unseen = 0
+    if gone > now - window:
+        in_window = sum(1 for t in grants if gone - window < t <= gone)
+        gap = max(0.0, gone - seen.seen_at)
+        room = max(1, int(ceiling)) - in_window
+        unseen = max(0, min(room, math.floor(2.0 * gap * ceiling) + 1))
+    added = grants + [min(now, gone)] * unseen
+    # Another process of this host already paces here: keep the stricter of the two.
+    busy = state.last_grant > now - window
+    if added:
+        state.recent = sorted([*state.recent, *added])[-MAX_RECENT:]
+        state.last_grant = max(state.last_grant, *added)
+    for name in ("rate", "target"):
+        theirs = getattr(shared, name)
+        scaled = None if theirs is None else theirs * seen.share
+        mine = getattr(state, name)
+        if busy and mine is not None:
+            scaled = mine if scaled is None else min(mine, scaled)
+        setattr(state, name, scaled)
+    state.paused_until = max(state.paused_until, shared.paused_until + seen.shift)
+    state.last_throttle = max(state.last_throttle, shared.last_throttle + seen.shift)
+    state.last_decrease = max(state.last_decrease, shared.last_decrease + seen.shift)
+    return len(added)
+
+
+def merge_grants(state: ClassState, now: float, grants: Sequence[float]) -> None:
+    """Add grants this host made while the shared store was away (converted to the
+    shared clock) to the shared window, so hosts back on it count them."""
+    kept = [min(now, t) for t in grants if t > now - 2.0 * WINDOW]
+    if kept:
+        state.recent = sorted([*state.recent, *kept])[-MAX_RECENT:]
+        state.last_grant = max(state.last_grant, *kept)
+
+
 # Where the state lives.
 
 
@@ -496,11 +625,29 @@ class Held:
     state: ClassState
     now: float
     # Share of the configured ceiling this host may use while this store serves:
-    # 1.0, or 1 / fleet_size while a shared store is unreachable.
+    # 1.0, or less while a shared store is unreachable (and just after it returns).
     share: float = 1.0
     # Which clock ``now`` and the state's times are on: this host's monotonic clock
     # ("local") or the shared store's. A time remembered on one is meaningless on the other.
     clock: str = "local"
+    # Set by a store that fails over (see :class:`Failover`): the budget to note on a
+    # grant (shared state), the window to start from (local state, first use after the
+    # shared store was lost) and this host's grants to bring back (shared state, first
+    # use after it returned).
+    host: str | None = None
+    inherit: Inheritance | None = None
+    returning: Returning | None = None
+    inherited: int = 0
+
+
+@dataclass(frozen=True)
+class Returning:
+    """Grants made on the local clock while the shared store was away, and a local
+    clock reading taken before the shared store was asked (so a grant converted to the
+    shared clock is never earlier than it was)."""
+
+    asked_at: float
+    grants: tuple[float, ...]
 
 
 class StateStore(Protocol):
@@ -535,10 +682,16 @@ class Failover:
     """Health of a shared store, one for all classes of a pacer.
 
     While the store answers, it serves. When it fails, every call goes to the local
-    store at ``1 / fleet_size`` of the ceiling (a warning is logged once per outage),
-    and one caller per ``retry_s`` tries the shared store again: a refused connection
-    costs nothing, a dead host at most the client's connect timeout, paid by that one
-    caller only. The first success switches back (logged once).
+    store (a warning is logged once per outage), and one caller per ``retry_s`` tries
+    the shared store again: a refused connection costs nothing, a dead host at most
+    the client's connect timeout, paid by that one caller only. The first success
+    switches back (logged once).
+
+    The local store starts from the shared window as this host last saw it and paces
+    at a share of the ceiling: ``1 / fleet_size``, or less when the shared state named
+    more hosts lately (see :func:`inherit`). Back on the shared store, the grants made
+    meanwhile join its window, and the share holds for ``retry_s`` and a window more:
+    until the other hosts, still alone, have had their turn to come back.
     """
 
     def __init__(
@@ -555,12 +708,16 @@ class Failover:
         self.share = 1.0 / fleet_size
         self.name = name
         self._event = event
-        self._retry_s = retry_s
+        self.retry_s = retry_s
         self._clock = clock
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._next_try = -math.inf
         self.outages = 0
+        # When (this clock) the shared store last came back.
+        self.restored_at = -math.inf
+        # When the last outage began: the first failure (this clock).
+        self.lost_at = -math.inf
 
     @property
     def mode(self) -> Literal["shared", "fallback"]:
@@ -579,7 +736,7 @@ class Failover:
             now = self._clock()
             if now < self._next_try:
                 return False
-            self._next_try = now + self._retry_s
+            self._next_try = now + self.retry_s
             return True
 
     def failed(self, exc: BaseException) -> None:
@@ -588,8 +745,9 @@ class Failover:
             now = self._clock()
             if first:
                 self._down_since = now
+                self.lost_at = now
                 self.outages += 1
-            self._next_try = now + self._retry_s
+            self._next_try = now + self.retry_s
         if first:
             log.warning(
                 f"{self._event}_unavailable",
@@ -604,6 +762,8 @@ class Failover:
             return
         with self._lock:
             since, self._down_since = self._down_since, None
+            if since is not None:
+                self.restored_at = self._clock()
         if since is not None:
             log.warning(
                 f"{self._event}_restored",
@@ -612,37 +772,158 @@ class Failover:
             )
 
 
+class _BroughtBack(Exception):
+    """Raised inside a local update that must not grant: the shared store took over."""
+
+
 class _FailoverStore:
     """A shared store, and the local one that serves at a share of the ceiling while
-    the shared one is unreachable."""
+    the shared one is unreachable (see :class:`Failover`)."""
 
-    def __init__(self, shared: StateStore, local: StateStore, health: Failover) -> None:
+    def __init__(
+        self, shared: StateStore, local: StateStore, health: Failover, cls: str, host: str
+    ) -> None:
         self._shared = shared
         self._local = local
         self._health = health
+        self._cls = cls
+        self._host = host
+        self._lock = threading.Lock()
+        # The shared state as last seen: (state, its time, the local time just after).
+        self._seen: tuple[ClassState, float, float] | None = None
+        # The outage this class went local in, and the last one whose grants it
+        # brought back to the shared store.
+        self._outage = 0
+        self._brought_back = 0
+        self._share = health.share
 
     def update(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T:
-        if self._health.should_try():
+        while True:
+            if self._health.should_try():
+                try:
+                    return self._from_shared(fn, clock)
+                except StoreUnavailable as exc:
+                    self._health.failed(exc)
             try:
-                result = self._shared.update(fn, clock)
-            except StoreUnavailable as exc:
-                self._health.failed(exc)
-            else:
-                self._health.succeeded()
-                return result
-        share = self._health.share
+                return self._from_local(fn, clock)
+            except _BroughtBack:
+                continue  # the shared store is back: ask it
+
+    def _from_shared(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T:
+        health = self._health
+        share = 1.0
+        if health.mode == "fallback" or clock() < health.restored_at + health.retry_s + 2 * WINDOW:
+            # Back from an outage: other hosts may still be pacing alone for a while.
+            share = self._fallback_share()
+        with self._lock:
+            outage = self._outage if self._outage > self._brought_back else 0
+        seen: list[tuple[ClassState, float, float]] = []
+
+        def shared(held: Held, returning: Returning | None = None) -> T:
+            held.host, held.share, held.returning = self._host, share, returning
+            result = fn(held)
+            seen.append((held.state.copy(), held.now, clock()))
+            return result
+
+        if not outage:
+            try:
+                return self._shared.update(shared, clock)
+            finally:
+                self._saw(seen)
+
+        def bring_back(local: Held) -> T:
+            # Under the local store's lock, so no grant of this host is made on it
+            # between reading its grants and the shared store counting them.
+            grants = tuple(t for t in local.state.recent if t > health.lost_at)
+            returning = Returning(clock(), grants)
+            try:
+                result = self._shared.update(lambda held: shared(held, returning), clock)
+            finally:
+                self._saw(seen)
+            with self._lock:
+                self._brought_back = max(self._brought_back, outage)
+            health.succeeded()
+            return result
+
+        return self._local.update(bring_back, clock)
+
+    def _from_local(self, fn: Callable[[Held], T], clock: Callable[[], float]) -> T:
+        health = self._health
+        with self._lock:
+            start = self._outage != health.outages
+            inheritance = None
+            if start:
+                self._outage = health.outages
+                self._share = self._fallback_share_locked()
+                if self._seen is not None:
+                    state, shared_at, seen_at = self._seen
+                    inheritance = Inheritance(
+                        state, seen_at - shared_at, seen_at, health.lost_at, self._share
+                    )
+            share = self._share
+        inherited: list[int] = []
 
         def local(held: Held) -> T:
-            held.share = share
-            return fn(held)
+            with self._lock:
+                back = self._brought_back >= self._outage
+            if back and health.mode == "shared":
+                # This host's grants went back to the shared store after this caller
+                # chose the local one: one granted here now would be counted by neither.
+                raise _BroughtBack
+            held.share, held.inherit = share, inheritance
+            result = fn(held)
+            inherited.append(held.inherited)
+            return result
 
-        return self._local.update(local, clock)
+        result = self._local.update(local, clock)
+        if start:
+            log.info(
+                "api.pacer.fallback",
+                call_class=self._cls,
+                share=round(share, 4),
+                inherited=inherited[-1] if inherited else 0,
+                last_seen_s=None
+                if inheritance is None
+                else round(max(0.0, clock() - inheritance.seen_at), 3),
+            )
+        return result
+
+    def _saw(self, seen: list[tuple[ClassState, float, float]]) -> None:
+        if not seen:
+            return
+        with self._lock:
+            if self._seen is None or seen[-1][1] >= self._seen[1]:
+                self._seen = seen[-1]
+
+    def _fallback_share(self) -> float:
+        with self._lock:
+            return self._fallback_share_locked()
+
+    def _fallback_share_locked(self) -> float:
+        """``1 / fleet_size``, or less when the shared state named more hosts lately."""
+        share = self._health.share
+        if self._seen is not None:
+            state, shared_at, _ = self._seen
+            share = min(share, 1.0 / hosts_seen(state, shared_at, self._host))
+        return share
 
     def close(self) -> None:
         try:
             self._shared.close()
         finally:
             self._local.close()
+
+
+def budget_id(folder_fd: int) -> str:
+    """The name of the budget a pacing folder holds: this machine and that folder."""
+    try:
+        with open("/etc/machine-id", "rb") as fh:
+            machine = fh.read(64).strip()
+    except OSError:
+        machine = b""
+    st = os.fstat(folder_fd)
+    text = b"%s|%s|%d|%d" % (machine, socket.gethostname().encode(), st.st_dev, st.st_ino)
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def default_pacing_dir() -> Path:
@@ -869,6 +1150,7 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         stores: Mapping[CallClass, StateStore] | None = None,
+        host: str | None = None,
     ) -> None:
         self._ceilings = {cls: float(ceilings[cls]) for cls in CALL_CLASSES}
         self._margin = margin
@@ -891,6 +1173,11 @@ class Pacer:
                 raise
         else:
             self._stores = {cls: MemoryStore() for cls in CALL_CLASSES}
+        # Names this pacer's local budget in a shared state: every process pacing on
+        # one folder is one budget (one host), a pacer in memory is its own.
+        self.host = host or (
+            budget_id(self._folder.fd) if self._folder is not None else secrets.token_hex(8)
+        )
 
     def _apply(self, cls: CallClass, fn: Callable[[ClassState, float, float, str], T]) -> T:
         """Run ``fn(state, now, ceiling, clock)`` on the class's state in its store."""
@@ -898,9 +1185,19 @@ class Pacer:
         tuning = self._tuning
 
         def run(held: Held) -> T:
-            if is_implausible(held.state, held.now, tuning):
-                held.state.__dict__.update(ClassState().__dict__)
-            return fn(held.state, held.now, full * held.share, held.clock)
+            state, now = held.state, held.now
+            if is_implausible(state, now, tuning):
+                state.__dict__.update(ClassState().__dict__)
+            if held.inherit is not None:
+                held.inherited = inherit(state, now, held.inherit, full, self._margin)
+            if held.returning is not None:
+                back = held.returning
+                merge_grants(state, now, [t - back.asked_at + now for t in back.grants])
+            last_grant = state.last_grant
+            result = fn(state, now, full * held.share, held.clock)
+            if held.host is not None and state.last_grant > last_grant:
+                note_host(state, held.host, now)
+            return result
 
         return self._stores[cls].update(run, self._clock)
 
@@ -954,7 +1251,11 @@ class Pacer:
             state: ClassState, now: float, _ceiling: float, clock: str
         ) -> tuple[float, int, str] | None:
             if sent is not None and sent[2] != clock:
-                return sent  # granted on another clock: nothing to move
+                # Granted on the other clock: the shared store went away (or came back)
+                # since. The grant is in the other window, and in this one only at its
+                # grant time if at all: count the request here too, from when it left.
+                count_late(state, now)
+                return now, window_count(state, now), clock
             note_sent(state, granted_at, now)
             if now > granted_at and now in state.recent:
                 return now, window_count(state, now), clock
@@ -1027,12 +1328,14 @@ class Pacer:
         name: str = "shared",
     ) -> Failover:
         """Pace through ``shared`` stores (one per class, common to every host on the
-        key), keeping this pacer's own stores as the fallback at ``1 / fleet_size`` of
-        the ceiling while they are unreachable. Returns the health, which
+        key), keeping this pacer's own stores as the fallback while they are
+        unreachable: from the shared window last seen, at ``1 / fleet_size`` of the
+        ceiling or less (see :class:`Failover`). Returns the health, which
         :attr:`sharing` reports too."""
         health = Failover(fleet_size, retry_s=retry_s, clock=self._clock, name=name)
         self._stores = {
-            cls: _FailoverStore(shared[cls], self._stores[cls], health) for cls in CALL_CLASSES
+            cls: _FailoverStore(shared[cls], self._stores[cls], health, cls, self.host)
+            for cls in CALL_CLASSES
         }
         self._health = health
         return health

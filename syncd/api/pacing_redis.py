@@ -19,9 +19,17 @@ An update is optimistic and atomic, in Lua on the server:
 The 429 back-off (rate, estimate, pause, evidence) is part of that state, so one
 host's 429 slows every host.
 
+Each grant also notes, in the same state, which budget it went to (a host's pacing
+folder, named by :func:`~syncd.api.pacing.budget_id`; never a name or an address), so
+every host knows which others paced lately.
+
 Any Redis error (refused, timed out, authentication, a reply we cannot parse) is
 :class:`~syncd.api.pacing.StoreUnavailable`: the pacer then serves from its local
-store at ``1 / fleet_size`` of the ceiling (see :class:`~syncd.api.pacing.Failover`).
+store (see :class:`~syncd.api.pacing.Failover`), starting from the window it last read
+here (its grants and the other hosts') and at ``1 / fleet_size`` of the ceiling, or
+less when more hosts paced here lately. When Redis answers again, the grants made
+meanwhile are added to the window here, and the share holds a little longer, until
+the other hosts are back too.
 Sockets time out after ``timeout`` seconds and are never retried by the client
 itself, so an unreachable Redis costs one caller that long, never a stall.
 
@@ -193,8 +201,8 @@ def share_pacer(
     url: str = "",
     retry_s: float = 1.0,
 ) -> Failover:
-    """Make ``pacer`` pace through Redis, falling back to its own stores at
-    ``1 / fleet_size`` of the ceiling while Redis is unreachable."""
+    """Make ``pacer`` pace through Redis, falling back to its own stores at a share of
+    the ceiling (``1 / fleet_size`` at most) while Redis is unreachable."""
     return pacer.share_through(
         stores(client, key_fingerprint),
         fleet_size=fleet_size,
