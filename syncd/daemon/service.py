@@ -9,7 +9,8 @@ Where each job lives:
 * :mod:`syncd.daemon.root_watch` -- the pure decision of when a returning root may
   be reconciled.
 * :mod:`syncd.daemon.reach` -- whether the remote answers at all.
-* :mod:`syncd.daemon.reload` -- which configuration changes need a restart.
+* :mod:`syncd.daemon.reload` -- what a SIGHUP may change: a reload is applied
+  whole or not at all, and one that changes a key only a restart applies changes nothing.
 * :mod:`syncd.daemon.settle`, :mod:`~syncd.daemon.watch`,
   :mod:`~syncd.daemon.schedule`, :mod:`~syncd.daemon.notify` -- the event queue,
   filesystem watching, the reconcile schedule and the systemd protocol.
@@ -69,7 +70,7 @@ def run(config_path: Path) -> int:
     except (ConfigError, ScheduleError, ValueError) as exc:
         print(f"syncd: config error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    logs.configure(config.logging.format, config.logging.level)
+    logs.configure_from(config.logging)
 
     from syncd.bootstrap import open_syncer
     from syncd.engine.state import LockHeld

@@ -15,6 +15,7 @@ retry loop that cannot succeed, and the next start's catch-up redoes it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from syncd.config import Config, needs_restart, parse_address
+from syncd.config import Config, parse_address
 from syncd.daemon.control import ControlError, ControlServer, ReconcileRequest, socket_path
 from syncd.daemon.metrics import (
     MetricsServer,
@@ -34,7 +35,8 @@ from syncd.daemon.metrics import (
 from syncd.daemon.notify import Notifier
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import reachable
-from syncd.daemon.schedule import ReconcileScheduler, build_trigger, describe
+from syncd.daemon.reload import Verdict, judge
+from syncd.daemon.schedule import ReconcileScheduler, describe
 from syncd.daemon.settle import Probe, SettleQueue
 from syncd.daemon.watch import OverflowMonitor, Watcher
 from syncd.daemon.worker import BATCH_SIZE, TICK_S, WatcherFactory, Worker, default_watcher
@@ -102,6 +104,9 @@ class Daemon:
         )
         self._overflow = OverflowMonitor(self._on_overflow)
         self._scheduler = ReconcileScheduler(lambda: self.queue.request_rescan("scheduled"))
+        # The last reload that could not be applied (invalid, or waiting for a restart),
+        # shown in the status until a reload applies or the daemon restarts.
+        self.reload_pending: Verdict | None = None
 
     @property
     def queue(self) -> SettleQueue:
@@ -143,6 +148,11 @@ class Daemon:
             counts = dict(self.syncer.stats())
         except Exception:  # the state is busy or closing: the last known counts will do
             counts = dict(worker.stats)
+        last_error = _stamped(tally["last_error"], "at", "since")
+        pending = self.reload_pending
+        if pending is not None and (last_error is None or tally["last_error"]["at"] <= pending.at):
+            # Newer than any error of the runs: what the operator must act on now.
+            last_error = {"message": pending.message, "at": iso_utc(pending.at), "since": None}
         return {
             "source": "daemon",
             "alive": True,
@@ -161,7 +171,8 @@ class Daemon:
             "counts": counts,
             "last_reconcile": _stamped(tally["last_reconcile"], "at"),
             "last_success_at": iso_utc(tally["last_success_at"]),
-            "last_error": _stamped(tally["last_error"], "at", "since"),
+            "last_error": last_error,
+            "config": config_state(self.config_path, pending),
             "requests": tally["requests"],
             "retries": tally["retries"],
             "upload_bytes": tally["upload_bytes"],
@@ -244,20 +255,63 @@ class Daemon:
         if failed:
             parts.append(f"failed {failed}")
         parts.append(f"watching: {watching}")
+        pending = self.reload_pending
+        if pending is not None and pending.outcome == "restart":
+            parts.append(f"restart needed to apply: {', '.join(pending.restart)}")
+        elif pending is not None:
+            parts.append("the configuration file is invalid; running the previous one")
         return "; ".join(parts)
 
     def reload(self) -> bool:
-        """Re-read the configuration; an invalid one is logged and the old one kept."""
+        """Re-read the configuration and apply it whole, or not at all (see
+        :mod:`syncd.daemon.reload`). True when it applied (or changed nothing)."""
+        from syncd import logs
+
+        # A SIGHUP is also logrotate's "reopen your log file", whatever the file says.
         try:
-            new = self._load_config(self.config_path)
-            build_trigger(new.reconcile)
-        except Exception as exc:  # ConfigError, ScheduleError and anything unexpected alike
-            log.error("reload failed; keeping the running configuration", error=str(exc))
+            logs.reopen()
+        except OSError as exc:
+            print(f"syncd: cannot reopen the log file: {exc}", file=sys.stderr, flush=True)
+        verdict = judge(self.config, self.config_path, self._load_config)
+        if verdict.outcome == "invalid":
+            log.error(verdict.message)
+        elif verdict.outcome == "restart":
+            log.warning(
+                verdict.message,
+                keys=list(verdict.restart),
+                where=list(verdict.where),
+                running_root=str(self.config.root),
+            )
+        if not verdict.applies:
+            self.reload_pending = verdict
+            self.notifier.status(self.status_text())
             return False
-        old = self.config
-        restart = needs_restart(old, new)
-        if restart:
-            log.warning("some changes take effect only after a restart", keys=restart)
+        assert verdict.config is not None
+        new, old = verdict.config, self.config
+        try:
+            self._apply(old, new)
+        except Exception as exc:
+            # Checked beforehand, so not expected: put back what was applied.
+            log.exception("configuration not reloaded: applying it failed", error=str(exc))
+            try:
+                self._apply(new, old)
+            except Exception:
+                log.exception("could not restore the running configuration")
+            self.reload_pending = Verdict(
+                "invalid", None, message=f"configuration not reloaded: {exc}", at=time.time()
+            )
+            self.notifier.status(self.status_text())
+            return False
+        self.config = new
+        self.worker.reconfigure(new)
+        self.reload_pending = None
+        log.info(verdict.message, changed=list(verdict.changed), reconcile=describe(new.reconcile))
+        self.notifier.status(self.status_text())
+        return True
+
+    def _apply(self, old: Config, new: Config) -> None:
+        """The supervisor's part of a reload (the worker takes rules and watching
+        between engine calls). Every key here is reloadable; the rest are equal."""
         self.queue.reconfigure(
             settle_s=new.sync.settle_s,
             max_settle_s=new.sync.max_settle_s,
@@ -269,12 +323,7 @@ class Daemon:
         if new.logging != old.logging:
             from syncd import logs
 
-            logs.configure(new.logging.format, new.logging.level)
-        self.config = new
-        self.worker.reconfigure(new)
-        log.info("configuration reloaded", reconcile=describe(new.reconcile))
-        self.notifier.status(self.status_text())
-        return True
+            logs.configure_from(new.logging)
 
     def _shutdown(self, code: int) -> int:
         timeout = self.config.daemon.shutdown_timeout_s
@@ -457,6 +506,20 @@ def quota_state(remote: Any, config: Config) -> dict[str, Any]:
         "bytes": sum(int(f.bytes) for f in files),
         **limits,
         "listed_at": iso_utc(listed_at),
+    }
+
+
+def config_state(path: Path, pending: Verdict | None) -> dict[str, Any]:
+    """The configuration's side of the status: the file, and a reload not applied."""
+    if pending is None:
+        return {"path": str(path), "reload": "applied", "restart_needed": [], "message": None}
+    return {
+        "path": str(path),
+        "reload": "restart needed" if pending.outcome == "restart" else "invalid",
+        "restart_needed": list(pending.restart),
+        "where": list(pending.where),
+        "message": pending.message,
+        "at": iso_utc(pending.at),
     }
 
 
