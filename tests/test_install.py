@@ -1,25 +1,36 @@
-"""The systemd install as documented: the steps of ``systemd/README.md`` run for real,
-the mapping readable by the group ``syncd`` only, and admin commands outside the unit.
+"""The built package and the systemd install as documented.
 
-``test_install_steps_up_to_verify`` runs the README's install block itself: every
-absolute path it writes to is moved under a scratch root (DESTDIR-style), ``sudo`` is
-dropped, and ``useradd`` and ``systemctl`` are stand-ins that do nothing, so the venv,
-the config, the key and the unit are really installed, and the installed unit is
-checked by ``systemd-analyze verify`` (with its ``/opt/syncd`` moved under the
-scratch root, so that ``ExecStart=`` exists).
+``test_wheel_installs_and_runs_without_the_checkout`` builds the sdist and the wheel
+from a copy of the tree (``python -m build``: the wheel from the sdist), installs the
+wheel into a venv of its own, and runs every command from a folder outside the
+checkout: the embedded emulator, ``syncd emulate`` and the daemon included.
+
+``test_install_block_runs_as_written`` runs the install block of ``systemd/README.md``
+exactly as written, as ``bash install-syncd.sh WHEEL``, with ``PREFIX`` set to a
+scratch folder and ``SYNCD_INSTALL_DRY=1`` (``useradd``, ``chown`` and ``systemctl``
+printed, not run): the venv, the folders, the config, the key and the unit are
+really installed, and the block's own ``systemd-analyze verify`` passes.
+
+Then the mapping readable by the group ``syncd`` only, and admin commands outside the
+unit.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import pwd
 import re
+import select
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,9 +39,19 @@ import yaml
 
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import fast_emulator, read_mapping, remote_files
+from tests.install_helpers import (
+    OUTSIDE_PREFIX,
+    Dist,
+    built_dist,
+    clean_env,
+    install_block,
+    paths_outside_prefix,
+    source_version,
+    wheel_file,
+    wheel_names,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-README = REPO / "systemd" / "README.md"
 UNIT = "syncd@.service"
 KEY = "sk-install-test"
 
@@ -50,92 +71,260 @@ def unit_settings(text: str, section: str = "[Service]") -> dict[str, list[str]]
     return out
 
 
-def install_block() -> str:
-    """The bash block that follows the README's install-steps marker."""
-    text = README.read_text()
-    match = re.search(r"<!-- install-steps[^>]*-->\s*```bash\n(.*?)\n```", text, re.S)
-    assert match, "systemd/README.md lost its install block"
-    return match.group(1)
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
+    return built_dist(tmp_path_factory)
 
 
-def under(destdir: Path, script: str) -> str:
-    """The script with sudo dropped and every absolute path it writes moved under destdir."""
-    script = re.sub(r"\bsudo ", "", script)
-    return re.sub(r"(?<![\w./])/(opt|etc|var|srv)/", lambda m: f"{destdir}/{m.group(1)}/", script)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
-def copy_checkout(dest: Path) -> Path:
-    """The checkout's files as they are now (tracked ones), without build leftovers."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, timeout=60
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
+# ---------------------------------------------------------------- the wheel
 
 
-def stand_ins(folder: Path) -> Path:
-    """useradd and systemctl that change nothing on this machine."""
-    folder.mkdir()
-    for name in ("useradd", "systemctl"):
-        path = folder / name
-        path.write_text("#!/bin/sh\nexit 0\n")
-        path.chmod(0o755)
-    return folder
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY",)}
-    env.pop("VIRTUAL_ENV", None)
-    env.update(extra)
-    return env
+def test_the_wheel_holds_the_package_and_its_data(dist: Dist) -> None:
+    """Every file of the package (not only .py), the units and the documentation; the
+    version from its one source."""
+    version = source_version()
+    names = wheel_names(dist.wheel)
+    package = {
+        p.relative_to(dist.source).as_posix()
+        for p in (dist.source / "syncd").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert package == {n for n in names if n.startswith("syncd/")}
+    assert "syncd/py.typed" in names
+    data = f"syncd-{version}.data/data/"
+    for installed, source in {
+        "share/syncd/systemd/syncd@.service": "systemd/syncd@.service",
+        "share/syncd/systemd/syncd.service": "systemd/syncd.service",
+        "share/doc/syncd/systemd/README.md": "systemd/README.md",
+        "share/doc/syncd/systemd/syncd-alerts.yml": "systemd/syncd-alerts.yml",
+        "share/doc/syncd/README.md": "README.md",
+        "share/doc/syncd/config.example.yaml": "config.example.yaml",
+    }.items():
+        assert wheel_file(dist.wheel, data + installed) == (dist.source / source).read_bytes()
+    info = f"syncd-{version}.dist-info/"
+    assert {info + "licenses/LICENSE", info + "entry_points.txt"} <= names
+    # Nothing of the tests or the build.
+    assert not {n for n in names if not n.startswith(("syncd/", data, info))}, names
+    # One version source: pyproject.toml reads it from syncd/__init__.py.
+    pyproject = (REPO / "pyproject.toml").read_text("utf-8")
+    project = pyproject.split("[project]", 1)[1].split("\n[", 1)[0]
+    assert not re.search(r"^version\s*=", project, re.M)
+    assert re.search(r'^dynamic = \["version"\]$', project, re.M)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(analyze is None, reason="systemd-analyze is not installed")
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed to copy the checkout")
-def test_install_steps_up_to_verify(tmp_path: Path) -> None:
-    destdir = tmp_path / "root"
-    (destdir / "srv" / "docs").mkdir(parents=True)
-    (destdir / "srv" / "docs" / "a.txt").write_text("a\n")
-    checkout = copy_checkout(tmp_path / "checkout")
-    bin_dir = stand_ins(tmp_path / "bin")
-
-    steps = under(destdir, install_block())
-    # The unit as a package built for DESTDIR would carry it: /opt/syncd moved too.
-    verify = next(i for i, line in enumerate(steps.splitlines())
-                  if line.startswith("systemd-analyze verify"))  # fmt: skip
-    lines = steps.splitlines()
-    unit_path = destdir / "etc" / "systemd" / "system" / UNIT
-    lines.insert(verify, f"sed -i 's#/opt/syncd/#{destdir}/opt/syncd/#g' '{unit_path}'")
-    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}")
-    env.pop("PYTHONPATH", None)
-    run = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
-        cwd=checkout, input=f"{KEY}\n", capture_output=True, text=True, env=env, timeout=900,
+@pytest.mark.timeout(600)
+def test_wheel_installs_and_runs_without_the_checkout(dist: Dist, tmp_path: Path) -> None:
+    version = source_version()
+    venv = tmp_path / "venv"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run(
+        [venv / "bin" / "pip", "install", "--quiet", str(dist.wheel)],
+        capture_output=True, text=True, env=dist.pip_env(), timeout=600,
     )  # fmt: skip
+    assert pip.returncode == 0, (pip.stdout + pip.stderr)[-4000:]
+    installed_s = time.monotonic() - started
+
+    # A user's folder: not the checkout, nothing of it on any path.
+    work = tmp_path / "work"
+    (work / "docs" / "notes").mkdir(parents=True)
+    (work / "docs" / "hello.txt").write_text("hello\n")
+    (work / "docs" / "notes" / "read me.md").write_text("# 你好\n", "utf-8")
+    (work / "home").mkdir()
+    port = free_port()
+    (work / "syncd.yaml").write_text(
+        "project: tour\nroot: ./docs\nstate_dir: ./state\nmapping_file: ./mapping.json\n"
+        f"api:\n  base_url: embedded\n  embedded_port: {port}\n"
+        "limits:\n  pacing_dir: ./pacing\n"
+    )
+    env = {"PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(work / "home"),
+           "LANG": "C.UTF-8"}  # fmt: skip
+    transcript: list[str] = []
+
+    def syncd(*argv: str, expect: int = 0, **kw: str) -> str:
+        run = subprocess.run(["syncd", *argv], cwd=work, capture_output=True, text=True,
+                             env={**env, **kw}, timeout=120)  # fmt: skip
+        out = run.stdout + run.stderr
+        transcript.append(f"$ syncd {' '.join(argv)}\n{out}[exit {run.returncode}]")
+        assert run.returncode == expect, "\n".join(transcript)[-6000:]
+        return run.stdout
+
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c", "import syncd; print(syncd.__file__)"],
+        cwd=work, capture_output=True, text=True, env=env, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert Path(where).is_relative_to(venv), where
+
+    assert syncd("--version").strip() == f"syncd {version}"
+    # Every command's parser, and every module imports with the declared dependencies.
+    commands = re.findall(r"^    (\w[\w-]*)", syncd("--help").split("positional arguments")[1],
+                          re.M)  # fmt: skip
+    assert {"reconcile", "status", "check-config", "run", "map", "id", "emulate"} <= set(commands)
+    for command in commands:
+        assert f"syncd {command}" in syncd(command, "--help")
+    imports = subprocess.run(
+        [venv / "bin" / "python", "-c",
+         "import importlib, pkgutil, syncd\n"
+         "for m in pkgutil.walk_packages(syncd.__path__, 'syncd.'):\n"
+         "    if not m.name.endswith('.__main__'):\n"
+         "        importlib.import_module(m.name)\n"],
+        cwd=work, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert imports.returncode == 0, imports.stderr
+
+    # The tour, against the embedded emulator.
+    assert "syncd.yaml: ok" in syncd("check-config", "-c", "syncd.yaml")
+    syncd("reconcile", "-c", "syncd.yaml")
+    assert "synced 2" in syncd("status", "-c", "syncd.yaml")
+    mapping = dict(line.split("\t") for line in syncd("map", "-c", "syncd.yaml").splitlines())
+    assert sorted(mapping) == ["hello.txt", "notes/read me.md"]
+    published = read_mapping(work / "mapping.json")
+    assert {p: e["file_id"] for p, e in published.items()} == mapping
+    assert syncd("id", "-c", "syncd.yaml", "hello.txt").strip() == mapping["hello.txt"]
+    syncd("ls-local", "-c", "syncd.yaml")
+    listed = syncd("ls-remote", "-c", "syncd.yaml")
+    assert all(file_id in listed for file_id in mapping.values())
+    assert "uploaded" in syncd("log", "-c", "syncd.yaml")
+
+    # The daemon: catches up, sees a new file, publishes it, stops cleanly on SIGTERM.
+    daemon = subprocess.Popen(
+        ["syncd", "run", "-c", "syncd.yaml"], cwd=work, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "daemon: running" not in syncd("status", "-c", "syncd.yaml"):
+            assert daemon.poll() is None and time.monotonic() < deadline, "daemon not up"
+            time.sleep(0.3)
+        (work / "docs" / "new.txt").write_text("new\n")
+        while "new.txt" not in read_mapping(work / "mapping.json"):
+            assert daemon.poll() is None and time.monotonic() < deadline, "new.txt not seen"
+            time.sleep(0.3)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            out, _ = daemon.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            out, _ = daemon.communicate()
+    transcript.append(f"$ syncd run -c syncd.yaml   (SIGTERM)\n{out}[exit {daemon.returncode}]")
+    assert daemon.returncode == 0, "\n".join(transcript)[-6000:]
+
+    # The emulator on its own, and syncd talking HTTP to it with a key.
+    emulator = subprocess.Popen(
+        ["syncd", "emulate", "--port", "0", "--api-key", KEY, "--data-dir", "emulated"],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert emulator.stdout is not None
+        url, seen, deadline = None, "", time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([emulator.stdout], [], [], 1)
+            if ready:
+                line = emulator.stdout.readline()
+                assert line, f"syncd emulate ended: {seen}"
+                seen += line
+                found = re.search(r"listening on (http://\S+)", line)
+                url = found.group(1) if found else None
+        assert url, seen
+        (work / "online.yaml").write_text(
+            "project: online\nroot: ./docs\nstate_dir: ./online-state\n"
+            f"api:\n  base_url: {url}\n"
+            "limits:\n  pacing_dir: ./pacing\n"
+        )
+        syncd("check-config", "--online", "-c", "online.yaml", DASHSCOPE_API_KEY=KEY)
+        syncd("reconcile", "-c", "online.yaml", DASHSCOPE_API_KEY=KEY)
+        assert len(syncd("map", "-c", "online.yaml").splitlines()) == 3
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+
+    total_s = time.monotonic() - started
+    print(f"\nbuilt and downloaded in {dist.seconds:.1f} s, installed in {installed_s:.1f} s, "
+          f"all in {total_s:.1f} s\n" + "\n".join(transcript))  # fmt: skip
+
+
+# ---------------------------------------------------------------- the install block
+
+
+def test_install_block_names_nothing_outside_its_prefix() -> None:
+    """Checked before the block is run as root: every path it writes is under $PREFIX."""
+    assert paths_outside_prefix(install_block()) <= OUTSIDE_PREFIX
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(analyze is None and os.environ.get("CI", "").lower() != "true",
+                    reason="systemd-analyze is not installed (.ci/run installs it)")  # fmt: skip
+def test_install_block_runs_as_written(dist: Dist, tmp_path: Path) -> None:
+    assert analyze is not None, "CI=true but systemd-analyze is not installed"
+    block = install_block()
+    assert paths_outside_prefix(block) <= OUTSIDE_PREFIX
+    script = tmp_path / "install-syncd.sh"
+    script.write_text(block)
+    prefix = tmp_path / "root"
+    prefix.mkdir()
+    here = tmp_path / "admin"  # where the admin runs it: not the checkout
+    here.mkdir()
+    # python3 is this Python, whose wheels the wheelhouse holds.
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = dist.pip_env(PREFIX=str(prefix), SYNCD_INSTALL_DRY="1", PATH=path)
+
+    def install(key: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(script), str(dist.wheel)], cwd=here, input=key,
+                              capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+
+    run = install(f"{KEY}\n")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
+    assert f"syncd {source_version()}" in run.stdout
+    assert "docs.yaml: ok" in run.stdout  # the block's own check-config
     # verify warns without failing (unknown keys, bad values): none about our unit.
     noise = [line for line in out.splitlines() if ".service:" in line]
     assert noise == [], noise
-    assert "docs.yaml: ok" in run.stdout  # the steps' own check-config
+    # The dry run printed what changes accounts and services, verify passed first.
+    printed = run.stdout.splitlines()
+    try:
+        pwd.getpwnam("syncd")
+    except KeyError:
+        assert any(line.startswith("useradd --system --user-group") for line in printed)
+    assert f"runuser -u syncd -- test -r {prefix}/srv/docs -a -x {prefix}/srv/docs" in printed
+    assert f"chown syncd:syncd {prefix}/var/lib/syncd/docs" in printed
+    assert printed[-2:] == ["systemctl daemon-reload", "systemctl enable --now syncd@docs"]
 
-    # What the installed unit names, for the instance syncd@docs, is all in place.
-    unit = unit_settings(unit_path.read_text())
-    exe, *args = unit["ExecStart"][-1].replace("%i", "docs").split()
-    assert os.access(exe, os.X_OK), exe
-    config = Path(args[args.index("-c") + 1].replace("/etc/", f"{destdir}/etc/", 1))
-    assert config.is_file(), config
-    cred_id, _, cred_src = unit["LoadCredential"][-1].replace("%i", "docs").partition(":")
-    key_file = Path(cred_src.replace("/etc/", f"{destdir}/etc/", 1))
+    # The folders, with their modes.
+    modes = {
+        "srv/docs": 0o755, "var/lib/syncd": 0o755, "var/lib/syncd/docs": 0o750,
+        "etc/syncd": 0o755, "etc/syncd/docs.yaml": 0o644, "etc/syncd/docs.key": 0o600,
+    }  # fmt: skip
+    for rel, mode in modes.items():
+        assert stat.S_IMODE((prefix / rel).stat().st_mode) == mode, rel
+    key_file = prefix / "etc" / "syncd" / "docs.key"
     assert key_file.read_text().strip() == KEY
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    docs = unit_settings(unit_path.read_text(), "[Unit]")["Documentation"][-1].split()
+
+    # The unit is the shipped one, with only its paths moved under the prefix.
+    unit_path = prefix / "etc" / "systemd" / "system" / UNIT
+    unit_text = unit_path.read_text()
+    assert unit_text.replace(str(prefix), "") == (REPO / "systemd" / UNIT).read_text()
+    # What it names for the instance syncd@docs is all in place.
+    unit = unit_settings(unit_text)
+    exe, *args = unit["ExecStart"][-1].replace("%i", "docs").split()
+    assert exe == f"{prefix}/opt/syncd/bin/syncd" and os.access(exe, os.X_OK), exe
+    config = Path(args[args.index("-c") + 1])
+    assert config == prefix / "etc" / "syncd" / "docs.yaml"
+    cred_id, _, cred_src = unit["LoadCredential"][-1].replace("%i", "docs").partition(":")
+    assert Path(cred_src) == key_file
+    docs = unit_settings(unit_text, "[Unit]")["Documentation"][-1].split()
     assert docs and all(Path(d.removeprefix("file://")).is_file() for d in docs), docs
+    assert yaml.safe_load(config.read_text())["root"] == str(prefix / "srv" / "docs")
 
     syncd = Path(exe)
     # Outside the unit (an admin), the documented fallback reads the key file itself.
@@ -157,6 +346,17 @@ def test_install_steps_up_to_verify(tmp_path: Path) -> None:
                              text=True, env=clean_env(), timeout=120)  # fmt: skip
     assert without.returncode == 2
     assert "cannot read API key file" in without.stderr and "docs.key" in without.stderr
+    (tmp_path / "moved.key").rename(key_file)
+
+    # Run again (an upgrade): the config and the key are kept, nothing asked. A config
+    # that fails check-config stops the block there: nothing is verified or started.
+    config.write_text(config.read_text().replace("/srv/docs", "/srv/missing"))
+    again = install()
+    assert again.returncode != 0, again.stdout + again.stderr
+    assert "DashScope API key" not in again.stdout + again.stderr
+    assert "/srv/missing" in again.stderr
+    assert "systemctl" not in again.stdout
+    assert key_file.read_text().strip() == KEY
 
 
 # ---------------------------------------------------------------- the mapping's readers

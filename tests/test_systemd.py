@@ -22,6 +22,7 @@ import pytest
 
 from syncd.daemon.notify import Notifier
 from syncd.exitcodes import ExitCode
+from tests.install_helpers import OUTSIDE_PREFIX, code_lines, install_block, paths_outside_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = ("syncd.service", "syncd@.service")
@@ -136,6 +137,55 @@ def test_unit_comments_name_the_exit_codes_the_code_uses(name: str) -> None:
     assert f"{int(ExitCode.UNREACHABLE)} (remote unreachable)" in comment
     service = _directives(text, "[Service]")
     assert f"RestartPreventExitStatus={int(ExitCode.USAGE)}" in service
+
+
+# ---------------------------------------------------------------- the install block
+# tests/test_install.py runs it; these are the rules it must keep to be run that way.
+
+
+def test_install_block_stops_at_the_first_error() -> None:
+    block = install_block()
+    assert block.startswith("#!/usr/bin/env bash\n")
+    code = [line for line in code_lines(block) if line.strip()]
+    assert code[0] == "set -euo pipefail"
+    assert not [line for line in code if re.search(r"\bsudo\b", line)], "run as root, no sudo"
+
+
+def test_install_block_checks_before_it_starts_anything() -> None:
+    code = code_lines(install_block())
+
+    def at(pattern: str) -> int:
+        found = [i for i, line in enumerate(code) if re.search(pattern, line)]
+        assert len(found) == 1, (pattern, found)
+        return found[0]
+
+    check_config = at(r'^"\$VENV/bin/syncd" check-config -c ')
+    steps = [
+        at(r'^"\$VENV/bin/pip" install .*"\$WHEEL"$'),
+        at(r"\$RUN useradd --system --user-group "),
+        at(r"\$RUN runuser -u syncd -- test -r "),
+        at(r"^\$RUN chown syncd:syncd "),
+        check_config,
+        at(r"^systemd-analyze verify "),
+        at(r"^\$RUN systemctl daemon-reload$"),
+        at(r"^\$RUN systemctl enable --now "),
+    ]
+    assert steps == sorted(steps)
+    # The unit comes from the wheel: no checkout needed.
+    assert at(r'"\$VENV/share/syncd/systemd/syncd@\.service"') < check_config
+
+
+def test_install_block_dry_run_covers_accounts_and_services() -> None:
+    """SYNCD_INSTALL_DRY=1 prints every step that changes accounts or services, so the
+    test can run the rest of the block as root without touching this machine."""
+    code = code_lines(install_block())
+    changes = re.compile(r"\b(useradd|groupadd|usermod|chown|chgrp|runuser|systemctl)\b")
+    changing = [line for line in code if changes.search(line)]
+    bare = [line for line in changing if not re.match(r"\s*(if ! )?\$RUN ", line)]
+    assert changing and not bare, bare
+    assert "RUN=" in code and 'if [ "${SYNCD_INSTALL_DRY:-0}" = 1 ]; then RUN=echo; fi' in code
+    assert "PREFIX=${PREFIX:-}" in code
+    assert paths_outside_prefix(install_block()) <= OUTSIDE_PREFIX
 
 
 # ---------------------------------------------------------------- sd_notify
