@@ -188,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=("lines", "json", "fileid"), default="lines",
                    help="lines: PATH<TAB>ID (default); json: the entries; "
                    "fileid: one fileid://ID per line")  # fmt: skip
+    cat = command("cat", _cat, "write a remote file's content to stdout (a file id, or a "
+                  "synced path)")  # fmt: skip
+    cat.add_argument("target", metavar="ID|PATH")
     init = command("init", _init, "write a commented config for a folder, ready to run",
                    config=False)  # fmt: skip
     init.add_argument("folder", type=Path, metavar="FOLDER", help="the folder to mirror")
@@ -229,11 +232,55 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "rebind": ("mv ~/p2 ~/p2moved && $EDITOR ~/p2moved/syncd.yaml && "
                "syncd rebind -c ~/p2moved/syncd.yaml",),
     "id": ("syncd id -c syncd.yaml notes/a.md", "syncd id -c syncd.yaml --fileid *.md"),
+    "cat": ("syncd cat -c syncd.yaml file-batch_output-1a2b > results.jsonl",
+            "syncd cat -c syncd.yaml jobs/requests.jsonl | head"),
     "map": ("syncd map -c syncd.yaml --under notes", "syncd map -c syncd.yaml --format json"),
     "completion": ("source <(syncd completion bash)   # in ~/.bashrc",
                    "syncd completion zsh > ~/.zfunc/_syncd",
                    "syncd completion fish > ~/.config/fish/completions/syncd.fish"),
 }  # fmt: skip
+
+
+def _cat(ns: argparse.Namespace) -> int:
+    """A remote file's bytes on stdout, all of them (size-checked) or none."""
+    import shutil
+    import tempfile
+    from typing import BinaryIO, cast
+
+    from syncd.api.errors import APIError, DownloadRefusedError, NotFoundError
+    from syncd.bootstrap import connect
+    from syncd.mapping import MappingError, UnknownPath, load
+    from syncd.remote_problem import describe
+    from syncd.userpath import OutsideRoot, root_relative
+
+    config = _load(ns)
+    try:  # a synced path names its id; anything else is taken for an id
+        m = load(config.mapping_file)
+        file_id = m[root_relative(config.root, ns.target, m)].file_id
+    except (MappingError, UnknownPath, OutsideRoot):
+        file_id = ns.target
+    client, url, closers = connect(config, one_off=True)
+    try:
+        with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
+            client.download(file_id, cast(BinaryIO, spool))
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout.buffer, 1024 * 1024)
+            sys.stdout.buffer.flush()
+    except DownloadRefusedError as exc:  # one line, in the provider's words
+        print(f"syncd: {visible(str(exc))}", file=sys.stderr)
+        return EXIT_UNSYNCED
+    except NotFoundError:
+        print(f"syncd: no file {visible(file_id)} at {url}", file=sys.stderr)
+        return EXIT_UNSYNCED
+    except APIError as exc:
+        problem = describe(config, url, exc)
+        print(f"syncd: {problem or visible(str(exc))}", file=sys.stderr)
+        return problem.exit_code if problem else EXIT_UNSYNCED
+    finally:
+        client.close()
+        for close in closers:
+            close()
+    return EXIT_OK
 
 
 def _init(ns: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS
+from syncd.check_config import preflight
 from syncd.config import (
     KEYS,
     SCHEMA,
@@ -18,6 +19,7 @@ from syncd.config import (
     Config,
     ConfigError,
     DaemonConfig,
+    JournalConfig,
     LimitsConfig,
     LoggingConfig,
     ReconcileConfig,
@@ -30,8 +32,7 @@ from syncd.config import (
     reloadable_keys,
     value_of,
 )
-from syncd.config.keys import provider_default
-from syncd.check_config import preflight
+from syncd.config.keys import BatchSection, PullSection, provider_default
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import KEY_ENV, fast_emulator, run_syncd, write_config
 
@@ -61,7 +62,8 @@ def test_every_field_of_the_typed_config_is_a_declared_key() -> None:
     sections = {
         "api": ApiConfig(), "limits": LimitsConfig(), "rules": RulesConfig(),
         "sync": SyncConfig(), "watch": WatchConfig(), "reconcile": ReconcileConfig(),
-        "daemon": DaemonConfig(), "logging": LoggingConfig(),
+        "daemon": DaemonConfig(), "logging": LoggingConfig(), "journal": JournalConfig(),
+        "pull": PullSection(), "batch": BatchSection(),
     }  # fmt: skip
     assert tuple(sections) == SECTIONS
     fields = [f.name for f in dataclasses.fields(Config) if f.name in SCHEMA]
@@ -102,7 +104,9 @@ def test_reloadable_keys_are_the_live_sections() -> None:
         "sync.settle_s", "sync.max_settle_s", "watch.mode", "watch.poll_interval_s",
         "reconcile.interval_s", "reconcile.cron", "daemon.shutdown_timeout_s",
         "daemon.max_pending", "daemon.publish_interval_s", "logging.format", "logging.level",
+        "logging.file", "logging.file_max_bytes", "logging.file_backups",
         "rules.include", "rules.exclude", "rules.purposes", "rules.max_file_bytes",
+        "batch.poll_interval_s",
     }  # fmt: skip
 
 

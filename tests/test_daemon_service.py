@@ -46,6 +46,10 @@ class FakeReport:
 
 class FakeSyncer:
     base_url = ""
+    batches_config = None  # neither pull nor batch configured
+
+    def batches_step(self, dry_run: bool = False) -> None:
+        return None
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

@@ -66,9 +66,13 @@ def _provider_checks(r: Reader, got: Got) -> None:
 def _path_checks(r: Reader, got: Got) -> None:
     root = got("root")
     bad: set[str] = set()
+    outbox = got("pull.outbox")
+    if root is not None and outbox is not None and _inside(root, outbox):
+        r.problem(r.line("pull.outbox"), "pull.outbox",
+                  "holds the root; pulled files must go outside the mirrored folder")  # fmt: skip
     if root is not None:
         # Anything syncd writes inside the root would be uploaded by syncd in a loop.
-        for key in ("state_dir", "mapping_file", "limits.pacing_dir"):
+        for key in ("state_dir", "mapping_file", "limits.pacing_dir", "pull.outbox"):
             path = got(key)
             if path is not None and _inside(path, root):
                 bad.add(key)

@@ -271,6 +271,37 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class PullSection:
+    """Provider-made files (batch results) mirrored into a local outbox."""
+
+    # fmt: off
+    outbox: Path | None = key("path", None,
+                              "folder provider-made files are pulled into (off if unset)")
+    purposes: tuple[str, ...] = key("globs", ("batch_output",),
+                                    "purposes of the remote files pulled")
+    delete_remote_after_pull: bool = key(
+        "bool", False, "delete a result of a job over our inputs once it is safe locally")
+    # fmt: on
+
+
+@dataclass(frozen=True)
+class BatchSection:
+    """Batch jobs over synced batch-purpose files: exactly one per content."""
+
+    # fmt: off
+    submit: tuple[str, ...] = key("globs", (),
+                                  "globs of synced batch files that each run as a job")
+    endpoint: str = key("string", "/v1/chat/completions", "the jobs' endpoint")
+    completion_window: str = key("string", "24h", "the jobs' completion window")
+    max_per_day: int = key("integer", 100, "jobs created in any 24 hours, at most",
+                           minimum=1, maximum=100_000)
+    cancel_superseded: bool = key("bool", True, "cancel a running job whose input changed")
+    poll_interval_s: float = key("number", 30.0, "seconds between the daemon's job polls",
+                                 reload=True, minimum=1, maximum=86_400)
+    # fmt: on
+
+
+@dataclass(frozen=True)
 class JournalConfig:
     """What syncd did, kept in the state (``syncd log``): its bounds."""
 
@@ -324,6 +355,8 @@ class Config:
     daemon: DaemonConfig = section(DaemonConfig)
     logging: LoggingConfig = section(LoggingConfig)
     journal: JournalConfig = section(JournalConfig)
+    pull: PullSection = section(PullSection)
+    batch: BatchSection = section(BatchSection)
     origin: Origin = field(default_factory=Origin, compare=False, repr=False)
 
 

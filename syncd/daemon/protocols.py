@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from syncd.config import MaxDelete, RulesConfig
+from syncd.engine.batches import BatchesConfig
+from syncd.engine.batches import Report as BatchReport
 
 
 class Report(Protocol):
@@ -59,6 +61,10 @@ class SyncerLike(Protocol):
     """The part of ``syncd.engine.Syncer`` the daemon uses."""
 
     base_url: str
+    # None when the config has neither pull nor batch.
+    batches_config: BatchesConfig | None
+
+    def batches_step(self, dry_run: bool = False) -> BatchReport | None: ...
 
     def reconcile(
         self,

@@ -94,6 +94,7 @@ def from_state(config: Config) -> dict[str, Any] | None:
         ]
         + _skipped_examples(scan),
         "held_deletes": _held(config, held),
+        "batches": _batches(config),
         # Files the rules leave out are counted per rule, not recorded one by one.
         "skipped": scan.get("skipped", []),
         "scan": {k: v for k, v in scan.items() if k != "skipped"} or None,
@@ -138,6 +139,20 @@ def release_command(config: Config) -> str:
     """The command that makes the deletes a guard holds, for this config."""
     where = f" -c {config.source}" if config.source else ""
     return f"syncd reconcile{where} --confirm-deletes"
+
+
+def _batches(config: Config) -> dict[str, Any] | None:
+    """Batch jobs and pulled files (when the project has any), read from their store."""
+    from syncd.engine.batches import STORE_NAME, BatchStore, summary
+
+    path = config.state_dir / STORE_NAME
+    if not path.is_file():
+        return None
+    store = BatchStore(path)
+    try:
+        return summary(store)
+    finally:
+        store.close()
 
 
 def _held(config: Config, held: Mapping[str, Held]) -> dict[str, Any] | None:
@@ -304,6 +319,18 @@ def render(data: dict[str, Any]) -> list[str]:
             f"scan: {scan['entries']:,} entries in {scan.get('folders', 0):,} folders, "
             f"{scan.get('pruned_folders', 0):,} not entered, {scan.get('seconds', 0):.1f} s"
         )
+    batches = data.get("batches")
+    if batches:
+        jobs = ", ".join(f"{k} {v}" for k, v in sorted(batches["jobs"].items())) or "none"
+        out.append(f"batch jobs: {jobs}; pulled {batches['pulled']} file(s), "
+                   f"{human_bytes(batches['pulled_bytes'])}")  # fmt: skip
+        for j in batches["job_list"][-10:]:
+            counts = f"{j['completed']}/{j['total']} done, {j['failed']} failed"
+            why = f": {visible(j['reason'])}" if j["reason"] else ""
+            job = visible(j["batch_id"] or "-")
+            out.append(f"  {j['status']:<11} {visible(j['path'])}: {job} ({counts}){why}")
+        for c in batches["conflicts"]:
+            out.append(f"  conflict {visible(c['name'])}: {visible(c['reason'])}")
     held = data.get("held_deletes")
     if held:
         out.append(

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -35,9 +35,12 @@ log = structlog.get_logger("syncd.daemon")
 
 BATCH_SIZE = 128
 TICK_S = 1.0
+R = TypeVar("R")
 MAX_BACKOFF_S = 60.0
 # How long past the first due path the worker waits before taking a batch.
 GATHER_S = 0.25
+# While batch jobs run, they are followed at least this often (seconds).
+BATCH_FOLLOW_S = 5.0
 # While files wait for account space (status ``quota``), how often the account is
 # listed again (by a full reconcile) to see space freed by anyone else: another
 # project or host on the key, a person, the provider expiring a file. The daemon's
@@ -119,6 +122,8 @@ class Worker:
         self._space_every = quota_recheck_s
         self._space_waiting: int | None = None
         self._reload_lock = threading.Lock()
+        # When (monotonic) the batch jobs are stepped again; 0: at the next idle moment.
+        self._batches_at = 0.0
 
     # ------------------------------------------------------------ for the supervisor
 
@@ -246,10 +251,34 @@ class Worker:
                 last_sync = time.monotonic()
                 last_full = len(batch) >= self._batch_size
                 continue
+            if self.syncer.batches_config is not None and time.monotonic() >= self._batches_at:
+                self._step_batches()
+                continue
             self.phase = "idle"
             due = self.queue.next_due()
             wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))
             self.queue.wait(wait)
+
+    def _step_batches(self) -> None:
+        """Create the jobs new inputs need, follow the running ones, pull their results:
+        a batch file dropped into the folder comes back as results with no command typed.
+        Stepped every batch.poll_interval_s, sooner after a sync of a .jsonl file."""
+        self.phase = "batches"
+        self._batches_at = time.monotonic() + self.config.batch.poll_interval_s
+        try:
+            report = self._call(lambda: self.syncer.batches_step())
+        except Exception as exc:
+            log.exception("batch step failed", error=str(exc))
+            self.recorder.error(f"batch step failed: {exc}")
+            return
+        if report is None:
+            return
+        if report.submitted or report.pulled or report.errors or report.conflicts:
+            log.info("batches", submitted=len(report.submitted), pulled=len(report.pulled),
+                     conflicts=len(report.conflicts), errors=len(report.errors))  # fmt: skip
+        if report.pending:
+            # Running jobs are followed sooner than the poll interval while young.
+            self._batches_at = min(self._batches_at, time.monotonic() + BATCH_FOLLOW_S)
 
     def _await_root(self, *, returning: bool) -> bool:
         """Until the root is there and watched; False when a stop came first.
@@ -338,7 +367,7 @@ class Worker:
             # Changes made while nothing was watching are only found by a scan.
             self.queue.request_rescan("watching restarted")
 
-    def _call(self, fn: Callable[[], Report]) -> Report:
+    def _call(self, fn: Callable[[], R]) -> R:
         self._busy_since = time.monotonic()
         try:
             return fn()
@@ -460,6 +489,8 @@ class Worker:
             return False
         if not report.errors:
             self._reachable()
+        if any(p.endswith(".jsonl") for p in batch):
+            self._batches_at = 0.0  # a new or changed input: its job without waiting
         self.synced_batches += 1
         return True
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -24,6 +24,7 @@ from syncd.api.errors import (
     QuotaExceededError,
 )
 from syncd.config import Config, MaxDelete, RulesConfig
+from syncd.engine import batches as batch_jobs
 from syncd.engine import identity, publish
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome
@@ -39,6 +40,7 @@ from syncd.engine.plan import (
     window_start,
 )
 from syncd.engine.progress import Progress
+from syncd.engine.pull import PullConfig
 from syncd.engine.remote import RemoteFiles, RemoteView
 from syncd.engine.rules import Rules
 from syncd.engine.scan import (
@@ -84,6 +86,8 @@ class RunReport:
     skipped_by_rule: dict[str, int] = field(default_factory=dict)
     # The mapping file the run publishes ("" when none was written).
     mapping_file: str = ""
+    # What the batch step did after the run (when pull or batch is configured).
+    batches: batch_jobs.Report | None = None
 
     @property
     def root_unavailable(self) -> bool:
@@ -172,6 +176,7 @@ class RunReport:
             "inconsistent_listing": report.inconsistent,
             "hashed": report.hashed,
             "mapping_file": report.mapping_file,
+            "batches": report.batches.as_dict() if report.batches else None,
             "refused": p.refused,
             "errors": report.errors,
             "not_synced": [
@@ -215,6 +220,26 @@ def _unsynced_after(
     return out
 
 
+def batches_config(config: Config) -> batch_jobs.BatchesConfig | None:
+    """The config's ``pull`` and ``batch`` sections as the batch step takes them; None
+    when neither is on."""
+    pull = (
+        PullConfig(config.pull.outbox, tuple(config.pull.purposes),
+                   config.pull.delete_remote_after_pull)
+        if config.pull.outbox is not None
+        else None
+    )  # fmt: skip
+    b = config.batch
+    rules = (
+        (batch_jobs.SubmitRule(b.submit, b.endpoint, b.completion_window, b.max_per_day),)
+        if b.submit
+        else ()
+    )
+    if pull is None and not rules:
+        return None
+    return batch_jobs.BatchesConfig(pull=pull, submit=rules, cancel_superseded=b.cancel_superseded)
+
+
 def _bounded(state: State, config: Config) -> State:
     """The state, keeping its journal within the config's bounds."""
     state.journal_rows = config.journal.max_entries
@@ -256,6 +281,11 @@ class Syncer:
         # Who runs this Syncer, for the journal: a one-off command, or the daemon.
         self.origin = "one-off"
         self._publisher = publish.Publisher(config.mapping_file)
+        # Batch jobs and pulled results (engine/batches.py), when the config asks.
+        self.batches_config = batches_config(config)
+        self._batch_store = (
+            batch_jobs.BatchStore.open(config.state_dir) if self.batches_config else None
+        )
         self._stopping = threading.Event()
 
     # ---- operations
@@ -279,7 +309,10 @@ class Syncer:
             if not dry_run:
                 self.state.begin_run(f"{self.origin} {why}")
             try:
-                return self._reconcile(dry_run, progress, max_delete, confirm_deletes)
+                report = self._reconcile(dry_run, progress, max_delete, confirm_deletes)
+                if not (report.aborted or report.remote_unavailable or report.interrupted):
+                    report.batches = self._batches_after(dry_run)
+                return report
             except StateLost:
                 # Deleted or replaced mid-run: what the run sent is in the claims
                 # registry, and a full run on the new state adopts it.
@@ -483,6 +516,15 @@ class Syncer:
                 report.skipped[path] = rec.reason or ""
         return report
 
+    def _batches_after(self, dry_run: bool) -> batch_jobs.Report | None:
+        """The batch step a full run ends with; its failures are reported, not raised
+        (the next step carries on from the store)."""
+        try:
+            return self.batches_step(dry_run, listed=True)
+        except APIError as exc:
+            log.error("batch step failed", error=str(exc))
+            return None
+
     def _reopen_if_lost(self) -> bool:
         """Open the state anew if its database was deleted or replaced under us (the
         old file is written no more); True when it was. The next full run adopts what
@@ -591,6 +633,29 @@ class Syncer:
             inputs = (id(self.state), self.state.generation, self.remote.generation)
             self._publisher.publish(self.state.synced, self.remote, head, inputs)
 
+    def batches_step(
+        self, dry_run: bool = False, *, listed: bool = False
+    ) -> batch_jobs.Report | None:
+        """One pass over batch jobs and provider-made files (``listed``: the remote
+        view is a fresh full listing, so the step need not list again)."""
+        if self.batches_config is None or self._batch_store is None:
+            return None
+        with self._op:
+            known = {
+                path: batch_jobs.KnownInput(fid, sha)
+                for path, fid, purpose, _size, sha, _at in self.state.synced()
+                if purpose == "batch" and fid in self.remote
+            }
+            client = cast(batch_jobs.BatchRemote, self.client)
+            files = self.remote.snapshot().values() if listed else None
+            return batch_jobs.step(
+                client, self._batch_store, self.batches_config, known,
+                dry_run=dry_run, remote_files=files,
+            )  # fmt: skip
+
+    def batch_summary(self) -> dict[str, Any] | None:
+        return batch_jobs.summary(self._batch_store) if self._batch_store else None
+
     def waiting_for_space(self) -> list[str]:
         """Paths held back for want of account space (status ``quota``)."""
         return self.state.paths_with_status("quota")
@@ -623,7 +688,10 @@ class Syncer:
         return counts
 
     def close(self) -> None:
-        for close in (self.client.close, self.state.close, self.claims.close, *self._closers):
+        closers = [self.client.close, self.state.close, self.claims.close, *self._closers]
+        if self._batch_store is not None:
+            closers.append(self._batch_store.close)
+        for close in closers:
             try:
                 close()
             except Exception:  # closing must finish even if one part is broken
