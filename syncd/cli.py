@@ -542,8 +542,22 @@ def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
             out.append(f"{len(data['skipped'])} file(s) skipped by the rules (see syncd status)")
         if data.get("mapping_file"):
             out.append(f"mapping: {visible(data['mapping_file'])}")
+    out += _batch_lines(data.get("batches"))
     err = [f"error: {visible(e)}" for e in data.get("errors", [])]
     return out, err
+
+
+def _batch_lines(batches: dict[str, Any] | None) -> list[str]:
+    """What the batch step did, or in a dry run would do: jobs and pulled files."""
+    if not batches:
+        return []
+    verb = ("would submit", "would pull") if batches.get("dry_run") else ("submitted", "pulled")
+    out = [f"batches: {verb[0]} {len(batches['submitted'])} job(s), {verb[1]} "
+           f"{len(batches['pulled'])} file(s)"]  # fmt: skip
+    out += [f"  submit  {visible(path)}" for path, _ in batches["submitted"]]
+    out += [f"  pull    {visible(name)} ({visible(fid)})" for fid, name in batches["pulled"]]
+    out += [f"  defer   {visible(path)}: {visible(why)}" for path, why in batches["deferred"]]
+    return out
 
 
 def _print_outcome(data: dict[str, Any]) -> None:

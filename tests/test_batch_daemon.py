@@ -77,6 +77,11 @@ def test_a_batch_file_dropped_in_comes_back_as_results_with_no_command_typed(
              and len(lines(out)) == 4, 90, what="the edited input's results")  # fmt: skip
     assert all("edited" in json.dumps(r) for r in lines(out))
 
+    logged = [json.loads(x) for x in run_syncd("log", cfg, "--json", key=None).stdout.split("\n")
+              if x]  # fmt: skip
+    assert [r["path"] for r in logged if r["action"] == "submitted"] == ["jobs/requests.jsonl"] * 2
+    assert {r["path"] for r in logged if r["action"] == "pulled"} >= {
+        "jobs/requests.output.jsonl", "jobs/requests.errors.jsonl"}  # fmt: skip
     shown = run_syncd("status", cfg, "--json", key=None).json
     assert shown["batches"]["jobs"].get("completed", 0) >= 1
     assert shown["batches"]["pulled"] >= 2 and shown["batches"]["conflicts"] == []
@@ -122,3 +127,23 @@ def test_kill_9_at_each_step_leaves_exactly_one_job_and_a_complete_outbox(
     assert store.exists()
     assert not [p for p in outbox.rglob("*") if p.name.startswith(".")], "temp files left"
     daemon.stop()
+
+
+def test_a_dry_run_shows_the_job_it_would_submit_and_submits_none(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu, root, _outbox, cfg = setup(tmp_path, emulator_factory, step_s=0.3)
+    text = cfg.read_text()
+    # Synced first with no batch rule: the input is on the remote, no job for it yet.
+    cfg.write_text(text.replace("submit:\n  - jobs/*.jsonl", "submit: []"))
+    (root / "jobs" / "requests.jsonl").write_text(requests_text(3, bad=()))
+    first = run_syncd("reconcile", cfg, key=emu.api_key)
+    assert first.returncode == 0 and jobs(emu) == [], first.output
+    cfg.write_text(text)
+    dry = run_syncd("reconcile", cfg, "--dry-run", key=emu.api_key)
+    assert dry.returncode == 0, dry.output
+    assert "batches: would submit 1 job(s)" in dry.stdout and "jobs/requests.jsonl" in dry.stdout
+    assert jobs(emu) == []
+    run = run_syncd("reconcile", cfg, key=emu.api_key)
+    assert run.returncode == 0, run.output
+    assert "batches: submitted 1 job(s)" in run.stdout and len(jobs(emu)) == 1

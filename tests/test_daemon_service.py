@@ -51,6 +51,9 @@ class FakeSyncer:
     def batches_step(self, dry_run: bool = False) -> None:
         return None
 
+    def batch_summary(self) -> None:
+        return None
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, list[str]]] = []

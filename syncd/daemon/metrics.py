@@ -305,6 +305,22 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
         ceiling.add_metric([cls], float(p["ceiling_estimate_per_s"]))
     yield rate
     yield ceiling
+    batches = status.get("batches")
+    if batches:
+        jobs = GaugeMetricFamily(
+            "syncd_batch_jobs", "Batch jobs syncd made, by status.", labels=["status"]
+        )
+        for name, n in sorted(batches.get("jobs", {}).items()):
+            jobs.add_metric([name], float(n))
+        yield jobs
+        yield GaugeMetricFamily(
+            "syncd_pulled_files", "Provider-made files pulled into the outbox.",
+            value=float(batches.get("pulled", 0)),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "syncd_pull_conflicts", "Pulled files kept as conflict copies (a local edit).",
+            value=float(len(batches.get("conflicts", []))),
+        )  # fmt: skip
     quota = status.get("quota") or {}
     for unit, what in (("files", "files"), ("bytes", "bytes")):
         used = quota.get(unit)

@@ -66,6 +66,8 @@ class SyncerLike(Protocol):
 
     def batches_step(self, dry_run: bool = False) -> BatchReport | None: ...
 
+    def batch_summary(self) -> dict[str, Any] | None: ...
+
     def reconcile(
         self,
         dry_run: bool = False,

@@ -178,7 +178,14 @@ class Daemon:
             "upload_bytes": tally["upload_bytes"],
             "pacer": pacer_state(getattr(self.syncer, "client", None), tally["requests"]),
             "quota": quota_state(getattr(self.syncer, "remote", None), self.config),
+            "batches": self._batches(),
         }
+
+    def _batches(self) -> dict[str, Any] | None:
+        try:
+            return self.syncer.batch_summary()
+        except Exception:  # the store is busy or closing: the next scrape tells
+            return None
 
     def request_reload(self) -> None:
         self._reload.set()

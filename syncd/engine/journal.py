@@ -40,11 +40,13 @@ CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
 """
 
 # What a row records. ``status``: a file's status changed (invalid, quota, error...);
-# ``held``: a guard refused its delete; the others are what happened to the remote copy.
-Action = Literal["uploaded", "refreshed", "adopted", "shared", "deleted", "held", "status"]
-ACTIONS: tuple[Action, ...] = (
-    "uploaded", "refreshed", "adopted", "shared", "deleted", "held", "status",
-)  # fmt: skip
+# ``held``: a guard refused its delete; ``submitted``: a batch job was created for an
+# input, ``pulled``: a provider-made file came home to the outbox (``reason``: a
+# conflict copy and why); the others are what happened to a file's remote copy.
+Action = Literal[
+    "uploaded", "refreshed", "adopted", "shared", "deleted", "held", "status", "submitted",
+    "pulled",
+]
 
 # The bounds: rows beyond the newest MAX_ROWS, or older than MAX_AGE_S, are dropped.
 MAX_ROWS = 100_000

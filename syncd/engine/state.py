@@ -524,6 +524,14 @@ class State:
         with self._tx() as db:
             db.executemany("DELETE FROM held_deletes WHERE file_id = ?", ((f,) for f in file_ids))
 
+    def journal_events(self, events: Iterable[tuple[Action, dict[str, Any]]]) -> None:
+        """Rows for what happened outside this state's tables (batch jobs, pulled
+        files), in one transaction."""
+        now = time.time()
+        with self._tx() as db:
+            for action, fields in events:
+                self._journal(db, action, now, **fields)
+
     def forget(self, path: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE path = ?", (path,))

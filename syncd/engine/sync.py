@@ -28,6 +28,7 @@ from syncd.engine import batches as batch_jobs
 from syncd.engine import identity, publish
 from syncd.engine.claims import Claims
 from syncd.engine.execute import Aborted, Executor, Interrupted, Outcome
+from syncd.engine.journal import Action
 from syncd.engine.ledger import Ledger, LocalLedger
 from syncd.engine.model import Plan, Record, ScanResult
 from syncd.engine.plan import (
@@ -238,6 +239,17 @@ def batches_config(config: Config) -> batch_jobs.BatchesConfig | None:
     if pull is None and not rules:
         return None
     return batch_jobs.BatchesConfig(pull=pull, submit=rules, cancel_superseded=b.cancel_superseded)
+
+
+def _journaled(report: batch_jobs.Report) -> list[tuple[Action, dict[str, Any]]]:
+    """The journal's rows for what a batch step did."""
+    conflicts = {fid: why for fid, _name, why in report.conflicts}
+    rows: list[tuple[Action, dict[str, Any]]] = [
+        ("submitted", {"path": path, "file_id": batch_id}) for path, batch_id in report.submitted
+    ]
+    rows += [("pulled", {"path": name, "file_id": fid, "reason": conflicts.get(fid)})
+             for fid, name in report.pulled]  # fmt: skip
+    return rows
 
 
 def _bounded(state: State, config: Config) -> State:
@@ -648,10 +660,13 @@ class Syncer:
             }
             client = cast(batch_jobs.BatchRemote, self.client)
             files = self.remote.snapshot().values() if listed else None
-            return batch_jobs.step(
+            report = batch_jobs.step(
                 client, self._batch_store, self.batches_config, known,
                 dry_run=dry_run, remote_files=files,
             )  # fmt: skip
+            if not dry_run:
+                self.state.journal_events(_journaled(report))
+            return report
 
     def batch_summary(self) -> dict[str, Any] | None:
         return batch_jobs.summary(self._batch_store) if self._batch_store else None
