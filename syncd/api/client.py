@@ -67,8 +67,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# find_uploaded looks at the newest files only; small pages end the walk sooner.
-FIND_PAGE_SIZE = 100
 # The provider's largest page of batches (both document 1-100).
 BATCH_PAGE_MAX = 100
 # A download may take the usual response time plus its size at this rate (a 500 MB batch
@@ -687,7 +685,9 @@ class FilesClient:
     def find_uploaded(self, window: UploadWindow) -> Iterator[RemoteFile]:
         """Remote files created within ``window`` or later, newest first: listing stops
         as soon as pages are older than the window."""
-        for remote in self.iter_files(page_size=FIND_PAGE_SIZE):
+        # Pages of the size the listing uses: a server whose cursor skips entries at a
+        # page's edge must skip none here that the configured size avoids.
+        for remote in self.iter_files():
             if remote.created_at < window.earliest:
                 return
             yield remote
