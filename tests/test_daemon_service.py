@@ -46,6 +46,7 @@ class FakeReport:
 
 class FakeSyncer:
     base_url = ""
+    publish_cost_s = 0.0
     batches_config = None  # neither pull nor batch configured
 
     def batches_step(self, dry_run: bool = False) -> None:

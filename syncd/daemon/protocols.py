@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from syncd.config import MaxDelete, RulesConfig
 from syncd.engine.batches import BatchesConfig
 from syncd.engine.batches import Report as BatchReport
+from syncd.engine.progress import Progress
 
 
 class Report(Protocol):
@@ -61,6 +62,8 @@ class SyncerLike(Protocol):
     """The part of ``syncd.engine.Syncer`` the daemon uses."""
 
     base_url: str
+    # What writing the mapping last cost, in seconds.
+    publish_cost_s: float
     # None when the config has neither pull nor batch.
     batches_config: BatchesConfig | None
 
@@ -71,6 +74,7 @@ class SyncerLike(Protocol):
     def reconcile(
         self,
         dry_run: bool = False,
+        progress: Progress | None = None,
         *,
         max_delete: MaxDelete | None = None,
         confirm_deletes: bool = False,

@@ -39,6 +39,10 @@ R = TypeVar("R")
 MAX_BACKOFF_S = 60.0
 # How long past the first due path the worker waits before taking a batch.
 GATHER_S = 0.25
+# Engine runs are spaced by this many times what the last mapping write cost, at least
+# MIN_SPACING_S apart.
+PUBLISH_COST_FACTOR = 10
+MIN_SPACING_S = 0.05
 # While batch jobs run, they are followed at least this often (seconds).
 BATCH_FOLLOW_S = 5.0
 # While files wait for account space (status ``quota``), how often the account is
@@ -225,10 +229,12 @@ class Worker:
             if dirs:
                 self._expand(dirs)
                 continue
-            # Each sync_paths call rewrites the mapping file, so calls are spaced
-            # publish_interval_s apart and what settles meanwhile rides along; a full
-            # batch means a backlog, which goes out at once.
-            gap = last_sync + self.config.daemon.publish_interval_s - time.monotonic()
+            # Each sync_paths call may rewrite the mapping file, so calls are spaced by
+            # ten times what that costs (a small mapping: a batch goes as soon as it
+            # settles; a 100,000-file one: seconds apart, a tenth of the time at most
+            # spent writing it), and what settles meanwhile rides along; a full batch
+            # means a backlog, which goes out at once.
+            gap = last_sync + self._spacing() - time.monotonic()
             if gap > 0 and not last_full:
                 self.queue.wait(min(gap, TICK_S))
                 continue
@@ -258,6 +264,9 @@ class Worker:
             due = self.queue.next_due()
             wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))
             self.queue.wait(wait)
+
+    def _spacing(self) -> float:
+        return max(MIN_SPACING_S, PUBLISH_COST_FACTOR * self.syncer.publish_cost_s)
 
     def _step_batches(self) -> None:
         """Create the jobs new inputs need, follow the running ones, pull their results:

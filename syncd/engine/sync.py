@@ -293,6 +293,8 @@ class Syncer:
         # Who runs this Syncer, for the journal: a one-off command, or the daemon.
         self.origin = "one-off"
         self._publisher = publish.Publisher(config.mapping_file)
+        # What writing the mapping last cost (s): the daemon spaces runs by it.
+        self.publish_cost_s = 0.0
         # Batch jobs and pulled results (engine/batches.py), when the config asks.
         self.batches_config = batches_config(config)
         self._batch_store = (
@@ -643,7 +645,9 @@ class Syncer:
             head = {"project": self.config.project, "owner": self.claims.owner,
                     "base_url": self.base_url}  # fmt: skip
             inputs = (id(self.state), self.state.generation, self.remote.generation)
-            self._publisher.publish(self.state.synced, self.remote, head, inputs)
+            started = time.monotonic()
+            if self._publisher.publish(self.state.synced, self.remote, head, inputs):
+                self.publish_cost_s = time.monotonic() - started
 
     def batches_step(
         self, dry_run: bool = False, *, listed: bool = False
