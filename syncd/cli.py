@@ -749,7 +749,7 @@ def _mapping(ns: argparse.Namespace) -> tuple[Config, Any]:
 def _id(ns: argparse.Namespace) -> int:
     """Ids in the order asked, one line each; an unknown path gets an empty line (so
     line N still answers path N), is named on stderr and makes exit 1."""
-    from syncd.mapping import UnknownPath
+    from syncd.mapping import NotForChat, UnknownPath
     from syncd.userpath import OutsideRoot, root_relative
 
     config, m = _mapping(ns)
@@ -757,16 +757,17 @@ def _id(ns: argparse.Namespace) -> int:
     for typed in ns.paths:
         try:
             entry = m[root_relative(config.root, typed, m)]
-        except (UnknownPath, OutsideRoot) as exc:
+            print(entry.fileid if ns.fileid else entry.file_id)
+        except (UnknownPath, OutsideRoot, NotForChat) as exc:
             print(f"syncd: {visible(exc)}", file=sys.stderr)
             print()
             missing += 1
-            continue
-        print(entry.fileid if ns.fileid else entry.file_id)
     return EXIT_UNSYNCED if missing else EXIT_OK
 
 
 def _map(ns: argparse.Namespace) -> int:
+    from syncd.mapping import CHAT_PURPOSES
+
     _, m = _mapping(ns)
     entries = m.under(ns.under or "")
     if ns.format == "json":
@@ -776,8 +777,10 @@ def _map(ns: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     elif ns.format == "fileid":
+        # Only what a chat model reads: a batch input has no fileid.
         for e in entries:
-            print(e.fileid)
+            if e.purpose in CHAT_PURPOSES:
+                print(e.fileid)
     else:
         for e in entries:
             print(f"{visible(e.path)}\t{e.file_id}")

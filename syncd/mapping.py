@@ -6,6 +6,12 @@
 'file-fe-…'
 >>> m["notes/read me.md"].fileid          # the form Qwen-Long takes
 'fileid://file-fe-…'
+>>> m.system_message(["a.pdf", "b.docx"])  # several documents, one system message
+'fileid://file-fe-…,fileid://file-fe-…'
+
+Only files a chat model reads (purpose ``file-extract``) have a ``fileid``: a batch
+input is for Batch jobs (``Entry.file_id``), and asking for its ``fileid`` raises
+:class:`NotForChat` rather than give a model a file it cannot use.
 
 The file is replaced atomically by syncd, so a reader sees the old mapping or the
 new one, never half of either; :func:`load` reads it once (load again to see later
@@ -16,14 +22,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Entry", "FileMapping", "MappingError", "UnknownPath", "load"]
+__all__ = ["Entry", "FileMapping", "MappingError", "NotForChat", "UnknownPath", "load"]
 
 SUPPORTED_VERSION = 1
+# Purposes whose files a chat model (Qwen-Long, Qwen-Doc) reads as ``fileid://``.
+CHAT_PURPOSES = ("file-extract",)
 
 
 class MappingError(Exception):
@@ -47,6 +55,22 @@ class UnknownPath(MappingError, KeyError):
         )
 
 
+class NotForChat(MappingError, ValueError):
+    """Raised when a file of another purpose (a batch input) is asked for as a chat
+    model's ``fileid://``."""
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry.path)
+        self.entry = entry
+
+    def __str__(self) -> str:
+        return (
+            f"{self.entry.path!r} has purpose {self.entry.purpose!r}, which chat models do "
+            f"not read (they take {', '.join(CHAT_PURPOSES)}); use its file_id "
+            f"{self.entry.file_id} where that purpose is meant (a Batch job's input)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One synced file: its path relative to the synced folder and its remote copy."""
@@ -60,7 +84,10 @@ class Entry:
 
     @property
     def fileid(self) -> str:
-        """``fileid://ID``, as a Qwen-Long system message names a document."""
+        """``fileid://ID``, as a Qwen-Long system message names a document. NotForChat
+        for a file of another purpose."""
+        if self.purpose not in CHAT_PURPOSES:
+            raise NotForChat(self)
         return f"fileid://{self.file_id}"
 
 
@@ -96,6 +123,12 @@ class FileMapping(Mapping[str, Entry]):
 
     def __repr__(self) -> str:
         return f"FileMapping(project={self.project!r}, files={len(self)}, source={self.source!r})"
+
+    def system_message(self, paths: Iterable[str]) -> str:
+        """The content of the one system message that gives a Qwen-Long chat several
+        documents: their ``fileid://`` forms, comma-separated, in the order given.
+        UnknownPath or NotForChat names the first path that cannot be one of them."""
+        return ",".join(self[p].fileid for p in paths)
 
     def under(self, folder: str) -> list[Entry]:
         """Entries whose path is ``folder`` itself or inside it, sorted by path."""

@@ -20,6 +20,7 @@ from tests.engine_helpers import (
     syncd_env,
     write_config,
 )
+from tests.helpers_client import BATCH_LINE
 
 TREE = {
     "notes/read me.md": "# 你好\n",
@@ -204,3 +205,31 @@ def test_the_mapping_file_changes_only_when_what_it_says_does(
     assert path.stat().st_ino != before.st_ino
     old_id = json.loads(text)["files"]["top.txt"]["file_id"]
     assert read_mapping(path)["top.txt"]["file_id"] != old_id
+
+
+def test_a_batch_input_has_no_fileid_and_several_documents_make_one_system_message(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = fast_emulator(emulator_factory)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.txt").write_text("a\n")
+    (root / "b.md").write_text("# b\n")
+    (root / "requests.jsonl").write_text(json.dumps({**BATCH_LINE, "custom_id": "r1"}) + "\n")
+    cfg = write_config(tmp_path, root, emu)
+    assert run_syncd("reconcile", cfg, key=emu.api_key).returncode == 0
+    m = mapping.load(tmp_path / "mapping.json")
+    assert m["requests.jsonl"].purpose == "batch"
+    with pytest.raises(mapping.NotForChat, match="Batch job"):
+        _ = m["requests.jsonl"].fileid
+    assert m.system_message(["b.md", "a.txt"]) == f"{m['b.md'].fileid},{m['a.txt'].fileid}"
+    with pytest.raises(mapping.NotForChat):
+        m.system_message(["a.txt", "requests.jsonl"])
+
+    refused = run_syncd("id", cfg, "--fileid", "requests.jsonl", "a.txt", key=None)
+    assert refused.returncode == 1 and "purpose 'batch'" in refused.stderr
+    assert refused.stdout.splitlines() == ["", m["a.txt"].fileid]  # line N answers path N
+    assert run_syncd("id", cfg, "requests.jsonl", key=None).stdout.strip() == (
+        m["requests.jsonl"].file_id)  # fmt: skip
+    listed = run_syncd("map", cfg, "--format", "fileid", key=None).stdout.splitlines()
+    assert sorted(listed) == sorted([m["a.txt"].fileid, m["b.md"].fileid])
