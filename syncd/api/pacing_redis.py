@@ -1,16 +1,17 @@
 """The pacer's state in Redis: one budget per call class for every host on the key.
 
 The provider's limits are per account, so hosts that share a key must share their
-pacing. Each class's :class:`~syncd.api.pacing.ClassState` lives in one Redis hash,
-``syncd:<key fingerprint>:pacing:<class>`` (the fingerprint, never the key), as the
-same JSON the file store keeps, with a version number.
+pacing. Each class's :class:`~syncd.api.pacing_state.ClassState` lives in one Redis
+hash, ``syncd:<key fingerprint>:pacing:<class>`` (the fingerprint, never the key), as
+the same JSON the file store keeps, with a version number.
 
 An update is optimistic and atomic, in Lua on the server:
 
 - ``READ`` returns the state, its version and Redis's ``TIME`` in one round trip.
   ``TIME`` is the common clock: host clocks differ, Redis's is one for all.
-- the pacer's pure rules (``try_grant``, ``note_throttled``, ...) run here on that
-  state and time, the same code as on one host;
+- the pacer's pure rules (:mod:`syncd.api.pacing_rules`: ``try_grant``,
+  ``note_throttled``, ...) run here on that state and time, the same code as on one
+  host;
 - ``COMMIT`` writes the new state only if the version is still the one read (no
   other host changed it meanwhile), else returns the fresher state and time, and
   the rules run again on it. A deferral changes nothing and costs one round trip; a
@@ -20,16 +21,16 @@ The 429 back-off (rate, estimate, pause, evidence) is part of that state, so one
 host's 429 slows every host.
 
 Each grant also notes, in the same state, which budget it went to (a host's pacing
-folder, named by :func:`~syncd.api.pacing.budget_id`; never a name or an address), so
-every host knows which others paced lately.
+folder, named by :func:`~syncd.api.pacing_store.budget_id`; never a name or an
+address), so every host knows which others paced lately.
 
 Any Redis error (refused, timed out, authentication, a reply we cannot parse) is
-:class:`~syncd.api.pacing.StoreUnavailable`: the pacer then serves from its local
-store (see :class:`~syncd.api.pacing.Failover`), starting from the window it last read
-here (its grants and the other hosts') and at ``1 / fleet_size`` of the ceiling, or
-less when more hosts paced here lately. When Redis answers again, the grants made
-meanwhile are added to the window here, and the share holds a little longer, until
-the other hosts are back too.
+:class:`~syncd.api.pacing_store.StoreUnavailable`: the pacer then serves from its
+local store (see :class:`~syncd.api.pacing_failover.Failover`), starting from the
+window it last read here (its grants and the other hosts') and at ``1 / fleet_size``
+of the ceiling, or less when more hosts paced here lately. When Redis answers again,
+the grants made meanwhile are added to the window here, and the share holds a little
+longer, until the other hosts are back too.
 Sockets time out after ``timeout`` seconds and are never retried by the client
 itself, so an unreachable Redis costs one caller that long, never a stall.
 
@@ -46,15 +47,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from syncd.api.models import CallClass
-from syncd.api.pacing import (
-    CALL_CLASSES,
-    MAX_STATE_BYTES,
-    ClassState,
-    Failover,
-    Held,
-    Pacer,
-    StoreUnavailable,
-)
+from syncd.api.pacer import Pacer
+from syncd.api.pacing_failover import Failover
+from syncd.api.pacing_state import CALL_CLASSES, MAX_STATE_BYTES, ClassState
+from syncd.api.pacing_store import Held, StoreUnavailable
 
 if TYPE_CHECKING:
     import redis
