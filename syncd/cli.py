@@ -429,8 +429,8 @@ def _reconcile(ns: argparse.Namespace) -> int:
         BadRequest,
         ControlError,
         NotRunning,
-        daemon_reconcile,
         dumps,
+        start_reconcile,
     )
     from syncd.engine.scan import root_relative
 
@@ -441,16 +441,29 @@ def _reconcile(ns: argparse.Namespace) -> int:
         root = config.origin.shown("root", config.root)
         print(f"syncd: --path {exc} ({root})", file=sys.stderr)
         return EXIT_USAGE
+    live = sys.stderr.isatty() and not ns.json and not logs.quiet()
+    progress = None
     try:
         # A running daemon holds the state: it runs the reconcile (same plan, same
-        # safety) on its worker and answers with the outcome.
-        outcome = daemon_reconcile(
+        # safety) on its worker and answers with the outcome; on a terminal, with its
+        # progress as it goes, for the bar a one-off run shows (a --path run has none).
+        with start_reconcile(
             config.state_dir,
             dry_run=ns.dry_run,
             paths=paths,
             max_delete=ns.max_delete,
             confirm_deletes=ns.confirm_deletes,
-        )
+            stream=live and paths is None,
+        ) as run:
+            if run.streaming:
+                from syncd.progress import LiveProgress
+
+                progress = LiveProgress()
+            try:
+                outcome = run.outcome(progress)
+            finally:
+                if progress:
+                    progress.close()
     except NotRunning:
         outcome = None
     except BadRequest as exc:
@@ -471,8 +484,7 @@ def _reconcile(ns: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     syncer = _open(config)
-    progress = None
-    if sys.stderr.isatty() and not ns.json and not logs.quiet():
+    if live:
         from syncd.progress import LiveProgress
 
         progress = LiveProgress()

@@ -30,6 +30,7 @@ from syncd.daemon.reach import Reachability
 from syncd.daemon.root_watch import RootReturn, tree_signature
 from syncd.daemon.settle import Kind, Probe, SettleQueue, stat_probe
 from syncd.daemon.watch import CanHold, QueueingHandler, Watcher, walk_candidates
+from syncd.engine.progress import Progress
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -428,6 +429,7 @@ class Worker:
             dry_run=request.dry_run,
             max_delete=request.max_delete,
             confirm_deletes=request.confirm_deletes,
+            progress=request.progress,
         )
         return report.as_json()
 
@@ -446,15 +448,21 @@ class Worker:
         dry_run: bool = False,
         max_delete: MaxDelete | None = None,
         confirm_deletes: bool = False,
+        progress: Progress | None = None,
     ) -> Report:
         self.phase = "reconciling" if reason != "catch-up" else "catching up"
         self.rescans += 1
         log.info("reconcile", reason=reason, dry_run=dry_run)
-        report = self._call(
-            lambda: self.syncer.reconcile(
-                dry_run=dry_run, max_delete=max_delete, confirm_deletes=confirm_deletes
+        cap, yes = max_delete, confirm_deletes
+        if progress is None:  # the daemon's own runs: nobody watches them
+            report = self._call(
+                lambda: self.syncer.reconcile(dry_run, max_delete=cap, confirm_deletes=yes)
             )
-        )
+        else:  # asked for over the socket by a client that shows the progress
+            shown = progress
+            report = self._call(
+                lambda: self.syncer.reconcile(dry_run, shown, max_delete=cap, confirm_deletes=yes)
+            )
         if dry_run:
             return report
         log.info(
