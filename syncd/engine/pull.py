@@ -104,7 +104,7 @@ class InFlight:
 
 
 class PullLedger(Protocol):
-    """What a pull records (``syncd.engine.batches.BatchStore`` is one)."""
+    """What a pull records (``syncd.engine.batch_store.BatchStore`` is one)."""
 
     def pulled_ids(self) -> set[str]: ...
 
