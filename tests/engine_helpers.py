@@ -294,10 +294,10 @@ def build_fixture_tree(root: Path, outside: Path, count: int = 500) -> Tree:
     big.parent.mkdir(parents=True)
     with big.open("wb") as fh:
         fh.truncate(151 * MB)
-    tree.unsynced["big/huge report.pdf"] = "150 MB"
+    tree.unsynced["big/huge report.pdf"] = "150.0 MiB limit"
     with (root / "big" / "poster.png").open("wb") as fh:
         fh.truncate(21 * MB)
-    tree.unsynced["big/poster.png"] = "20 MB"
+    tree.unsynced["big/poster.png"] = "20.0 MiB limit"
 
     put("misc/tool.exe", b"MZ")
     tree.unsynced["misc/tool.exe"] = "unsupported extension .exe"

@@ -114,7 +114,7 @@ def test_openai_every_purpose_syncs_edits_deletes_moves_converge(
     report = _reconcile(cfg)
     assert set(report.unsynced) == {"docs/huge.bin"}
     status, reason = report.unsynced["docs/huge.bin"]
-    assert status == "invalid" and "512 MB" in reason, reason
+    assert status == "invalid" and "512.0 MiB limit" in reason, reason
     assert emu.stats()["requests"].get("upload", 0) == len(OPENAI_TREE)
     expected = sorted(OPENAI_TREE)
     assert_mirrors(emu, root, tmp_path / "mapping.json", expected)

@@ -27,7 +27,7 @@ Factory = Callable[..., EmulatorHandle]
 _LINE = re.compile(r"line (\d+): ")
 # Local reasons of a batch line -> the emulator's code for the same rule.
 _LOCAL_LINE_CODES = (
-    (re.compile(r"longer than 6 MB"), "line_too_large"),
+    (re.compile(r"longer than 6.0 MiB"), "line_too_large"),
     (re.compile(r"more than \d+ requests"), "too_many_lines"),
     (re.compile(r"duplicate custom_id"), "duplicate_custom_id"),
     (re.compile(r"url .* differs"), "url_mismatch"),

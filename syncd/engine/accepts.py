@@ -16,21 +16,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 from syncd.api.providers import (
-    MB,
     JsonlRules,
     PurposeSpec,
 )
 from syncd.config import PurposeRule
+from syncd.units import human_bytes
 
 _BOM = b"\xef\xbb\xbf"
 
 
 def extension(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
-
-
-def _mb(n: int) -> str:
-    return f"{n // MB} MB" if n % MB == 0 else f"{n} bytes"
 
 
 def check_spec(name: str, purpose: str, spec: PurposeSpec, size: int) -> str | None:
@@ -43,7 +39,11 @@ def check_spec(name: str, purpose: str, spec: PurposeSpec, size: int) -> str | N
         return f"unsupported format .{ext or '(none)'} for {purpose}"
     for cap in spec.caps:
         if cap.applies(ext) and size > cap.limit:
-            return f"too large: {size} bytes > {_mb(cap.limit)} limit for {cap.what}"
+            # One unit style: binary, as status and every size syncd shows use.
+            return (
+                f"too large: {human_bytes(size)} ({size} bytes) > {human_bytes(cap.limit)} "
+                f"limit for {cap.what}"
+            )
     if size == 0 and spec.reject_empty:
         return "empty file (the provider rejects empty files)"
     return None
@@ -99,7 +99,7 @@ def check_jsonl(source: Path | BinaryIO, rules: JsonlRules) -> str | None:
     with _reading(source) as fh:
         for number, raw in enumerate(_lines(fh, rules.max_line_bytes), start=1):
             if len(raw) > rules.max_line_bytes:
-                return f"line {number}: longer than {_mb(rules.max_line_bytes)}"
+                return f"line {number}: longer than {human_bytes(rules.max_line_bytes)}"
             if number == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM):]
             if not raw.strip():
