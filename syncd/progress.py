@@ -1,11 +1,12 @@
-"""A live progress display for one-off runs on a terminal (rich).
+"""A live progress display for reconciles on a terminal (rich).
 
 One bar: files and bytes done (of the total when the plan's totals are known),
 percent, rate, time left, and the names last handled. Log lines written while it
 is live land above it (stderr is redirected through the display), so nothing tears it.
 
 The engine reports its totals and each finished action, with its path and size,
-through ``syncd.engine.progress.Progress``.
+through ``syncd.engine.progress.Progress``; a reconcile run by the daemon reports them
+over the control socket (``syncd.daemon.control``), to the same display.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ class LiveProgress:
         else:
             self.files += 1
             self.bytes += size
-        self._names.append(visible(path))
+        name = visible(path)
+        if not self._names or self._names[-1] != name:  # folded events repeat a name
+            self._names.append(name)
         self._refresh()
 
     def planned(self, files: int, size: int) -> None:

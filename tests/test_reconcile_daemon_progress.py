@@ -19,16 +19,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from syncd.daemon.control import DaemonRun, EventStream, daemon_reconcile
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import build_flat_tree, fast_emulator, read_mapping, syncd_cmd
 from tests.test_daemon_mustshow import RunningDaemon, fast_config, run_daemon
 from tests.test_face import HUMAN_LOGS, _human_env, screen
+
+if TYPE_CHECKING:  # imported where used: this file also runs against the code before them
+    from syncd.daemon.control import EventStream
 
 __all__ = ["run_daemon"]  # the fixture, imported for the tests here
 
@@ -183,6 +185,8 @@ def test_the_stream_carries_the_run_and_a_client_that_leaves_breaks_nothing(
     emulator_factory: Callable[..., EmulatorHandle],
     run_daemon: Callable[..., RunningDaemon],
 ) -> None:
+    from syncd.daemon.control import daemon_reconcile
+
     emu = fast_emulator(emulator_factory)
     _, root, daemon = daemon_with_new_files(tmp_path / "p", emu, run_daemon, FILES)
     state = tmp_path / "p" / "state"
@@ -245,6 +249,7 @@ class Recorder:
 
 
 def test_a_slow_reader_never_holds_the_worker_and_loses_no_count() -> None:
+
     loop = asyncio.new_event_loop()
     served = threading.Thread(target=loop.run_forever, daemon=True)
     served.start()
@@ -285,6 +290,8 @@ def test_a_slow_reader_never_holds_the_worker_and_loses_no_count() -> None:
 
 
 def test_events_after_the_reader_left_go_nowhere() -> None:
+    from syncd.daemon.control import EventStream
+
     async def scenario() -> list[bytes]:
         events = EventStream(asyncio.get_running_loop(), limit=4)
         body = events.lines()
@@ -300,6 +307,8 @@ def test_events_after_the_reader_left_go_nowhere() -> None:
 
 
 def test_an_answer_without_streaming_is_the_outcome() -> None:
+    from syncd.daemon.control import DaemonRun
+
     plain = httpx.Response(200, json={"uploaded": 3, "exit_code": 0})
     run = DaemonRun(plain)
     assert not run.streaming
@@ -330,6 +339,8 @@ def test_an_answer_without_streaming_is_the_outcome() -> None:
 
 
 async def _make(loop: asyncio.AbstractEventLoop) -> EventStream:
+    from syncd.daemon.control import EventStream
+
     return EventStream(loop)
 
 
