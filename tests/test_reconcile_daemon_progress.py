@@ -306,6 +306,22 @@ def test_events_after_the_reader_left_go_nowhere() -> None:
     assert asyncio.run(scenario()) == [b'{"event": "accepted"}\n']
 
 
+def test_a_name_that_is_not_utf8_travels() -> None:
+    from syncd.daemon.control import EventStream
+
+    async def scenario() -> list[Any]:
+        events = EventStream(asyncio.get_running_loop())
+        result: Future[dict[str, Any]] = Future()
+        result.add_done_callback(events.finish)
+        events.done("upload", "d/caf\udce9.txt", 3)
+        result.set_result({"uploaded": 1})
+        return [json.loads(line) async for line in events.lines()]
+
+    got = asyncio.run(scenario())
+    assert got[1] == {"event": "done", "action": "upload", "path": "d/caf\udce9.txt", "size": 3}
+    assert got[-1] == {"event": "outcome", "outcome": {"uploaded": 1}}
+
+
 def test_an_answer_without_streaming_is_the_outcome() -> None:
     from syncd.daemon.control import DaemonRun
 

@@ -138,8 +138,10 @@ def _app(target: Controlled) -> Any:
             try:
                 await super().__call__(scope, receive, send)
             except (ClientDisconnect, OSError):
-                log.info("the client of a streamed reconcile went away; the run goes on")
+                pass  # the client went away
             finally:
+                if not self.events.ended:
+                    log.info("the client of a streamed reconcile went away; the run goes on")
                 self.events.close()
 
     async def status(_request: Request) -> JSONResponse:
@@ -231,6 +233,8 @@ class EventStream:
         self._ready = asyncio.Event()
         # Set once the answer ended (sent, or the client went away): events are dropped.
         self.closed = False
+        # Set once the last event (the outcome or the error) was handed to the answer.
+        self.ended = False
 
     # -- the worker's side
 
@@ -299,15 +303,17 @@ class EventStream:
             yield _line({"event": "accepted"})
             while True:
                 event = await self._next()
+                self.ended = event["event"] in ("outcome", "error")
                 yield _line(event)
-                if event["event"] in ("outcome", "error"):
+                if self.ended:
                     return
         finally:
             self.close()
 
 
 def _line(event: dict[str, Any]) -> bytes:
-    return (json.dumps(event, ensure_ascii=False) + "\n").encode()
+    # ASCII: a name that is not UTF-8 (a lone surrogate) travels as an escape.
+    return (json.dumps(event) + "\n").encode()
 
 
 def parse_max_delete(value: object) -> MaxDelete:
