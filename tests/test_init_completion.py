@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import EXAMPLES, _parser
+from syncd.cli import EXAMPLES, build_parser
 from tests.engine_helpers import read_mapping, syncd_env
 from tests.helpers import free_port
 
@@ -100,7 +100,7 @@ def test_zsh_and_fish_scripts_name_every_command(shell: str, tmp_path: Path) -> 
 
 
 def test_every_command_has_examples_in_its_help() -> None:
-    parser = _parser()
+    parser = build_parser()
     sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices)
     for name, sp in sub.choices.items():
         if name == "emulate":
