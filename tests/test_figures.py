@@ -68,6 +68,9 @@ def test_the_daemon_says_what_it_did_file_by_file_on_a_console_too(
     uploads = [ln for ln in text.splitlines() if re.search(r"\buploaded\b", ln)]
     assert all(any(f"f{i}.txt" in ln for ln in uploads) for i in range(5)), text
     assert any("deleted" in ln and "f0.txt" in ln for ln in text.splitlines()), text
+    # Where the mapping is, said once at start.
+    mapping_path = tmp_path / "mapping.json"
+    assert [ln for ln in text.splitlines() if "ready" in ln and f"mapping={mapping_path}" in ln]
     # Values as people read them: numbers and ISO times, never a Python repr.
     assert "<ExitCode" not in text and "ExitCode." not in text
     [scheduled] = [ln for ln in text.splitlines() if "scheduled reconcile" in ln][:1]

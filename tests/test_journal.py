@@ -115,9 +115,10 @@ def test_status_and_id_take_a_path_as_a_person_types_it(
     (root / "notes" / "b.md").write_text("same\n")
     (root / "setup.exe").write_bytes(b"MZ")
     (root / "bad.jsonl").write_text("{\n")
+    (root / "wait.md").write_text("no room for me\n")  # the account holds one file
     link = tmp_path / "link-to-data"
     link.symlink_to(root)
-    cfg = fast_config(project, root, emu, rules={
+    cfg = fast_config(project, root, emu, limits={"max_files": 1}, rules={
         "purposes": [{"match": "*.jsonl", "purpose": "batch"}, {"match": "*.md",
                                                                   "purpose": "file-extract"}]})
     assert reconcile(cfg, key).returncode == 1
@@ -138,11 +139,14 @@ def test_status_and_id_take_a_path_as_a_person_types_it(
         run = _run_in(cwd, "status", cfg, "--json", typed)
         assert json.loads(run.stdout)[0]["path"] == "notes/a.md", run.stderr
 
-    run = run_syncd("status", cfg, "--json", "setup.exe", "bad.jsonl", "../x", key=None)
+    run = run_syncd("status", cfg, "--json", "setup.exe", "bad.jsonl", "wait.md", "../x",
+                    key=None)  # fmt: skip
     assert run.returncode == 1
-    exe, bad, outside = run.json
+    exe, bad, wait, outside = run.json
     assert exe["status"] == "skipped" and not exe["selected"] and ".exe" in exe["rule"]
     assert bad["status"] == "invalid" and bad["selected"] and bad["purpose"] == "batch"
+    assert wait["status"] == "quota" and "waiting for account space" in wait["reason"]
+    assert wait["selected"] and wait["purpose"] == "file-extract"
     assert bad["reason"] and "error" in outside
     text = run_syncd("status", cfg, "setup.exe", key=None).stdout
     assert "left out" in text and ".exe" in text

@@ -231,7 +231,8 @@ class Daemon:
                     announced = True
                     self._scheduler.start(self.config.reconcile)
                     self.notifier.ready(self.status_text())
-                    log.info("ready", status=self.status_text())
+                    log.info("ready", status=self.status_text(),
+                             mapping=str(self.config.mapping_file))  # fmt: skip
                     next_status = now + self._status_interval_s
                 elif not announced:
                     # The catch-up of a large folder can outlast TimeoutStartSec; it is
