@@ -226,8 +226,9 @@ def _pull(
     (or, in a dry run, report it), and report what the pull did."""
     inputs = {j.input_file_id: j.path for j in store.jobs()}
     inputs.update({k.file_id: path for path, k in known_inputs.items()})
+    current = {k.file_id for k in known_inputs.values()}
     items = plan_pull(candidates, attribution, inputs, store.pulled_ids(),
-                      store.held_names(), config)  # fmt: skip
+                      store.held_names(), config, current)  # fmt: skip
     if dry_run:
         report.pulled = [(i.file_id, i.name) for i in items]
     else:

@@ -23,7 +23,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal, Protocol
@@ -199,6 +199,7 @@ def plan_pull(
     pulled: Iterable[str],
     held: Mapping[str, int],
     config: PullConfig,
+    current: Collection[str] = (),
 ) -> list[PullItem]:
     """The files to pull now, oldest first.
 
@@ -206,7 +207,9 @@ def plan_pull(
     (ids already pulled, or refused) are candidates. ``inputs``: input file id -> the
     path it was synced from (ours). ``held``: outbox names already holding a pulled result
     -> the ``created_at`` of the job it came from: an older job's result never takes a
-    name from a newer one's."""
+    name from a newer one's. ``current``: the input ids the paths hold now: a job over
+    what a file holds now wins its name over one over what it held before, whatever
+    their times (two jobs can start within the same second)."""
     done = set(pulled)
     wanted = set(config.purposes)
     candidates = sorted(
@@ -215,6 +218,7 @@ def plan_pull(
     )
     # First what each file would be called, then one file per name: the newest job's.
     items: list[PullItem] = []
+    inputs_of: dict[str, str] = {}  # batch id -> its input file id
     claims: dict[str, list[int]] = {}
     for r in candidates:
         found = attribution.results.get(r.id)
@@ -222,6 +226,7 @@ def plan_pull(
             items.append(PullItem(r.id, r.bytes, by_id_name(r), "by_id"))
             continue
         batch, kind = found
+        inputs_of[batch.id] = batch.input_file_id
         input_path = inputs.get(batch.input_file_id)
         name = result_name(input_path, kind) if input_path is not None else None
         if name is None or not safe_name(name):
@@ -231,9 +236,15 @@ def plan_pull(
         claims.setdefault(name, []).append(len(items))
         items.append(PullItem(r.id, r.bytes, name, kind, batch.id, batch.created_at, input_path))
     for name, indices in claims.items():
-        ranked = sorted(indices, key=lambda i: (items[i].batch_created_at, items[i].batch_id or ""))
+        ranked = sorted(indices, key=lambda i: (
+            inputs_of.get(items[i].batch_id or "") in current,
+            items[i].batch_created_at, items[i].batch_id or ""))  # fmt: skip
         winner = ranked[-1]
-        losers = ranked[:-1] if held.get(name, -1) <= items[winner].batch_created_at else ranked
+        # Results over what the file holds now take the name; others only from an older
+        # job's (a tie in whole seconds keeps what is there).
+        current_wins = inputs_of.get(items[winner].batch_id or "") in current
+        newer = held.get(name, -1) < items[winner].batch_created_at
+        losers = ranked[:-1] if current_wins or newer or name not in held else ranked
         for i in losers:
             item = items[i]
             items[i] = PullItem(item.file_id, item.bytes, item.file_id + ".jsonl", "by_id",
