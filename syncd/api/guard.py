@@ -156,34 +156,8 @@ def receive(
     request's last byte, and no longer than until ``guard`` cancels. Raises httpx
     transport errors as ``http.send`` does (a late response as ``ReadTimeout``), and
     CallCancelledError when cancelled before anything was sent."""
-    sent: list[float] = []
-    inner: Callable[[str, dict[str, Any]], None] | None = request.extensions.get("trace")
-
-    def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith(_NEW_STREAM):
-            stream = info.get("return_value")
-            if stream is not None:
-                guard.track(stream)
-        elif event.endswith(_REQUEST_SENT):
-            sent.append(time.monotonic())
-        if inner is not None:
-            inner(event, info)
-
-    request.extensions["trace"] = trace
-    guard.check(operation)
-    try:
-        response = http.send(request, stream=True)
-    except httpx.TransportError as exc:
-        raise guard.explain(exc) from None
-    # Counted from the request's end when the transport says when that was.
-    started = sent[-1] if sent else time.monotonic()
-    assert isinstance(response.stream, httpx.SyncByteStream)
-    response.stream = _Bounded(response.stream, guard, started + within, within)
-    try:
-        response.read()
-    except BaseException:
-        response.close()
-        raise
+    with streaming(http, request, guard, within, operation) as response:
+        response.read()  # the content stays readable once the response is closed
     return response
 
 
