@@ -139,13 +139,9 @@ class Session:
         return run_call(self._options.retry, fn, call_class=call_class, operation=operation,
                         sleep=guard.sleep, cancelled=lambda: guard.cancelled)  # fmt: skip
 
-    def _exchange(self, call_class: CallClass, request: httpx.Request) -> httpx.Response:
-        """One paced attempt: send, read, and classify the response.
-
-        Transport errors propagate as httpx exceptions for the caller to classify,
-        since only it knows whether a lost response is harmless; a response that does
-        not complete within ``Timeouts.response_within`` is a ReadTimeout.
-        """
+    def _pace(self, call_class: CallClass, request: httpx.Request) -> None:
+        """Wait out the class's hold and its pacer's grant, and have the request marked
+        sent when its headers leave."""
         self._holds.before_send(call_class, self._options.retry, self._guard.sleep)
         granted_at, _waited = self._pacer.grant(call_class)
 
@@ -157,6 +153,15 @@ class Session:
                 self._pacer.mark_sent(call_class, granted_at)
 
         request.extensions["trace"] = trace
+
+    def _exchange(self, call_class: CallClass, request: httpx.Request) -> httpx.Response:
+        """One paced attempt: send, read, and classify the response.
+
+        Transport errors propagate as httpx exceptions for the caller to classify,
+        since only it knows whether a lost response is harmless; a response that does
+        not complete within ``Timeouts.response_within`` is a ReadTimeout.
+        """
+        self._pace(call_class, request)
         before = time.time()
         within = self._options.timeouts.response_within
         response = receive(self._http, request, self._guard, within, call_class)
@@ -212,14 +217,7 @@ class Session:
     ) -> Downloaded:
         """One paced download attempt: as :meth:`_exchange`, with the body written to
         ``dest`` chunk by chunk instead of read into memory."""
-        self._holds.before_send(call_class, self._options.retry, self._guard.sleep)
-        granted_at, _waited = self._pacer.grant(call_class)
-
-        def trace(event: str, _info: dict[str, Any]) -> None:
-            if event == "http11.send_request_headers.complete":
-                self._pacer.mark_sent(call_class, granted_at)
-
-        request.extensions["trace"] = trace
+        self._pace(call_class, request)
         before = time.time()
         within = self._options.timeouts.response_within + size / DOWNLOAD_FLOOR_BPS
         with streaming(self._http, request, self._guard, within, call_class) as response:
