@@ -20,7 +20,7 @@ import structlog
 from syncd.api._http import TrackedStream, describe_transport_error, request_phase
 from syncd.api.errors import AmbiguousCreateError, APIError, ServerError
 from syncd.api.models import Batch
-from syncd.api.session import Session, cursor_pages, network_error
+from syncd.api.session import Session, network_error
 
 log = structlog.get_logger(__name__)
 
@@ -104,8 +104,9 @@ class BatchCalls(Session):
         jobs found, or pages older than what it looks for) lists no more."""
         if not 1 <= page_size <= BATCH_PAGE_MAX:
             raise ValueError(f"page_size must be 1..{BATCH_PAGE_MAX}")
-
-        def page(after: str | None) -> tuple[list[Any], object]:
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
             params: dict[str, Any] = {"limit": page_size}
             if after is not None:
                 params["after"] = after
@@ -113,9 +114,20 @@ class BatchCalls(Session):
             body = self._json(response, "list_batches")
             if not isinstance(body, dict) or not isinstance(body.get("data", []), list):
                 raise APIError("list_batches: unexpected response shape")
-            return list(body.get("data") or []), body.get("has_more")
-
-        return cursor_pages(page, lambda item: _batch(item, "list_batches"), lambda b: b.id)
+            data = list(body.get("data") or [])
+            if not data:
+                return
+            fresh = 0
+            for item in data:
+                batch = _batch(item, "list_batches")
+                if batch.id in seen:
+                    continue
+                seen.add(batch.id)
+                fresh += 1
+                yield batch
+            if body.get("has_more") is False or fresh == 0:
+                return
+            after = batch.id
 
 
 def _batch(data: Any, operation: str) -> Batch:

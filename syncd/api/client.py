@@ -42,7 +42,7 @@ from syncd.api.errors import (
 from syncd.api.key import ApiKey
 from syncd.api.models import Downloaded, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
-from syncd.api.session import cursor_pages, network_error
+from syncd.api.session import network_error
 
 __all__ = [
     "ApiKey",
@@ -244,11 +244,24 @@ class FilesClient(BatchCalls):
         page_size = self._provider.list_page_size if page_size is None else page_size
         if not 1 <= page_size <= most:
             raise ValueError(f"page_size must be 1..{most}")
-        return cursor_pages(
-            lambda after: self._list_page(after=after, limit=page_size, purpose=purpose),
-            lambda item: _remote_file(item, "list"),
-            lambda remote: remote.id,
-        )
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            data, has_more = self._list_page(after=after, limit=page_size, purpose=purpose)
+            if not data:
+                return
+            fresh = 0
+            for item in data:
+                remote = _remote_file(item, "list")
+                if remote.id in seen:
+                    continue
+                seen.add(remote.id)
+                fresh += 1
+                yield remote
+            # A server that ignores the cursor would otherwise loop forever.
+            if has_more is False or fresh == 0:
+                return
+            after = remote.id  # the last item of the page
 
     def list_files(self, *, purpose: str | None = None) -> list[RemoteFile]:
         return list(self.iter_files(purpose=purpose))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
@@ -287,34 +287,3 @@ def network_error(
     return NetworkError(
         f"{operation}: {describe_transport_error(exc)}", phase=phase or request_phase(exc)
     )
-
-
-Item = TypeVar("Item")
-
-
-def cursor_pages(
-    fetch: Callable[[str | None], tuple[list[Any], object]],
-    parse: Callable[[Any], Item],
-    key: Callable[[Item], str],
-) -> Iterator[Item]:
-    """Every item of a listing paged by an ``after`` cursor, each once, one page fetched
-    as the iteration reaches it. ``fetch(after)`` gives a page's raw items and its
-    ``has_more``. A page of items all seen before ends the walk: a server that ignores
-    the cursor would otherwise loop forever."""
-    after: str | None = None
-    seen: set[str] = set()
-    while True:
-        data, has_more = fetch(after)
-        if not data:
-            return
-        fresh = 0
-        for raw in data:
-            item = parse(raw)
-            if key(item) in seen:
-                continue
-            seen.add(key(item))
-            fresh += 1
-            yield item
-        if has_more is False or fresh == 0:
-            return
-        after = key(item)  # the last item of the page
