@@ -13,26 +13,28 @@ import pytest
 
 from syncd.config import parse_address
 from syncd.daemon.metrics import ObservedTransport, Recorder
+from syncd.daemon.phase import REPORTED, Phase
 from syncd.daemon.status import exit_code
-from syncd.daemon.supervisor import phase_of
 from syncd.units import human_bytes
 
 
 @pytest.mark.parametrize(
     ("activity", "down", "phase"),
     [
-        ("idle", False, "idle"),
-        ("idle", True, "remote unreachable"),
-        ("reconciling", False, "syncing"),
-        ("syncing", True, "remote unreachable"),
-        ("catching up", False, "catching up"),
-        ("waiting for root /x", True, "waiting for root"),
-        ("root /x is back; waiting for it to settle", False, "waiting for root"),
-        ("stopping", True, "stopping"),
+        (Phase.IDLE, False, "idle"),
+        (Phase.IDLE, True, "remote unreachable"),
+        (Phase.RECONCILING, False, "syncing"),
+        (Phase.BATCHES, False, "syncing"),
+        (Phase.SYNCING, True, "remote unreachable"),
+        (Phase.CATCHING_UP, False, "catching up"),
+        (Phase.WAITING_FOR_ROOT, True, "waiting for root"),
+        (Phase.ROOT_SETTLING, False, "waiting for root"),
+        (Phase.STOPPING, True, "stopping"),
     ],
 )
-def test_phase(activity: str, down: bool, phase: str) -> None:
-    assert phase_of(activity, down) == phase
+def test_phase(activity: Phase, down: bool, phase: str) -> None:
+    assert activity.reported(down) == phase
+    assert phase in REPORTED
 
 
 def test_address() -> None:

@@ -29,10 +29,10 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from syncd.daemon.phase import REPORTED
+
 CALL_CLASSES = ("upload", "read", "delete")
 OUTCOMES = ("ok", "4xx", "429", "5xx", "network")
-PHASES = ("starting", "catching up", "idle", "syncing", "waiting for root",
-          "remote unreachable", "stopping")  # fmt: skip
 WATCH_MODES = ("inotify", "polling")
 
 RECONCILE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
@@ -267,7 +267,7 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
     phase = GaugeMetricFamily(
         "syncd_phase", "What the daemon is doing (1 for the current phase).", labels=["phase"]
     )
-    for name in PHASES:
+    for name in REPORTED:
         phase.add_metric([name], 1.0 if status.get("phase") == name else 0.0)
     yield phase
     remote = status.get("remote") or {}

@@ -33,6 +33,7 @@ from syncd.daemon.metrics import (
     instrument,
 )
 from syncd.daemon.notify import Notifier
+from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import reachable
 from syncd.daemon.reload import Verdict, judge
@@ -159,8 +160,8 @@ class Daemon:
             "pid": os.getpid(),
             "started_at": iso_utc(self.started_at),
             "uptime_s": round(time.time() - self.started_at, 1),
-            "phase": phase_of(worker.phase, reach.down),
-            "activity": worker.phase,
+            "phase": worker.phase.reported(reach.down),
+            "activity": worker.activity,
             "queue": len(self.queue),
             "watch_mode": self.watcher.kind,
             "remote": {
@@ -256,7 +257,7 @@ class Daemon:
         failed = sum(stats.get(k, 0) for k in ("error", "invalid", "quota"))
         watching = self.watcher.kind or "not yet"
         parts = [
-            self.worker.reach.describe() or self.worker.phase,
+            self.worker.reach.describe() or self.worker.activity,
             f"queue {len(self.queue)}",
             f"synced {synced}",
         ]
@@ -335,7 +336,7 @@ class Daemon:
 
     def _shutdown(self, code: int) -> int:
         timeout = self.config.daemon.shutdown_timeout_s
-        self.worker.phase = "stopping"
+        self.worker.phase = Phase.STOPPING
         self.notifier.stopping(f"stopping: {self._stop_reason or 'exiting'}")
         self.notifier.extend_timeout(timeout + 15.0)
         log.info("stopping", reason=self._stop_reason, timeout_s=timeout)
@@ -446,19 +447,6 @@ class Daemon:
     def _on_overflow(self, message: str) -> None:
         log.warning("filesystem events were lost; scheduling a rescan", detail=message)
         self.queue.request_rescan("inotify queue overflowed")
-
-
-def phase_of(activity: str, unreachable: bool) -> str:
-    """One of metrics.PHASES, from the worker's own words and the remote's reachability."""
-    if activity == "stopping":
-        return "stopping"
-    if activity.startswith(("waiting for root", "root ")):
-        return "waiting for root"
-    if unreachable:
-        return "remote unreachable"
-    if activity in ("reconciling", "syncing"):
-        return "syncing"
-    return activity if activity in ("starting", "catching up", "idle") else "syncing"
 
 
 def iso_utc(t: float | None) -> str | None:

@@ -25,6 +25,7 @@ import structlog
 from syncd.config import Config, MaxDelete
 from syncd.daemon.control import ReconcileRequest
 from syncd.daemon.metrics import Recorder
+from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import Report, SyncerLike
 from syncd.daemon.reach import Reachability
 from syncd.daemon.root_watch import RootReturn, tree_signature
@@ -109,7 +110,9 @@ class Worker:
         self.recorder = recorder or Recorder()
 
         self.ready = threading.Event()
-        self.phase = "starting"
+        self.phase = Phase.STARTING
+        # What the phase is about, when it names something (the root being waited for).
+        self.phase_about: str | None = None
         self.stats: dict[str, int] = {}
         self.reach = Reachability()
         # Set when the provider refused the key: the run cannot go on.
@@ -161,6 +164,16 @@ class Worker:
         self._nudge.set()
         self.queue.wake()
 
+    @property
+    def activity(self) -> str:
+        """The phase in words, with what it is about (status's ``activity``)."""
+        about = self.phase_about
+        if self.phase is Phase.WAITING_FOR_ROOT and about:
+            return f"waiting for root {about}"
+        if self.phase is Phase.ROOT_SETTLING and about:
+            return f"root {about} is back; waiting for it to settle"
+        return str(self.phase.value)
+
     def call_outlasted(self, seconds: float) -> bool:
         began = self._busy_since
         return began is not None and time.monotonic() - began >= seconds
@@ -169,7 +182,7 @@ class Worker:
 
     def _work(self) -> None:
         try:
-            self.phase = "catching up"
+            self.phase = Phase.CATCHING_UP
             if not self._await_root(returning=False):
                 return
             caught_up = self._run_reconcile("catch-up")
@@ -177,7 +190,7 @@ class Worker:
                 return  # never READY: the main thread exits with EXIT_REFUSED
             # Ready even if the catch-up failed (provider unreachable, say): watching
             # and queueing work, and the loop retries the reconcile with backoff.
-            self.phase = "idle"
+            self.phase = Phase.IDLE
             self._announce_ready()
             if not caught_up:
                 self.queue.request_rescan("catch-up retry")
@@ -261,7 +274,7 @@ class Worker:
             if self.syncer.batches_config is not None and time.monotonic() >= self._batches_at:
                 self._step_batches()
                 continue
-            self.phase = "idle"
+            self.phase = Phase.IDLE
             due = self.queue.next_due()
             wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))
             self.queue.wait(wait)
@@ -273,7 +286,7 @@ class Worker:
         """Create the jobs new inputs need, follow the running ones, pull their results:
         a batch file dropped into the folder comes back as results with no command typed.
         Stepped every batch.poll_interval_s, sooner after a sync of a .jsonl file."""
-        self.phase = "batches"
+        self.phase = Phase.BATCHES
         self._batches_at = time.monotonic() + self.config.batch.poll_interval_s
         try:
             report = self._call(lambda: self.syncer.batches_step())
@@ -317,7 +330,7 @@ class Worker:
                 if not missing:
                     missing = True
                     self.watcher.stop()
-                    self.phase = f"waiting for root {root}"
+                    self.phase, self.phase_about = Phase.WAITING_FOR_ROOT, str(root)
                     log.error(
                         "the folder is unavailable; nothing will be synced or deleted until it "
                         "is back",
@@ -330,7 +343,7 @@ class Worker:
                 continue
             if not back:
                 back, missing = True, False
-                self.phase = f"root {root} is back; waiting for it to settle"
+                self.phase, self.phase_about = Phase.ROOT_SETTLING, str(root)
                 log.info("the folder is there; waiting for it to settle", root=str(root))
             if not self.watcher.is_alive and not self._watch():
                 continue
@@ -414,7 +427,7 @@ class Worker:
         if not root.is_dir():
             return _not_run(request.dry_run, f"the folder {root} is unavailable")
         if request.paths:
-            self.phase = "syncing"
+            self.phase = Phase.SYNCING
             paths, cap, yes = list(request.paths), request.max_delete, request.confirm_deletes
             report = self._call(
                 lambda: self.syncer.sync_paths(paths, max_delete=cap, confirm_deletes=yes)
@@ -450,7 +463,7 @@ class Worker:
         confirm_deletes: bool = False,
         progress: Progress | None = None,
     ) -> Report:
-        self.phase = "reconciling" if reason != "catch-up" else "catching up"
+        self.phase = Phase.RECONCILING if reason != "catch-up" else Phase.CATCHING_UP
         self.rescans += 1
         log.info("reconcile", reason=reason, dry_run=dry_run)
         cap, yes = max_delete, confirm_deletes
@@ -485,7 +498,7 @@ class Worker:
         return report
 
     def _sync(self, batch: list[str], first_events: dict[str, float] | None = None) -> bool:
-        self.phase = "syncing"
+        self.phase = Phase.SYNCING
         try:
             report = self._call(lambda: self.syncer.sync_paths(batch))
         except Exception as exc:
