@@ -27,6 +27,7 @@ from .settings import CONTENT_DOWNLOAD, RATE_PROFILES, EmulatorSettings
 from .stats import Stats
 from .store import FileRecord, Store, account_of
 from .transport import drop_connection
+from .vector_stores import VectorStores
 
 log = logging.getLogger("syncd.emulator")
 
@@ -76,11 +77,17 @@ class EmulatorApp:
         self.stats = Stats()
         self.dice = FaultDice(settings.seed)
         self.batches = BatchRunner(self.store, self.flavor, settings, self.dice, self.stats)
+        # Vector stores are OpenAI's; the dashscope flavour has no such routes.
+        self.vector_stores = (VectorStores(self.store, settings, self.stats,
+                                           self._maybe_drop_after_store)
+                              if settings.flavor == "openai" else None)
         self._config_lock = threading.Lock()
         self._accounts: dict[str, str] = {}
         self._refresh_keys()
 
     def close(self) -> None:
+        if self.vector_stores is not None:
+            self.vector_stores.close()
         self.store.close()
 
     def clock(self) -> float:
@@ -145,6 +152,10 @@ class EmulatorApp:
     def _route(self, method: str, path: str) -> tuple[str, Handler, str | None] | None:
         files = self.flavor.api_prefix + "/files"
         batches = self.flavor.api_prefix + "/batches"
+        stores = self.flavor.api_prefix + "/vector_stores"
+        if self.vector_stores is not None and path.startswith(stores):
+            found = self.vector_stores.route(method, path[len(stores):])
+            return None if found is None else (found[0], found[1], None)
         if path.startswith(batches):
             return self._batch_route(method, path, path[len(batches):])
         if not path.startswith(files):

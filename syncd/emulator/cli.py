@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-step-s", type=_seconds, default=1.0, metavar="S",
                    help="seconds a batch job spends in each status (validating, in_progress,"
                         " finalizing, cancelling); 0 runs a job on the next call")
+    p.add_argument("--vs-step-s", type=_seconds, default=1.0, metavar="S",
+                   help="seconds a file attached to a vector store stays in_progress"
+                        " (openai flavour)")
     p.add_argument("--batch-expire", type=_rate, default=0.0, metavar="F",
                    help="a seeded fraction F of batch jobs expires half done")
     p.add_argument("--content-download", choices=CONTENT_DOWNLOAD, default="any",
@@ -142,6 +145,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         fault_429_retry_after=args.fault_429_retry_after,
         fault_reject_upload=args.fault_reject_upload, fault_echo_auth=args.fault_echo_auth,
         batch_step_s=args.batch_step_s, batch_expire=args.batch_expire,
+        vs_step_s=args.vs_step_s,
         content_download=args.content_download,
         fault_truncate_content=args.fault_truncate_content,
         flavor=args.flavor, seed=args.seed, log_level=args.log_level)

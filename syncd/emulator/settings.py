@@ -64,6 +64,8 @@ class EmulatorSettings:
     # Seconds each batch job spends in each status (validating, in_progress, finalizing,
     # cancelling) before it moves on.
     batch_step_s: float = 1.0
+    # Seconds a file attached to a vector store stays in_progress before it is processed.
+    vs_step_s: float = 1.0
     # Fraction of new batch jobs that expire (seeded) instead of completing.
     batch_expire: float = 0.0
     # "any": content of every file is served; "provider": only what the provider serves

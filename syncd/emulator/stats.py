@@ -27,7 +27,11 @@ class Stats:
             # completed, failed, expired or cancelled; content responses cut off.
             self.mutations = {"upload": 0, "delete": 0, "batch_create": 0, "batch_cancel": 0,
                               "batch_completed": 0, "batch_failed": 0, "batch_expired": 0,
-                              "batch_cancelled": 0, "truncated_content": 0}
+                              "batch_cancelled": 0, "truncated_content": 0,
+                              # Vector stores: created, files attached one by one or in
+                              # batches, batches cancelled, files detached.
+                              "vs_create": 0, "vs_attach": 0, "vs_batch": 0, "vs_cancel": 0,
+                              "vs_detach": 0}
             self.throttled = dict.fromkeys(CLASSES, 0)
             self.faults = dict.fromkeys(FAULTS, 0)
         self.meter.reset()
