@@ -43,6 +43,7 @@ from syncd.api.key import ApiKey
 from syncd.api.models import Downloaded, RemoteFile
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.session import network_error
+from syncd.api.vector_calls import VectorCalls
 
 __all__ = [
     "ApiKey",
@@ -77,7 +78,7 @@ class UploadedFile(RemoteFile):
         return RemoteFile.__hash__(self)
 
 
-class FilesClient(BatchCalls):
+class FilesClient(VectorCalls, BatchCalls):
     """Thread-safe client of the Files API.
 
     Every call is paced per call class (see :mod:`syncd.api.pacing`) and retried
