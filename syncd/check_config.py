@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from syncd.config import Config
+from syncd.config import Config, is_loopback, parse_address
 
 
 def preflight(config: Config, *, online: bool) -> list[str]:
@@ -29,6 +29,23 @@ def preflight(config: Config, *, online: bool) -> list[str]:
     if online and not problems:
         problems.extend(_online(config))
     return problems
+
+
+def warnings(config: Config) -> list[str]:
+    """What will work but deserves a second look, worded like the problems."""
+    address = config.daemon.metrics
+    if not config.daemon.metrics_public:
+        return []
+    if address is None or is_loopback(parse_address(address)[0]):
+        return [_at(config, "daemon.metrics_public",
+                    "is set, but daemon.metrics is not served beyond loopback: it changes "
+                    "nothing")]  # fmt: skip
+    return [
+        _at(config, "daemon.metrics_public",
+            f"the status page and the metrics at {address} show every file name and the "
+            "daemon's state to whoever reaches that address (read only, no login): keep it "
+            "behind a firewall or a proxy that asks who is there")
+    ]  # fmt: skip
 
 
 def _at(config: Config, key: str, message: str) -> str:

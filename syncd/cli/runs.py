@@ -23,7 +23,7 @@ from syncd.units import human_bytes
 
 
 def check_config(ns: argparse.Namespace) -> int:
-    from syncd.check_config import preflight
+    from syncd.check_config import preflight, warnings
 
     config = load_config(ns.config)
     # Retries and the emulator's chatter would bury the problems this command reports.
@@ -31,6 +31,8 @@ def check_config(ns: argparse.Namespace) -> int:
     problems = preflight(config, online=ns.online)
     for problem in problems:
         print(f"syncd: {problem}", file=sys.stderr)
+    for warning in warnings(config):
+        print(f"syncd: warning: {warning}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
     root = config.origin.shown("root", config.root)

@@ -54,6 +54,7 @@ from syncd.config.values import (
     PurposeRule,
     default_purposes,
     glob_problem,
+    is_loopback,
     parse_address,
     parse_max_delete,
     with_checks,
@@ -65,7 +66,7 @@ __all__ = [
     "SCHEMA", "SECTIONS", "ApiConfig", "Config", "ConfigError", "DaemonConfig", "JournalConfig",
     "Key", "Kind", "LimitsConfig", "LoggingConfig", "MaxDelete", "Origin", "PurposeRule",
     "ReconcileConfig", "RulesConfig", "SyncConfig", "WatchConfig", "WrittenPath", "changed_keys",
-    "default_purposes", "glob_problem", "load_config", "needs_restart", "parse_address",
-    "parse_config", "parse_max_delete", "parse_size", "reloadable_keys", "value_of",
-    "with_checks",
+    "default_purposes", "glob_problem", "is_loopback", "load_config", "needs_restart",
+    "parse_address", "parse_config", "parse_max_delete", "parse_size", "reloadable_keys",
+    "value_of", "with_checks",
 ]  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 
 from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS, SKIP
 from syncd.config.reader import Reader
-from syncd.config.values import EMBEDDED
+from syncd.config.values import EMBEDDED, is_loopback, parse_address
 
 # The valid value of a key (its default when left out), None when it was invalid.
 Got = Callable[[str], Any]
@@ -20,6 +20,7 @@ Got = Callable[[str], Any]
 
 def cross_checks(r: Reader, got: Got) -> None:
     _pairs(r, got)
+    _listener(r, got)
     _provider_checks(r, got)
     _path_checks(r, got)
 
@@ -36,6 +37,19 @@ def _pairs(r: Reader, got: Got) -> None:
 
     if got("reconcile.cron") is not None and "reconcile.interval_s" in r.lines:
         r.problem(r.line("reconcile.cron"), "reconcile.cron", "set interval_s or cron, not both")
+
+
+def _listener(r: Reader, got: Got) -> None:
+    """The status page names every file: off loopback only when the config says so."""
+    address = got("daemon.metrics")
+    if address is None or got("daemon.metrics_public"):
+        return
+    host = parse_address(address)[0]
+    if not is_loopback(host):
+        r.problem(r.line("daemon.metrics"), "daemon.metrics",
+                  f"{host} is not a loopback address: the status page and the metrics would "
+                  "be served to the network; set daemon.metrics_public: true to mean it, "
+                  "or use 127.0.0.1")  # fmt: skip
 
 
 def _provider_checks(r: Reader, got: Got) -> None:

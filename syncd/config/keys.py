@@ -246,7 +246,11 @@ class DaemonConfig:
     publish_interval_s: float = key("number", 2.0, "least seconds between mapping publishes",
                                     reload=True, minimum=0, maximum=3600)
     metrics: str | None = key("address", None,
-                              "HOST:PORT of the Prometheus metrics (off if unset)")
+                              "HOST:PORT of the Prometheus metrics and the status page "
+                              "(off if unset)")
+    metrics_public: bool = key("bool", False,
+                               "allow daemon.metrics on an address other than loopback "
+                               "(the page shows file names to whoever reaches it)")
     # fmt: on
 
 

@@ -9,6 +9,7 @@ password, a key pasted where a variable name belongs).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -133,6 +134,16 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise Invalid("expected HOST:PORT such as 127.0.0.1:9464")
     return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on ``host`` is reachable from this machine only."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def glob_problem(pattern: str) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
@@ -30,6 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syncd.daemon.phase import REPORTED
+
+if TYPE_CHECKING:
+    from syncd.daemon.page_data import Documents
 
 CALL_CLASSES = ("upload", "read", "delete")
 OUTCOMES = ("ok", "4xx", "429", "5xx", "network")
@@ -348,13 +351,19 @@ def build_registry(
 
 
 class MetricsServer:
-    """prometheus_client's HTTP exposition server on its own thread."""
+    """The daemon's HTTP listener on its own thread: ``/metrics`` always, and the
+    status page with its JSON when given its ``documents`` (see :mod:`.page`)."""
 
-    def __init__(self, registry: CollectorRegistry, address: tuple[str, int]) -> None:
-        from prometheus_client import start_http_server
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        address: tuple[str, int],
+        documents: Documents | None = None,
+    ) -> None:
+        from syncd.daemon.page import PageServer, serve
 
-        host, port = address
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self._server = PageServer(address, registry, documents)
+        self._thread = serve(self._server)
         self.port: int = self._server.server_address[1]
 
     def close(self) -> None:

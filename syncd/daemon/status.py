@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 LIVE = (
     "alive", "pid", "started_at", "uptime_s", "phase", "activity", "queue", "watch_mode",
     "remote", "last_success_at", "requests", "retries", "upload_bytes", "pacer", "quota",
+    "next_reconcile",
 )  # fmt: skip
 
 
@@ -207,11 +208,17 @@ def gather(config: Config) -> tuple[dict[str, Any] | None, str | None]:
         pass
     except ControlError as exc:
         note = f"the daemon did not answer ({exc}); showing the state file"
+    return combine(config, live), note
+
+
+def combine(config: Config, live: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The document of ``syncd status --json``: the state file's, with the daemon's live
+    fields (``live``, its answer on the control socket) when it answered."""
     data = from_state(config)
     if live is None:
         if data is not None:
             data["daemon"] = {"running": False}
-        return data, note
+        return data
     if data is None:
         data = {"project": config.project, "root": str(config.root), "counts": {},
                 "not_synced": [], "last_reconcile": None}  # fmt: skip
@@ -221,7 +228,7 @@ def gather(config: Config) -> tuple[dict[str, Any] | None, str | None]:
         data["last_reconcile"] = {**(data.get("last_reconcile") or {}), **live["last_reconcile"]}
     if live.get("last_error"):
         data["last_error"] = live["last_error"]
-    return data, note
+    return data
 
 
 def exit_code(data: dict[str, Any]) -> int:

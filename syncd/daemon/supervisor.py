@@ -33,6 +33,7 @@ from syncd.daemon.metrics import (
     instrument,
 )
 from syncd.daemon.notify import Notifier
+from syncd.daemon.page_data import Documents
 from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import reachable
@@ -180,6 +181,7 @@ class Daemon:
             "pacer": pacer_state(getattr(self.syncer, "client", None), tally["requests"]),
             "quota": quota_state(getattr(self.syncer, "remote", None), self.config),
             "batches": self._batches(),
+            "next_reconcile": _next_run(self._scheduler),
         }
 
     def _batches(self) -> dict[str, Any] | None:
@@ -425,7 +427,8 @@ class Daemon:
         if address:
             try:
                 self._metrics = MetricsServer(
-                    build_registry(self.recorder, self.status), parse_address(address)
+                    build_registry(self.recorder, self.status), parse_address(address),
+                    Documents(lambda: self.config, self.status),
                 )
                 log.info("serving metrics", address=address, path="/metrics")
             except (OSError, ValueError) as exc:
@@ -447,6 +450,11 @@ class Daemon:
     def _on_overflow(self, message: str) -> None:
         log.warning("filesystem events were lost; scheduling a rescan", detail=message)
         self.queue.request_rescan("inotify queue overflowed")
+
+
+def _next_run(scheduler: ReconcileScheduler) -> str | None:
+    when = scheduler.next_run_time()
+    return None if when is None else iso_utc(when.timestamp())
 
 
 def iso_utc(t: float | None) -> str | None:
