@@ -105,6 +105,8 @@ class Provider:
     quota_messages: tuple[str, ...] = ()
     # ... or its code does (lower case, without "_", "." and "-").
     quota_codes: tuple[str, ...] = ("quota",)
+    # Whether it serves OpenAI's /vector_stores routes (vector_stores.rules needs them).
+    vector_stores: bool = True
 
     def allows(self, purpose: str) -> bool:
         return purpose == SKIP or not self.purposes or purpose in self.purposes
@@ -158,6 +160,7 @@ def _dashscope() -> Provider:
         max_bytes=100 * GB,
         quota_messages=("upload file number exceed limit", "upload file capacity exceed limit"),
         quota_codes=("quota", "exceedlimit"),
+        vector_stores=False,
     )
 
 

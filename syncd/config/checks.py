@@ -67,6 +67,10 @@ def _provider_checks(r: Reader, got: Got) -> None:
                       f"rules.purposes[{i}].purpose",
                       f"{rule.purpose!r} is not a purpose of provider {name}; expected one of "
                       f"{allowed} (or api.provider: generic for any)")  # fmt: skip
+    if got("vector_stores.rules") and not profile.vector_stores:
+        r.problem(r.line("vector_stores.rules"), "vector_stores.rules",
+                  f"provider {name} has no vector stores; they need api.provider: openai or "
+                  "generic (a server with OpenAI's /vector_stores routes)")  # fmt: skip
     size = got("api.list_page_size")
     if size is not None and size > profile.list_max_page_size:
         r.problem(r.line("api.list_page_size"), "api.list_page_size",

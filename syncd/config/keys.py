@@ -23,10 +23,11 @@ from typing import Any, Literal, TypeVar, get_args
 
 from syncd.api.providers import DEFAULT_PROVIDER, PROVIDERS, Provider
 from syncd.config.values import DEFAULT_PURPOSES, EMBEDDED, MaxDelete, PurposeRule
+from syncd.config.vector_rules import VectorRule
 
 Kind = Literal[
     "string", "choice", "number", "integer", "size", "bool", "path", "url", "env_name",
-    "globs", "purposes", "max_delete", "cron", "address", "store_url",
+    "globs", "purposes", "max_delete", "cron", "address", "store_url", "vector_rules",
 ]  # fmt: skip
 WatchMode = Literal["auto", "inotify", "polling"]
 LogFormat = Literal["auto", "json", "console"]
@@ -306,6 +307,17 @@ class BatchSection:
 
 
 @dataclass(frozen=True)
+class VectorStoresSection:
+    """Synced files attached to vector stores (openai and generic providers)."""
+
+    # fmt: off
+    rules: tuple[VectorRule, ...] = key(
+        "vector_rules", (), "which synced files each vector store holds (see Vector stores)",
+        default_text="none")
+    # fmt: on
+
+
+@dataclass(frozen=True)
 class JournalConfig:
     """What syncd did, kept in the state (``syncd log``): its bounds."""
 
@@ -361,6 +373,7 @@ class Config:
     journal: JournalConfig = section(JournalConfig)
     pull: PullSection = section(PullSection)
     batch: BatchSection = section(BatchSection)
+    vector_stores: VectorStoresSection = section(VectorStoresSection)
     origin: Origin = field(default_factory=Origin, compare=False, repr=False)
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from syncd.config.keys import KEYS, SCHEMA, SECTIONS, Key
 from syncd.config.values import SCALARS, Invalid, PurposeRule, glob_problem, string
+from syncd.config.vector_rules import read_rules
 
 # ${NAME} or ${NAME:-default}; patterns are compiled on first use (re caches them).
 VAR = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"
@@ -183,6 +184,8 @@ class Reader:
             self.values[key.name] = self.glob_list(key.name, node)
         elif key.kind == "purposes":
             self.values[key.name] = self.purposes(key.name, node)
+        elif key.kind == "vector_rules":
+            self.values[key.name] = read_rules(self, key.name, node)
         else:
             self.values[key.name] = self.read_one(key, node)
 

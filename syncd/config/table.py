@@ -17,6 +17,7 @@ _KIND_WORDS: Mapping[str, str] = {
     "string": "text", "number": "number", "integer": "whole number", "size": "size",
     "bool": "true/false", "path": "path", "url": "`embedded` or URL", "env_name": "variable name",
     "globs": "glob or list of globs", "purposes": "list of `{match, purpose}`",
+    "vector_rules": "list of `{globs, store or store_id, ...}`",
     "max_delete": "count or %", "cron": "crontab line", "address": "HOST:PORT",
     "store_url": "redis URL",
 }  # fmt: skip
