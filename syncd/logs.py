@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog  # loaded without rich by the command: see syncd._startup
 
+from syncd import events
 from syncd.api import scrub
 
 if TYPE_CHECKING:
@@ -37,13 +38,6 @@ _override_format: str | None = None
 _override_level: str | None = None
 _every_file = False
 
-# Events that describe one file: info lines for the daemon and in JSON, debug-level on
-# the console of a one-off command (see the module doc).
-PER_FILE_EVENTS = frozenset({
-    "uploaded", "adopted", "deleted", "not synced", "adopted earlier upload",
-    "adopted after lost response", "delete: id unknown to the provider",
-    "api.delete.already_gone", "api.upload.adopted", "api.upload.not_stored",
-})  # fmt: skip
 
 # The handler configure() put on the root logger (replaced by the next call).
 _handler: logging.Handler | None = None
@@ -82,7 +76,7 @@ def _per_file_at_debug(debug: bool) -> Callable[..., MutableMapping[str, Any]]:
         _logger: Any, _name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         shown = debug or _every_file
-        if not shown and event.get("event") in PER_FILE_EVENTS and event.get("level") == "info":
+        if not shown and event.get("event") in events.PER_FILE and event.get("level") == "info":
             raise structlog.DropEvent
         return event
 

@@ -15,6 +15,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from syncd import events
 from syncd.api._http import error_for_response, parse_retry_after
 from syncd.api.adoption import UploadWindow, find_own_upload
 from syncd.api.client import upload_once
@@ -429,7 +430,7 @@ def test_delete_whose_response_was_lost_then_404s_is_success(
     ):
         client.delete(remote.id)
     healer.join()
-    assert any(e["event"] == "api.delete.already_gone" for e in logs)
+    assert any(e["event"] == events.API_DELETE_ALREADY_GONE for e in logs)
     stats = emulator.stats()
     assert stats["requests"]["delete"] >= 2
     assert stats["mutations"]["delete"] == 1

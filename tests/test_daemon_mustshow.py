@@ -25,6 +25,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from syncd import events
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import (
     KEY_ENV,
@@ -504,7 +505,7 @@ def test_root_moved_away_and_back_then_emptied_deletes_nothing(
     # Root emptied: every file removed, nothing deleted remotely.
     for path in list(root.rglob("*.txt")):
         path.unlink()
-    wait_for(lambda: daemon.logged("not synced") or daemon.logged("deletion safety"), 15,
+    wait_for(lambda: daemon.logged(events.NOT_SYNCED) or daemon.logged("deletion safety"), 15,
              what="deletion refusal logged")
     time.sleep(2)  # a few more settle periods: still nothing deleted
     stats = emulator.stats()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import events
 from tests.emulator_fixture import EmulatorHandle
 from tests.fleet_helpers import KEY, make_host, mapping_ids, start_reconcile
 from tests.helpers import wait_for
@@ -81,8 +82,8 @@ def test_redis_stopped_mid_run_then_back(
     for code, output in results:
         assert code == 0, output[-3000:]
     logs = "\n".join(o for _c, o in results)
-    assert "api.pacer.shared_unavailable" in logs
-    assert "api.pacer.shared_restored" in logs
+    assert events.PACER_SHARED_UNAVAILABLE in logs
+    assert events.PACER_SHARED_RESTORED in logs
     check_everything_once(emu, cfgs)
     # Shared pacing came back: the state is in the restarted Redis again.
     keys = [k.decode() for k in redis_server.client().keys("syncd:*:pacing:upload")]

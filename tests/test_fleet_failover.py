@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import events
 from tests.emulator_fixture import EmulatorHandle
 from tests.fleet_helpers import KEY, make_host, mapping_ids, start_reconcile
 from tests.helpers import wait_for
@@ -81,7 +82,7 @@ def test_losing_redis_keeps_the_busiest_second_at_the_limit(
                 p.wait()
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, (out + err)[-3000:]
-        assert "api.pacer.shared_unavailable" in err
+        assert events.PACER_SHARED_UNAVAILABLE in err
     # Across the loss, no busier a second than the hosts kept with Redis up (the
     # limit, give or take the arrival jitter of this machine), and no 429 for it.
     baseline = max(LIMIT, shared["max_per_second"]["upload"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from syncd import events
 from syncd.api.pacing import AdaptiveTuning, Pacer
 from syncd.api.pacing_redis import check_url, connect, describe, share_pacer
 from tests.helpers import wait_for
@@ -97,7 +98,7 @@ def test_redis_gone_falls_back_to_a_share_and_comes_back(redis_server: RedisServ
     # Never a stall, never a crash: grants go on at ceiling / fleet_size (10/s here).
     assert len(local) >= 10
     assert max_in_window(local) <= CEILINGS["upload"] / 4 + 1
-    warned = [e for e in logs if e["event"] == "api.pacer.shared_unavailable"]
+    warned = [e for e in logs if e["event"] == events.PACER_SHARED_UNAVAILABLE]
     assert len(warned) == 1, logs
     redis_server.start()
     wait_for(

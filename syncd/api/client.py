@@ -24,6 +24,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from syncd import events
 from syncd.api._http import HashingReader, TrackedStream, describe_transport_error, request_phase
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.batch_calls import BatchCalls
@@ -288,7 +289,7 @@ class FilesClient(VectorCalls, BatchCalls):
                 raise error from None
             except NotFoundError:
                 if may_have_acted:
-                    log.info("api.delete.already_gone", file_id=file_id)
+                    log.info(events.API_DELETE_ALREADY_GONE, file_id=file_id)
                     return
                 raise
             except RetryableError as exc:
@@ -469,8 +470,8 @@ def upload_once(
                 exc.filename, exc.size, exc.window, client.find_uploaded(exc.window), ()
             )
             if found is not None:
-                log.info("api.upload.adopted", filename=exc.filename, file_id=found.id)
+                log.info(events.API_UPLOAD_ADOPTED, filename=exc.filename, file_id=found.id)
                 return found
-            log.info("api.upload.not_stored", filename=exc.filename)
+            log.info(events.API_UPLOAD_NOT_STORED, filename=exc.filename)
     assert last is not None
     raise last

@@ -19,6 +19,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from syncd import events
 from syncd.api.pacing_rules import Inheritance, hosts_seen
 from syncd.api.pacing_state import WINDOW, ClassState
 from syncd.api.pacing_store import Held, Returning, StateStore, StoreUnavailable
@@ -51,13 +52,16 @@ class Failover:
         retry_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         name: str = "shared",
-        event: str = "api.pacer.shared",
+        event_names: tuple[str, str] = (
+            events.PACER_SHARED_UNAVAILABLE, events.PACER_SHARED_RESTORED
+        ),
     ) -> None:
         if fleet_size < 1:
             raise ValueError("fleet_size must be >= 1")
         self.share = 1.0 / fleet_size
         self.name = name
-        self._event = event
+        # The event names of an outage and of the return.
+        self._events = event_names
         self.retry_s = retry_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -100,7 +104,7 @@ class Failover:
             self._next_try = now + self.retry_s
         if first:
             log.warning(
-                f"{self._event}_unavailable",
+                self._events[0],
                 store=self.name,
                 error=type(exc).__name__,
                 detail=str(exc)[:200],
@@ -116,7 +120,7 @@ class Failover:
                 self.restored_at = self._clock()
         if since is not None:
             log.warning(
-                f"{self._event}_restored",
+                self._events[1],
                 store=self.name,
                 down_s=round(self._clock() - since, 3),
             )

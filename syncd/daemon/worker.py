@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from syncd import events
 from syncd.config import Config, MaxDelete
 from syncd.daemon.control import ReconcileRequest
 from syncd.daemon.metrics import Recorder
@@ -556,7 +557,7 @@ class Worker:
         if report.root_unavailable:
             log.error("the folder is unavailable; nothing was deleted", root=str(self.config.root))
         for error in report.errors[:20]:
-            log.warning("not synced", during=what, error=error)
+            log.warning(events.NOT_SYNCED, during=what, error=error)
         changed = report.changed_during_upload
         if changed:
             log.info("files changed while uploading; queued again", count=len(changed))

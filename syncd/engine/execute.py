@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import structlog
 
+from syncd import events
 from syncd.api.errors import (
     APIError,
     AuthenticationError,
@@ -197,7 +198,7 @@ class Executor:
             local = replace(a.local, sha256=sha)
             self._state.record_uploaded(local, remote[a.file_id], replaces=old, action="adopted")
             out.adopted += 1
-            log.info("adopted", path=a.path, file_id=a.file_id, bytes=a.local.size)
+            log.info(events.ADOPTED, path=a.path, file_id=a.file_id, bytes=a.local.size)
             self._progress.done("adopt", a.path, a.local.size)
         if plan.guard_refusal and plan.refused_deletes:
             self._state.hold(plan.refused_deletes, plan.guard_refusal)
@@ -212,7 +213,7 @@ class Executor:
         self._state.note_many(plan.notes)
         for note in plan.notes:
             if note.status not in ("synced",):
-                log.info("not synced", path=note.path, status=note.status, reason=note.reason)
+                log.info(events.NOT_SYNCED, path=note.path, status=note.status, reason=note.reason)
         left = {r.file_id for f in plan.forgets if (r := records.get(f.path)) and r.file_id}
         for f in plan.forgets:
             self._state.forget(f.path)
@@ -297,7 +298,7 @@ class Executor:
             except APIError as exc:
                 if self._absent(d.file_id, exc):
                     log.info(
-                        "delete: id unknown to the provider", file_id=d.file_id, error=str(exc)
+                        events.DELETE_ID_UNKNOWN, file_id=d.file_id, error=str(exc)
                     )
                 else:
                     with lock:
@@ -316,7 +317,7 @@ class Executor:
             with lock:
                 out.deleted += 1
             log.info(
-                "deleted",
+                events.DELETED,
                 path=d.path,
                 file_id=d.file_id,
                 reason=d.reason,

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
+from syncd import events
 from syncd.api.pacing import Failover
 from syncd.api.pacing_redis import connect, describe
 from syncd.units import human_bytes
@@ -345,7 +346,10 @@ class RedisLedger:
         }
         self._client = client
         self._owns_client = owns_client
-        self._health = Failover(fleet_size, retry_s=retry_s, name=name, event="engine.ledger")
+        self._health = Failover(
+            fleet_size, retry_s=retry_s, name=name,
+            event_names=(events.LEDGER_UNAVAILABLE, events.LEDGER_RESTORED),
+        )
         self._lock = threading.Lock()
         self._live: set[str] = set()
         # What this host last saw of the account: seeds a ledger Redis lost, and sizes

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from syncd import events
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.errors import AmbiguousUploadError, APIError, AuthenticationError
 from syncd.api.models import RemoteFile
@@ -173,7 +174,7 @@ class Uploader:
             self._ledger.commit(reservation, remote.id)
         self._remote.add(remote)
         log.info(
-            "uploaded",
+            events.UPLOADED,
             path=up.path,
             purpose=local.purpose,
             file_id=remote.id,
@@ -246,7 +247,7 @@ class Uploader:
             sha = up.local.sha256 or earlier.sha256 or _hash_if_unchanged(opened, up.local)
             if sha is not None:
                 freed = self._record(replace(up, local=replace(up.local, sha256=sha)), found)
-                log.info("adopted earlier upload", path=up.path, file_id=found.id)
+                log.info(events.ADOPTED_EARLIER_UPLOAD, path=up.path, file_id=found.id)
                 return Uploaded(found, freed)
         self._state.add_garbage(found.id, up.path)
         return None
@@ -279,7 +280,7 @@ class Uploader:
                     # Could not look: the intent must stay, so report the lost upload.
                     raise lost from None
                 if found is not None:
-                    log.info("adopted after lost response", path=intent.path, file_id=found.id)
+                    log.info(events.ADOPTED_AFTER_LOST_RESPONSE, path=intent.path, file_id=found.id)
                     # One of the attempts is adopted; the others may have stored copies.
                     self._note_lost_copies(intent, window, attempt - 1, noted)
                     return found, attempt
