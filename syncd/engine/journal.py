@@ -42,10 +42,12 @@ CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
 # What a row records. ``status``: a file's status changed (invalid, quota, error...);
 # ``held``: a guard refused its delete; ``submitted``: a batch job was created for an
 # input, ``pulled``: a provider-made file came home to the outbox (``reason``: a
-# conflict copy and why); the others are what happened to a file's remote copy.
+# conflict copy and why); ``attached``, ``detached``, ``attach_failed``: a file id joined
+# or left a vector store, or the provider failed to process it there (``reason``: the
+# store and the provider's error); the others are what happened to a file's remote copy.
 Action = Literal[
     "uploaded", "refreshed", "adopted", "shared", "deleted", "held", "status", "submitted",
-    "pulled",
+    "pulled", "attached", "detached", "attach_failed",
 ]
 
 # The bounds: rows beyond the newest MAX_ROWS, or older than MAX_AGE_S, are dropped.

@@ -49,7 +49,7 @@ class Publisher:
     def __init__(self, path: Path) -> None:
         self.path = path
         # What the file says: path -> (the row, its confirmed id, its rendered line).
-        self._entries: dict[str, tuple[Synced, str]] = {}
+        self._entries: dict[str, tuple[Synced, str, Mapping[str, Any] | None]] = {}
         self._head: dict[str, Any] | None = None
         self._inputs: object = None
 
@@ -59,31 +59,35 @@ class Publisher:
         confirmed: Container[str],
         head: Mapping[str, Any],
         inputs: object,
+        extra: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
     ) -> bool:
         """Write the mapping of ``rows`` (synced records, in path order) whose id is
         ``confirmed``, under ``head`` (project, owner, base_url); ``inputs`` identifies
         what rows and confirmed are made of: unchanged, nothing is read. Returns whether
-        the file was written."""
+        the file was written. ``extra``: path -> the vector stores it is attached to and
+        each one's status, added to its entry as ``vector_stores``."""
         if inputs == self._inputs and self.path.exists():
             return False
-        entries: dict[str, tuple[Synced, str]] = {}
+        stores = extra() if extra is not None else {}
+        entries: dict[str, tuple[Synced, str, Mapping[str, Any] | None]] = {}
         changed = self._head != dict(head) or not self.path.exists()
         old = self._entries
         for row in rows():
             if row[1] not in confirmed:
                 continue
             before = old.get(row[0])
-            if before is not None and before[0] == row:
+            more = stores.get(row[0])
+            if before is not None and before[0] == row and before[2] == more:
                 entries[row[0]] = before
                 continue
             changed = True
-            entries[row[0]] = (row, _line(row))
+            entries[row[0]] = (row, _line(row, more), more)
         changed = changed or len(entries) != len(old)
         first = self._head is None
         self._entries, self._head, self._inputs = entries, dict(head), inputs
         if not changed:
             return False
-        files = ",\n".join(line for _, line in entries.values())
+        files = ",\n".join(line for _, line, _more in entries.values())
         data = {"version": VERSION, **head, "generated_at": time.time()}
         # The first publish of a process compares with what an earlier run wrote.
         if first and _digest(data, files) == published(self.path):
@@ -92,10 +96,13 @@ class Publisher:
         return True
 
 
-def _line(row: Synced) -> str:
+def _line(row: Synced, stores: Mapping[str, Any] | None = None) -> str:
     path, file_id, purpose, size, sha256, uploaded_at = row
-    entry = {"file_id": file_id, "purpose": purpose, "bytes": size, "sha256": sha256,
-             "uploaded_at": uploaded_at}  # fmt: skip
+    entry: dict[str, Any] = {"file_id": file_id, "purpose": purpose, "bytes": size,
+                             "sha256": sha256, "uploaded_at": uploaded_at}  # fmt: skip
+    if stores:
+        # Where the path is searchable: store id -> completed, in_progress, failed...
+        entry["vector_stores"] = dict(sorted(stores.items()))
     return f"{_encode(path)}: {_encode(entry)}"
 
 

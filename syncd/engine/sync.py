@@ -24,6 +24,7 @@ from syncd.api.errors import (
     QuotaExceededError,
 )
 from syncd.config import Config, MaxDelete, RulesConfig
+from syncd.engine import attach as vector_attach
 from syncd.engine import batches as batch_jobs
 from syncd.engine import identity, publish
 from syncd.engine.claims import Claims
@@ -89,6 +90,8 @@ class RunReport:
     mapping_file: str = ""
     # What the batch step did after the run (when pull or batch is configured).
     batches: batch_jobs.Report | None = None
+    # What the attach step did (when vector_stores.rules are configured).
+    attachments: vector_attach.Report | None = None
 
     @property
     def root_unavailable(self) -> bool:
@@ -178,6 +181,7 @@ class RunReport:
             "hashed": report.hashed,
             "mapping_file": report.mapping_file,
             "batches": report.batches.as_dict() if report.batches else None,
+            "attachments": report.attachments.as_dict() if report.attachments else None,
             "refused": p.refused,
             "errors": report.errors,
             "not_synced": [
@@ -301,6 +305,8 @@ class Syncer:
             batch_jobs.BatchStore.open(config.state_dir) if self.batches_config else None
         )
         self._stopping = threading.Event()
+        # Vector stores (engine/attach.py), when the config has rules for them.
+        self.attacher = vector_attach.open_for(config, claims.owner)
 
     # ---- operations
 
@@ -326,6 +332,7 @@ class Syncer:
                 report = self._reconcile(dry_run, progress, max_delete, confirm_deletes)
                 if not (report.aborted or report.remote_unavailable or report.interrupted):
                     report.batches = self._batches_after(dry_run)
+                    report.attachments = self._attach_after(dry_run, confirm_deletes)
                 return report
             except StateLost:
                 # Deleted or replaced mid-run: what the run sent is in the claims
@@ -539,6 +546,21 @@ class Syncer:
             log.error("batch step failed", error=str(exc))
             return None
 
+    def _attach_after(self, dry_run: bool, confirmed: bool) -> vector_attach.Report | None:
+        """The attach step a full run ends with; its failures are reported, not raised."""
+        if self.attacher is None:
+            return None
+        try:
+            client = cast(vector_attach.VectorRemote, self.client)
+            report = self.attacher.run(client, self.state, self.remote.snapshot(),
+                                       dry_run=dry_run, confirmed=confirmed,
+                                       stopping=self._stopping.is_set)
+        except APIError as exc:
+            log.error("vector store step failed", error=str(exc))
+            return None
+        self.publish_mapping()
+        return report
+
     def _reopen_if_lost(self) -> bool:
         """Open the state anew if its database was deleted or replaced under us (the
         old file is written no more); True when it was. The next full run adopts what
@@ -644,9 +666,12 @@ class Syncer:
         with self._op:
             head = {"project": self.config.project, "owner": self.claims.owner,
                     "base_url": self.base_url}  # fmt: skip
-            inputs = (id(self.state), self.state.generation, self.remote.generation)
+            attacher = self.attacher
+            inputs = (id(self.state), self.state.generation, self.remote.generation,
+                      attacher.store.generation if attacher else 0)
             started = time.monotonic()
-            if self._publisher.publish(self.state.synced, self.remote, head, inputs):
+            extra = attacher.by_path if attacher else None
+            if self._publisher.publish(self.state.synced, self.remote, head, inputs, extra):
                 self.publish_cost_s = time.monotonic() - started
 
     def batches_step(
@@ -710,6 +735,8 @@ class Syncer:
         closers = [self.client.close, self.state.close, self.claims.close, *self._closers]
         if self._batch_store is not None:
             closers.append(self._batch_store.close)
+        if self.attacher is not None:
+            closers.append(self.attacher.close)
         for close in closers:
             try:
                 close()

@@ -1,0 +1,159 @@
+"""Vector stores kept attached exactly, end to end (a Syncer against the openai-flavour
+emulator over HTTP): 300 files under two rules fill two stores, edits, deletes and a move
+converge by id, a foreign attachment stays, an unsupported file shows as failed with the
+provider's reason, a dry run lists what it would attach and detach, and the mapping says
+where each path is searchable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from syncd.engine.attach import lines as attach_lines
+from syncd.engine.sync import Syncer
+from tests.emulator_fixture import EmulatorHandle
+from tests.engine_helpers import fast_emulator
+
+Factory = Callable[..., EmulatorHandle]
+RULES = {"vector_stores": {"rules": [
+    {"globs": ["docs/**"], "store": "docs",
+     "attributes": {"folder": "{folder}", "path": "{path}", "project": "{project}"}},
+    {"globs": ["notes/**"], "store": "notes",
+     "chunking_strategy": {"max_chunk_size_tokens": 400, "chunk_overlap_tokens": 100}},
+]}, "api": {"provider": "openai"}}
+
+
+def api(emu: EmulatorHandle) -> httpx.Client:
+    return httpx.Client(base_url=emu.url, timeout=60,
+                        headers={"Authorization": f"Bearer {emu.api_key}"})
+
+
+def store_files(emu: EmulatorHandle, store_id: str) -> dict[str, dict[str, Any]]:
+    """Every attachment of a store, by file id, as the provider lists it."""
+    out: dict[str, dict[str, Any]] = {}
+    after = None
+    with api(emu) as http:
+        while True:
+            page = http.get(f"/vector_stores/{store_id}/files",
+                            params={"limit": 100, **({"after": after} if after else {})}).json()
+            out.update({f["id"]: f for f in page["data"]})
+            if not page["has_more"]:
+                return out
+            after = page["last_id"]
+
+
+def stores(emu: EmulatorHandle) -> dict[str, str]:
+    with api(emu) as http:
+        return {s["name"]: s["id"] for s in http.get("/vector_stores",
+                                                      params={"limit": 100}).json()["data"]}
+
+
+def mapping(syncer: Syncer) -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = json.loads(
+        syncer.config.mapping_file.read_text("utf-8"))["files"]
+    return files
+
+
+def selected(syncer: Syncer, prefix: str) -> set[str]:
+    """The ids of the synced files a rule selects, as the mapping names them."""
+    return {e["file_id"] for p, e in mapping(syncer).items() if p.startswith(prefix)}
+
+
+def test_two_stores_converge_and_keep_foreign(emulator_factory: Factory, tmp_path: Path,
+                                              syncer_on: Callable[..., Syncer]) -> None:
+    emu = fast_emulator(emulator_factory, flavor="openai", vs_step_s=0.5)
+    root = tmp_path / "root"
+    for folder in ("docs/a", "docs/b", "notes"):
+        (root / folder).mkdir(parents=True)
+    for i in range(300):
+        folder = ("docs/a", "docs/b", "notes")[i % 3] if i < 200 else "notes"
+        (root / folder / f"f{i:03d}.md").write_text(f"# note {i}\n", "utf-8")
+    (root / "docs/a/table.csv").write_text("a,b\n1,2\n", "utf-8")
+    syncer = syncer_on(emu, root, **RULES)
+
+    report = syncer.reconcile()
+    assert report.attachments is not None, report.as_json()
+    assert sorted(report.attachments.created) == ["docs", "notes"]
+    assert len(report.attachments.attached) == 301
+    ids = stores(emu)
+    docs, notes = store_files(emu, ids["docs"]), store_files(emu, ids["notes"])
+    assert set(docs) == selected(syncer, "docs/") and set(notes) == selected(syncer, "notes/")
+    assert len(docs) + len(notes) == 301
+    assert {f["status"] for fid, f in {**docs, **notes}.items()
+            if fid != mapping(syncer)["docs/a/table.csv"]["file_id"]} == {"completed"}
+    a_doc = mapping(syncer)["docs/b/f001.md"]
+    assert docs[a_doc["file_id"]]["attributes"] == {
+        "folder": "docs/b", "path": "docs/b/f001.md", "project": "e2e"}
+    assert notes[mapping(syncer)["notes/f002.md"]["file_id"]]["chunking_strategy"]["static"][
+        "max_chunk_size_tokens"] == 400
+    # The unsupported file: failed with the provider's reason, in the run, mapping, status.
+    csv_id = mapping(syncer)["docs/a/table.csv"]["file_id"]
+    assert docs[csv_id]["status"] == "failed"
+    assert [(p, why) for p, _s, why in report.attachments.failed] == [
+        ("docs/a/table.csv", "unsupported_file: The file type .csv is not supported.")]
+    assert mapping(syncer)["docs/a/table.csv"]["vector_stores"] == {ids["docs"]: "failed"}
+    assert mapping(syncer)["notes/f002.md"]["vector_stores"] == {ids["notes"]: "completed"}
+    summary = syncer.attacher.summary() if syncer.attacher else {}
+    assert summary["attachments"] == {"completed": 300, "failed": 1}
+
+    # Someone else's file attached to our store: never ours to touch.
+    with api(emu) as http:
+        foreign = http.post("/files", data={"purpose": "assistants"},
+                            files={"file": ("theirs.md", b"theirs")}).json()["id"]
+        assert http.post(f"/vector_stores/{ids['docs']}/files",
+                         json={"file_id": foreign}).status_code == 200
+    # Edits, deletes and a move (docs -> notes).
+    for i in (0, 3, 6):
+        (root / "docs/a" / f"f{i:03d}.md").write_text(f"# edited {i}\n", "utf-8")
+    for i in (200, 201, 202, 203):
+        (root / "notes" / f"f{i:03d}.md").unlink()
+    (root / "docs/b/f004.md").rename(root / "notes/moved.md")
+    (root / "notes/new.md").write_text("new\n", "utf-8")
+    plan = syncer.reconcile(dry_run=True)
+    assert plan.attachments is not None and plan.attachments.dry_run
+    # The dry run plans over what is synced now: the new files are not uploaded yet.
+    assert syncer.reconcile().attachments is not None
+    docs, notes = store_files(emu, ids["docs"]), store_files(emu, ids["notes"])
+    assert set(docs) == selected(syncer, "docs/") | {foreign}
+    assert set(notes) == selected(syncer, "notes/")
+    assert mapping(syncer)["notes/moved.md"]["vector_stores"] == {ids["notes"]: "completed"}
+    assert "docs/b/f004.md" not in mapping(syncer)
+    # Nothing left to do: a dry run lists no attachment to make or remove.
+    again = syncer.reconcile(dry_run=True).attachments
+    assert again is not None and (again.attached, again.detached) == ([], [])
+
+
+def test_dry_run_lists_attachments_and_detaches(emulator_factory: Factory, tmp_path: Path,
+                                                syncer_on: Callable[..., Syncer]) -> None:
+    emu = fast_emulator(emulator_factory, flavor="openai", vs_step_s=0.2)
+    root = tmp_path / "root"
+    for folder in ("docs", "notes"):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            (root / folder / f"{folder}{i}.txt").write_text(f"{folder} {i}\n", "utf-8")
+    syncer = syncer_on(emu, root, **RULES)
+    syncer.reconcile()
+    store_id = stores(emu)["docs"]
+    missing = mapping(syncer)["docs/docs1.txt"]["file_id"]
+    stray = mapping(syncer)["notes/notes0.txt"]["file_id"]
+    with api(emu) as http:
+        # One of ours detached by hand, and one of ours no docs rule selects attached.
+        assert http.delete(f"/vector_stores/{store_id}/files/{missing}").status_code == 200
+        assert http.post(f"/vector_stores/{store_id}/files",
+                         json={"file_id": stray}).status_code == 200
+    before = set(store_files(emu, store_id))
+    dry = syncer.reconcile(dry_run=True).attachments
+    assert dry is not None
+    assert dry.attached == [(store_id, "docs/docs1.txt", missing)]
+    assert dry.detached == [(store_id, stray)]
+    text = "\n".join(attach_lines(dry.as_dict()))
+    assert "would attach 1, would detach 1" in text
+    assert f"attach  docs/docs1.txt -> {store_id}" in text
+    assert f"detach  {stray} from {store_id}" in text
+    assert set(store_files(emu, store_id)) == before
+    syncer.reconcile()
+    assert set(store_files(emu, store_id)) == selected(syncer, "docs/")
