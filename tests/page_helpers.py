@@ -112,7 +112,7 @@ class PageDaemon:
     def wait_idle(self, timeout: float = 60) -> dict[str, Any]:
         def idle() -> dict[str, Any] | None:
             if self.proc.poll() is not None:
-                raise AssertionError(f"syncd run exited:\n{self.log_text()}")
+                raise AssertionError(f"syncd run exited {self.proc.returncode}")
             try:
                 data = self.api()
             except httpx.HTTPError:

@@ -12,6 +12,8 @@ Both are read on request only: nobody asking costs the daemon nothing.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 
 PAGE_MAX = 1000  # rows of not_synced or of the journal in one answer
 LOG_DEFAULT = 50
+# A state read is kept at most this long even if its files look unchanged: a safety net
+# for a write that left size and time alike (within the file system's time resolution).
+STORED_MAX_AGE_S = 30.0
 
 
 class BadQuery(ValueError):
@@ -33,17 +38,34 @@ class Documents:
     def __init__(self, config: Callable[[], Config], live: Callable[[], dict[str, Any]]) -> None:
         self._config = config
         self._live = live
+        self._lock = threading.Lock()
+        self._stored: tuple[tuple[Any, ...], dict[str, Any] | None] | None = None
 
     def status(self, query: Mapping[str, str]) -> dict[str, Any]:
-        from syncd.daemon.status import combine
+        from syncd.daemon.status import merge
 
         config = self._config()
-        data = combine(config, self._live())
+        data = merge(config, self._from_state(config), self._live())
         if data is None:  # unreachable with a live status, which always gives a document
             data = {"project": config.project, "root": str(config.root)}
         if query.keys() & {"offset", "limit", "q"}:
             narrow(data, query)
         return data
+
+    def _from_state(self, config: Config) -> dict[str, Any] | None:
+        """What the state file says, read again only once its files changed: a page left
+        open on a big tree asks every second, and an idle daemon writes nothing."""
+        from syncd.daemon.status import from_state
+
+        key = (id(config), int(time.monotonic() // STORED_MAX_AGE_S), *_stamps(config))
+        with self._lock:
+            if self._stored is not None and self._stored[0] == key:
+                stored = self._stored[1]
+                return None if stored is None else dict(stored)
+        data = from_state(config)
+        with self._lock:
+            self._stored = (key, data)
+        return None if data is None else dict(data)
 
     def log(self, query: Mapping[str, str]) -> dict[str, Any]:
         """The newest journal rows (``syncd log --json``'s rows), newest first."""
@@ -67,6 +89,24 @@ def _row(e: Entry, at: str | None) -> dict[str, Any]:
     return {"at": at, "action": e.action, "path": e.path, "file_id": e.file_id,
             "bytes": e.bytes, "status": e.status, "reason": e.reason,
             "run": e.run, "run_kind": e.run_kind}  # fmt: skip
+
+
+def _stamps(config: Config) -> list[tuple[int, int, int] | None]:
+    """Size, change time and inode of each file the state is read from: a commit grows
+    the write-ahead log or rewrites it, a checkpoint writes the database."""
+    from syncd.engine.batches import STORE_NAME
+    from syncd.engine.state import State
+
+    main = config.state_dir / State.FILE
+    out: list[tuple[int, int, int] | None] = []
+    for path in (main, main.with_name(main.name + "-wal"), config.state_dir / STORE_NAME):
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+    return out
 
 
 def narrow(data: dict[str, Any], query: Mapping[str, str]) -> None:

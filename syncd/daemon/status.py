@@ -214,7 +214,14 @@ def gather(config: Config) -> tuple[dict[str, Any] | None, str | None]:
 def combine(config: Config, live: dict[str, Any] | None) -> dict[str, Any] | None:
     """The document of ``syncd status --json``: the state file's, with the daemon's live
     fields (``live``, its answer on the control socket) when it answered."""
-    data = from_state(config)
+    return merge(config, from_state(config), live)
+
+
+def merge(
+    config: Config, data: dict[str, Any] | None, live: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """``data`` (what :func:`from_state` read, changed in place at its top level only)
+    with the live fields."""
     if live is None:
         if data is not None:
             data["daemon"] = {"running": False}
