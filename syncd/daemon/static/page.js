@@ -143,7 +143,7 @@ function failing(d) {
 
 function actions(entries) {
   $("actions").replaceChildren(...entries.map((e) => row([
-    cell(e.at), cell(e.action), cell(e.path, "path"), cell(e.file_id, "path"),
+    cell(e.at, "at"), cell(e.action), cell(e.path, "path"), cell(e.file_id, "id"),
     cell([e.status, e.reason].filter(Boolean).join(": ")),
   ], token(e.action))));
 }
