@@ -150,6 +150,7 @@ def test_the_listener_is_read_only_keyless_and_speaks_the_status_document(
         assert response.headers["referrer-policy"] == "no-referrer", route
         assert project.key not in response.text, route
     assert "syncd_files" in httpx.get(d.origin + "/metrics", timeout=10).text
+    assert f'"url": "{d.origin}/"' in d.log.read_text(), "the log names the page's address"
 
     # /api/status is the document of `syncd status --json`.
     cli, api = project.status_json(), d.api()

@@ -166,6 +166,12 @@ def _json(data: Any) -> bytes:
 
 
 def serve(server: PageServer) -> threading.Thread:
+    # serve_forever wakes twice a second to look for a shutdown, as prometheus_client's
+    # own server did: nothing else runs until a request comes.
     thread = threading.Thread(target=server.serve_forever, name="syncd-http", daemon=True)
     thread.start()
+    if server.documents is not None:
+        host, port = str(server.server_address[0]), server.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("serving the status page", url=f"http://{shown}:{port}/")
     return thread
