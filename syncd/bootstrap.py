@@ -59,6 +59,7 @@ def client_options(config: Config, *, one_off: bool = False) -> ClientOptions:
         ),
         rates=Rates(upload=limits.upload_qps, read=limits.read_qps, delete=limits.delete_qps),
         pacing_dir=limits.pacing_dir or default_pacing_dir(),
+        upload_bytes_per_s=limits.upload_bytes_per_s,
         retry=RetryPolicy(connect_elapsed=ONE_OFF_CONNECT_S) if one_off else RetryPolicy(),
     )
 

@@ -28,6 +28,7 @@ from syncd import events
 from syncd.api._http import HashingReader, TrackedStream, describe_transport_error, request_phase
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.batch_calls import BatchCalls
+from syncd.api.byte_pacer import MeteredStream
 from syncd.api.errors import (
     AmbiguousUploadError,
     APIError,
@@ -208,7 +209,11 @@ class FilesClient(VectorCalls, BatchCalls):
             "POST", "files", data={"purpose": purpose}, files={"file": (name, stream)}
         )
         assert isinstance(request.stream, httpx.SyncByteStream)
-        body = TrackedStream(request.stream, before_last)
+        inner: httpx.SyncByteStream = request.stream
+        if self._pacer.bytes is not None:
+            # Written piece by piece, each granted by the shared byte bucket first.
+            inner = MeteredStream(inner, self._pacer.bytes)
+        body = TrackedStream(inner, before_last)
         request.stream = body
         return request, body
 

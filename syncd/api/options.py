@@ -98,3 +98,6 @@ class ClientOptions:
     # (between our send and the provider's arrival stamp) absorbed before N + 1
     # requests could land in one provider window. Costs the same share of throughput.
     pacing_margin: float = 0.03
+    # Cap on the bytes of upload bodies per second, shared as the request rates are
+    # (by the processes on the pacing folder, and the hosts on limits.shared); None = none.
+    upload_bytes_per_s: float | None = None

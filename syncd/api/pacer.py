@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from syncd.api.byte_pacer import BUCKET, BytePacer
 from syncd.api.models import CallClass
 from syncd.api.pacing_failover import Failover, FailoverStore
 from syncd.api.pacing_rules import (
@@ -52,6 +53,8 @@ class Pacer:
 
     The state lives in ``stores`` if given, else in files under ``state_dir`` (checked
     and created private; :class:`PacingDirError` if it is not safe), else in memory.
+    With ``upload_bytes_per_s``, :attr:`bytes` paces upload bodies too, its bucket kept
+    beside the classes' (None: no cap, and no cost).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
         stores: Mapping[CallClass, StateStore] | None = None,
         host: str | None = None,
+        upload_bytes_per_s: float | None = None,
     ) -> None:
         self._ceilings = {cls: float(ceilings[cls]) for cls in CALL_CLASSES}
         self._margin = margin
@@ -76,6 +80,7 @@ class Pacer:
         self._folder: PacingDir | None = None
         self._health: Failover | None = None
         self._stores: dict[CallClass, StateStore] = {}
+        self.bytes: BytePacer | None = None
         if stores is not None:
             self._stores = {cls: stores[cls] for cls in CALL_CLASSES}
         elif state_dir is not None:
@@ -93,6 +98,11 @@ class Pacer:
         self.host = host or (
             budget_id(self._folder.fd) if self._folder is not None else secrets.token_hex(8)
         )
+        if upload_bytes_per_s is not None:
+            folder = self._folder
+            name = f"{key_fingerprint}-{BUCKET}"
+            bucket: StateStore = MemoryStore() if folder is None else FileStore(folder, name)
+            self.bytes = BytePacer(upload_bytes_per_s, bucket, clock=clock, sleep=sleep)
 
     def _apply(self, cls: CallClass, fn: Callable[[ClassState, float, float, str], T]) -> T:
         """Run ``fn(state, now, ceiling, clock)`` on the class's state in its store."""
@@ -241,18 +251,21 @@ class Pacer:
         fleet_size: int,
         retry_s: float = 1.0,
         name: str = "shared",
+        bytes_shared: StateStore | None = None,
     ) -> Failover:
         """Pace through ``shared`` stores (one per class, common to every host on the
         key), keeping this pacer's own stores as the fallback while they are
         unreachable: from the shared window last seen, at ``1 / fleet_size`` of the
-        ceiling or less (see :class:`Failover`). Returns the health, which
-        :attr:`sharing` reports too."""
+        ceiling or less (see :class:`Failover`); the byte bucket likewise through
+        ``bytes_shared``. Returns the health, which :attr:`sharing` reports too."""
         health = Failover(fleet_size, retry_s=retry_s, clock=self._clock, name=name)
         self._stores = {
             cls: FailoverStore(shared[cls], self._stores[cls], health, cls, self.host)
             for cls in CALL_CLASSES
         }
         self._health = health
+        if self.bytes is not None and bytes_shared is not None:
+            self.bytes.share_through(bytes_shared, health, self.host)
         return health
 
     @property
@@ -265,5 +278,7 @@ class Pacer:
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
+        if self.bytes is not None:
+            self.bytes.close()
         if self._folder is not None:
             self._folder.close()

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from syncd.api.byte_pacer import BUCKET
 from syncd.api.models import CallClass
 from syncd.api.pacer import Pacer
 from syncd.api.pacing_failover import Failover
@@ -204,6 +205,8 @@ def share_pacer(
         fleet_size=fleet_size,
         retry_s=retry_s,
         name=describe(url) if url else "redis",
+        # The upload byte bucket, when there is one, beside the classes' state.
+        bytes_shared=RedisStore(client, f"syncd:{key_fingerprint}:pacing:{BUCKET}"),
     )
 
 

@@ -108,6 +108,9 @@ class ClassState:
     # In a shared store: each budget (a host's local store) that was granted a request
     # lately, and when. Who may be sending when the shared store is lost.
     hosts: dict[str, float] = field(default_factory=dict)
+    # In the store of a byte bucket (upload bytes per second): when the bytes granted so
+    # far would have left at the cap (see syncd.api.bandwidth).
+    bytes_due: float = -math.inf
 
     def copy(self) -> ClassState:
         return replace(
@@ -140,6 +143,7 @@ class ClassState:
             "last_decrease",
             "last_probe",
             "proven_at",
+            "bytes_due",
         ):
             value = raw.get(name)
             if value is not None:

@@ -99,6 +99,7 @@ class Session:
             key_fingerprint=self._fingerprint,
             margin=self._options.pacing_margin,
             sleep=self._guard.sleep,
+            upload_bytes_per_s=self._options.upload_bytes_per_s,
         )
         self.clock = ServerClock()
 

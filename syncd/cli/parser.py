@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--confirm-deletes", action="store_true",
                    help="make the deletes an earlier refusal holds (syncd status lists "
                    "them); other deletes stay under max_delete")  # fmt: skip
+    r.add_argument("--bwlimit", type=_bwlimit, metavar="SIZE",
+                   help="upload bytes per second for this run, e.g. 20MB (overrides "
+                   "limits.upload_bytes_per_s; shared with every process on the key)")  # fmt: skip
     r.add_argument(
         "--path",
         action="append",
@@ -185,6 +188,20 @@ def _max_delete(text: str) -> Any:
         return parse_max_delete(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bwlimit(text: str) -> int:
+    """A size per second, as ``limits.upload_bytes_per_s`` takes it (at least 1 KiB)."""
+    from syncd.units import parse_size
+
+    try:
+        rate = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 20MB or 512KiB, got {text!r}") \
+            from None
+    if rate < 1024:
+        raise argparse.ArgumentTypeError(f"at least 1KiB per second, got {text!r}")
+    return rate
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}

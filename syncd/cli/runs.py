@@ -4,8 +4,10 @@ reconcile's outcome is printed, the same whether this process or the daemon ran 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from syncd import logs
@@ -94,6 +96,13 @@ def reconcile(ns: argparse.Namespace) -> int:
     from syncd.engine.scan import root_relative
 
     config = load(ns)
+    if ns.bwlimit is not None:
+        refusal = _bwlimit_refusal(config.state_dir)
+        if refusal:
+            print(f"syncd: {refusal}", file=sys.stderr)
+            return EXIT_USAGE
+        limits = dataclasses.replace(config.limits, upload_bytes_per_s=ns.bwlimit)
+        config = dataclasses.replace(config, limits=limits)
     try:
         paths = [root_relative(p) for p in ns.path] if ns.path else None
     except ValueError as exc:
@@ -163,6 +172,21 @@ def reconcile(ns: argparse.Namespace) -> int:
     else:
         print_outcome(report.as_json())
     return int(report.exit_code)
+
+
+def _bwlimit_refusal(state_dir: Path) -> str | None:
+    """Why ``--bwlimit`` cannot apply: a running daemon would run the reconcile, paced by
+    its own configuration, so the cap asked for would not hold."""
+    from syncd.daemon.control import ControlError, NotRunning, daemon_status
+
+    try:
+        daemon_status(state_dir)
+    except NotRunning:
+        return None
+    except ControlError:
+        pass  # one answers, if not well
+    return ("--bwlimit applies to a run of this process, and the running daemon would run "
+            "this one under its own limits.upload_bytes_per_s; stop it, or set that key")
 
 
 def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -161,6 +161,10 @@ class LimitsConfig:
                          by_provider="max_bytes")
     headroom_files: int = key("integer", 0, "files left free for other tools", minimum=0)
     headroom_bytes: int = key("size", 0, "bytes left free for other tools", minimum=0)
+    upload_bytes_per_s: int | None = key("size", None,
+                                         "upload bytes per second, every worker and process "
+                                         "on the key together (no cap if unset)",
+                                         minimum=1024)
     pacing_dir: Path | None = key("path", None, "folder of the shared pacing state")
     shared: str | None = key("store_url", None,
                              "redis:// (or rediss://) URL of the store every host on the key "
