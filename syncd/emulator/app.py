@@ -22,6 +22,7 @@ from . import errors, validate
 from .batches import LIST_DEFAULT, LIST_MAX, BatchRunner
 from .faults import FaultDice
 from .limits import RateLimiter, retry_after_header
+from .link import Link
 from .multipart import UploadReader, boundary_of
 from .settings import CONTENT_DOWNLOAD, RATE_PROFILES, EmulatorSettings
 from .stats import Stats
@@ -76,6 +77,7 @@ class EmulatorApp:
         self.limiter = RateLimiter()
         self.stats = Stats()
         self.dice = FaultDice(settings.seed)
+        self.link = Link(settings.bandwidth)
         self.batches = BatchRunner(self.store, self.flavor, settings, self.dice, self.stats)
         # Vector stores are OpenAI's; the dashscope flavour has no such routes.
         self.vector_stores = (VectorStores(self.store, settings, self.stats,
@@ -463,8 +465,10 @@ class EmulatorApp:
             message: Message = await call.receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
-            buf += message.get("body", b"")
+            body = message.get("body", b"")
+            buf += body
             more = bool(message.get("more_body", False))
+            await self.link.carried(len(body))
             # Batch small ASGI chunks so the hop to a worker thread is paid per MiB.
             if len(buf) >= FEED_BYTES or not more:
                 chunk = bytes(buf)

@@ -59,6 +59,13 @@ def _bytes_per_s(text: str) -> float:
     return value
 
 
+def _bandwidth(text: str) -> float:
+    try:
+        return float(parse_size(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a size per second: 50MB, 512KiB, 0") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syncd emulate",
@@ -89,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-429", type=_rate, default=0.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--bandwidth", type=_bandwidth, default=0.0, metavar="SIZE",
+                   help="read upload bodies at SIZE bytes per second (50MB, 512KiB), one"
+                        " link shared by every connection; 0: unshaped")
     p.add_argument("--drop-before", type=_rate, default=0.0)
     p.add_argument("--drop-after-store", type=_rate, default=0.0)
     p.add_argument("--fault-list-omit", type=_rate, default=0.0, metavar="F",
@@ -137,6 +147,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         read_rate=args.read_rate, delete_rate=args.delete_rate,
         rate_limit=args.rate_limit == "on", retry_after=args.retry_after,
         fault_5xx=args.fault_5xx, fault_429=args.fault_429, latency_ms=args.latency_ms,
+        bandwidth=args.bandwidth,
         jitter_ms=args.jitter_ms, drop_before=args.drop_before,
         drop_after_store=args.drop_after_store, fault_list_omit=args.fault_list_omit,
         unknown_id_status=args.unknown_id_status, clock_offset_s=args.clock_offset_s,

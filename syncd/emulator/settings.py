@@ -42,6 +42,9 @@ class EmulatorSettings:
     fault_5xx: float = 0.0
     fault_429: float = 0.0
     latency_ms: float = 0.0
+    # Bytes per second at which upload bodies are read, over one link shared by every
+    # connection (0: as fast as they come; see link.py).
+    bandwidth: float = 0.0
     jitter_ms: float = 0.0
     drop_before: float = 0.0
     drop_after_store: float = 0.0
