@@ -64,7 +64,7 @@ class PageServer(ThreadingHTTPServer):
     """The listener, with what its handlers serve."""
 
     daemon_threads = True
-    # A page left open polls once a second: no reason to keep a slow client's thread.
+    # A few open pages and a scraper: a short backlog is plenty.
     request_queue_size = 16
 
     def __init__(
@@ -87,6 +87,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "syncd"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    # A connection that sends nothing for this long is closed: an idle keep-alive, or a
+    # client that opened one and stalled, holds no thread for good.
+    timeout = 30.0
 
     def do_GET(self) -> None:
         self._answer(body=True)
