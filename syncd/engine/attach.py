@@ -57,8 +57,8 @@ class AttachConfig:
     owner: str
     max_delete: MaxDelete = field(default_factory=MaxDelete)
     # Files per file batch (the provider takes up to 2,000).
-    batch_size: int = 500
-    poll_s: float = 0.5
+    batch_size: int = 2000
+    poll_s: float = 0.25
     # How long a run waits for its batches to be processed; later runs record the rest.
     wait_s: float = 300.0
 
@@ -120,13 +120,12 @@ def step(
         return report
     _detach(client, store, plan, report, stopping)
     batches = _attach(client, store, config, plan, report, stopping)
-    _wait(client, batches, config, stopping)
+    unclear = _wait(client, store, batches, config, stopping)
     before = {(a.store_id, a.file_id): a.status for a in store.attachments()}
-    for key in wanted:
-        if key.startswith(NEW_PREFIX):
-            continue
-        have = _listing(client, key)
-        _observe(store, key, have, store.ours().get(key, set()), wanted[key])
+    # A store is listed again only when a batch of it did not complete cleanly: the
+    # listing says which files failed, and why.
+    for key in unclear:
+        _observe(store, key, _listing(client, key), store.ours().get(key, set()), wanted[key])
     _summarize(store, report, before)
     return report
 
@@ -195,9 +194,9 @@ def _detach(client: VectorRemote, store: AttachStore, plan: AttachPlan, report: 
 
 
 def _attach(client: VectorRemote, store: AttachStore, config: AttachConfig, plan: AttachPlan,
-            report: Report, stopping: Callable[[], bool]) -> list[tuple[str, str]]:
-    """Send the plan's attachments in file batches; (store, batch id) of each sent."""
-    sent: list[tuple[str, str]] = []
+            report: Report, stopping: Callable[[], bool]) -> list[Sent]:
+    """Send the plan's attachments in file batches; each batch sent."""
+    sent: list[Sent] = []
     for key, wants in plan.attach.items():
         if key.startswith(NEW_PREFIX):
             continue
@@ -210,21 +209,40 @@ def _attach(client: VectorRemote, store: AttachStore, config: AttachConfig, plan
             batch = client.create_file_batch(
                 key, [Attach(w.file_id, w.attributes, w.chunking) for w in chunk])
             store.sent(key, [w.file_id for w in chunk], batch.id)
-            sent.append((key, batch.id))
+            sent.append(Sent(key, batch.id, [w.file_id for w in chunk]))
             report.attached += [(key, w.path, w.file_id) for w in chunk]
     return sent
 
 
-def _wait(client: VectorRemote, batches: list[tuple[str, str]], config: AttachConfig,
-          stopping: Callable[[], bool]) -> None:
-    """Poll each batch until it ends, ``wait_s`` passes or the process stops."""
+@dataclass(frozen=True)
+class Sent:
+    store_id: str
+    batch_id: str
+    file_ids: list[str]
+
+
+def _wait(client: VectorRemote, store: AttachStore, batches: list[Sent],
+          config: AttachConfig, stopping: Callable[[], bool]) -> set[str]:
+    """Poll each batch until it ends, ``wait_s`` passes or the process stops. A batch
+    whose every file completed is recorded so; the stores of the others are returned."""
     deadline = time.monotonic() + config.wait_s
     pending = list(batches)
+    unclear: set[str] = set()
     while pending and not stopping() and time.monotonic() < deadline:
-        pending = [(k, b) for k, b in pending
-                   if client.retrieve_file_batch(k, b).status == "in_progress"]
+        still = []
+        for sent in pending:
+            batch = client.retrieve_file_batch(sent.store_id, sent.batch_id)
+            if batch.status == "in_progress":
+                still.append(sent)
+            elif batch.status == "completed" and batch.file_counts.get("completed") == len(
+                    sent.file_ids):
+                store.observed(sent.store_id, [(f, "completed", None) for f in sent.file_ids])
+            else:
+                unclear.add(sent.store_id)
+        pending = still
         if pending:
             time.sleep(config.poll_s)
+    return unclear | {s.store_id for s in pending}
 
 
 def _summarize(store: AttachStore, report: Report, before: Mapping[tuple[str, str], str]
