@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,14 @@ class Entry:
     bytes: int
     sha256: str
     uploaded_at: float | None = None
+    # The vector stores the file is attached to (store id -> the provider's status:
+    # completed when file_search reads it, in_progress, failed...); empty when none.
+    vector_stores: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def searchable_in(self) -> list[str]:
+        """The ids of the vector stores in which file_search can find this file now."""
+        return sorted(s for s, status in self.vector_stores.items() if status == "completed")
 
     @property
     def fileid(self) -> str:
@@ -179,6 +187,8 @@ def load(path: str | os.PathLike[str]) -> FileMapping:
                 bytes=int(item["bytes"]),
                 sha256=str(item["sha256"]),
                 uploaded_at=item.get("uploaded_at"),
+                vector_stores={str(k): str(v) for k, v in
+                               (item.get("vector_stores") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MappingError(f"{source}: entry {rel!r} is malformed ({exc})") from None

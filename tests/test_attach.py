@@ -13,8 +13,11 @@ from typing import Any
 
 import httpx
 
+from syncd.daemon import status
+from syncd.daemon.metrics import status_metrics
 from syncd.engine.attach import lines as attach_lines
 from syncd.engine.sync import Syncer
+from syncd.mapping import load as load_mapping
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import fast_emulator
 
@@ -99,6 +102,20 @@ def test_two_stores_converge_and_keep_foreign(emulator_factory: Factory, tmp_pat
     assert mapping(syncer)["notes/f002.md"]["vector_stores"] == {ids["notes"]: "completed"}
     summary = syncer.attacher.summary() if syncer.attacher else {}
     assert summary["attachments"] == {"completed": 300, "failed": 1}
+    shown = status.from_state(syncer.config)
+    assert shown is not None
+    text = "\n".join(status.render(shown))
+    assert f"vector stores: docs {ids['docs']}, notes {ids['notes']}; attachments " \
+        "completed 300, failed 1" in text, text
+    assert f"  failed  docs/a/table.csv in {ids['docs']}: unsupported_file: The file type " \
+        ".csv is not supported." in text
+    exposed = {(m.name, s.labels.get("status"), s.value)
+               for m in status_metrics({"vector_stores": shown["vector_stores"]})
+               for s in m.samples}
+    assert ("syncd_vector_attachments", "failed", 1.0) in exposed
+    consumer = load_mapping(syncer.config.mapping_file)
+    assert consumer["notes/f002.md"].searchable_in == [ids["notes"]]
+    assert consumer["docs/a/table.csv"].searchable_in == []
 
     # Someone else's file attached to our store: never ours to touch.
     with api(emu) as http:

@@ -238,6 +238,10 @@ def outcome_lines(data: dict[str, Any]) -> tuple[list[str], list[str]]:
         if data.get("mapping_file"):
             out.append(f"mapping: {visible(data['mapping_file'])}")
     out += _batch_lines(data.get("batches"))
+    if data.get("attachments"):
+        from syncd.engine.attach import lines
+
+        out += [visible(line) for line in lines(data["attachments"])]
     err = [f"error: {visible(e)}" for e in data.get("errors", [])]
     return out, err
 

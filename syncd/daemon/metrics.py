@@ -324,6 +324,14 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
             "syncd_pull_conflicts", "Pulled files kept as conflict copies (a local edit).",
             value=float(len(batches.get("conflicts", []))),
         )  # fmt: skip
+    stores = status.get("vector_stores")
+    if stores:
+        attached = GaugeMetricFamily(
+            "syncd_vector_attachments",
+            "Files syncd attached to vector stores, by the provider's status.", labels=["status"])
+        for name, n in sorted(stores.get("attachments", {}).items()):
+            attached.add_metric([name], float(n))
+        yield attached
     quota = status.get("quota") or {}
     for unit, what in (("files", "files"), ("bytes", "bytes")):
         used = quota.get(unit)

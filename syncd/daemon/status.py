@@ -96,6 +96,7 @@ def from_state(config: Config) -> dict[str, Any] | None:
         + _skipped_examples(scan),
         "held_deletes": _held(config, held),
         "batches": _batches(config),
+        "vector_stores": _vector_stores(config),
         # Files the rules leave out are counted per rule, not recorded one by one.
         "skipped": scan.get("skipped", []),
         "scan": {k: v for k, v in scan.items() if k != "skipped"} or None,
@@ -150,6 +151,20 @@ def _batches(config: Config) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     store = BatchStore(path)
+    try:
+        return summary(store)
+    finally:
+        store.close()
+
+
+def _vector_stores(config: Config) -> dict[str, Any] | None:
+    """The stores and attachments (when the config attaches files), from their record."""
+    from syncd.engine.attach_store import STORE_NAME, AttachStore, summary
+
+    path = config.state_dir / STORE_NAME
+    if not config.vector_stores.rules or not path.is_file():
+        return None
+    store = AttachStore(path)
     try:
         return summary(store)
     finally:
@@ -345,6 +360,7 @@ def render(data: dict[str, Any]) -> list[str]:
             out.append(f"  {j['status']:<11} {visible(j['path'])}: {job} ({counts}){why}")
         for c in batches["conflicts"]:
             out.append(f"  conflict {visible(c['name'])}: {visible(c['reason'])}")
+    out += _vector_lines(data.get("vector_stores"))
     held = data.get("held_deletes")
     if held:
         out.append(
@@ -474,3 +490,16 @@ def render_explained(answers: list[dict[str, Any]]) -> list[str]:
             out.append(line.rstrip())
     return out
 
+
+
+def _vector_lines(stores: Mapping[str, Any] | None) -> list[str]:
+    """Each store and the attachments by status; each failure with the provider's reason."""
+    if not stores:
+        return []
+    named = ", ".join(f"{visible(n)} {visible(i)}" for n, i in sorted(stores["stores"].items()))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(stores["attachments"].items())) or "none"
+    out = [f"vector stores: {named or 'by id only'}; attachments {counts}"]
+    for f in stores["failed"]:
+        paths = ", ".join(visible(p) for p in f["paths"]) or visible(f["file_id"])
+        out.append(f"  failed  {paths} in {visible(f['store_id'])}: {visible(f['reason'] or '')}")
+    return out

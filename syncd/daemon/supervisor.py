@@ -181,12 +181,20 @@ class Daemon:
             "pacer": pacer_state(getattr(self.syncer, "client", None), tally["requests"]),
             "quota": quota_state(getattr(self.syncer, "remote", None), self.config),
             "batches": self._batches(),
+            "vector_stores": self._vector_stores(),
             "next_reconcile": _next_run(self._scheduler),
         }
 
     def _batches(self) -> dict[str, Any] | None:
         try:
             return self.syncer.batch_summary()
+        except Exception:  # the store is busy or closing: the next scrape tells
+            return None
+
+    def _vector_stores(self) -> dict[str, Any] | None:
+        attacher = getattr(self.syncer, "attacher", None)
+        try:
+            return attacher.summary() if attacher is not None else None
         except Exception:  # the store is busy or closing: the next scrape tells
             return None
 
