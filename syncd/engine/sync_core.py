@@ -1,0 +1,169 @@
+"""What the Syncer's parts share: its config, client, state, claims and remote view,
+the lock that serializes its operations, publishing the mapping, and closing.
+:class:`~syncd.engine.sync.Syncer` is built from this, :mod:`.sync_listing` (what a
+listing proves) and :mod:`.sync_steps` (the batch and attach steps after a full run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from syncd.config import Config, RulesConfig
+from syncd.engine import attach as vector_attach
+from syncd.engine import batches as batch_jobs
+from syncd.engine import publish
+from syncd.engine.claims import Claims
+from syncd.engine.ledger import Ledger, LocalLedger
+from syncd.engine.pull import PullConfig
+from syncd.engine.remote import RemoteFiles, RemoteView
+from syncd.engine.rules import Rules
+from syncd.engine.state import State, StateLock
+
+log = structlog.get_logger("syncd.engine")
+
+
+def batches_config(config: Config) -> batch_jobs.BatchesConfig | None:
+    """The config's ``pull`` and ``batch`` sections as the batch step takes them; None
+    when neither is on."""
+    pull = (
+        PullConfig(config.pull.outbox, tuple(config.pull.purposes),
+                   config.pull.delete_remote_after_pull)
+        if config.pull.outbox is not None
+        else None
+    )  # fmt: skip
+    b = config.batch
+    rules = (
+        (batch_jobs.SubmitRule(b.submit, b.endpoint, b.completion_window, b.max_per_day),)
+        if b.submit
+        else ()
+    )
+    if pull is None and not rules:
+        return None
+    return batch_jobs.BatchesConfig(pull=pull, submit=rules, cancel_superseded=b.cancel_superseded)
+
+
+def _bounded(state: State, config: Config) -> State:
+    """The state, keeping its journal within the config's bounds."""
+    state.journal_rows = config.journal.max_entries
+    state.journal_age_s = config.journal.max_age_days * 86_400.0
+    return state
+
+
+class SyncerCore:
+    """The Syncer's state and its queries; runs are in :class:`~syncd.engine.sync.Syncer`."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: RemoteFiles,
+        state: State,
+        claims: Claims,
+        *,
+        ledger: Ledger | None = None,
+        base_url: str = "",
+        lock: StateLock | None = None,
+        closers: Iterable[Callable[[], None]] = (),
+    ) -> None:
+        self.config = config
+        self.base_url = base_url or config.api.base_url
+        self.client = client
+        self.state = _bounded(state, config)
+        self.claims = claims
+        # The account's quota as every host on the key sees it (single host: admits all).
+        self.ledger: Ledger = ledger or LocalLedger()
+        self.rules = Rules(config.rules)
+        self.remote = RemoteView()
+        self._lock = lock
+        self._closers = list(closers)
+        self._op = threading.RLock()
+        # Who runs this Syncer, for the journal: a one-off command, or the daemon.
+        self.origin = "one-off"
+        self._publisher = publish.Publisher(config.mapping_file)
+        # What writing the mapping last cost (s): the daemon spaces runs by it.
+        self.publish_cost_s = 0.0
+        # Batch jobs and pulled results (engine/batches.py), when the config asks.
+        self.batches_config = batches_config(config)
+        self._batch_store = (
+            batch_jobs.BatchStore.open(config.state_dir) if self.batches_config else None
+        )
+        self._stopping = threading.Event()
+        # Vector stores (engine/attach.py), when the config has rules for them.
+        self.attacher = vector_attach.open_for(config, claims.owner)
+
+    def _reopen_if_lost(self) -> bool:
+        """Open the state anew if its database was deleted or replaced under us (the
+        old file is written no more); True when it was. The next full run adopts what
+        the claims registry proves ours instead of uploading it again."""
+        if not self.state.replaced():
+            return False
+        log.error(
+            "the state database was deleted or replaced while open: opening it anew, "
+            "a full reconcile adopts the files this project uploaded",
+            state_dir=str(self.config.state_dir),
+        )
+        # Closed first: its last close removes the -wal and -shm files beside the path,
+        # which the new database must not inherit.
+        self.state.close()
+        self.state = _bounded(State(self.config.state_dir), self.config)
+        return True
+
+    def publish_mapping(self) -> None:
+        with self._op:
+            head = {"project": self.config.project, "owner": self.claims.owner,
+                    "base_url": self.base_url}  # fmt: skip
+            attacher = self.attacher
+            inputs = (id(self.state), self.state.generation, self.remote.generation,
+                      attacher.store.generation if attacher else 0)
+            started = time.monotonic()
+            extra = attacher.by_path if attacher else None
+            if self._publisher.publish(self.state.synced, self.remote, head, inputs, extra):
+                self.publish_cost_s = time.monotonic() - started
+
+    def waiting_for_space(self) -> list[str]:
+        """Paths held back for want of account space (status ``quota``)."""
+        return self.state.paths_with_status("quota")
+
+    def stop_soon(self) -> None:
+        """Start no more uploads or deletes: the run in progress lets its calls in
+        flight finish, publishes what they confirmed and ends as interrupted. Safe from
+        any thread (a daemon's signal handling); for good: the process is stopping."""
+        self._stopping.set()
+
+    def set_rules(self, rules: RulesConfig) -> None:
+        """Judge paths by these rules from the next run on (a reloaded config)."""
+        with self._op:
+            self.config = dataclasses.replace(self.config, rules=rules)
+            self.rules = Rules(rules)
+
+    def is_candidate(self, rel_path: str) -> bool:
+        return self.rules.is_candidate(rel_path)
+
+    def can_hold(self, rel_dir: str) -> bool:
+        return self.rules.can_hold(rel_dir)
+
+    def stats(self) -> dict[str, int]:
+        """Paths by status; one whose delete a guard holds counts as ``held``."""
+        held = self.state.held()
+        counts: dict[str, int] = {}
+        for rec in self.state.records().values():
+            status = "held" if rec.file_id in held else rec.status
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        closers = [self.client.close, self.state.close, self.claims.close, *self._closers]
+        if self._batch_store is not None:
+            closers.append(self._batch_store.close)
+        if self.attacher is not None:
+            closers.append(self.attacher.close)
+        for close in closers:
+            try:
+                close()
+            except Exception:  # closing must finish even if one part is broken
+                log.exception("close failed")
+        if self._lock is not None:
+            self._lock.release()
