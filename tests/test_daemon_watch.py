@@ -34,10 +34,10 @@ from syncd.daemon.watch import (
     OverflowMonitor,
     QueueingHandler,
     Watcher,
-    count_dirs,
     pruned_listdir,
 )
 from syncd.engine.rules import Rules
+from syncd.engine.walk import count_dirs
 from tests.helpers import wait_for
 
 

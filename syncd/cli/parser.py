@@ -13,6 +13,9 @@ from syncd.cli import runs, views
 from syncd.completion import SHELLS
 from syncd.init import PROVIDER_NAMES
 
+# Registers one subcommand with its handler and the common options; returns its parser.
+Command = Callable[..., Any]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -45,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(handler=handler)
         return sp
 
+    _run_commands(command)
+    _view_commands(command)
+    _setup_commands(command, p)
+    sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
+    return p
+
+
+def _run_commands(command: Command) -> None:
+    """The commands that change things: reconcile, check-config, run, rebind."""
     r = command("reconcile", runs.reconcile, "one full pass: scan, list, plan, act, publish")
     r.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     r.add_argument("--json", action="store_true", help="machine-readable summary")
@@ -64,6 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with a running daemon: sync only P (root-relative; repeatable)",
     )
+    cc = command(
+        "check-config",
+        runs.check_config,
+        "validate the configuration file and the folders, key and paths it names",
+    )
+    cc.add_argument(
+        "--online", action="store_true", help="also authenticate and list one page of the remote"
+    )
+    command("run", runs.run, "the daemon: catch up, then watch and reconcile on schedule")
+    command(
+        "rebind",
+        runs.rebind,
+        "accept a deliberate change of root, endpoint or key for this project's state",
+    )
+
+
+def _view_commands(command: Command) -> None:
+    """The commands that show: status, ls-local, ls-remote, log, id, map, cat."""
     s = command("status", views.status, "what is synced, what is not and why, quota usage; "
                 "with PATHs, everything about those files")  # fmt: skip
     s.add_argument("paths", nargs="*", metavar="PATH",
@@ -93,20 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     ll.add_argument("--json", action="store_true", help="one JSON object per line")
     ls = command("ls-remote", views.ls_remote, "remote files, marked ours or foreign")
     ls.add_argument("--json", action="store_true")
-    cc = command(
-        "check-config",
-        runs.check_config,
-        "validate the configuration file and the folders, key and paths it names",
-    )
-    cc.add_argument(
-        "--online", action="store_true", help="also authenticate and list one page of the remote"
-    )
-    command("run", runs.run, "the daemon: catch up, then watch and reconcile on schedule")
-    command(
-        "rebind",
-        runs.rebind,
-        "accept a deliberate change of root, endpoint or key for this project's state",
-    )
     lg = command("log", views.log, "what syncd did and why: uploads, deletes, refusals, "
                  "failures, newest last")  # fmt: skip
     lg.add_argument("paths", nargs="*", metavar="PATH",
@@ -130,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     cat = command("cat", views.cat, "write a remote file's content to stdout (a file id, or a "
                   "synced path)")  # fmt: skip
     cat.add_argument("target", metavar="ID|PATH")
+
+
+def _setup_commands(command: Command, parser: argparse.ArgumentParser) -> None:
+    """The commands that need no config: init, completion."""
     init = command("init", runs.init, "write a commented config for a folder, ready to run",
                    config=False)  # fmt: skip
     init.add_argument("folder", type=Path, metavar="FOLDER", help="the folder to mirror")
@@ -139,11 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--provider", choices=PROVIDER_NAMES, default=PROVIDER_NAMES[0],
                       help="whose Files API (default: %(default)s)")  # fmt: skip
     init.add_argument("--project", help="the project's name (default: the folder's name)")
-    comp = command("completion", views.completion, "print a shell completion script",
-                   config=False)  # fmt: skip
+    comp = command("completion", lambda ns: views.completion(ns, parser),
+                   "print a shell completion script", config=False)  # fmt: skip
     comp.add_argument("shell", choices=SHELLS)
-    sub.add_parser("emulate", help="serve the local Files API emulator (see emulate --help)")
-    return p
 
 
 # Shown by each command's --help.

@@ -266,9 +266,8 @@ def cat(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def completion(ns: argparse.Namespace) -> int:
-    from syncd.cli.parser import build_parser
+def completion(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from syncd.completion import script
 
-    sys.stdout.write(script(build_parser(), ns.shell))
+    sys.stdout.write(script(parser, ns.shell))
     return EXIT_OK

@@ -23,7 +23,7 @@ from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyFD
 
-from syncd.daemon.watch import CanHold, walk_folders
+from syncd.engine.walk import CanHold, walk_folders
 
 
 def _always(_rel_dir: str) -> bool:

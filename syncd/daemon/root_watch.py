@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.daemon.watch import CanHold, walk_candidates
+from syncd.engine.walk import CanHold, walk_candidates
 
 # (path, size, mtime_ns) of every candidate file under the root.
 Signature = frozenset[tuple[str, int, int]]

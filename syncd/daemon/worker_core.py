@@ -19,8 +19,9 @@ from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import Reachability
 from syncd.daemon.settle import Probe, SettleQueue, stat_probe
-from syncd.daemon.watch import CanHold, QueueingHandler, Watcher
+from syncd.daemon.watch import QueueingHandler, Watcher
 from syncd.engine.recheck import QUOTA_RECHECK_S, SpaceRecheck
+from syncd.engine.walk import CanHold
 
 log = structlog.get_logger("syncd.daemon")
 

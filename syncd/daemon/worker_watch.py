@@ -12,8 +12,8 @@ from syncd.config import Config
 from syncd.daemon.phase import Phase
 from syncd.daemon.root_watch import RootReturn, tree_signature
 from syncd.daemon.settle import Kind
-from syncd.daemon.watch import walk_candidates
 from syncd.daemon.worker_core import MAX_BACKOFF_S, TICK_S, WorkerCore
+from syncd.engine.walk import walk_candidates
 
 log = structlog.get_logger("syncd.daemon")
 
