@@ -20,6 +20,10 @@ from syncd.engine.sync import Syncer
 from syncd.mapping import load as load_mapping
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import fast_emulator
+from tests.helpers import wait_for
+from tests.test_daemon_mustshow import RunningDaemon, fast_config, run_daemon
+
+__all__ = ["run_daemon"]
 
 Factory = Callable[..., EmulatorHandle]
 RULES = {"vector_stores": {"rules": [
@@ -174,3 +178,26 @@ def test_dry_run_lists_attachments_and_detaches(emulator_factory: Factory, tmp_p
     assert set(store_files(emu, store_id)) == before
     syncer.reconcile()
     assert set(store_files(emu, store_id)) == selected(syncer, "docs/")
+
+
+def test_the_daemon_attaches_what_it_syncs(emulator_factory: Factory, tmp_path: Path,
+                                           run_daemon: Callable[..., RunningDaemon]) -> None:
+    emu = fast_emulator(emulator_factory, flavor="openai", vs_step_s=0.5)
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "first.md").write_text("first\n", "utf-8")
+    daemon = run_daemon(fast_config(tmp_path, root, emu, **RULES), emu.api_key)
+
+    def searchable(path: str) -> bool:
+        entry = daemon.mapping().get(path) or {}
+        return "completed" in (entry.get("vector_stores") or {}).values()
+
+    wait_for(lambda: searchable("docs/first.md"), timeout=60, what="first.md searchable")
+    (root / "docs" / "dropped.md").write_text("dropped in\n", "utf-8")
+    wait_for(lambda: searchable("docs/dropped.md"), timeout=60, what="dropped.md searchable")
+    store_id = stores(emu)["docs"]
+    gone = daemon.mapping()["docs/first.md"]["file_id"]
+    (root / "docs" / "first.md").unlink()
+    wait_for(lambda: gone not in store_files(emu, store_id), timeout=60, interval=0.2,
+             what="first.md detached")
+    assert set(store_files(emu, store_id)) == {daemon.mapping()["docs/dropped.md"]["file_id"]}

@@ -27,7 +27,7 @@ def synced(raw: list[tuple[str, int]]) -> list[SyncedFile]:
     return [SyncedFile(p, f"file-{n}", f"sha{n}") for p, n in raw]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(raw=files, listed=listings, foreign=st.sets(ids, max_size=4))
 def test_applied_plan_converges_and_spares_foreign(
         raw: list[tuple[str, int]], listed: dict[str, dict[str, str]], foreign: set[str]) -> None:
@@ -47,7 +47,7 @@ def test_applied_plan_converges_and_spares_foreign(
         assert not plan.held.get(key)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(raw=files, listed=listings, cap=st.integers(0, 3))
 def test_over_the_cap_no_stray_goes(raw: list[tuple[str, int]],
                                     listed: dict[str, dict[str, str]], cap: int) -> None:

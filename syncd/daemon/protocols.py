@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from syncd.config import MaxDelete, RulesConfig
+from syncd.engine.attach import Report as AttachReport
 from syncd.engine.batches import BatchesConfig
 from syncd.engine.batches import Report as BatchReport
 from syncd.engine.progress import Progress
@@ -70,6 +71,8 @@ class SyncerLike(Protocol):
     def batches_step(self, dry_run: bool = False) -> BatchReport | None: ...
 
     def batch_summary(self) -> dict[str, Any] | None: ...
+
+    def attach_step(self) -> AttachReport | None: ...
 
     def reconcile(
         self,

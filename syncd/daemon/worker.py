@@ -74,6 +74,9 @@ class Worker(WatchLifecycle, RunHandling):
             if self.syncer.batches_config is not None and time.monotonic() >= self._batches_at:
                 self._step_batches()
                 continue
+            if getattr(self.syncer, "attacher", None) and time.monotonic() >= self._attach_at:
+                self._step_attach()
+                continue
             self.phase = Phase.IDLE
             due = self.queue.next_due()
             wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))

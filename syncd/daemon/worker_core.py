@@ -4,6 +4,7 @@ call at a time. :class:`~syncd.daemon.worker.Worker` is built from this,
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -37,6 +38,11 @@ PUBLISH_COST_FACTOR = 10
 MIN_SPACING_S = 0.05
 # While batch jobs run, they are followed at least this often (seconds).
 BATCH_FOLLOW_S = 5.0
+# While files attached to vector stores are processed, the stores are listed again after
+# this long, twice as long each time they are still in progress, at most ATTACH_FOLLOW_MAX_S
+# apart: a few files are seen ready in a second, a long processing costs few listings.
+ATTACH_FOLLOW_S = 1.0
+ATTACH_FOLLOW_MAX_S = 30.0
 
 WatcherFactory = Callable[[Config, QueueingHandler, CanHold], Watcher]
 
@@ -114,6 +120,10 @@ class WorkerCore:
         self._reload_lock = threading.Lock()
         # When (monotonic) the batch jobs are stepped again; 0: at the next idle moment.
         self._batches_at = 0.0
+        # When the vector stores are stepped again (after syncs, and while attachments
+        # are processed); never until then (a full run steps them itself).
+        self._attach_at = math.inf
+        self._attach_follow = ATTACH_FOLLOW_S
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="syncd-worker", daemon=True)

@@ -4,6 +4,7 @@ means for the daemon (reachability, a refused key, files queued again)."""
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from typing import Any
@@ -16,7 +17,12 @@ from syncd.daemon.control import ReconcileRequest
 from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import Report
 from syncd.daemon.settle import Kind
-from syncd.daemon.worker_core import BATCH_FOLLOW_S, WorkerCore
+from syncd.daemon.worker_core import (
+    ATTACH_FOLLOW_MAX_S,
+    ATTACH_FOLLOW_S,
+    BATCH_FOLLOW_S,
+    WorkerCore,
+)
 from syncd.engine.progress import Progress
 
 log = structlog.get_logger("syncd.daemon")
@@ -116,6 +122,8 @@ class RunHandling(WorkerCore):
             )
         if dry_run:
             return report
+        # The run attached without waiting: follow what it sent.
+        self._attach_at, self._attach_follow = 0.0, ATTACH_FOLLOW_S
         log.info(
             "reconciled",
             reason=reason,
@@ -159,7 +167,27 @@ class RunHandling(WorkerCore):
             self._reachable()
         if any(p.endswith(".jsonl") for p in batch):
             self._batches_at = 0.0  # a new or changed input: its job without waiting
+        self._attach_at, self._attach_follow = 0.0, ATTACH_FOLLOW_S  # its changes next
         return True
+
+    def _step_attach(self) -> None:
+        """Attach what the last syncs uploaded, detach what they replaced or deleted, and
+        follow the attachments being processed until none is (ATTACH_FOLLOW_S, doubled)."""
+        self._attach_at = math.inf
+        try:
+            report = self._call(lambda: self.syncer.attach_step())
+        except Exception as exc:
+            log.exception("vector store step failed", error=str(exc))
+            self.recorder.error(f"vector store step failed: {exc}")
+            return
+        if report is None:
+            return
+        if report.attached or report.detached or report.newly_failed:
+            log.info("vector stores", attached=len(report.attached),
+                     detached=len(report.detached), failed=len(report.newly_failed))
+        if report.pending:
+            self._attach_at = time.monotonic() + self._attach_follow
+            self._attach_follow = min(self._attach_follow * 2, ATTACH_FOLLOW_MAX_S)
 
     def _step_batches(self) -> None:
         """Create the jobs new inputs need, follow the running ones, pull their results:

@@ -11,6 +11,7 @@ Calls are the client's, paced and retried per call class. A dry run lists and pl
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,11 @@ class Report:
     statuses: dict[str, int] = field(default_factory=dict)
     # (path, store, reason) of failures first seen in this run (the journal's rows).
     newly_failed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """Attachments of ours not yet processed (sent, or about to be)."""
+        return sum(n for s, n in self.statuses.items() if s in ("in_progress", "intent"))
 
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "created": self.created,
@@ -298,11 +304,14 @@ class Attacher:
         self.store = store
 
     def run(self, client: VectorRemote, state: StateLike, listed: Container[str], *,
-            dry_run: bool, confirmed: bool, stopping: Callable[[], bool]) -> Report:
-        """A pass over what the state has synced and the remote holds (``listed``)."""
+            dry_run: bool, confirmed: bool, stopping: Callable[[], bool],
+            wait: bool = True) -> Report:
+        """A pass over what the state has synced and the remote holds (``listed``);
+        ``wait``: poll the batches sent until they end (else a later pass records them)."""
         synced = [SyncedFile(path, fid, sha or "") for path, fid, _p, _s, sha, _at
                   in state.synced() if fid and fid in listed]
-        report = step(client, self.store, self.config, synced, state.owned_ids(),
+        config = self.config if wait else dataclasses.replace(self.config, wait_s=0.0)
+        report = step(client, self.store, config, synced, state.owned_ids(),
                       dry_run=dry_run, confirmed=confirmed, stopping=stopping)
         if not dry_run:
             state.journal_events(journal_rows(report))

@@ -68,15 +68,22 @@ class SideSteps(SyncerCore):
             log.error("batch step failed", error=str(exc))
             return None
 
+    def attach_step(self) -> vector_attach.Report | None:
+        """The daemon's attach step between full runs, over what its syncs changed."""
+        with self._op:
+            return self._attach_after(False, False)
+
     def _attach_after(self, dry_run: bool, confirmed: bool) -> vector_attach.Report | None:
-        """The attach step a full run ends with; its failures are reported, not raised."""
+        """The attach step a full run ends with; its failures are reported, not raised.
+        The daemon does not wait for processing: it follows the step while any is."""
         if self.attacher is None:
             return None
         try:
             client = cast(vector_attach.VectorRemote, self.client)
             report = self.attacher.run(client, self.state, self.remote.snapshot(),
                                        dry_run=dry_run, confirmed=confirmed,
-                                       stopping=self._stopping.is_set)
+                                       stopping=self._stopping.is_set,
+                                       wait=self.origin != "daemon")
         except APIError as exc:
             log.error("vector store step failed", error=str(exc))
             return None
