@@ -84,17 +84,24 @@ def test_grants_never_exceed_the_cap_over_a_window(
 @given(n=st.integers(min_value=0, max_value=10 * MiB), rate=st.floats(1024, 1e9))
 def test_a_big_request_is_split_into_pieces(n: int, rate: float) -> None:
     piece = piece_bytes(rate)
-    assert 4096 <= piece <= 128 * 1024
+    assert 4096 <= piece <= 256 * 1024
     parts = list(pieces(n, piece))
     assert sum(parts) == n and all(0 < p <= piece for p in parts)
 
 
-def test_metered_body_is_the_same_bytes_in_pieces() -> None:
-    pacer = BytePacer(64 * MiB, MemoryStore())
-    body = [bytes(range(256)) * 4096, b"tail"]  # 1 MiB then 4 bytes
+def test_metered_body_is_the_same_bytes_in_pieces_and_each_is_paid() -> None:
+    store = MemoryStore()
+    # A stopped clock: the bucket's due time then says how many bytes were granted.
+    pacer = BytePacer(64 * MiB, store, clock=lambda: 0.0, sleep=lambda _s: None)
+    body = [b"head" * 50, bytes(range(256)) * 4096, b"tail"]  # small, 1 MiB, small
     out = list(pacer.metered(iter(body)))
     assert b"".join(out) == b"".join(body)
-    assert max(len(p) for p in out) <= pacer.piece < len(body[0])
+    assert max(len(p) for p in out) <= pacer.piece < len(body[1])
+    granted = (store.update(lambda held: held.state.bytes_due, lambda: 0.0) + BURST_S) * pacer.rate
+    # Every byte is granted, the small chunks' with the next piece, or owed (less than a
+    # piece) until the next grant.
+    owed = sum(map(len, body)) - round(granted)
+    assert owed == len(b"tail")
 
 
 def test_two_holders_share_and_a_small_one_is_not_starved() -> None:

@@ -12,7 +12,8 @@ Slots are handed out in the order they are asked for, one piece at a time: a big
 upload asks for its next piece only once it has written the last one, so a small
 upload that asks meanwhile gets the slot in between instead of waiting behind the
 whole big one. Pieces are :func:`piece_bytes` long (a fiftieth of a second at the
-cap, 4 KiB to 128 KiB), so the wait a piece costs others stays short.
+cap, 4 KiB to 256 KiB), so the wait a piece costs others stays short, and a grant
+(one transaction of the store) is paid per piece, not per chunk of a body.
 
 Pure functions of a :class:`~syncd.api.pacing_state.ClassState` (its ``bytes_due``)
 and an injected clock reading, like :mod:`syncd.api.pacing_rules`; the same stores
@@ -29,12 +30,13 @@ from collections.abc import Iterator
 from syncd.api.pacing_state import ClassState
 
 # Credit a bucket idle for a while may spend at once: a burst this long at the cap.
-# Short, so that any 10 s window stays within a few per cent of the cap.
-BURST_S = 0.05
+# It is also how late a writer may wake (a busy machine) before the cap's time is lost
+# rather than made up; short enough that any 10 s window stays within 2 % of the cap.
+BURST_S = 0.2
 # Pieces: this many per second at the cap, within these bounds.
 PIECES_PER_S = 50
 MIN_PIECE = 4 * 1024
-MAX_PIECE = 128 * 1024
+MAX_PIECE = 256 * 1024
 # A due time further ahead than this was not set by us (no queue of pieces is that
 # long at the lowest cap): the state is reset rather than obeyed.
 MAX_AHEAD_S = 3600.0

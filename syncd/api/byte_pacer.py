@@ -10,12 +10,20 @@ wraps an upload body so that it is written piece by piece, each piece granted fi
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 
-from syncd.api.bandwidth import carry_due, is_implausible_due, piece_bytes, pieces, reserve
+from syncd.api.bandwidth import (
+    MIN_PIECE,
+    carry_due,
+    is_implausible_due,
+    piece_bytes,
+    pieces,
+    reserve,
+)
 from syncd.api.pacing_failover import Failover, FailoverStore
 from syncd.api.pacing_rules import note_host
 from syncd.api.pacing_state import ClassState
@@ -44,6 +52,11 @@ class BytePacer:
         self._store = store
         self._clock = clock
         self._sleep = sleep
+        # Bytes of small chunks (a body's multipart headers) let through unwaited, to be
+        # paid with the next grant: a transaction per header would cost more than the
+        # bytes. Never more than a piece, so the cap holds within a piece.
+        self._owed = 0
+        self._owed_lock = threading.Lock()
 
     def _reserve(self, n: int) -> float:
         def run(held: Held) -> float:
@@ -61,15 +74,31 @@ class BytePacer:
         return self._store.update(run, self._clock)
 
     def take(self, n: int) -> float:
-        """Block until ``n`` bytes (at most one piece) may be written; the seconds waited."""
+        """Block until ``n`` bytes (at most one piece) may be written; the seconds waited.
+        Bytes owed by small chunks are paid with them."""
+        with self._owed_lock:
+            n, self._owed = n + self._owed, 0
         wait = self._reserve(n)
         if wait > 0.0:
             self._sleep(wait)
         return wait
 
+    def _small(self, n: int) -> None:
+        """Let ``n`` bytes (less than a piece) through now, owed until the next grant;
+        once a piece is owed, that grant is made (and waited for) here."""
+        with self._owed_lock:
+            self._owed += n
+            due = self._owed >= self.piece
+        if due:
+            self.take(0)
+
     def metered(self, chunks: Iterator[bytes] | httpx.SyncByteStream) -> Iterator[bytes]:
         """``chunks`` cut into pieces, each yielded once its bytes are granted."""
         for chunk in chunks:
+            if len(chunk) < MIN_PIECE:
+                self._small(len(chunk))
+                yield chunk
+                continue
             if len(chunk) <= self.piece:
                 self.take(len(chunk))
                 yield chunk
