@@ -32,7 +32,7 @@ from syncd.config import (
     reloadable_keys,
     value_of,
 )
-from syncd.config.keys import BatchSection, PullSection, provider_default
+from syncd.config.keys import BatchSection, PullSection, VectorStoresSection, provider_default
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import KEY_ENV, fast_emulator, run_syncd, write_config
 
@@ -63,7 +63,7 @@ def test_every_field_of_the_typed_config_is_a_declared_key() -> None:
         "api": ApiConfig(), "limits": LimitsConfig(), "rules": RulesConfig(),
         "sync": SyncConfig(), "watch": WatchConfig(), "reconcile": ReconcileConfig(),
         "daemon": DaemonConfig(), "logging": LoggingConfig(), "journal": JournalConfig(),
-        "pull": PullSection(), "batch": BatchSection(),
+        "pull": PullSection(), "batch": BatchSection(), "vector_stores": VectorStoresSection(),
     }  # fmt: skip
     assert tuple(sections) == SECTIONS
     fields = [f.name for f in dataclasses.fields(Config) if f.name in SCHEMA]

@@ -87,5 +87,6 @@ class SideSteps(SyncerCore):
         except APIError as exc:
             log.error("vector store step failed", error=str(exc))
             return None
-        self.publish_mapping()
+        if not dry_run:
+            self.publish_mapping()
         return report
