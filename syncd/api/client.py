@@ -16,7 +16,6 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
@@ -42,7 +41,7 @@ from syncd.api.errors import (
     SourceChangedError,
 )
 from syncd.api.key import ApiKey
-from syncd.api.models import Downloaded, RemoteFile
+from syncd.api.models import Downloaded, RemoteFile, Sent
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
 from syncd.api.session import network_error
 from syncd.api.vector_calls import VectorCalls
@@ -54,30 +53,10 @@ __all__ = [
     "Rates",
     "RetryPolicy",
     "Timeouts",
-    "UploadedFile",
     "upload_once",
 ]
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class UploadedFile(RemoteFile):
-    """The file an upload created, with the sha256 of the bytes the upload sent (read
-    once for both); None if the body was not read through.
-
-    It equals the RemoteFile the provider lists for it: the hash is what we know of
-    the bytes, not part of the provider's description."""
-
-    sha256: str | None = None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RemoteFile):
-            return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(RemoteFile))
-
-    def __hash__(self) -> int:
-        return RemoteFile.__hash__(self)
 
 
 class FilesClient(VectorCalls, BatchCalls):
@@ -102,7 +81,18 @@ class FilesClient(VectorCalls, BatchCalls):
         *,
         filename: str | None = None,
         on_sent: Callable[[UploadWindow], None] | None = None,
-    ) -> UploadedFile:
+    ) -> RemoteFile:
+        """The file :meth:`send` creates."""
+        return self.send(source, purpose, filename=filename, on_sent=on_sent).file
+
+    def send(
+        self,
+        source: Path | BinaryIO,
+        purpose: str,
+        *,
+        filename: str | None = None,
+        on_sent: Callable[[UploadWindow], None] | None = None,
+    ) -> Sent:
         """Stream ``source`` (re-read from the start on each retry), hashing the bytes
         as they are sent: the result carries their sha256.
 
@@ -136,8 +126,7 @@ class FilesClient(VectorCalls, BatchCalls):
 
         response, sha256 = self._retrying("upload", "upload", attempt)
         created = _remote_file(self._json(response, "upload"), "upload")
-        return UploadedFile(**{f.name: getattr(created, f.name) for f in fields(created)},
-                            sha256=sha256)  # fmt: skip
+        return Sent(created, sha256)
 
     def _upload_attempt(
         self,

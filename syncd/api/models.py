@@ -41,6 +41,15 @@ class RemoteFile:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What an upload created, with the sha256 of the bytes it sent (read once for
+    both); None when the body was not read through (an earlier attempt's file adopted)."""
+
+    file: RemoteFile
+    sha256: str | None = None
+
+
 def _seconds(value: Any) -> int | None:
     """Unix seconds from an int, float or numeric string; None when absent or not a number
     (a malformed expiry must not make the file unreadable)."""

@@ -14,20 +14,20 @@ from typing import BinaryIO, Protocol
 
 from syncd.api.adoption import UploadWindow
 from syncd.api.clock import ServerClock
-from syncd.api.models import RemoteFile
+from syncd.api.models import RemoteFile, Sent
 
 
 class RemoteFiles(Protocol):
     # ``source``: a path, or a file the caller opened (sent from its first byte on each
     # attempt, left open).
-    def upload(
+    def send(
         self,
         source: Path | BinaryIO,
         purpose: str,
         *,
         filename: str | None = None,
         on_sent: Callable[[UploadWindow], None] | None = None,
-    ) -> RemoteFile: ...
+    ) -> Sent: ...
 
     def retrieve(self, file_id: str) -> RemoteFile: ...
 

@@ -21,7 +21,7 @@ import structlog
 from syncd import events
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.errors import AmbiguousUploadError, APIError, AuthenticationError
-from syncd.api.models import RemoteFile
+from syncd.api.models import RemoteFile, Sent
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
 from syncd.engine.journal import Action
@@ -139,7 +139,7 @@ class Uploader:
                 return self._fail(up, Failed("quota", self._ledger.refusal(local.size), False))
             intent = self._state.begin_intent(local)
             try:
-                remote, attempts = self._send(intent, opened, local)
+                sent_file, attempts = self._send(intent, opened, local)
             except APIError as exc:
                 self._ledger.release(reservation)
                 failed = failure_for(exc)
@@ -164,8 +164,9 @@ class Uploader:
                 raise
             # Claimed and recorded before the name lock is released: until then another
             # upload of this name and size whose response is lost could take it for its own.
+            remote = sent_file.file
             self._claims.claim(remote.id)
-            sent, moved_on = self._content_sent(local, remote, opened)
+            sent, moved_on = self._content_sent(local, sent_file, opened)
             # Changed while it was sent, or the path now leads to another file.
             changed = (
                 moved_on or not still_as_opened(opened) or not same_as_scanned(self._root, local)
@@ -213,15 +214,14 @@ class Uploader:
         return tuple(i for i in freed if i)
 
     def _content_sent(
-        self, local: LocalFile, remote: RemoteFile, opened: Opened
+        self, local: LocalFile, uploaded: Sent, opened: Opened
     ) -> tuple[LocalFile, bool]:
         """``local`` with the hash of what the upload sent, and whether that differs
         from what the scan saw. The client hashes the bytes as it streams them; a file
         the scan did not hash takes that hash (read once). Without it (a lost response
         adopted) the open file is hashed now if it is still as scanned; when even that
         fails, the record is left without a hash and replaced on the next run."""
-        streamed = getattr(remote, "sha256", None)
-        sent = streamed if isinstance(streamed, str) else None
+        sent = uploaded.sha256
         if local.sha256 is not None:
             if sent is not None and sent != local.sha256:
                 return replace(local, sha256=sent), True
@@ -252,7 +252,7 @@ class Uploader:
         self._state.add_garbage(found.id, up.path)
         return None
 
-    def _send(self, intent: Intent, opened: Opened, local: LocalFile) -> tuple[RemoteFile, int]:
+    def _send(self, intent: Intent, opened: Opened, local: LocalFile) -> tuple[Sent, int]:
         name, purpose = local.name, local.purpose
         assert purpose is not None
         window: UploadWindow | None = None
@@ -263,7 +263,7 @@ class Uploader:
 
         for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
-                uploaded = self._client.upload(opened.file, purpose, filename=name, on_sent=sent)
+                uploaded = self._client.send(opened.file, purpose, filename=name, on_sent=sent)
             except AmbiguousUploadError as lost:
                 # Every attempt so far may have stored the file: look across all of them.
                 w = lost.window
@@ -283,7 +283,7 @@ class Uploader:
                     log.info(events.ADOPTED_AFTER_LOST_RESPONSE, path=intent.path, file_id=found.id)
                     # One of the attempts is adopted; the others may have stored copies.
                     self._note_lost_copies(intent, window, attempt - 1, noted)
-                    return found, attempt
+                    return Sent(found), attempt
                 if attempt == AMBIGUOUS_TRIES or self._stopping.is_set():
                     # The intent stays: the next full run adopts one of them, if any.
                     self._note_lost_copies(intent, window, attempt - 1, noted)
