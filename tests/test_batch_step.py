@@ -66,9 +66,9 @@ class Rig:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        remote = self.client.upload(path, "batch", filename=path.name)
-        assert remote.sha256 is not None
-        self.known[rel] = KnownInput(remote.id, remote.sha256)
+        sent = self.client.send(path, "batch", filename=path.name)
+        assert sent.sha256 is not None
+        self.known[rel] = KnownInput(sent.file.id, sent.sha256)
         return self.known[rel]
 
     def step(self, **kw: Any) -> Report:

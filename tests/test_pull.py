@@ -61,10 +61,10 @@ def make_results(client: FilesClient, root: Path, jobs: int, lines: int = 3,
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(requests_text(f"j{n}", lines, pad))
-        remote = client.upload(path, "batch")
-        assert remote.sha256 is not None
-        known[rel] = KnownInput(remote.id, remote.sha256)
-        batch_ids.append(client.create_batch(remote.id, CHAT).id)
+        sent = client.send(path, "batch")
+        assert sent.sha256 is not None
+        known[rel] = KnownInput(sent.file.id, sent.sha256)
+        batch_ids.append(client.create_batch(sent.file.id, CHAT).id)
     wait_for(lambda: client.retrieve_batch(batch_ids[-1]).terminal, 60, "the last job")
     return known
 
