@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,16 +30,13 @@ from syncd.api.errors import (
     NotFoundError,
     QuotaExceededError,
 )
+from syncd.engine.apply import adopt_all, claim_orphans, forget_all
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
 from syncd.engine.ledger import Ledger
-from syncd.engine.localopen import Refused
-from syncd.engine.model import Delete, Failure, Note, Plan, Upload
+from syncd.engine.model import Delete, Failure, Note, Outcome, Plan, Upload
 from syncd.engine.progress import Progress, Silent
 from syncd.engine.remote import RemoteFiles, RemoteView
-from syncd.engine.scan import (
-    hash_scanned,
-)
 from syncd.engine.state import State
 from syncd.engine.upload import Changed, Uploaded, Uploader
 
@@ -62,15 +58,6 @@ class Interrupted(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__("interrupted")
         self.outcome = outcome
-
-
-@dataclass
-class Outcome:
-    uploaded: int = 0
-    adopted: int = 0
-    deleted: int = 0
-    failures: dict[str, Failure] = field(default_factory=dict)
-    changed_during_upload: list[str] = field(default_factory=list)
 
 
 class Executor:
@@ -162,44 +149,13 @@ class Executor:
 
     def _apply_decisions(self, plan: Plan, out: Outcome) -> None:
         """Everything the plan decided that needs no remote call."""
-        # Ids found through intents are ours from now on, even if we crash next; one that
-        # another project claimed first is not, and is not deleted.
-        raced = set()
-        for d in plan.deletes:
-            if d.reason != "orphan":
-                continue
-            if self._claims.claim(d.file_id):
-                self._state.add_garbage(d.file_id, d.path)
-            else:
-                raced.add(d.file_id)
-        if raced:
-            log.warning("another project claimed files first; not deleted", count=len(raced))
-            plan.deletes = [d for d in plan.deletes if d.file_id not in raced]
+        claim_orphans(plan, self._state, self._claims)
         for lost in plan.note_lost:
             self._state.note_lost_copies(lost.path, lost.filename, lost.size, lost.window, 1)
         records = self._state.records()
         remote = self._remote.snapshot()
-        for a in plan.adopts:
-            if not self._claims.claim(a.file_id):
-                log.warning("adoption lost a race", path=a.path, file_id=a.file_id)
-                continue
-            # Sent unhashed and never answered: its hash is the file's, if still as sent.
-            try:
-                sha = a.local.sha256 or hash_scanned(self._root, a.local)
-            except Refused as exc:
-                self._state.add_garbage(a.file_id, a.path)  # ours, but no longer its content
-                if exc.status != "changing":  # a changed file is simply sent again
-                    self._state.note(Note(a.path, exc.status, exc.reason))
-                continue
-            rec = records.get(a.path)
-            # Like the planner, only an id still listed needs deleting; queueing one that
-            # is already gone would cost the next run a DELETE that answers 404.
-            old = rec.file_id if rec and rec.file_id in remote else None
-            local = replace(a.local, sha256=sha)
-            self._state.record_uploaded(local, remote[a.file_id], replaces=old, action="adopted")
-            out.adopted += 1
-            log.info(events.ADOPTED, path=a.path, file_id=a.file_id, bytes=a.local.size)
-            self._progress.done("adopt", a.path, a.local.size)
+        adopt_all(plan.adopts, self._root, self._state, self._claims, self._progress,
+                  records, remote, out)  # fmt: skip
         if plan.guard_refusal and plan.refused_deletes:
             self._state.hold(plan.refused_deletes, plan.guard_refusal)
         if plan.unhold:
@@ -214,15 +170,7 @@ class Executor:
         for note in plan.notes:
             if note.status not in ("synced",):
                 log.info(events.NOT_SYNCED, path=note.path, status=note.status, reason=note.reason)
-        left = {r.file_id for f in plan.forgets if (r := records.get(f.path)) and r.file_id}
-        for f in plan.forgets:
-            self._state.forget(f.path)
-        # A remote copy left in place (delete_remote off, or rules that no longer select
-        # the file) is the user's now: unclaimed, no later run deletes it as a stray.
-        for file_id in left - self._state.owned_ids() if left else ():
-            self._claims.release(file_id)
-        for path in plan.detaches:
-            self._state.detach(path)
+        forget_all(plan, records, self._state, self._claims)
         self._shares_freed = [
             Delete(sh.replaces, "replaced", sh.path)
             for sh in plan.shares

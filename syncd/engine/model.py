@@ -261,3 +261,15 @@ class Plan:
     @property
     def mutating(self) -> int:
         return len(self.uploads) + len(self.deletes)
+
+
+@dataclass
+class Outcome:
+    """What carrying out a plan did: counts, and the paths it could not bring where
+    they should be."""
+
+    uploaded: int = 0
+    adopted: int = 0
+    deleted: int = 0
+    failures: dict[str, Failure] = field(default_factory=dict)
+    changed_during_upload: list[str] = field(default_factory=list)

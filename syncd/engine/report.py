@@ -8,8 +8,7 @@ from typing import Any
 
 from syncd.engine import attach as vector_attach
 from syncd.engine import batches as batch_jobs
-from syncd.engine.execute import Outcome
-from syncd.engine.model import Plan, Record
+from syncd.engine.model import Outcome, Plan, Record
 from syncd.engine.plan import in_scope
 from syncd.exitcodes import ExitCode
 
