@@ -493,6 +493,7 @@ class EmulatorApp:
         if sub == "/stats" and method == "GET":
             snapshot = self.stats.snapshot()
             snapshot["accounts"] = await to_thread.run_sync(self._accounts_usage)
+            snapshot["upload_body_bytes"] = self.link.received
             return self._json(call, snapshot)
         if sub == "/reset" and method == "POST":
             self.stats.reset()

@@ -5,7 +5,8 @@ it: two uploads at once each get about half. Each chunk of a body read takes its
 on the link (after the slots already taken) and is let through once the link would
 have carried it; until then the body is not read further, so the connection's buffers
 fill and the sender is held back by TCP itself, as on a slow link. Without a bandwidth
-the link costs nothing.
+the link costs nothing. Either way it counts the bytes it let through (``received``,
+in ``/_emulator/stats`` as ``upload_body_bytes``): what a client sent, as it arrived.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class Link:
         self._clock = clock
         # When the bytes let through so far would have been carried at the rate.
         self._due = -float("inf")
+        self.received = 0
 
     async def carried(self, n: int) -> None:
         """Wait until ``n`` more bytes would have come over the link."""
+        self.received += n
         if self.bandwidth <= 0 or n <= 0:
             return
         now = self._clock()
