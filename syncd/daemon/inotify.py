@@ -45,8 +45,13 @@ class _PrunedWatchGroup(InotifyWatchGroup):
         if not self.is_recursive:
             self._add_callback(path)
             return
-        for folder, _rel, _files in walk_folders(os.fsdecode(path), rel, self.can_hold):
+
+        # Each folder's watch is added before it is listed (see walk_folders).
+        def watch(folder: str) -> None:
             self._add_callback(os.fsencode(folder))
+
+        for _folder in walk_folders(os.fsdecode(path), rel, self.can_hold, entering=watch):
+            pass
 
 
 class _PrunedEmitter(InotifyEmitter):
@@ -79,4 +84,3 @@ class PrunedInotifyObserver(BaseObserver):
         super().on_thread_stop()
         self._inotify_fd.stop()
         self._inotify_fd.join()
-

@@ -13,15 +13,19 @@ CanHold = Callable[[str], bool]
 
 
 def walk_folders(
-    top: str, rel_top: str, can_hold: CanHold
+    top: str, rel_top: str, can_hold: CanHold, entering: Callable[[str], None] | None = None
 ) -> Iterator[tuple[str, str, list[os.DirEntry[str]]]]:
     """(path, root-relative path, its files) of ``top`` and every folder below it that
     ``can_hold`` accepts, as the scan walks: by name, not following symlinks. The one
     pruned walk behind the watch count, the watches themselves and the daemon's look
-    at new folders."""
+    at new folders. ``entering(folder)`` runs before a folder is listed: a watch added
+    there sees whatever appears in it after the listing (one added after would miss
+    a folder created in between, and everything ever written into it)."""
     stack = [(top, rel_top)]
     while stack:
         folder, rel_dir = stack.pop()
+        if entering is not None:
+            entering(folder)
         files: list[os.DirEntry[str]] = []
         try:
             with os.scandir(folder) as listing:
