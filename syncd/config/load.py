@@ -14,7 +14,8 @@ import yaml
 from syncd.api.providers import PROVIDERS
 from syncd.config.checks import Got, cross_checks
 from syncd.config.keys import KEYS, SCHEMA, SECTION_TYPES, Config, Origin, provider_default
-from syncd.config.reader import VAR, Absent, Reader
+from syncd.config.nodes import Absent
+from syncd.config.reader import VAR, Reader
 from syncd.config.values import ENV_NAME, default_purposes, with_checks
 
 

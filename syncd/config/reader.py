@@ -15,6 +15,7 @@ from pathlib import Path, PosixPath
 import yaml
 
 from syncd.config.keys import KEYS, SCHEMA, SECTIONS, Key
+from syncd.config.nodes import BAD, Absent, is_null, line_of
 from syncd.config.values import SCALARS, Invalid, PurposeRule, glob_problem, string
 from syncd.config.vector_rules import read_rules
 
@@ -28,21 +29,6 @@ class WrittenPath(PosixPath):
     so that messages about it, such as ``ApiKey.load``'s, name it without the expansion."""
 
     as_written: str | None = None
-
-
-class Absent:
-    """A key whose value was invalid: its problem is recorded, its default is not used."""
-
-
-BAD = Absent()
-
-
-def is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
-
-
-def line_of(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
 
 
 def _did_you_mean(name: str, names: list[str]) -> str | None:

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import yaml
 
-if TYPE_CHECKING:
-    from syncd.config.reader import Absent, Reader
+from syncd.config.nodes import BAD, Absent, is_null, line_of
+
+
+class Reader(Protocol):
+    """What a rule's parsing asks of the config's reader."""
+
+    def problem(self, line: int, key: str, message: str) -> None: ...
+    def expand(self, node: yaml.ScalarNode, key: str) -> str | None: ...
+    def glob_list(self, key: str, node: yaml.Node) -> tuple[str, ...] | Absent: ...
 
 FIELDS = ("globs", "store", "store_id", "chunking_strategy", "attributes")
 PLACEHOLDERS = ("path", "folder", "project", "sha256")
@@ -51,8 +58,6 @@ class VectorRule:
 
 
 def read_rules(r: Reader, key: str, node: yaml.Node) -> tuple[VectorRule, ...] | Absent:
-    from syncd.config.reader import BAD, line_of
-
     if not isinstance(node, yaml.SequenceNode):
         r.problem(line_of(node), key, "expected a list of {globs, store or store_id} rules")
         return BAD
@@ -62,8 +67,6 @@ def read_rules(r: Reader, key: str, node: yaml.Node) -> tuple[VectorRule, ...] |
 
 
 def _rule(r: Reader, where: str, item: yaml.Node) -> VectorRule | None:
-    from syncd.config.reader import is_null, line_of
-
     if not isinstance(item, yaml.MappingNode):
         r.problem(line_of(item), where, "expected a mapping with globs and store or store_id")
         return None
@@ -94,8 +97,6 @@ def _rule(r: Reader, where: str, item: yaml.Node) -> VectorRule | None:
 
 
 def _text(r: Reader, where: str, node: yaml.Node) -> str | None:
-    from syncd.config.reader import line_of
-
     if not isinstance(node, yaml.ScalarNode) or not str(node.value).strip():
         r.problem(line_of(node), where, "expected a non-empty text")
         return None
@@ -104,8 +105,6 @@ def _text(r: Reader, where: str, node: yaml.Node) -> str | None:
 
 def _chunking(r: Reader, where: str, node: yaml.Node | None) -> tuple[int, int] | bool | None:
     """(size, overlap); None for auto (or left out); False when invalid."""
-    from syncd.config.reader import line_of
-
     if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "auto"):
         return None
     values: dict[str, str] = {}
@@ -128,8 +127,6 @@ def _chunking(r: Reader, where: str, node: yaml.Node | None) -> tuple[int, int] 
 def _attributes(r: Reader, where: str, node: yaml.Node | None
                 ) -> tuple[tuple[str, str], ...] | None:
     """The attribute templates; None when invalid."""
-    from syncd.config.reader import line_of
-
     if node is None:
         return ()
     if not isinstance(node, yaml.MappingNode) or len(node.value) > ATTRIBUTES_MAX:
