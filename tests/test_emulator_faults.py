@@ -177,7 +177,7 @@ def test_admin_api(emulator: EmulatorHandle) -> None:
     assert httpx.get(f"{emulator.root_url}/_emulator/health").status_code == 200
     stats = emulator.stats()
     assert set(stats) == {"requests", "mutations", "throttled", "faults", "max_per_second",
-                          "accounts", "uptime_s"}
+                          "accounts", "upload_body_bytes", "uptime_s"}
     assert stats["faults"] == {"5xx": 0, "429": 0, "drop_before": 0, "drop_after_store": 0,
                                "list_omit": 0}
     bad = httpx.post(f"{emulator.root_url}/_emulator/config", json={"fault_5xx": 3})
