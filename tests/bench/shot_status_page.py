@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import struct
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -22,7 +24,9 @@ from tests.engine_helpers import write_config  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.page_helpers import PageDaemon, chromium, listener  # noqa: E402
 
-HEIGHT = "return Math.ceil(document.documentElement.getBoundingClientRect().height) + 16"
+# How far the page runs below the viewport. The window's height is not the viewport's
+# (headless Chromium keeps about 140 px of it for its own frame), so it is grown by this.
+BELOW = "return document.documentElement.scrollHeight - window.innerHeight"
 
 
 def tree(root: Path, quota: int) -> None:
@@ -33,6 +37,15 @@ def tree(root: Path, quota: int) -> None:
     (root / "notes" / "draft.txt").write_text("")  # empty: the provider refuses it
     (root / "data" / "export.xyz").write_text("no known type\n")
     (root / "<img src=x onerror=alert(1)>.txt").write_text("a hostile name, shown as text\n")
+
+
+def fit(driver: Any, width: int) -> None:
+    """Grow the window until the whole page is in view, so the shot holds all of it."""
+    for _ in range(5):
+        below = int(driver.execute_script(BELOW))
+        if below <= 0:
+            return
+        driver.set_window_size(width, driver.get_window_size()["height"] + below)
 
 
 def main() -> int:
@@ -59,12 +72,14 @@ def main() -> int:
             driver.get(daemon.origin + "/")
             wait_for(lambda: driver.execute_script(
                 "return document.querySelectorAll('#actions tr').length"), 10, "the page")
-            driver.set_window_size(args.width, driver.execute_script(HEIGHT))
             wait_for(lambda: driver.execute_script(
                 "return document.querySelectorAll('#failing tr').length"), 10, "the list")
+            fit(driver, args.width)
             out.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(out))
-        print(f"{out}: counts {status['counts']}")
+        width, height = struct.unpack(">II", out.read_bytes()[16:24])  # the PNG's IHDR
+        print(f"{out}: {width}x{height} px, {out.stat().st_size} bytes; "
+              f"counts {status['counts']}")  # fmt: skip
     finally:
         if daemon is not None:
             daemon.stop()
