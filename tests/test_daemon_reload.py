@@ -35,6 +35,10 @@ class QuietSyncer:
     """Just enough engine for a daemon that is never started."""
 
     base_url = ""
+    # No client, listing or vector stores: the status leaves their parts out.
+    client = None
+    remote = None
+    attacher = None
 
     def is_candidate(self, rel_path: str) -> bool:
         return True

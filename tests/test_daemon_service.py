@@ -48,6 +48,10 @@ class FakeSyncer:
     base_url = ""
     publish_cost_s = 0.0
     batches_config = None  # neither pull nor batch configured
+    # No client, listing or vector stores: the status leaves their parts out.
+    client = None
+    remote = None
+    attacher = None
 
     def batches_step(self, dry_run: bool = False) -> None:
         return None

@@ -9,10 +9,12 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from syncd.config import MaxDelete, RulesConfig
+from syncd.engine.attach import Attacher
 from syncd.engine.attach import Report as AttachReport
 from syncd.engine.batches import BatchesConfig
 from syncd.engine.batches import Report as BatchReport
 from syncd.engine.progress import Progress
+from syncd.engine.remote import RemoteFiles, RemoteView
 
 
 class Report(Protocol):
@@ -112,3 +114,13 @@ class SyncerLike(Protocol):
     def stats(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
+
+    # The parts the status shows; None in an engine without them (a test's).
+    @property
+    def client(self) -> RemoteFiles | None: ...
+
+    @property
+    def remote(self) -> RemoteView | None: ...
+
+    @property
+    def attacher(self) -> Attacher | None: ...

@@ -14,7 +14,6 @@ retry loop that cannot succeed, and the next start's catch-up redoes it.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ import structlog
 
 from syncd.config import Config, parse_address
 from syncd.daemon.control import ControlError, ControlServer, ReconcileRequest, socket_path
+from syncd.daemon.live_status import Sources, live_status, status_line
 from syncd.daemon.metrics import (
     MetricsServer,
     Recorder,
@@ -91,7 +91,7 @@ class Daemon:
         self.started_at = time.time()
         self.recorder = Recorder()
         # The engine's requests are counted where they leave: the client's transport.
-        instrument(getattr(syncer, "client", None), self.recorder)
+        instrument(syncer.client, self.recorder)
         self._control: ControlServer | None = None
         self._metrics: MetricsServer | None = None
         self.worker = Worker(
@@ -109,6 +109,8 @@ class Daemon:
         # The last reload that could not be applied (invalid, or waiting for a restart),
         # shown in the status until a reload applies or the daemon restarts.
         self.reload_pending: Verdict | None = None
+        self._sources = Sources(config_path, syncer, self.worker, self.recorder,
+                                self._scheduler, self.started_at)  # fmt: skip
 
     @property
     def queue(self) -> SettleQueue:
@@ -143,60 +145,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The live status the control socket answers and the metrics export."""
-        worker = self.worker
-        reach = worker.reach
-        tally = self.recorder.snapshot()
-        try:
-            counts = dict(self.syncer.stats())
-        except Exception:  # the state is busy or closing: the last known counts will do
-            counts = dict(worker.stats)
-        last_error = _stamped(tally["last_error"], "at", "since")
-        pending = self.reload_pending
-        if pending is not None and (last_error is None or tally["last_error"]["at"] <= pending.at):
-            # Newer than any error of the runs: what the operator must act on now.
-            last_error = {"message": pending.message, "at": iso_utc(pending.at), "since": None}
-        return {
-            "source": "daemon",
-            "alive": True,
-            "pid": os.getpid(),
-            "started_at": iso_utc(self.started_at),
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "phase": worker.phase.reported(reach.down),
-            "activity": worker.activity,
-            "queue": len(self.queue),
-            "watch_mode": self.watcher.kind,
-            "remote": {
-                "base_url": self.syncer.base_url,
-                "reachable": not reach.down,
-                "unreachable_since": iso_utc(reach.since),
-            },
-            "counts": counts,
-            "last_reconcile": _stamped(tally["last_reconcile"], "at"),
-            "last_success_at": iso_utc(tally["last_success_at"]),
-            "last_error": last_error,
-            "config": config_state(self.config_path, pending),
-            "requests": tally["requests"],
-            "retries": tally["retries"],
-            "upload_bytes": tally["upload_bytes"],
-            "pacer": pacer_state(getattr(self.syncer, "client", None), tally["requests"]),
-            "quota": quota_state(getattr(self.syncer, "remote", None), self.config),
-            "batches": self._batches(),
-            "vector_stores": self._vector_stores(),
-            "next_reconcile": _next_run(self._scheduler),
-        }
-
-    def _batches(self) -> dict[str, Any] | None:
-        try:
-            return self.syncer.batch_summary()
-        except Exception:  # the store is busy or closing: the next scrape tells
-            return None
-
-    def _vector_stores(self) -> dict[str, Any] | None:
-        attacher = getattr(self.syncer, "attacher", None)
-        try:
-            return attacher.summary() if attacher is not None else None
-        except Exception:  # the store is busy or closing: the next scrape tells
-            return None
+        return live_status(self._sources, self.config, self.reload_pending)
 
     def request_reload(self) -> None:
         self._reload.set()
@@ -262,24 +211,7 @@ class Daemon:
             raise
 
     def status_text(self) -> str:
-        stats = self.worker.stats
-        synced = stats.get("synced", 0)
-        failed = sum(stats.get(k, 0) for k in ("error", "invalid", "quota"))
-        watching = self.watcher.kind or "not yet"
-        parts = [
-            self.worker.reach.describe() or self.worker.activity,
-            f"queue {len(self.queue)}",
-            f"synced {synced}",
-        ]
-        if failed:
-            parts.append(f"failed {failed}")
-        parts.append(f"watching: {watching}")
-        pending = self.reload_pending
-        if pending is not None and pending.outcome == "restart":
-            parts.append(f"restart needed to apply: {', '.join(pending.restart)}")
-        elif pending is not None:
-            parts.append("the configuration file is invalid; running the previous one")
-        return "; ".join(parts)
+        return status_line(self.worker, self.reload_pending)
 
     def reload(self) -> bool:
         """Re-read the configuration and apply it whole, or not at all (see
@@ -458,81 +390,6 @@ class Daemon:
     def _on_overflow(self, message: str) -> None:
         log.warning("filesystem events were lost; scheduling a rescan", detail=message)
         self.queue.request_rescan("inotify queue overflowed")
-
-
-def _next_run(scheduler: ReconcileScheduler) -> str | None:
-    when = scheduler.next_run_time()
-    return None if when is None else iso_utc(when.timestamp())
-
-
-def iso_utc(t: float | None) -> str | None:
-    """ISO 8601 in UTC, to the second: the one timezone of status output and logs."""
-    if t is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _stamped(data: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    return {**data, **{k: iso_utc(data.get(k)) for k in keys}}
-
-
-def pacer_state(client: Any, requests: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Per call class: the rate allowed now, the ceiling and the limit as estimated."""
-    pacer = getattr(client, "pacer", None)
-    options = getattr(client, "options", None)
-    if pacer is None or options is None:
-        return {}
-    out: dict[str, Any] = {}
-    now = time.monotonic()
-    for cls in ("upload", "read", "delete"):
-        try:
-            state = pacer.snapshot(cls)
-            rate = pacer.current_rate(cls)
-        except Exception:  # a shared pacing file being rewritten: skip this class
-            log.debug("pacer state unavailable", call_class=cls, exc_info=True)
-            continue
-        ceiling = float(options.rates.for_class(cls))
-        target = getattr(state, "target", None)
-        out[cls] = {
-            "rate_per_s": round(float(rate), 3),
-            "ceiling_per_s": ceiling,
-            "ceiling_estimate_per_s": round(float(target if target is not None else ceiling), 3),
-            "paused": float(getattr(state, "paused_until", 0.0)) > now,
-            "recent_429": len(getattr(state, "refused", ()) or ()),
-            "throttled_total": requests.get(cls, {}).get("429", 0),
-        }
-    return out
-
-
-def quota_state(remote: Any, config: Config) -> dict[str, Any]:
-    """The account's usage as last listed (ours and others' files) against its quota."""
-    limits = {"max_files": config.limits.max_files, "max_bytes": config.limits.max_bytes}
-    listed_at = getattr(remote, "listed_at", None)
-    if remote is None or listed_at is None:
-        return {"files": None, "bytes": None, **limits, "listed_at": None}
-    files = remote.snapshot().values()
-    return {
-        "files": len(files),
-        "bytes": sum(int(f.bytes) for f in files),
-        **limits,
-        "listed_at": iso_utc(listed_at),
-    }
-
-
-def config_state(path: Path, pending: Verdict | None) -> dict[str, Any]:
-    """The configuration's side of the status: the file, and a reload not applied."""
-    if pending is None:
-        return {"path": str(path), "reload": "applied", "restart_needed": [], "message": None}
-    return {
-        "path": str(path),
-        "reload": "restart needed" if pending.outcome == "restart" else "invalid",
-        "restart_needed": list(pending.restart),
-        "where": list(pending.where),
-        "message": pending.message,
-        "at": iso_utc(pending.at),
-    }
 
 
 def _default_load_config(path: Path) -> Config:

@@ -74,7 +74,7 @@ class Worker(WatchLifecycle, RunHandling):
             if self.syncer.batches_config is not None and time.monotonic() >= self._batches_at:
                 self._step_batches()
                 continue
-            if getattr(self.syncer, "attacher", None) and time.monotonic() >= self._attach_at:
+            if self.syncer.attacher is not None and time.monotonic() >= self._attach_at:
                 self._step_attach()
                 continue
             self.phase = Phase.IDLE

@@ -15,6 +15,8 @@ from typing import BinaryIO, Protocol
 from syncd.api.adoption import UploadWindow
 from syncd.api.clock import ServerClock
 from syncd.api.models import RemoteFile, Sent
+from syncd.api.options import ClientOptions
+from syncd.api.pacer import Pacer
 
 
 class RemoteFiles(Protocol):
@@ -46,6 +48,13 @@ class RemoteFiles(Protocol):
     # Identifies the credentials (never reveals them): binds a state to its key.
     @property
     def key_fingerprint(self) -> str: ...
+
+    # How calls are paced and bounded (shown by the daemon's status).
+    @property
+    def pacer(self) -> Pacer: ...
+
+    @property
+    def options(self) -> ClientOptions: ...
 
 
 class RemoteView:
