@@ -23,17 +23,15 @@ from typing import Any
 
 import structlog
 
-from syncd.config import Config, parse_address
-from syncd.daemon.control import ControlError, ControlServer, ReconcileRequest, socket_path
+from syncd.config import Config
+from syncd.daemon.control import ReconcileRequest
+from syncd.daemon.endpoints import Endpoints
 from syncd.daemon.live_status import Sources, live_status, status_line
 from syncd.daemon.metrics import (
-    MetricsServer,
     Recorder,
-    build_registry,
     instrument,
 )
 from syncd.daemon.notify import Notifier
-from syncd.daemon.page_data import Documents
 from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import SyncerLike
 from syncd.daemon.reach import reachable
@@ -92,8 +90,7 @@ class Daemon:
         self.recorder = Recorder()
         # The engine's requests are counted where they leave: the client's transport.
         instrument(syncer.client, self.recorder)
-        self._control: ControlServer | None = None
-        self._metrics: MetricsServer | None = None
+        self._endpoints = Endpoints()
         self.worker = Worker(
             config,
             syncer,
@@ -156,7 +153,7 @@ class Daemon:
     def run(self) -> int:
         """Run until a stop is requested; returns the process exit code."""
         self._overflow.install()
-        self._open_endpoints()
+        self._endpoints.open(self, self.recorder, self.status, lambda: self.config)
         self.worker.start()
         self.notifier.status("starting: watching and catching up")
         self.notifier.extend_timeout(30.0)
@@ -295,7 +292,7 @@ class Daemon:
             if worker.reach.down:
                 grace = min(timeout, UNREACHABLE_GRACE_S)
         worker.join(grace)
-        self._close_endpoints()
+        self._endpoints.close()
         if worker.is_alive():
             self._overflow.uninstall()
             if grace < timeout:
@@ -351,41 +348,6 @@ class Daemon:
                 base_url=self.syncer.base_url,
             )
             self.notifier.status(self.status_text())
-
-    def _open_endpoints(self) -> None:
-        """The control socket (always) and the metrics server (when configured).
-
-        Neither is needed to sync: if one cannot open, the daemon says so and goes on.
-        """
-        path = socket_path(self.config.state_dir)
-        try:
-            self._control = ControlServer(self, path)
-        except (OSError, ControlError) as exc:
-            log.error("control socket unavailable; `syncd status` will read the state file",
-                      path=str(path), error=str(exc))  # fmt: skip
-        address = self.config.daemon.metrics
-        if address:
-            try:
-                self._metrics = MetricsServer(
-                    build_registry(self.recorder, self.status), parse_address(address),
-                    Documents(lambda: self.config, self.status),
-                )
-                log.info("serving metrics", address=address, path="/metrics")
-            except (OSError, ValueError) as exc:
-                log.error("metrics unavailable", address=address, error=str(exc))
-
-    def _close_endpoints(self) -> None:
-        for endpoint in (self._control, self._metrics):
-            if endpoint is not None:
-                try:
-                    endpoint.close()
-                except Exception:
-                    log.exception("could not close an endpoint")
-        self._control = self._metrics = None
-
-    @property
-    def metrics_port(self) -> int | None:
-        return None if self._metrics is None else self._metrics.port
 
     def _on_overflow(self, message: str) -> None:
         log.warning("filesystem events were lost; scheduling a rescan", detail=message)
