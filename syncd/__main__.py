@@ -9,6 +9,11 @@ def main() -> int:
     # Only the command, which owns its process, trims what packages import for nothing.
     load_without("httpx", "httpx._main")
     load_without("structlog", "rich")
+    # httpcore loads trio and anyio, where installed, for its async backends and locks;
+    # syncd's calls are synchronous. trio's import alone runs ldconfig (ctypes'
+    # find_library): a tenth of a second of a one-off reconcile.
+    load_without("httpcore", "trio")
+    load_without("httpcore", "anyio")
     from syncd.cli import main as cli
 
     return cli()

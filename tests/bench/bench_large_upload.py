@@ -12,7 +12,7 @@ warm-up round (page cache, compiled bytecode):
   any Python client: the interpreter, the upload and the hash, no start-up beyond);
 - ``syncd reconcile`` of a folder holding just that file, with a fresh state each
   time (so it scans, plans, uploads and publishes the mapping);
-- syncd's upload alone: ``FilesClient.upload`` timed inside a process that has
+- syncd's upload alone: ``FilesClient.send`` timed inside a process that has
   already started and imported syncd (where the rest of the reconcile's time goes:
   start-up, not the transfer).
 
@@ -105,15 +105,15 @@ status = s.recv(65536).split(b"\r\n", 1)[0]
 sys.exit(0 if b" 200 " in status else f"{status!r}")
 """
 
-# syncd's client, the upload call alone: prints its wall and CPU seconds.
+# syncd's client, the upload call alone (send: the file and the hash of what it sent): prints its wall and CPU seconds.
 CLIENT = """
 import sys, time
 from syncd.api.client import FilesClient
 from syncd.api.key import ApiKey
 client = FilesClient(sys.argv[2], ApiKey(sys.argv[1]))
 wall, cpu = time.perf_counter(), time.process_time()
-uploaded = client.upload(sys.argv[3], "file-extract")
-assert uploaded.sha256, "the upload did not hash what it sent"
+sent = client.send(sys.argv[3], "file-extract")
+assert sent.sha256, "the upload did not hash what it sent"
 print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
