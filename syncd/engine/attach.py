@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 
-from syncd.api.errors import AmbiguousCreateError
+from syncd.api.errors import AmbiguousCreateError, APIError
 from syncd.api.vector_calls import Attach, FileBatch, VectorFile, VectorStore
 from syncd.config import Config, MaxDelete
 from syncd.config.vector_rules import VectorRule
@@ -102,8 +103,11 @@ def step(
     dry_run: bool = False,
     confirmed: bool = False,
     stopping: Callable[[], bool] = lambda: False,
+    sent_before: Sequence[Sent] = (),
 ) -> Report:
-    """One pass (see the module doc). ``owned``: every file id the sync state holds."""
+    """One pass (see the module doc). ``owned``: every file id the sync state holds;
+    ``sent_before``: batches sent earlier in the run (:class:`Early`), waited on too
+    unless the listing shows their files processed."""
     report = Report(dry_run=dry_run)
     resolved = _resolve(client, store, config, report, dry_run)
     files = list(synced)
@@ -125,7 +129,9 @@ def step(
         report.detached = [(k, f) for k, ids in plan.detach.items() for f in ids]
         return report
     _detach(client, store, plan, report, stopping)
-    batches = _attach(client, store, config, plan, report, stopping)
+    running = [b for b in sent_before
+               if any(statuses.get(b.store_id, {}).get(f) not in FINAL for f in b.file_ids)]
+    batches = [*running, *_attach(client, store, config, plan, report, stopping)]
     unclear = _wait(client, store, batches, config, stopping)
     before = {(a.store_id, a.file_id): a.status for a in store.attachments()}
     # A store is listed again only when a batch of it did not complete cleanly: the
@@ -134,6 +140,112 @@ def step(
         _observe(store, key, _listing(client, key), store.ours().get(key, set()), wanted[key])
     _summarize(store, report, before)
     return report
+
+
+# Mid-run file batches go at most this often, the first this long after the run's first
+# publish: each is a write paced with the uploads, so fewer cost the uploads less, and a
+# short run (a daemon's sync of a few files) sends none and lists no store twice.
+EARLY_EVERY_S = 5.0
+
+
+class Early:
+    """A run's attachments made while it uploads, so a long run's last batch is small and
+    processing keeps pace with the uploads. Each call plans the files synced since the
+    last one against each store's listing as this run first saw it (``cache``, kept up to
+    date with what is sent) and sends the batches on a thread of its own (one in flight),
+    so a slow provider never holds a publish back. It never detaches and never waits:
+    the run's pass (:func:`step`) lists each store again, and does both."""
+
+    def __init__(self, config: AttachConfig, store: AttachStore) -> None:
+        self.config = config
+        self.store = store
+        self.seen: dict[str, str] = {}
+        self.cache: dict[str, dict[str, str]] = {}
+        self.created: list[str] = []
+        self.attached: list[tuple[str, str, str]] = []
+        self.sent: list[Sent] = []
+        # When a call last sent (or, before any, was first made).
+        self._last: float | None = None
+        self._flight: Future[tuple[Report, list[Sent]]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def offer(self, client: VectorRemote, files: Callable[[], Sequence[SyncedFile]],
+              stopping: Callable[[], bool]) -> Report | None:
+        """Send what the synced ``files`` (read only when it is time: a big tree's rows
+        are not read at every publish) need that no earlier call sent; the report of the
+        send that ended since, if any."""
+        done = self._collect(block=False)
+        clock = time.monotonic()
+        if self._last is None:
+            self._last = clock
+        elif self._flight is None and clock - self._last >= EARLY_EVERY_S:
+            self._offer(client, files(), stopping)
+        return done
+
+    def finish(self, client: VectorRemote, files: Sequence[SyncedFile],
+               stopping: Callable[[], bool]) -> Report | None:
+        """As the run's pass begins: a run that attached as it went sends the rest at
+        once (its processing overlaps the pass's listing); every send waited for."""
+        done = self._collect(block=True)
+        if self.cache:
+            self._offer(client, files, stopping)
+        last = _merged(done, self._collect(block=True))
+        self.close()
+        return last
+
+    def _offer(self, client: VectorRemote, files: Sequence[SyncedFile],
+               stopping: Callable[[], bool]) -> None:
+        fresh = [f for f in files if self.seen.get(f.path) != f.file_id]
+        if fresh:
+            self._send(client, fresh, stopping)
+            self._last = time.monotonic()
+
+    def _send(self, client: VectorRemote, fresh: list[SyncedFile],
+              stopping: Callable[[], bool]) -> None:
+        report = Report()
+        resolved = _resolve(client, self.store, self.config, report, False)
+        self.created += report.created
+        wanted = wanted_by_store(self.config.rules, fresh, resolved, self.config.project)
+        for key in wanted:
+            if key not in self.cache:
+                self.cache[key] = {f: v.status for f, v in _listing(client, key).items()}
+        plan = plan_attach(wanted, {k: self.cache.get(k, {}) for k in wanted}, {},
+                           max_delete=self.config.max_delete)
+        self.seen.update((f.path, f.file_id) for f in fresh)
+        if not plan.attach_count:
+            return
+        for key, wants in plan.attach.items():
+            self.cache.setdefault(key, {}).update({w.file_id: "in_progress" for w in wants})
+        plan.detach.clear()
+        self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="syncd-attach")
+        self._flight = self._pool.submit(
+            lambda: (report, _attach(client, self.store, self.config, plan, report, stopping)))
+
+    def _collect(self, block: bool) -> Report | None:
+        flight = self._flight
+        if flight is None or not (block or flight.done()):
+            return None
+        self._flight = None
+        try:
+            report, sent = flight.result()
+        except APIError as exc:  # the run's pass lists the store and attaches what is not
+            log.warning("vector store attach during the run failed", error=str(exc))
+            return None
+        self.attached += report.attached
+        self.sent += sent
+        return report
+
+    def close(self) -> None:
+        self._collect(block=True)
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def _merged(a: Report | None, b: Report | None) -> Report | None:
+    if a is None or b is None:
+        return a or b
+    a.attached += b.attached
+    return a
 
 
 def _resolve(client: VectorRemote, store: AttachStore, config: AttachConfig,
@@ -302,19 +414,36 @@ class Attacher:
     def __init__(self, config: AttachConfig, store: AttachStore) -> None:
         self.config = config
         self.store = store
+        self._early = Early(config, store)
+
+    def early(self, client: VectorRemote, state: StateLike,
+              listed: Callable[[], Container[str]], *, stopping: Callable[[], bool]) -> None:
+        """Mid-run (each time the mapping is published): attach what was synced since
+        (``listed``: what the remote holds, asked for only when something is sent)."""
+        report = self._early.offer(client, lambda: _synced(state, listed()), stopping)
+        if report is not None:
+            state.journal_events(journal_rows(report))
 
     def run(self, client: VectorRemote, state: StateLike, listed: Container[str], *,
             dry_run: bool, confirmed: bool, stopping: Callable[[], bool],
             wait: bool = True) -> Report:
         """A pass over what the state has synced and the remote holds (``listed``);
         ``wait``: poll the batches sent until they end (else a later pass records them)."""
-        synced = [SyncedFile(path, fid, sha or "") for path, fid, _p, _s, sha, _at
-                  in state.synced() if fid and fid in listed]
         config = self.config if wait else dataclasses.replace(self.config, wait_s=0.0)
-        report = step(client, self.store, config, synced, state.owned_ids(),
-                      dry_run=dry_run, confirmed=confirmed, stopping=stopping)
+        files = _synced(state, listed)
+        early = Early(self.config, self.store)
+        if not dry_run:
+            early, self._early = self._early, early
+            last = early.finish(client, files, stopping)
+            if last is not None:
+                state.journal_events(journal_rows(last))
+        report = step(client, self.store, config, files, state.owned_ids(),
+                      dry_run=dry_run, confirmed=confirmed, stopping=stopping,
+                      sent_before=early.sent)
         if not dry_run:
             state.journal_events(journal_rows(report))
+        report.created = early.created + report.created
+        report.attached = early.attached + report.attached
         return report
 
     def by_path(self) -> dict[str, dict[str, str]]:
@@ -324,7 +453,14 @@ class Attacher:
         return summary(self.store)
 
     def close(self) -> None:
+        self._early.close()
         self.store.close()
+
+
+def _synced(state: StateLike, listed: Container[str]) -> list[SyncedFile]:
+    """The synced files whose remote copy the listing shows."""
+    return [SyncedFile(path, fid, sha or "") for path, fid, _p, _s, sha, _at
+            in state.synced() if fid and fid in listed]
 
 
 class StateLike(Protocol):

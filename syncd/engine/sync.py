@@ -284,7 +284,7 @@ class Syncer(ListingChecks, SideSteps):
             stopping=self._stopping,
         )
         try:
-            report.outcome = executor.run(the_plan, self.publish_mapping)
+            report.outcome = executor.run(the_plan, self._publish_attaching)
             if consent != "none":
                 # A person answered for deletes: later runs weigh only what follows.
                 self.state.set_meta(CONFIRMED_META, time.time())

@@ -68,6 +68,20 @@ class SideSteps(SyncerCore):
             log.error("batch step failed", error=str(exc))
             return None
 
+    def _publish_attaching(self) -> None:
+        """A run's publish while it uploads, then the files it confirmed attached at once,
+        so the attachments keep pace with the uploads (the pass after the run finishes
+        the job); a failure here is left to that pass."""
+        self.publish_mapping()
+        if self.attacher is None:
+            return
+        try:
+            client = cast(vector_attach.VectorRemote, self.client)
+            self.attacher.early(client, self.state, self.remote.snapshot,
+                                stopping=self._stopping.is_set)
+        except APIError as exc:
+            log.warning("vector store attach during the run failed", error=str(exc))
+
     def attach_step(self) -> vector_attach.Report | None:
         """The daemon's attach step between full runs, over what its syncs changed."""
         with self._op:
