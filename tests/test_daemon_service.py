@@ -376,7 +376,7 @@ def test_reload_applies_valid_and_keeps_old_on_invalid(
     path.write_text(CONFIG_YAML.format(root=root, state=tmp_path / "state", settle=7))
     assert daemon.reload() is True
     assert daemon.config.sync.settle_s == 7
-    assert daemon.queue._settle_s == 7
+    assert daemon.queue.timing.settle_s == 7
     path.write_text(
         CONFIG_YAML.format(root=root, state=tmp_path / "state", settle=1).replace(
             "interval_s: 3600", "cron: 'not a cron'"

@@ -30,10 +30,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
 
 import structlog
+
+from syncd.daemon.settle_rules import Entry, Timing, folder_above, group_due, merge_group
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -68,24 +69,6 @@ def stat_probe(root: str) -> Probe:
     return probe
 
 
-@dataclass
-class _Entry:
-    first_seen: float
-    last_event: float
-    due: float
-    # The first event we saw made the path appear; a deletion before release
-    # then means there is nothing to tell the engine.
-    born: bool
-    closed: bool = False
-    # Due time of the heap item standing for this entry, None when it has none.
-    queued: float | None = None
-    # A folder path (an end of a folder move): the engine expands it, and events
-    # below it join it instead of queueing paths of their own.
-    folder: bool = False
-    # Paths released together with this one, in one batch (both ends of a move).
-    group: set[str] | None = None
-
-
 class SettleQueue:
     """Thread-safe: the watch handler calls :meth:`touch`; one worker drains it."""
 
@@ -97,12 +80,11 @@ class SettleQueue:
         max_pending: int,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._settle_s = settle_s
-        self._max_settle_s = max(max_settle_s, settle_s)
+        self._timing = Timing(settle_s, max(max_settle_s, settle_s))
         self._max_pending = max_pending
         self._clock = clock
         self._cond = threading.Condition()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Entry] = {}
         # One heap item per entry at most: when an entry's due time moves later, its
         # item is re-pushed lazily at pop time instead of on every event, so a file
         # written a thousand times a second does not grow the heap.
@@ -124,7 +106,7 @@ class SettleQueue:
                 self._dropped += 1
                 return
             now = self._clock()
-            holder = self._folder_above_locked(path)
+            holder = folder_above(path, self._folders)
             if holder is not None:
                 self._refresh_locked(holder, now)
                 return
@@ -134,7 +116,7 @@ class SettleQueue:
                 if len(self._entries) >= self._max_pending:
                     self._overflow_locked(f"more than {self._max_pending} paths pending")
                     return
-                entry = _Entry(first_seen=now, last_event=now, due=0.0, born=born)
+                entry = Entry(first_seen=now, last_event=now, due=0.0, born=born)
                 self._entries[path] = entry
             elif kind is Kind.DELETED and entry.born:
                 self._drop_locked(path)
@@ -191,7 +173,7 @@ class SettleQueue:
             for path in paths:
                 entry = self._entries.get(path)
                 if entry is not None:
-                    self._merge_group_locked(path, entry, group)
+                    merge_group(path, entry, group, self._entries)
 
     # ------------------------------------------------------------- consumer
 
@@ -244,8 +226,9 @@ class SettleQueue:
                 if entry.due > now:
                     self._push_locked(path, entry)
                     continue
-                if self._is_settled(entry, now, probe(path)):
-                    later = self._group_due_locked(path, entry)
+                wait = self._timing.wait_until(entry, now, probe(path))
+                if wait is None:
+                    later = group_due(path, entry, self._entries)
                     if later > now:  # waits for the rest of its group
                         entry.due = later
                         self._push_locked(path, entry)
@@ -261,6 +244,7 @@ class SettleQueue:
                         if first_seen is not None:
                             first_seen[taken] = member.first_seen
                 else:
+                    entry.due = wait
                     self._schedule_locked(path, entry)
             return ready
 
@@ -287,8 +271,7 @@ class SettleQueue:
 
     def reconfigure(self, *, settle_s: float, max_settle_s: float, max_pending: int) -> None:
         with self._cond:
-            self._settle_s = settle_s
-            self._max_settle_s = max(max_settle_s, settle_s)
+            self._timing = Timing(settle_s, max(max_settle_s, settle_s))
             self._max_pending = max_pending
             for path, entry in self._entries.items():
                 entry.due = 0.0
@@ -300,36 +283,21 @@ class SettleQueue:
             return len(self._entries) + len(self._dirs)
 
     @property
+    def timing(self) -> Timing:
+        return self._timing
+
+    @property
     def overflowed(self) -> bool:
         with self._cond:
             return self._overflowed
 
     # ------------------------------------------------------------- internals
 
-    def _is_settled(self, entry: _Entry, now: float, age: float | None) -> bool:
-        if now >= entry.first_seen + self._max_settle_s:
-            return True
-        if entry.closed or age is None:
-            return True
-        if now < entry.last_event + self._settle_s:
-            return False
-        if age >= self._settle_s:
-            return True
-        # Changed without an event we saw (lost, coalesced, or polled late): wait until
-        # the file's own timestamps are settle_s old.
-        entry.due = min(now + (self._settle_s - age), entry.first_seen + self._max_settle_s)
-        return False
-
-    def _schedule_locked(self, path: str, entry: _Entry) -> None:
-        deadline = entry.first_seen + self._max_settle_s
-        if entry.closed:
-            due = entry.last_event
-        else:
-            due = max(entry.due, entry.last_event + self._settle_s)
-        entry.due = min(due, deadline)
+    def _schedule_locked(self, path: str, entry: Entry) -> None:
+        entry.due = self._timing.due(entry)
         self._push_locked(path, entry)
 
-    def _push_locked(self, path: str, entry: _Entry) -> None:
+    def _push_locked(self, path: str, entry: Entry) -> None:
         if entry.queued is None or entry.due < entry.queued:
             heapq.heappush(self._heap, (entry.due, path))
             entry.queued = entry.due
@@ -353,26 +321,6 @@ class SettleQueue:
             entry.queued = None
         self._folders.discard(path)
 
-    def _group_due_locked(self, path: str, entry: _Entry) -> float:
-        """When the last other pending member of ``entry``'s group is due (0 if none)."""
-        dues = [
-            member.due
-            for other in entry.group or ()
-            if other != path and (member := self._entries.get(other)) is not None
-        ]
-        return max(dues, default=0.0)
-
-    def _folder_above_locked(self, path: str) -> str | None:
-        """The pending folder entry ``path`` lies below, if any."""
-        if not self._folders:
-            return None
-        cut = path.rfind("/")
-        while cut > 0:
-            if path[:cut] in self._folders:
-                return path[:cut]
-            cut = path.rfind("/", 0, cut)
-        return None
-
     def _refresh_locked(self, path: str, now: float) -> None:
         """An event below a folder entry: the folder waits to settle again."""
         entry = self._entries[path]
@@ -381,47 +329,35 @@ class SettleQueue:
         self._schedule_locked(path, entry)
         self._cond.notify_all()
 
-    def _merge_group_locked(self, path: str, entry: _Entry, group: set[str]) -> None:
-        """Put ``path`` (and the group it was in) into ``group``."""
-        group.add(path)
-        old, entry.group = entry.group, group
-        if old is None or old is group:
-            return
-        for member in old:
-            group.add(member)
-            other = self._entries.get(member)
-            if other is not None:
-                other.group = group
-
     def _join_folder_locked(self, path: str, kind: Kind, group: set[str], now: float) -> bool:
         """Make ``path`` a folder entry in ``group`` (see :meth:`move_dir`); False on
         overflow."""
-        holder = self._folder_above_locked(path)
+        holder = folder_above(path, self._folders)
         if holder is not None:  # inside a folder already queued whole (nested moves)
-            self._merge_group_locked(holder, self._entries[holder], group)
+            merge_group(holder, self._entries[holder], group, self._entries)
             self._refresh_locked(holder, now)
             return True
         # Paths below it are covered by the folder from now on; a move they were part
         # of joins this one.
         inner = path + "/"
         for below in [p for p in self._entries if p.startswith(inner)]:
-            self._merge_group_locked(below, self._entries[below], group)
+            merge_group(below, self._entries[below], group, self._entries)
             self._drop_locked(below)
         entry = self._entries.get(path)
         if entry is None:
             if len(self._entries) >= self._max_pending:
                 self._overflow_locked(f"more than {self._max_pending} paths pending")
                 return False
-            entry = _Entry(first_seen=now, last_event=now, due=0.0, born=kind is Kind.CREATED)
+            entry = Entry(first_seen=now, last_event=now, due=0.0, born=kind is Kind.CREATED)
             self._entries[path] = entry
         elif kind is Kind.DELETED and entry.born:
             # Appeared (moved in) and left again before release: only its group cares.
-            self._merge_group_locked(path, entry, group)
+            merge_group(path, entry, group, self._entries)
             self._drop_locked(path)
             return True
         entry.folder = True
         self._folders.add(path)
-        self._merge_group_locked(path, entry, group)
+        merge_group(path, entry, group, self._entries)
         entry.last_event = now
         entry.closed = False
         self._schedule_locked(path, entry)
