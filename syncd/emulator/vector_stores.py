@@ -237,27 +237,12 @@ class VectorStores:
                 "last_error": att["last_error"] if status == "failed" else None,
                 "chunking_strategy": att["chunking"], "attributes": att["attributes"]}
 
-    def _verdict(self, account: str, file_id: str) -> tuple[str, dict[str, str] | None, int]:
-        """What processing will make of a file: its outcome, error and usage."""
-        record = self.files.get(account, file_id)
-        if record is None:
-            raise errors.ApiError(404, f"No file found with id '{file_id}'.", param="file_id",
-                                  code="not_found")
-        suffix = Path(record.filename).suffix.lower()
-        if suffix not in SEARCHABLE:
-            return "failed", {"code": "unsupported_file", "message":
-                              f"The file type {suffix or '(none)'} is not supported."}, 0
-        if suffix in TEXT_TYPES and _binary(self.files.blob_path(file_id)):
-            return "failed", {"code": "invalid_file",
-                              "message": "The file could not be parsed: it is not text."}, 0
-        return "completed", None, record.bytes
-
     def _attach(self, account: str, store_id: str, items: list[dict[str, Any]],
                 default_chunking: dict[str, Any], batch_id: str | None) -> list[dict[str, Any]]:
         """Attach each item (a file id already attached is left as it is); validate all
         first, so a bad request changes nothing."""
         self._store_row(account, store_id)
-        verdicts = [self._verdict(account, item["file_id"]) for item in items]
+        verdicts = [_verdict(self.files, account, item["file_id"]) for item in items]
         now = self.files.clock()
         step = max(0.0, self.settings.vs_step_s)
         with self._lock:
@@ -401,6 +386,22 @@ class VectorStores:
 
 
 # ---- request parsing ---------------------------------------------------------------------
+
+
+def _verdict(files: Store, account: str, file_id: str) -> tuple[str, dict[str, str] | None, int]:
+    """What processing will make of a file: its outcome, error and usage."""
+    record = files.get(account, file_id)
+    if record is None:
+        raise errors.ApiError(404, f"No file found with id '{file_id}'.", param="file_id",
+                              code="not_found")
+    suffix = Path(record.filename).suffix.lower()
+    if suffix not in SEARCHABLE:
+        return "failed", {"code": "unsupported_file", "message":
+                          f"The file type {suffix or '(none)'} is not supported."}, 0
+    if suffix in TEXT_TYPES and _binary(files.blob_path(file_id)):
+        return "failed", {"code": "invalid_file",
+                          "message": "The file could not be parsed: it is not text."}, 0
+    return "completed", None, record.bytes
 
 
 def _item(raw: Any, where: str) -> dict[str, Any]:
