@@ -39,18 +39,23 @@ def api(emu: EmulatorHandle) -> httpx.Client:
                         headers={"Authorization": f"Bearer {emu.api_key}"})
 
 
-def store_files(emu: EmulatorHandle, store_id: str) -> dict[str, dict[str, Any]]:
-    """Every attachment of a store, by file id, as the provider lists it."""
-    out: dict[str, dict[str, Any]] = {}
+def store_rows(emu: EmulatorHandle, store_id: str) -> list[dict[str, Any]]:
+    """Every row of a store's file listing, page after page, as the provider lists it."""
+    out: list[dict[str, Any]] = []
     after = None
     with api(emu) as http:
         while True:
             page = http.get(f"/vector_stores/{store_id}/files",
                             params={"limit": 100, **({"after": after} if after else {})}).json()
-            out.update({f["id"]: f for f in page["data"]})
+            out += page["data"]
             if not page["has_more"]:
                 return out
             after = page["last_id"]
+
+
+def store_files(emu: EmulatorHandle, store_id: str) -> dict[str, dict[str, Any]]:
+    """Every attachment of a store, by file id."""
+    return {f["id"]: f for f in store_rows(emu, store_id)}
 
 
 def stores(emu: EmulatorHandle) -> dict[str, str]:
@@ -134,10 +139,15 @@ def test_two_stores_converge_and_keep_foreign(emulator_factory: Factory, tmp_pat
         (root / "notes" / f"f{i:03d}.md").unlink()
     (root / "docs/b/f004.md").rename(root / "notes/moved.md")
     (root / "notes/new.md").write_text("new\n", "utf-8")
-    plan = syncer.reconcile(dry_run=True)
-    assert plan.attachments is not None and plan.attachments.dry_run
-    # The dry run plans over what is synced now: the new files are not uploaded yet.
-    assert syncer.reconcile().attachments is not None
+    dry = syncer.reconcile(dry_run=True).attachments
+    assert dry is not None and dry.dry_run
+    done = syncer.reconcile().attachments
+    assert done is not None
+    # The dry run named what the run then did, though the edited and new files were not
+    # uploaded yet: each path attached to its store, and each id detached.
+    assert sorted((s, p) for s, p, _f in dry.attached) == sorted(
+        (s, p) for s, p, _f in done.attached)
+    assert sorted(dry.detached) == sorted(done.detached) and len(done.detached) == 8
     docs, notes = store_files(emu, ids["docs"]), store_files(emu, ids["notes"])
     assert set(docs) == selected(syncer, "docs/") | {foreign}
     assert set(notes) == selected(syncer, "notes/")

@@ -19,7 +19,7 @@ from typing import Any
 from tests.crash_helpers import kill9, pause, run_until
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import spawn_reconcile, syncd_cmd, syncd_env, write_config
-from tests.test_attach import RULES, store_files, stores
+from tests.test_attach import RULES, store_rows, stores
 
 Factory = Callable[..., EmulatorHandle]
 VECTOR_WRITES = ("vs_create", "vs_batch", "vs_detach", "vs_attach")
@@ -87,12 +87,15 @@ def check(emu: EmulatorHandle, key: str, where: Path, kills: int, rounds: int,
     assert sorted(s["name"] for s in every) == ["docs", "notes"], "a store made twice"
     duplicates = strays = missing = 0
     for name in ("docs", "notes"):
-        listed = store_files(emu, named[name])
+        rows = store_rows(emu, named[name])
+        listed = {f["id"] for f in rows}
         want = {e["file_id"] for p, e in mapping.items() if p.startswith(name + "/")}
-        strays += len(set(listed) - want)
-        missing += len(want - set(listed))
-        assert {f["status"] for f in listed.values()} == {"completed"}
-        duplicates += len(listed) - len(set(listed))
+        strays += len(listed - want)
+        missing += len(want - listed)
+        assert {f["status"] for f in rows} == {"completed"}
+        # An id listed twice is a duplicate attachment; the same content under a second
+        # id (a file uploaded twice) is a stray, as the mapping names one id per path.
+        duplicates += len(rows) - len(listed)
     assert (duplicates, strays, missing) == (0, 0, 0)
     db = sqlite3.connect(where / "state" / "attachments.sqlite3")
     left = db.execute("SELECT COUNT(*) FROM attached WHERE status != 'completed'").fetchone()

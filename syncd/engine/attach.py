@@ -32,6 +32,7 @@ from syncd.engine.attach_plan import (
     wanted_by_store,
 )
 from syncd.engine.attach_store import AttachStore, summary
+from syncd.engine.model import Plan
 
 log = structlog.get_logger("syncd.engine.attach")
 
@@ -426,11 +427,14 @@ class Attacher:
 
     def run(self, client: VectorRemote, state: StateLike, listed: Container[str], *,
             dry_run: bool, confirmed: bool, stopping: Callable[[], bool],
-            wait: bool = True) -> Report:
-        """A pass over what the state has synced and the remote holds (``listed``);
-        ``wait``: poll the batches sent until they end (else a later pass records them)."""
+            wait: bool = True, planned: Plan | None = None) -> Report:
+        """A pass over what the state has synced and the remote holds (``listed``), or
+        (a dry run) what the run's ``planned`` changes would leave synced; ``wait``: poll
+        the batches sent until they end (else a later pass records them)."""
         config = self.config if wait else dataclasses.replace(self.config, wait_s=0.0)
         files = _synced(state, listed)
+        if planned is not None:
+            files = as_planned(files, planned)
         early = Early(self.config, self.store)
         if not dry_run:
             early, self._early = self._early, early
@@ -461,6 +465,29 @@ def _synced(state: StateLike, listed: Container[str]) -> list[SyncedFile]:
     """The synced files whose remote copy the listing shows."""
     return [SyncedFile(path, fid, sha or "") for path, fid, _p, _s, sha, _at
             in state.synced() if fid and fid in listed]
+
+
+# What a dry run shows for a file the plan uploads: its id is not known yet.
+TO_UPLOAD = "(to upload) "
+
+
+def as_planned(files: Sequence[SyncedFile], plan: Plan) -> list[SyncedFile]:
+    """The synced files as a run's ``plan`` will leave them, so a dry run lists the
+    attachments the run would make and remove: a path it uploads holds a new id
+    (``TO_UPLOAD`` and the path, shared by the paths that ride along), a path it points
+    at an existing id (dedupe, adoption) that id, a path gone locally none."""
+    by_path = {f.path: f for f in files}
+    gone = [d.path for d in plan.deletes if d.path and d.reason in ("gone", "stale")]
+    for path in [*gone, *plan.detaches, *(f.path for f in plan.forgets)]:
+        by_path.pop(path, None)
+    taken = [(s.path, s.file_id) for s in plan.shares] + [(a.path, a.file_id) for a in plan.adopts]
+    for path, file_id in taken:
+        if file_id:
+            by_path[path] = SyncedFile(path, file_id, "")
+    for up in plan.uploads:
+        for path in (up.path, *(s.path for s in up.sharers)):
+            by_path[path] = SyncedFile(path, TO_UPLOAD + up.path, "")
+    return [by_path[p] for p in sorted(by_path)]
 
 
 class StateLike(Protocol):

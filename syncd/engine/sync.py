@@ -78,7 +78,8 @@ class Syncer(ListingChecks, SideSteps):
                 report = self._reconcile(dry_run, progress, max_delete, confirm_deletes)
                 if not (report.aborted or report.remote_unavailable or report.interrupted):
                     report.batches = self._batches_after(dry_run)
-                    report.attachments = self._attach_after(dry_run, confirm_deletes)
+                    report.attachments = self._attach_after(dry_run, confirm_deletes,
+                                                            report.plan)
                 return report
             except StateLost:
                 # Deleted or replaced mid-run: what the run sent is in the claims

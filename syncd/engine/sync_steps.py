@@ -14,6 +14,7 @@ from syncd.api.errors import (
 from syncd.engine import attach as vector_attach
 from syncd.engine import batches as batch_jobs
 from syncd.engine.journal import Action
+from syncd.engine.model import Plan
 from syncd.engine.sync_core import SyncerCore
 
 log = structlog.get_logger("syncd.engine")
@@ -69,9 +70,10 @@ class SideSteps(SyncerCore):
             return None
 
     def _publish_attaching(self) -> None:
-        """A run's publish while it uploads, then the files it confirmed attached at once,
-        so the attachments keep pace with the uploads (the pass after the run finishes
-        the job); a failure here is left to that pass."""
+        """A run's publish while it uploads, then the files it confirmed offered to the
+        attach step's mid-run part (:class:`~syncd.engine.attach.Early`), so attachments
+        keep pace with the uploads; the pass after the run finishes the job, and takes
+        over from a failure here."""
         self.publish_mapping()
         if self.attacher is None:
             return
@@ -87,9 +89,11 @@ class SideSteps(SyncerCore):
         with self._op:
             return self._attach_after(False, False)
 
-    def _attach_after(self, dry_run: bool, confirmed: bool) -> vector_attach.Report | None:
+    def _attach_after(self, dry_run: bool, confirmed: bool, planned: Plan | None = None
+                      ) -> vector_attach.Report | None:
         """The attach step a full run ends with; its failures are reported, not raised.
-        The daemon does not wait for processing: it follows the step while any is."""
+        The daemon does not wait for processing: it follows the step while any is. A dry
+        run's step plans over what the run's plan (``planned``) would leave synced."""
         if self.attacher is None:
             return None
         try:
@@ -97,7 +101,8 @@ class SideSteps(SyncerCore):
             report = self.attacher.run(client, self.state, self.remote.snapshot(),
                                        dry_run=dry_run, confirmed=confirmed,
                                        stopping=self._stopping.is_set,
-                                       wait=self.origin != "daemon")
+                                       wait=self.origin != "daemon",
+                                       planned=planned if dry_run else None)
         except APIError as exc:
             log.error("vector store step failed", error=str(exc))
             return None
