@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
-def main() -> int:
+def trim_start_up() -> None:
+    """What the command does before it imports anything: packages load without the
+    optional parts syncd never uses (see :mod:`syncd._startup`)."""
     from syncd._startup import load_without
 
     # Only the command, which owns its process, trims what packages import for nothing.
@@ -14,6 +16,10 @@ def main() -> int:
     # find_library): a tenth of a second of a one-off reconcile.
     load_without("httpcore", "trio")
     load_without("httpcore", "anyio")
+
+
+def main() -> int:
+    trim_start_up()
     from syncd.cli import main as cli
 
     return cli()

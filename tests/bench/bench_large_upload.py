@@ -105,7 +105,8 @@ status = s.recv(65536).split(b"\r\n", 1)[0]
 sys.exit(0 if b" 200 " in status else f"{status!r}")
 """
 
-# syncd's client, the upload call alone (send: the file and the hash of what it sent): prints its wall and CPU seconds.
+# syncd's client, the upload call alone (send: the file and the hash of what it sent):
+# prints its wall and CPU seconds.
 CLIENT = """
 import sys, time
 from syncd.api.client import FilesClient
@@ -117,8 +118,10 @@ assert sent.sha256, "the upload did not hash what it sent"
 print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
-# What a reconcile imports (httpcore: when its client is built).
-SYNCD_IMPORTS = ("import syncd.cli, syncd.bootstrap, syncd.remote_problem, syncd.daemon.control, "
+# What a reconcile imports (httpcore: when its client is built), after what the command
+# trims first (a revision without trim_start_up trimmed nothing ahead of its imports).
+SYNCD_IMPORTS = ("import syncd.__main__ as m; getattr(m, 'trim_start_up', lambda: None)(); "
+                 "import syncd.cli, syncd.bootstrap, syncd.remote_problem, syncd.daemon.control, "
                  "syncd.engine.publish, httpcore")  # fmt: skip
 
 
