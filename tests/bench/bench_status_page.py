@@ -3,7 +3,7 @@ synced files, with ``daemon.metrics`` off (the baseline), on with nobody asking 
 listener waits in accept: this should cost nothing measurable), and on with the page
 open (its script asks ``/api/status`` and ``/api/log`` once a second), in one run.
 
-    python tests/bench/bench_status_page.py [--files 10000] [--idle-s 60]
+    python tests/bench/bench_status_page.py [--files 10000] [--idle-s 60] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def viewer(origin: str, stop: threading.Event, answered: list[float]) -> None:
 def measure(config: Path, where: Path, idle_s: float, port: int | None, page_open: bool
             ) -> tuple[float, list[float]]:  # fmt: skip
     daemon = Daemon(with_listener(config, port), where / f"daemon-{port or 'off'}.log")
-    stop, answered = threading.Event(), []
+    stop, answered = threading.Event(), list[float]()
     try:
         time.sleep(3)  # the catch-up's tail (publish, first scrape of nothing)
         if page_open and port is not None:
@@ -67,8 +67,11 @@ def measure(config: Path, where: Path, idle_s: float, port: int | None, page_ope
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=10_000)
-    ap.add_argument("--idle-s", type=float, default=60.0)
+    ap.add_argument("--files", type=int, default=10_000, help="synced files the daemon holds")
+    ap.add_argument("--idle-s", type=float, default=60.0, help="seconds each figure is taken over")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="listener off, then on with the page closed, this many times: "
+                         "their spread is the noise a difference must beat")  # fmt: skip
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-page-"))
@@ -86,10 +89,12 @@ def main() -> int:
         config = write_config(tmp, root, emulator.url, settle_s=2.0, mode="auto")
         Daemon(config, tmp / "daemon-first.log").stop()  # the first sync, out of the way
         note = f"of one core over {args.idle_s:g} s, {args.files} files, inotify"
-        off, _ = measure(config, tmp, args.idle_s, None, False)
-        rows.append(("idle CPU, listener off (baseline)", f"{off:.2f} %", note))
-        on, _ = measure(config, tmp, args.idle_s, free_port(), False)
-        rows.append(("idle CPU, listener on, page closed", f"{on:.2f} %", note))
+        for n in range(1, args.rounds + 1):
+            tag = f" #{n}" if args.rounds > 1 else ""
+            off, _ = measure(config, tmp, args.idle_s, None, False)
+            rows.append((f"idle CPU, listener off (baseline){tag}", f"{off:.2f} %", note))
+            on, _ = measure(config, tmp, args.idle_s, free_port(), False)
+            rows.append((f"idle CPU, listener on, page closed{tag}", f"{on:.2f} %", note))
         opened, answered = measure(config, tmp, args.idle_s, free_port(), True)
         if answered:
             took = sorted(answered)[len(answered) // 2]
