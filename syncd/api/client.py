@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
-from urllib.parse import quote
 
 import httpx
 import structlog
@@ -28,22 +27,19 @@ from syncd.api._http import HashingReader, TrackedStream, describe_transport_err
 from syncd.api.adoption import UploadWindow, find_own_upload, wire_name
 from syncd.api.batch_calls import BatchCalls
 from syncd.api.byte_pacer import MeteredStream
+from syncd.api.download_calls import DownloadCalls
 from syncd.api.errors import (
     AmbiguousUploadError,
     APIError,
-    AuthenticationError,
-    DownloadRefusedError,
-    InvalidRequestError,
     NotFoundError,
-    QuotaExceededError,
     RetryableError,
     ServerError,
     SourceChangedError,
 )
 from syncd.api.key import ApiKey
-from syncd.api.models import Downloaded, RemoteFile, Sent
+from syncd.api.models import RemoteFile, Sent
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
-from syncd.api.session import network_error
+from syncd.api.session import file_url, network_error
 from syncd.api.vector_calls import VectorCalls
 
 __all__ = [
@@ -59,7 +55,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 
-class FilesClient(VectorCalls, BatchCalls):
+class FilesClient(VectorCalls, BatchCalls, DownloadCalls):
     """Thread-safe client of the Files API.
 
     Every call is paced per call class (see :mod:`syncd.api.pacing`) and retried
@@ -212,7 +208,7 @@ class FilesClient(VectorCalls, BatchCalls):
         return UploadWindow.of_attempt(sent_at, until, self.clock.offset())
 
     def retrieve(self, file_id: str) -> RemoteFile:
-        response = self._simple("read", "retrieve", "GET", _file_url(file_id))
+        response = self._simple("read", "retrieve", "GET", file_url(file_id))
         return _remote_file(self._json(response, "retrieve"), "retrieve")
 
     def _list_page(
@@ -269,7 +265,7 @@ class FilesClient(VectorCalls, BatchCalls):
         was a 5xx), a 404 on the retry means the delete took effect and is success.
         """
         may_have_acted = False
-        url = _file_url(file_id)
+        url = file_url(file_id)
 
         def attempt() -> None:
             nonlocal may_have_acted
@@ -294,62 +290,8 @@ class FilesClient(VectorCalls, BatchCalls):
         self._retrying("delete", "delete", attempt)
 
     def content(self, file_id: str) -> bytes:
-        response = self._simple("read", "content", "GET", _file_url(file_id) + "/content")
+        response = self._simple("read", "content", "GET", file_url(file_id) + "/content")
         return response.content
-
-    def download(
-        self, file_id: str, dest: BinaryIO, *, size: int | None = None, purpose: str | None = None
-    ) -> Downloaded:
-        """Write the content of ``file_id`` to ``dest`` as it arrives, paced and retried as a
-        read, and check it is ``size`` bytes (the file's ``bytes``; retrieved first when not
-        given). Returns the size and the sha256 of what was written.
-
-        ``dest`` is written from its position at the call; a seekable one is rewound and
-        truncated there before each retry, so it ends holding exactly the file. A stream
-        that cannot be rewound is retried only while nothing was written to it.
-
-        Raises DownloadRefusedError when the provider does not serve this file's content
-        (``purpose``, if given, is named in it), NotFoundError for an unknown id, and
-        IncompleteDownloadError when the body kept coming out at another size."""
-        url = _file_url(file_id) + "/content"
-        if size is None:
-            remote = self.retrieve(file_id)
-            size, purpose = remote.bytes, purpose or remote.purpose
-        expected = size
-        try:
-            start: int | None = dest.tell() if dest.seekable() else None
-        except OSError:
-            start = None
-        wrote = [False]
-
-        def attempt() -> Downloaded:
-            if start is not None:
-                dest.seek(start)
-                dest.truncate()
-            elif wrote[0]:
-                raise APIError(f"download of {file_id}: failed after part of it was written to"
-                               " a stream that cannot be rewound; not retried")  # fmt: skip
-            request = self._http.build_request("GET", url)
-            try:
-                return self._receive_into("read", request, dest, expected, file_id, wrote)
-            except httpx.TransportError as exc:
-                raise network_error(exc, "download") from None
-            except QuotaExceededError:
-                raise
-            except (InvalidRequestError, AuthenticationError) as exc:
-                if isinstance(exc, AuthenticationError) and exc.status != 403:
-                    raise
-                what = f" of purpose {purpose!r}" if purpose else ""
-                raise DownloadRefusedError(
-                    f"the provider does not serve the content of {file_id}{what}: {exc.message}",
-                    file_id=file_id,
-                    purpose=purpose,
-                    status=exc.status,
-                    code=exc.code,
-                    request_id=exc.request_id,
-                ) from None
-
-        return self._retrying("read", "download", attempt)
 
     def find_uploaded(self, window: UploadWindow) -> Iterator[RemoteFile]:
         """Remote files created within ``window`` or later, newest first: listing stops
@@ -373,12 +315,6 @@ def _remote_file(data: Any, operation: str) -> RemoteFile:
         return RemoteFile.from_json(data)
     except (KeyError, TypeError, ValueError):
         raise APIError(f"{operation}: unexpected file object in response") from None
-
-
-def _file_url(file_id: str) -> str:
-    if not file_id:
-        raise ValueError("empty file id")
-    return "files/" + quote(file_id, safe="")
 
 
 @contextmanager

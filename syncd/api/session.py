@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import Callable, Generator
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -288,3 +288,10 @@ def network_error(
     return NetworkError(
         f"{operation}: {describe_transport_error(exc)}", phase=phase or request_phase(exc)
     )
+
+
+def file_url(file_id: str) -> str:
+    """The path of a file's resource, relative to the base URL."""
+    if not file_id:
+        raise ValueError("empty file id")
+    return "files/" + quote(file_id, safe="")
