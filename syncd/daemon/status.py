@@ -9,7 +9,7 @@ are in binary units spelled as such (KiB, MiB, GiB).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from syncd.config import Config
@@ -49,26 +49,12 @@ def from_state(config: Config) -> dict[str, Any] | None:
     # remote copy, or a guard such as max_delete holds it back): it is not "synced".
     unselected = _unselected(config, records)
     held_ids = set(held)
-    counts: dict[str, int] = {}
-    for path, rec in records.items():
-        shown = _shown_status(rec, path in unselected, held_ids)
-        counts[shown] = counts.get(shown, 0) + 1
+    counts, not_synced = _tally(records, unselected, held_ids)
     synced = [r for r in records.values() if r.status == "synced" and r.file_id]
-    not_synced = sorted(
-        (
-            r
-            for p, r in records.items()
-            if r.status != "synced" or p in unselected or r.file_id in held_ids
-        ),
-        key=lambda r: r.path,
-    )
     if account:
         account = {**account, "at": iso_utc(account.get("at"))}
-    last_error = None
+    last_error = _last_error(last)
     if last:
-        if last.get("exit_code"):
-            why = last.get("refused") or f"the last reconcile exited {last['exit_code']}"
-            last_error = {"message": why, "at": iso_utc(last.get("at")), "since": None}
         last = {**last, "at": iso_utc(last.get("at"))}
     return {
         "source": "state",
@@ -102,6 +88,28 @@ def from_state(config: Config) -> dict[str, Any] | None:
         "scan": {k: v for k, v in scan.items() if k != "skipped"} or None,
         "sharing": sharing,
     }
+
+
+def _tally(records: Mapping[str, Record], unselected: Collection[str], held_ids: set[str]
+           ) -> tuple[dict[str, int], list[Record]]:  # fmt: skip
+    """Paths by shown status, and the records not synced (by path)."""
+    counts: dict[str, int] = {}
+    not_synced: list[Record] = []
+    for path, rec in records.items():
+        shown = _shown_status(rec, path in unselected, held_ids)
+        counts[shown] = counts.get(shown, 0) + 1
+        if rec.status != "synced" or path in unselected or rec.file_id in held_ids:
+            not_synced.append(rec)
+    not_synced.sort(key=lambda r: r.path)
+    return counts, not_synced
+
+
+def _last_error(last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last reconcile's failure, as the running daemon would report it."""
+    if not last or not last.get("exit_code"):
+        return None
+    why = last.get("refused") or f"the last reconcile exited {last['exit_code']}"
+    return {"message": why, "at": iso_utc(last.get("at")), "since": None}
 
 
 def _unselected(config: Config, records: Mapping[str, Record]) -> dict[str, str]:
@@ -265,7 +273,11 @@ def exit_code(data: dict[str, Any]) -> int:
 
 
 def render(data: dict[str, Any]) -> list[str]:
-    """The text of ``syncd status``."""
+    """The text of ``syncd status``: each section's lines, in order."""
+    return [line for section in SECTIONS for line in section(data)]
+
+
+def _head_lines(data: dict[str, Any]) -> list[str]:
     out = [f"project {visible(data['project'])}: root {visible(data['root'])}"]
     if data.get("source") == "daemon":
         remote = data.get("remote") or {}
@@ -287,6 +299,11 @@ def render(data: dict[str, Any]) -> list[str]:
             )
     else:
         out.append("daemon: not running (from the state file)")
+    return out
+
+
+def _files_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     counts = data.get("counts") or {}
     out.append(
         "files: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none known yet")
@@ -298,6 +315,11 @@ def render(data: dict[str, Any]) -> list[str]:
             f"ours: {ours['files']} paths synced in {held_in} remote files, "
             f"{human_bytes(ours['bytes'])}"
         )
+    return out
+
+
+def _account_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     account, limits = data.get("account"), data.get("limits") or {}
     if account:
         last = data.get("last_reconcile") or {}
@@ -313,6 +335,11 @@ def render(data: dict[str, Any]) -> list[str]:
                 f"  the provider's listing is incomplete: it omitted {omitted} of our files "
                 "(each was asked for directly); the account holds more than it lists"
             )
+    return out
+
+
+def _last_run_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     last = data.get("last_reconcile")
     if last:
         out.append(
@@ -330,24 +357,44 @@ def render(data: dict[str, Any]) -> list[str]:
                 f"  the listing omitted {last['inconsistent_listing']} file(s) the provider"
                 " still has (asked for each directly; nothing was uploaded again)"
             )
+    return out
+
+
+def _sharing_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     sharing = data.get("sharing")
     if sharing and sharing.get("saved_files"):
         out.append(
             f"dedupe: {sharing['paths']} paths in {sharing['remote_files']} remote files, "
             f"saved {sharing['saved_files']} uploads and {human_bytes(sharing['saved_bytes'])}"
         )
+    return out
+
+
+def _skipped_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     skipped = data.get("skipped") or []
     if skipped:
         out.append("skipped by the rules (syncd status --skipped lists them all):")
         for rule in skipped:
             examples = ", ".join(visible(e) for e in rule.get("examples", [])[:3])
             out.append(f"  {rule['files']:>9,}  {visible(rule['rule'])}  e.g. {examples}")
+    return out
+
+
+def _scan_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     scan = data.get("scan")
     if scan and scan.get("entries") is not None:
         out.append(
             f"scan: {scan['entries']:,} entries in {scan.get('folders', 0):,} folders, "
             f"{scan.get('pruned_folders', 0):,} not entered, {scan.get('seconds', 0):.1f} s"
         )
+    return out
+
+
+def _batches_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     batches = data.get("batches")
     if batches:
         jobs = ", ".join(f"{k} {v}" for k, v in sorted(batches["jobs"].items())) or "none"
@@ -360,7 +407,11 @@ def render(data: dict[str, Any]) -> list[str]:
             out.append(f"  {j['status']:<11} {visible(j['path'])}: {job} ({counts}){why}")
         for c in batches["conflicts"]:
             out.append(f"  conflict {visible(c['name'])}: {visible(c['reason'])}")
-    out += _vector_lines(data.get("vector_stores"))
+    return out
+
+
+def _held_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     held = data.get("held_deletes")
     if held:
         out.append(
@@ -370,13 +421,32 @@ def render(data: dict[str, Any]) -> list[str]:
         out.append(
             f"  `{visible(held['release'])}` makes them; restoring the files lets them go"
         )
+    return out
+
+
+def _error_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     error = data.get("last_error")
     if error:
         since = f" since {error['since']}" if error.get("since") else ""
         out.append(f"last error: {visible(error['message'])} (at {error.get('at')}{since})")
+    return out
+
+
+def _not_synced_lines(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     for e in data.get("not_synced", []):
         out.append(f"  {e['status']:<8} {visible(e['path'])}: {visible(e['reason'] or '')}")
     return out
+
+
+Section = Callable[[dict[str, Any]], list[str]]
+SECTIONS: tuple[Section, ...] = (
+    _head_lines, _files_lines, _account_lines, _last_run_lines, _sharing_lines,
+    _skipped_lines, _scan_lines, _batches_lines,
+    lambda data: _vector_lines(data.get("vector_stores")),
+    _held_lines, _error_lines, _not_synced_lines,
+)
 
 
 def _duration(seconds: float) -> str:
