@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -238,12 +239,14 @@ class FilesClient(VectorCalls, BatchCalls, DownloadCalls):
             raise ValueError(f"page_size must be 1..{most}")
         after: str | None = None
         seen: set[str] = set()
+        words: dict[str, str] = {}
         while True:
             data, has_more = self._list_page(after=after, limit=page_size, purpose=purpose)
             if not data:
                 return
             fresh = 0
             for item in data:
+                _share_words(item, words)
                 remote = _remote_file(item, "list")
                 if remote.id in seen:
                     continue
@@ -315,6 +318,21 @@ def _remote_file(data: Any, operation: str) -> RemoteFile:
         return RemoteFile.from_json(data)
     except (KeyError, TypeError, ValueError):
         raise APIError(f"{operation}: unexpected file object in response") from None
+
+
+def _share_words(item: Any, words: dict[str, str]) -> None:
+    """One str object per purpose and status word across a listing, not one per file:
+    a 100,000-file account repeats a handful of them. Ids and names are interned: the
+    state's records and the claims hold the same ones."""
+    if isinstance(item, dict):
+        for key in ("purpose", "status", "object"):
+            value = item.get(key)
+            if isinstance(value, str):
+                item[key] = words.setdefault(value, value)
+        for key in ("id", "filename"):
+            value = item.get(key)
+            if isinstance(value, str):
+                item[key] = sys.intern(value)
 
 
 @contextmanager

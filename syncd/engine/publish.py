@@ -39,19 +39,28 @@ def _digest(data: Mapping[str, Any], files: str) -> str:
     return hashlib.blake2b(f"{said}\n{files}".encode(), digest_size=16).hexdigest()
 
 
+# One entry of a publish: its row, its vector stores, and the hash of both.
+_Entry = tuple[Synced, Mapping[str, Any] | None, int]
+
+
 class Publisher:
-    """Publishes one project's mapping in O(changes): each entry is rendered once and
-    kept with the row it was rendered from, so a publish re-encodes only what changed,
-    and one whose inputs did not change (the state and the remote view, each counted
-    by a generation) reads nothing at all. The file is still replaced whole, atomically,
-    and only when what it says changed."""
+    """Publishes one project's mapping in O(changes) of encoding: what each entry says is
+    kept as a hash of the row and the vector stores it was rendered from, and a publish
+    renders only the entries whose hash changed; the others are copied, as bytes, from
+    the file this publisher wrote last (when it is still that file). One whose inputs did
+    not change (the state and the remote view, each counted by a generation) reads
+    nothing at all. The file is replaced whole, atomically, and only when what it says
+    changed. Kept per entry: a hash, not the row or its line (100,000 of them would cost
+    more than every other part of a run)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # What the file says: path -> (the row, its confirmed id, its rendered line).
-        self._entries: dict[str, tuple[Synced, str, Mapping[str, Any] | None]] = {}
+        # path -> the hash of what its entry says, in the file's order.
+        self._marks: dict[str, int] = {}
         self._head: dict[str, Any] | None = None
         self._inputs: object = None
+        # The file as this publisher last wrote or read it: (inode, size, mtime_ns).
+        self._ours: tuple[int, int, int] | None = None
 
     def publish(
         self,
@@ -69,31 +78,91 @@ class Publisher:
         if inputs == self._inputs and self.path.exists():
             return False
         stores = extra() if extra is not None else {}
-        entries: dict[str, tuple[Synced, str, Mapping[str, Any] | None]] = {}
+        entries: list[_Entry] = []
+        old = self._marks
         changed = self._head != dict(head) or not self.path.exists()
-        old = self._entries
         for row in rows():
             if row[1] not in confirmed:
                 continue
-            before = old.get(row[0])
             more = stores.get(row[0])
-            if before is not None and before[0] == row and before[2] == more:
-                entries[row[0]] = before
-                continue
-            changed = True
-            entries[row[0]] = (row, _line(row, more), more)
+            entry = (row, more, _mark(row, more))
+            entries.append(entry)
+            changed = changed or old.get(row[0]) != entry[2]
         changed = changed or len(entries) != len(old)
         first = self._head is None
-        self._entries, self._head, self._inputs = entries, dict(head), inputs
+        self._head, self._inputs = dict(head), inputs
         if not changed:
+            self._marks = {e[0][0]: e[2] for e in entries}
             return False
-        files = ",\n".join(line for _, line, _more in entries.values())
         data = {"version": VERSION, **head, "generated_at": time.time()}
         # The first publish of a process compares with what an earlier run wrote.
-        if first and _digest(data, files) == published(self.path):
+        if first and _digest_lines(data, (_line(r, m) for r, m, _ in entries)) == published(
+            self.path
+        ):
+            self._marks = {e[0][0]: e[2] for e in entries}
+            self._ours = _stat(self.path)
             return False
-        _write(self.path, data, files)
+        lines = self._lines(entries)
+        self._marks = {e[0][0]: e[2] for e in entries}
+        _write(self.path, data, lines)
+        self._ours = _stat(self.path)
         return True
+
+    def _lines(self, entries: list[_Entry]) -> list[bytes]:
+        """Each entry's line: copied from the file this publisher wrote last when the
+        entry's hash is unchanged (both in path order: one walk), else rendered."""
+        before = list(self._marks.items())
+        kept = self._lines_as_written(len(before))
+        out: list[bytes] = []
+        j = 0
+        for row, more, mark in entries:
+            while j < len(before) and before[j][0] < row[0]:
+                j += 1
+            if kept is not None and j < len(before) and before[j] == (row[0], mark):
+                out.append(kept[j])
+            else:
+                out.append(_line(row, more).encode())
+        return out
+
+    def _lines_as_written(self, count: int) -> list[bytes] | None:
+        """The entry lines of the file this publisher wrote last, None when the file is
+        no longer that one (replaced, edited) or does not hold ``count`` of them."""
+        if self._ours is None or self._ours != _stat(self.path) or not count:
+            return None
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            return None
+        at = raw.find(_FILES_KEY)
+        if at < 0 or not raw.endswith(b"\n}}\n"):
+            return None
+        lines = raw[at + len(_FILES_KEY) + 1 : -4].split(b",\n")
+        return lines if len(lines) == count else None
+
+
+def _mark(row: Synced, more: Mapping[str, Any] | None) -> int:
+    """What an entry says, as one hash (compared within this process only)."""
+    return hash((row, _encode(dict(sorted(more.items()))) if more else None))
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _digest_lines(data: Mapping[str, Any], lines: Iterable[str]) -> str:
+    """``_digest`` of the files these lines make, without joining them."""
+    said = _encode({k: v for k, v in data.items() if k not in ("files", "generated_at")})
+    digest = hashlib.blake2b(f"{said}\n".encode(), digest_size=16)
+    sep = b""
+    for line in lines:
+        digest.update(sep)
+        digest.update(line.encode())
+        sep = b",\n"
+    return digest.hexdigest()
 
 
 def _line(row: Synced, stores: Mapping[str, Any] | None = None) -> str:
@@ -107,18 +176,57 @@ def _line(row: Synced, stores: Mapping[str, Any] | None = None) -> str:
 
 
 def published(path: Path) -> str | None:
-    """The digest of the mapping file at ``path`` as written, None if there is none."""
+    """The digest of the mapping file at ``path`` as written, None if there is none.
+
+    A file as ``_write`` lays it out is hashed as it lies, its head alone parsed;
+    any other (an older layout, a hand edit) is parsed whole."""
     try:
-        data = json.loads(path.read_text("utf-8"))
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    quick = _digest_as_laid_out(raw)
+    if quick is not None:
+        return quick
+    try:
+        data = json.loads(raw.decode("utf-8"))
         return _digest(data, _files(data))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
-def _write(path: Path, data: Mapping[str, Any], files: str) -> None:
+_FILES_KEY = b'"files": {'
+
+
+def _digest_as_laid_out(raw: bytes) -> str | None:
+    """The digest of a mapping in ``_write``'s layout: the head, then ``"files": {``,
+    one entry a line, ``}}``. The first ``"files": {`` is the key: inside a JSON
+    string a quote is escaped, so the head's values cannot hold that text."""
+    at = raw.find(_FILES_KEY)
+    if at < 0:
+        return None
+    try:
+        data = json.loads(raw[:at].rstrip().rstrip(b",") + b"}")
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    start = at + len(_FILES_KEY)
+    if len(raw) == start + 3 and raw.endswith(b"}}\n"):
+        files = memoryview(raw)[:0]
+    elif raw.startswith(b"\n", start) and raw.endswith(b"\n}}\n") and len(raw) > start + 4:
+        files = memoryview(raw)[start + 1 : -4]
+    else:
+        return None
+    said = _encode({k: v for k, v in data.items() if k not in ("files", "generated_at")})
+    digest = hashlib.blake2b(f"{said}\n".encode(), digest_size=16)
+    digest.update(files)
+    return digest.hexdigest()
+
+
+def _write(path: Path, data: Mapping[str, Any], lines: list[bytes]) -> None:
+    """The file: the head, ``"files": {``, one entry a line, ``}}``; written as it is
+    made, never joined into one copy in memory."""
     head = _encode({k: v for k, v in data.items() if k != "files"})
-    body = f"\n{files}\n" if files else ""
-    text = f'{head[:-1]}, "files": {{{body}}}}}\n'
     path.parent.mkdir(parents=True, exist_ok=True)
     if path not in _swept:
         # A process killed between creating its temp file and the rename leaves it
@@ -129,8 +237,14 @@ def _write(path: Path, data: Mapping[str, Any], files: str) -> None:
         _swept.add(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(f'{head[:-1]}, "files": {{'.encode())
+            sep = b"\n"
+            for line in lines:
+                fh.write(sep)
+                fh.write(line)
+                sep = b",\n"
+            fh.write(b"\n}}\n" if lines else b"}}\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)

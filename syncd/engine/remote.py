@@ -86,6 +86,11 @@ class RemoteView:
     def __contains__(self, file_id: object) -> bool:
         return file_id in self._files
 
+    def totals(self) -> tuple[int, int]:
+        """Files and bytes in the view."""
+        with self._lock:
+            return len(self._files), sum(f.bytes for f in self._files.values())
+
     def snapshot(self) -> dict[str, RemoteFile]:
         with self._lock:
             return dict(self._files)

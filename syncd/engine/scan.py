@@ -415,10 +415,15 @@ def _add(
 
     # Without a hash for now: whether it needs one is known once every candidate's size
     # is (see _hash_where_it_matters).
-    sha = record.sha256 if unchanged and record is not None else None
-    result.files[rel] = LocalFile(
-        rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose, sha256=sha
-    )
+    if unchanged and record is not None:
+        # The record's own objects (equal values): a tree of 100,000 unchanged files
+        # keeps one copy of each path and stat, not two.
+        result.files[record.path] = LocalFile(
+            record.path, record.size, record.mtime_ns, record.inode,
+            purpose=rule.purpose, sha256=record.sha256,
+        )  # fmt: skip
+        return
+    result.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose)
 
 
 def shareable(files: Iterable[LocalFile], records: Iterable[Record]) -> set[tuple[int, str]]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from syncd.api.models import RemoteFile
 from syncd.engine.journal import Action
 from syncd.engine.model import LocalFile, Note, Record
-from syncd.engine.state_db import LockHeld, StateLock, StateLost
+from syncd.engine.state_db import RECORD_COLUMNS, LockHeld, StateLock, StateLost
 from syncd.engine.state_deletes import DeleteRecords
 from syncd.engine.state_intents import IntentRecords, _drop_intent
 
@@ -24,20 +24,17 @@ __all__ = ["QUIET", "LockHeld", "State", "StateLock", "StateLost", "Synced"]
 # paths by their UTF-8 bytes, which is the order of their code points, as Python sorts.
 Synced = tuple[str, str, str | None, int, str | None, float | None]
 
-_COLUMNS = (
-    "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, "
-    "reason"
-)
-
+_COLUMNS = RECORD_COLUMNS
 
 
 class State(IntentRecords, DeleteRecords):
     """All reads and writes of the state database. Thread-safe."""
 
     def records(self) -> dict[str, Record]:
+        """Every path's record: a new dict of the records kept in memory (see
+        ``StateDb._kept_records``), which the caller may change freely."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM files").fetchall()
-        return {row[0]: Record(*row) for row in rows}
+            return dict(self._kept_records())
 
     def paths_with_status(self, status: str) -> list[str]:
         with self._lock:
@@ -47,24 +44,23 @@ class State(IntentRecords, DeleteRecords):
         return [row[0] for row in rows]
 
     def synced(self) -> list[Synced]:
-        """The synced records, by path, as the mapping names them: read straight from
-        the table (no Record built), since a project may have 100,000 of them and the
-        mapping is rebuilt every few seconds while uploads run."""
+        """The synced records, by path (code point order, as SQLite's on UTF-8), as the
+        mapping names them: tuples of the kept records' own values, nothing read again."""
         with self._lock:
-            return self._db.execute(
-                "SELECT path, file_id, purpose, size, sha256, uploaded_at FROM files "
-                "WHERE status = 'synced' AND file_id IS NOT NULL ORDER BY path"
-            ).fetchall()
+            chosen = [r for r in self._kept_records().values() if r.status == "synced"]
+        chosen.sort(key=_path)
+        return [
+            (r.path, r.file_id, r.purpose, r.size, r.sha256, r.uploaded_at)
+            for r in chosen
+            if r.file_id is not None
+        ]
 
     def owned_ids(self) -> set[str]:
         """Every remote id this state holds: recorded for a path, or queued for deletion
-        (the state's side of ``StateView.owned_ids``, read in one query)."""
+        (the state's side of ``StateView.owned_ids``)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT file_id FROM files WHERE file_id IS NOT NULL "
-                "UNION SELECT file_id FROM garbage"
-            )
-            return {row[0] for row in rows}
+            ids = {r.file_id for r in self._kept_records().values() if r.file_id}
+        return ids | self.garbage()
 
     def record_uploaded(
         self,
@@ -96,6 +92,7 @@ class State(IntentRecords, DeleteRecords):
                 row,
             )
             _drop_intent(db, local.path)
+            self._dirty.add(local.path)
             if not replaces or replaces == remote.id:
                 return False
             # The reference count of a remote file is the number of paths holding it,
@@ -115,6 +112,7 @@ class State(IntentRecords, DeleteRecords):
                 "WHERE path = ?",
                 (time.time(), path),
             )
+            self._dirty.add(path)
 
     def sharing(self) -> dict[str, int]:
         """What dedupe saves: paths and bytes beyond one per remote file."""
@@ -137,6 +135,7 @@ class State(IntentRecords, DeleteRecords):
     def forget(self, path: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE path = ?", (path,))
+            self._dirty.add(path)
 
     def note(self, note: Note) -> None:
         self.note_many([note])
@@ -148,6 +147,11 @@ class State(IntentRecords, DeleteRecords):
         with self._tx() as db:
             for note in notes:
                 _note(db, note, now, self._journal)
+                self._dirty.add(note.path)
+
+
+def _path(rec: Record) -> str:
+    return rec.path
 
 
 class _Journal(Protocol):

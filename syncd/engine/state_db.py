@@ -14,15 +14,26 @@ import fcntl
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from syncd.engine import journal
 from syncd.engine.journal import Action, Entry
+from syncd.engine.model import Record, Status
+
+# A path's record as stored, in the order of Record's fields.
+RECORD_COLUMNS = (
+    "path, status, file_id, purpose, remote_name, size, mtime_ns, inode, sha256, uploaded_at, "
+    "reason"
+)
+# A transaction that wrote more paths than this drops the kept records instead of reading
+# each path back: the next read builds them anew, in one pass.
+_REREAD_MOST = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -177,6 +188,15 @@ class StateDb:
         # Counts committed writes: what was derived from the state at one count is
         # still true at the same count (the mapping is not rebuilt in between).
         self.generation = 0
+        # The files table as Records, built at the first read and kept current by this
+        # object's own writes (one writer per state_dir), so a run over 100,000 paths
+        # reads them once, not once per step. A commit by any other connection (SQLite's
+        # data_version) has them read again. ``_dirty``: paths the open transaction wrote.
+        self._records: dict[str, Record] | None = None
+        self._records_version = -1
+        self._dirty: set[str] = set()
+        # One str object per status and purpose word, not one per row.
+        self._words: dict[str, str] = {}
 
 
     def _migrate(self) -> None:
@@ -215,10 +235,59 @@ class StateDb:
             try:
                 yield self._db
             except BaseException:
+                self._dirty.clear()
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             self.generation += 1
+            self._reread_dirty()
+
+    def _kept_records(self) -> dict[str, Record]:
+        """The records kept in memory, read first when not kept or when another
+        connection committed since (the caller holds the lock; the dict is not a copy)."""
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        if self._records is None or version != self._records_version:
+            self._records = None  # the old ones go before the new ones are built
+            cursor = self._db.execute(f"SELECT {RECORD_COLUMNS} FROM files")
+            self._records = {row[0]: self._record(row) for row in cursor}
+            self._records_version = version
+        return self._records
+
+    def _record(self, row: tuple[Any, ...]) -> Record:
+        path, status, fid, purpose, name, size, mtime_ns, inode, sha, at, reason = row
+        words = self._words
+        status = cast(Status, words.setdefault(status, status))  # as written by _note
+        if purpose is not None:
+            purpose = words.setdefault(purpose, purpose)
+        if fid is not None:
+            # Interned, as the listing's ids and the claims' are: one object per id.
+            fid = sys.intern(fid)
+        if name is not None:
+            name = sys.intern(name)  # the name as sent: the listing's filename
+        return Record(path, status, fid, purpose, name, size, mtime_ns, inode, sha, at, reason)
+
+    def _reread_dirty(self) -> None:
+        """Read back the paths the committed transaction wrote (the lock is held)."""
+        dirty, self._dirty = self._dirty, set()
+        if self._records is None or not dirty:
+            return
+        if len(dirty) > _REREAD_MOST:
+            self._records = None
+            return
+        paths = sorted(dirty)
+        for start in range(0, len(paths), 500):
+            chunk = paths[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT {RECORD_COLUMNS} FROM files WHERE path IN ({marks})", chunk
+            )
+            found = {row[0]: self._record(row) for row in rows}
+            for path in chunk:
+                rec = found.get(path)
+                if rec is None:
+                    self._records.pop(path, None)
+                else:
+                    self._records[path] = rec
 
     def journal(
         self, paths: Iterable[str] = (), since: float | None = None, limit: int | None = None

@@ -58,6 +58,10 @@ class DeleteRecords(StateDb):
             if reason in GUARDED:
                 db.execute("INSERT INTO guarded_deletes VALUES (?, ?)", (now, file_id))
                 db.execute("DELETE FROM guarded_deletes WHERE at < ?", (now - _GUARDED_KEEP_S,))
+            # Every path holding the id is written below: their kept records are read back.
+            self._dirty.update(
+                r[0] for r in db.execute("SELECT path FROM files WHERE file_id = ?", (file_id,))
+            )
             if forget_path and path is not None:
                 db.execute("DELETE FROM files WHERE path = ? AND file_id = ?", (path, file_id))
             db.execute(

@@ -52,7 +52,7 @@ class ListingChecks(SyncerCore):
         again. An id is released only when nothing here knows it, the listing lacks it
         and the provider answers not-found for it; a few per run, so a large backlog
         costs no burst of reads."""
-        unlisted = self.claims.mine() - set(self.remote.snapshot())
+        unlisted = {i for i in self.claims.mine() if i not in self.remote}
         candidates = sorted(unlisted - self.state.owned_ids()) if unlisted else []
         released = 0
         for file_id in candidates[:RELEASE_PER_RUN]:
@@ -75,7 +75,7 @@ class ListingChecks(SyncerCore):
         returned). Only a not-found answer, or another 4xx that is not about auth or
         quota, confirms that an id is gone; anything else ends the run undecided.
         """
-        listed = self.remote.snapshot()
+        listed = self.remote
         missing = sorted(
             {
                 rec.file_id
@@ -108,8 +108,5 @@ class ListingChecks(SyncerCore):
 
     def _save_account(self) -> None:
         """Account usage as listed, kept current by our own calls (for `syncd status`)."""
-        files = self.remote.snapshot().values()
-        self.state.set_meta(
-            "account",
-            {"files": len(files), "bytes": sum(f.bytes for f in files), "at": time.time()},
-        )
+        files, size = self.remote.totals()
+        self.state.set_meta("account", {"files": files, "bytes": size, "at": time.time()})
