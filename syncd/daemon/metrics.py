@@ -267,6 +267,15 @@ class SnapshotCollector(Collector):
 
 def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
     """The gauges of one status snapshot (see :func:`syncd.daemon.control.snapshot`)."""
+    yield from _daemon_metrics(status)
+    yield from _pacer_metrics(status)
+    yield from _batch_metrics(status)
+    yield from _vector_metrics(status)
+    yield from _quota_metrics(status)
+
+
+def _daemon_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+    """Phase, reachability, queue, watch mode and files by status."""
     phase = GaugeMetricFamily(
         "syncd_phase", "What the daemon is doing (1 for the current phase).", labels=["phase"]
     )
@@ -294,6 +303,10 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
     for name, n in sorted((status.get("counts") or {}).items()):
         files.add_metric([name], float(n))
     yield files
+
+
+def _pacer_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+    """Each call class's rate now and the limit as estimated."""
     rate = GaugeMetricFamily(
         "syncd_pacer_rate_per_second", "Requests per second the pacer allows now.",
         labels=["call_class"],
@@ -308,6 +321,10 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
         ceiling.add_metric([cls], float(p["ceiling_estimate_per_s"]))
     yield rate
     yield ceiling
+
+
+def _batch_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+    """Batch jobs by status, files pulled, conflict copies."""
     batches = status.get("batches")
     if batches:
         jobs = GaugeMetricFamily(
@@ -324,6 +341,10 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
             "syncd_pull_conflicts", "Pulled files kept as conflict copies (a local edit).",
             value=float(len(batches.get("conflicts", []))),
         )  # fmt: skip
+
+
+def _vector_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+    """Attachments by the provider's status."""
     stores = status.get("vector_stores")
     if stores:
         attached = GaugeMetricFamily(
@@ -332,6 +353,10 @@ def status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
         for name, n in sorted(stores.get("attachments", {}).items()):
             attached.add_metric([name], float(n))
         yield attached
+
+
+def _quota_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+    """The account's usage and quota, files and bytes."""
     quota = status.get("quota") or {}
     for unit, what in (("files", "files"), ("bytes", "bytes")):
         used = quota.get(unit)
