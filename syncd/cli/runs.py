@@ -19,7 +19,7 @@ from syncd.cli.common import (
     load,
     open_project,
 )
-from syncd.config import load_config
+from syncd.config import Config, load_config
 from syncd.textsafe import visible
 from syncd.units import human_bytes
 
@@ -86,13 +86,7 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def reconcile(ns: argparse.Namespace) -> int:
-    from syncd.daemon.control import (
-        BadRequest,
-        ControlError,
-        NotRunning,
-        dumps,
-        start_reconcile,
-    )
+    """One full pass: by the running daemon when one runs, else by this process."""
     from syncd.engine.scan import root_relative
 
     config = load(ns)
@@ -110,19 +104,30 @@ def reconcile(ns: argparse.Namespace) -> int:
         print(f"syncd: --path {exc} ({root})", file=sys.stderr)
         return EXIT_USAGE
     live = sys.stderr.isatty() and not ns.json and not logs.quiet()
+    code = _by_daemon(ns, config, paths, live)
+    if code is not None:
+        return code
+    if ns.path:
+        print("syncd: --path needs a running daemon; without one, reconcile the whole folder",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    return _one_off(ns, config, live)
+
+
+def _by_daemon(ns: argparse.Namespace, config: Config, paths: list[str] | None, live: bool
+               ) -> int | None:  # fmt: skip
+    """The exit code of the reconcile a running daemon made; None when none runs.
+
+    A running daemon holds the state: it runs the reconcile (same plan, same safety) on
+    its worker and answers with the outcome; on a terminal, with its progress as it
+    goes, for the bar a one-off run shows (a --path run has none)."""
+    from syncd.daemon.control import BadRequest, ControlError, NotRunning, dumps, start_reconcile
+
     progress = None
     try:
-        # A running daemon holds the state: it runs the reconcile (same plan, same
-        # safety) on its worker and answers with the outcome; on a terminal, with its
-        # progress as it goes, for the bar a one-off run shows (a --path run has none).
-        with start_reconcile(
-            config.state_dir,
-            dry_run=ns.dry_run,
-            paths=paths,
-            max_delete=ns.max_delete,
-            confirm_deletes=ns.confirm_deletes,
-            stream=live and paths is None,
-        ) as run:
+        with start_reconcile(config.state_dir, dry_run=ns.dry_run, paths=paths,
+                             max_delete=ns.max_delete, confirm_deletes=ns.confirm_deletes,
+                             stream=live and paths is None) as run:  # fmt: skip
             if run.streaming:
                 from syncd.progress import LiveProgress
 
@@ -133,36 +138,32 @@ def reconcile(ns: argparse.Namespace) -> int:
                 if progress:
                     progress.close()
     except NotRunning:
-        outcome = None
+        return None
     except BadRequest as exc:
         print(f"syncd: the running daemon refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ControlError as exc:
         print(f"syncd: the running daemon could not reconcile: {exc}", file=sys.stderr)
         return EXIT_UNSYNCED
-    if outcome is not None:
-        print(f"syncd: reconciled by the running daemon of {config.state_dir}", file=sys.stderr)
-        if ns.json:
-            print(dumps({**outcome, "source": "daemon"}))
-        else:
-            print_outcome(outcome)
-        return int(outcome.get("exit_code", EXIT_UNSYNCED))
-    if ns.path:
-        print("syncd: --path needs a running daemon; without one, reconcile the whole folder",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
+    print(f"syncd: reconciled by the running daemon of {config.state_dir}", file=sys.stderr)
+    if ns.json:
+        print(dumps({**outcome, "source": "daemon"}))
+    else:
+        print_outcome(outcome)
+    return int(outcome.get("exit_code", EXIT_UNSYNCED))
+
+
+def _one_off(ns: argparse.Namespace, config: Config, live: bool) -> int:
+    """The reconcile made by this process, holding the state for its length."""
     syncer = open_project(config)
+    progress = None
     if live:
         from syncd.progress import LiveProgress
 
         progress = LiveProgress()
     try:
-        report = syncer.reconcile(
-            dry_run=ns.dry_run,
-            progress=progress,
-            max_delete=ns.max_delete,
-            confirm_deletes=ns.confirm_deletes,
-        )
+        report = syncer.reconcile(dry_run=ns.dry_run, progress=progress,
+                                  max_delete=ns.max_delete, confirm_deletes=ns.confirm_deletes)
     finally:
         if progress:
             progress.close()
