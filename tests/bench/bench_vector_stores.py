@@ -113,15 +113,23 @@ def row(name: str, wall: float, floor: float, r: dict[str, Any] | None) -> str:
             f"{throttled} |")
 
 
+def load() -> str:
+    """The machine's 1-minute load average (the bench shares it with whatever runs)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def converge(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paths = make_tree(work / "root", args.files)
         floor = args.files / args.rate + args.vs_step_s
+        loads = [load()]
         mine = run_syncd(work / "s", work / "root", args.rate, args.vs_step_s)
+        loads.append(load())
         sdk = run_sdk(work / "o", paths, args.rate, args.vs_step_s) if args.sdk else None
     print(f"{args.files} files to one vector store, writes at {args.rate}/s, reads at "
-          f"{READ_RATE}/s, 100 ms latency, {args.vs_step_s} s processing\n")
+          f"{READ_RATE}/s, 100 ms latency, {args.vs_step_s} s processing; load average "
+          f"{loads[0]} before syncd's run, {loads[1]} after it, {load()} at the end\n")
     print("| contender | wall s | × floor rate | completed | busiest s up/read/del | 429s |")
     print("|---|---|---|---|---|---|")
     print(row(f"floor ({args.files} / {args.rate} per s + {args.vs_step_s} s)", floor, floor,
@@ -150,11 +158,14 @@ def crash() -> int:
             handles.append(handle)
             return handle
 
+        before = load()
         try:
             figures = crash_rounds(factory, base / "w", files=300, kills=10)
         finally:
             for h in handles:
                 h.stop()
+    print(f"10 kills during attachment of 300 files; load average {before} before, "
+          f"{load()} after\n")
     print("| kills | rounds | wall s | lost answers | duplicates | strays | missing |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {figures['kills']} | {figures['rounds']} | {figures['elapsed_s']} | "
