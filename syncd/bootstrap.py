@@ -22,7 +22,7 @@ from syncd.api.pacing_redis import join as share_pacing
 from syncd.config import Config
 from syncd.engine import identity
 from syncd.engine.claims import Claims
-from syncd.engine.ledger import Quota, open_ledger
+from syncd.engine.ledger import Ledger, Quota, open_ledger
 from syncd.engine.state import State, StateLock
 from syncd.engine.sync import Syncer
 
@@ -118,31 +118,14 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
             opened.insert(0, closers[-1])
         state = State(config.state_dir)
         opened.insert(0, state.close)
-        owner = identity.owner(config.state_dir)
-        mine = identity.of_config(config, client.key_fingerprint)
-        if rebind:
-            problem = identity.rebind_problem(state, config.root)
-            if problem:
-                raise identity.Mismatch(f"rebind refused: {problem}; the binding is unchanged")
-            identity.record(state, mine)
-        identity.check(state, mine)
-        identity.check_mapping_file(config.mapping_file, owner, config.project)
+        owner = _bound(config, state, client.key_fingerprint, rebind)
         pacing_dir = client.options.pacing_dir or config.state_dir
         claims = Claims(pacing_dir, client.key_fingerprint, owner)
         opened.insert(0, claims.close)
         claims.claim_all(
             [r.file_id for r in state.records().values() if r.file_id] + sorted(state.garbage())
         )
-        limits = config.limits
-        ledger = open_ledger(
-            shared=limits.shared,
-            key_fingerprint=client.key_fingerprint,
-            quota=Quota.of(
-                limits.max_files, limits.max_bytes, limits.headroom_files, limits.headroom_bytes
-            ),
-            fleet_size=limits.fleet_size,
-            password_file=limits.shared_credential_file,
-        )
+        ledger = _ledger(config, client.key_fingerprint)
         closers.append(ledger.close)
     except BaseException:
         for close in opened:
@@ -160,4 +143,33 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
         base_url=base_url,
         lock=lock,
         closers=closers,
+    )
+
+
+def _bound(config: Config, state: State, key_fingerprint: str, rebind: bool) -> str:
+    """The project's owner id, once the state and the mapping file are shown to be this
+    project's (or bound to it anew with ``rebind``); raises identity.Mismatch."""
+    owner = identity.owner(config.state_dir)
+    mine = identity.of_config(config, key_fingerprint)
+    if rebind:
+        problem = identity.rebind_problem(state, config.root)
+        if problem:
+            raise identity.Mismatch(f"rebind refused: {problem}; the binding is unchanged")
+        identity.record(state, mine)
+    identity.check(state, mine)
+    identity.check_mapping_file(config.mapping_file, owner, config.project)
+    return owner
+
+
+def _ledger(config: Config, key_fingerprint: str) -> Ledger:
+    """The account's quota as every host on the key sees it."""
+    limits = config.limits
+    return open_ledger(
+        shared=limits.shared,
+        key_fingerprint=key_fingerprint,
+        quota=Quota.of(
+            limits.max_files, limits.max_bytes, limits.headroom_files, limits.headroom_bytes
+        ),
+        fleet_size=limits.fleet_size,
+        password_file=limits.shared_credential_file,
     )
