@@ -11,6 +11,7 @@ quota and otherwise never touched.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -96,7 +97,14 @@ class StateView:
 
 def in_scope(path: str, scope: frozenset[str] | None) -> bool:
     """Whether a run limited to ``scope`` (paths or folders; None = all) covers ``path``."""
-    return scope is None or path in scope or any(path.startswith(s + "/") for s in scope)
+    return scope is None or path in scope or path.startswith(_below(scope))
+
+
+@functools.lru_cache(maxsize=8)
+def _below(scope: frozenset[str]) -> tuple[str, ...]:
+    """The prefixes of what lies below the scope's paths: one C-level startswith per
+    path asked about, which a targeted run over 100,000 records asks 100,000 times."""
+    return tuple(s + "/" for s in scope)
 
 
 def tracked(records: Mapping[str, Record]) -> int:
@@ -146,7 +154,8 @@ def plan(
     # to the executor, which looks for the file itself before uploading again.
     adopted = _adopt_from_intents(scan, state, remote, owned, out) if policy.scope is None else {}
 
-    paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p, policy.scope))
+    scope = policy.scope
+    paths = sorted(p for p in {*scan.files, *state.records} if in_scope(p, scope))
     releases: list[_Release] = []
     for path in paths:
         rec = state.records.get(path)
@@ -366,7 +375,10 @@ def _share(state: StateView, remote: Mapping[str, RemoteFile], policy: Policy, o
         if a.local.sha256 and a.local.purpose:
             holding.setdefault((a.local.sha256, a.local.purpose), a.file_id)
     adopting = {a.path for a in out.adopts}
-    for rec in sorted(state.records.values(), key=lambda r: r.path):
+    # Only records of the content being uploaded can hold it: the others are not sorted.
+    wanted = {(u.local.sha256, u.local.purpose) for u in out.uploads}
+    homes = (r for r in state.records.values() if (r.sha256, r.purpose) in wanted)
+    for rec in sorted(homes, key=lambda r: r.path):
         fid = rec.file_id
         if not (fid and fid in remote and rec.sha256 and rec.purpose) or rec.path in adopting:
             continue
@@ -399,6 +411,8 @@ def _with_riders(up: Upload, riders: Mapping[tuple[str, str], list[Share]]) -> U
 
 def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> None:
     """Delete an id only when no path keeps it; a path leaving a shared id just lets go."""
+    if not releases:
+        return
     leaving = {r.path for r in releases}
     kept = {r.file_id for p, r in state.records.items() if r.file_id and p not in leaving} | {
         s.file_id for s in out.shares if s.file_id

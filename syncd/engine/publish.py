@@ -84,8 +84,8 @@ class Publisher:
         for row in rows():
             if row[1] not in confirmed:
                 continue
-            more = stores.get(row[0])
-            entry = (row, more, _mark(row, more))
+            more = stores.get(row[0]) if stores else None
+            entry = (row, more, hash(row) if more is None else _mark(row, more))
             entries.append(entry)
             changed = changed or old.get(row[0]) != entry[2]
         changed = changed or len(entries) != len(old)
@@ -140,9 +140,10 @@ class Publisher:
         return lines if len(lines) == count else None
 
 
-def _mark(row: Synced, more: Mapping[str, Any] | None) -> int:
-    """What an entry says, as one hash (compared within this process only)."""
-    return hash((row, _encode(dict(sorted(more.items()))) if more else None))
+def _mark(row: Synced, more: Mapping[str, Any]) -> int:
+    """What an entry with vector stores says, as one hash (compared within this process
+    only; an entry without them is its row's hash)."""
+    return hash((row, _encode(dict(sorted(more.items())))))
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

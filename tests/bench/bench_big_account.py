@@ -190,7 +190,7 @@ def daemon(work: Path, config: Path, idle_s: float) -> dict[str, float]:
         rel = "d07/doc-000007.txt"
         mapping = work / "mapping.json"
         before = mapped_id(mapping, rel)
-        (work / "root" / rel).write_text("edited\n")
+        (work / "root" / rel).write_text(f"edited at {time.time_ns()}\n")
         t0 = time.monotonic()
         wait_for(lambda: mapped_id(mapping, rel) not in (None, before), timeout=60, interval=0.01)
         edit = time.monotonic() - t0
