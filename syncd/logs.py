@@ -194,6 +194,29 @@ def configure_from(config: LoggingConfig) -> None:
               backups=config.file_backups)  # fmt: skip
 
 
+def _renderer(fmt: str, *, colors: bool) -> Any:
+    """The last step: one JSON object per line, or a console line for people."""
+    if use_json(fmt):
+        return structlog.processors.JSONRenderer(ensure_ascii=False)
+    # Exceptions arrive as text (format_exc_info): no pretty formatter is wanted.
+    return structlog.dev.ConsoleRenderer(
+        colors=colors, exception_formatter=structlog.dev.plain_traceback
+    )
+
+
+def _foreign_handler(stream: TextIO, shared: list[Any], renderer: Any) -> logging.Handler:
+    """Lines from watchdog, APScheduler, uvicorn and Python's warnings come out in the
+    same format (one JSON object per line under systemd), redacted the same way."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    return handler
+
+
 def configure(
     fmt: str = "auto",
     level: str = "info",
@@ -224,15 +247,7 @@ def configure(
         _plain_values,
         _redact,
     ]
-    renderer: Any
-    if use_json(fmt):
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
-    else:
-        # Exceptions arrive as text (format_exc_info): no pretty formatter is wanted.
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=file is None and sys.stderr.isatty(),
-            exception_formatter=structlog.dev.plain_traceback,
-        )
+    renderer = _renderer(fmt, colors=file is None and sys.stderr.isatty())
     own: list[Any] = [*shared]
     if not use_json(fmt):
         own.append(_per_file_at_debug(numeric <= logging.DEBUG))
@@ -242,15 +257,7 @@ def configure(
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # Lines from watchdog, APScheduler, uvicorn and Python's warnings come out in the
-    # same format (one JSON object per line under systemd), redacted the same way.
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
+    handler = _foreign_handler(stream, shared, renderer)
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
