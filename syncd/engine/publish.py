@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,32 +78,28 @@ class Publisher:
         if inputs == self._inputs and self.path.exists():
             return False
         stores = extra() if extra is not None else {}
-        entries: list[_Entry] = []
-        old = self._marks
-        changed = self._head != dict(head) or not self.path.exists()
-        for row in rows():
-            if row[1] not in confirmed:
-                continue
-            more = stores.get(row[0]) if stores else None
-            entry = (row, more, hash(row) if more is None else _mark(row, more))
-            entries.append(entry)
-            changed = changed or old.get(row[0]) != entry[2]
-        changed = changed or len(entries) != len(old)
+        # First only the hashes (nothing else is kept of 100,000 rows); the entries
+        # themselves are read again, and their marks kept from that read, on a write.
+        marks = {e[0][0]: e[2] for e in _entries(rows, confirmed, stores)}
+        changed = self._head != dict(head) or not self.path.exists() or marks != self._marks
         first = self._head is None
         self._head, self._inputs = dict(head), inputs
         if not changed:
-            self._marks = {e[0][0]: e[2] for e in entries}
+            self._marks = marks
             return False
         data = {"version": VERSION, **head, "generated_at": time.time()}
         # The first publish of a process compares with what an earlier run wrote.
-        if first and _digest_lines(data, (_line(r, m) for r, m, _ in entries)) == published(
-            self.path
-        ):
-            self._marks = {e[0][0]: e[2] for e in entries}
+        if first and _digest_lines(
+            data, (_line(r, m) for r, m, _ in _entries(rows, confirmed, stores))
+        ) == published(self.path):
+            self._marks = marks
             self._ours = _stat(self.path)
             return False
+        del marks
+        entries = list(_entries(rows, confirmed, stores))
         lines = self._lines(entries)
         self._marks = {e[0][0]: e[2] for e in entries}
+        del entries
         _write(self.path, data, lines)
         self._ours = _stat(self.path)
         return True
@@ -138,6 +134,19 @@ class Publisher:
             return None
         lines = raw[at + len(_FILES_KEY) + 1 : -4].split(b",\n")
         return lines if len(lines) == count else None
+
+
+def _entries(
+    rows: Callable[[], Iterable[Synced]],
+    confirmed: Container[str],
+    stores: Mapping[str, Mapping[str, Any]],
+) -> Iterator[_Entry]:
+    """The rows whose id is confirmed, each with its vector stores and its hash."""
+    for row in rows():
+        if row[1] not in confirmed:
+            continue
+        more = stores.get(row[0]) if stores else None
+        yield row, more, hash(row) if more is None else _mark(row, more)
 
 
 def _mark(row: Synced, more: Mapping[str, Any]) -> int:
