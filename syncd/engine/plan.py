@@ -461,32 +461,7 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
     # Held deletes stay refused until a person answers; confirmed ones are not weighed.
     sticky = held if policy.consent == "none" else []
     weighed = [d for d in gone if policy.consent == "capped" or d.file_id not in state.held]
-    refuse = list(sticky)
-    reason: str | None = None
-    if scan.errors:
-        reason = f"scan had {len(scan.errors)} error(s): deletes refused"
-        refuse = gone
-    elif scan.root_empty and tracked(state.records) > 0 and (weighed or letting_go):
-        reason = "root folder is empty while files are tracked: deletes refused"
-        refuse = [*sticky, *weighed]
-    elif policy.max_delete is not None and len(weighed) > policy.max_delete:
-        strays = sum(1 for d in weighed if d.reason == "stray")
-        unknown = (
-            f" ({strays} of them uploaded under this state_dir but unknown to its state: "
-            "was the state reset, or the state_dir reused by another project?)"
-            if strays
-            else ""
-        )
-        used = (
-            f"; {policy.deleted_recently} deleted by the runs just before count against it"
-            if policy.deleted_recently
-            else ""
-        )
-        reason = (
-            f"plan would delete {len(weighed)} files{unknown}, over max_delete "
-            f"({policy.max_delete}{used}): deletes refused"
-        )
-        refuse = [*sticky, *weighed]
+    reason, refuse = _guard(scan, state, policy, gone, weighed, sticky, letting_go)
     refused_now = reason is not None
     out.guard_refusal = reason
     if sticky:
@@ -505,6 +480,38 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
     if refused_now:  # a guard refused this run, not only earlier refusals
         out.forgets = [f for f in out.forgets if f.path not in letting_go]
         out.detaches = []
+
+
+def _guard(scan: ScanResult, state: StateView, policy: Policy, gone: list[Delete],
+           weighed: list[Delete], sticky: list[Delete], letting_go: set[str]
+           ) -> tuple[str | None, list[Delete]]:  # fmt: skip
+    """Which guard refuses this run's deletes, and which deletes it refuses (the held
+    ones, ``sticky``, stay refused either way): a scan with errors, an empty root while
+    files are tracked, or more deletes than max_delete allows."""
+    if scan.errors:
+        return f"scan had {len(scan.errors)} error(s): deletes refused", gone
+    if scan.root_empty and tracked(state.records) > 0 and (weighed or letting_go):
+        empty = "root folder is empty while files are tracked: deletes refused"
+        return empty, [*sticky, *weighed]
+    if policy.max_delete is None or len(weighed) <= policy.max_delete:
+        return None, sticky
+    strays = sum(1 for d in weighed if d.reason == "stray")
+    unknown = (
+        f" ({strays} of them uploaded under this state_dir but unknown to its state: "
+        "was the state reset, or the state_dir reused by another project?)"
+        if strays
+        else ""
+    )
+    used = (
+        f"; {policy.deleted_recently} deleted by the runs just before count against it"
+        if policy.deleted_recently
+        else ""
+    )
+    reason = (
+        f"plan would delete {len(weighed)} files{unknown}, over max_delete "
+        f"({policy.max_delete}{used}): deletes refused"
+    )
+    return reason, [*sticky, *weighed]
 
 
 def _fit_quota(remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:
