@@ -25,7 +25,7 @@ from syncd.api.models import RemoteFile, Sent
 from syncd.engine.claims import Claims
 from syncd.engine.failures import Failed, failure_for
 from syncd.engine.journal import Action
-from syncd.engine.ledger import Ledger
+from syncd.engine.ledger import Ledger, Reservation
 from syncd.engine.localopen import Opened, Refused, cannot_read
 from syncd.engine.model import Intent, LocalFile, Note, Upload
 from syncd.engine.remote import RemoteFiles, RemoteView
@@ -138,30 +138,10 @@ class Uploader:
             if reservation is None:
                 return self._fail(up, Failed("quota", self._ledger.refusal(local.size), False))
             intent = self._state.begin_intent(local)
-            try:
-                sent_file, attempts = self._send(intent, opened, local)
-            except APIError as exc:
-                self._ledger.release(reservation)
-                failed = failure_for(exc)
-                refused_key = isinstance(exc, AuthenticationError)
-                if refused_key or not failed.keep_intent:
-                    self._state.clear_intent(up.path)
-                if refused_key:
-                    raise
-                return self._fail(up, failed)
-            except _MovedOn:
-                # The intent stays: an attempt before may have stored it.
-                self._ledger.release(reservation)
-                reason = "gone or changed before it could be sent again; will look again"
-                return self._fail(up, Failed("changing", reason, True))
-            except OSError as exc:
-                # Reading the open file failed (an I/O error): not a change, and not
-                # passing. The intent stays: an attempt before may have stored it.
-                self._ledger.release(reservation)
-                return self._fail(up, Failed("error", cannot_read(exc), True))
-            except BaseException:
-                self._ledger.release(reservation)
-                raise
+            outcome = self._send_or_fail(up, intent, opened, reservation)
+            if not isinstance(outcome, tuple):
+                return outcome
+            sent_file, attempts = outcome
             # Claimed and recorded before the name lock is released: until then another
             # upload of this name and size whose response is lost could take it for its own.
             remote = sent_file.file
@@ -187,6 +167,35 @@ class Uploader:
         if changed:
             return Changed("changed while it was uploaded; will upload again", freed)
         return Uploaded(remote, freed)
+
+    def _send_or_fail(self, up: Upload, intent: Intent, opened: Opened,
+                      reservation: Reservation) -> tuple[Sent, int] | UploadResult:  # fmt: skip
+        """The file sent (and the attempts it took), or why not: the ledger's reservation
+        is given back then, and the intent kept while an attempt may have stored it."""
+        try:
+            return self._send(intent, opened, up.local)
+        except APIError as exc:
+            self._ledger.release(reservation)
+            failed = failure_for(exc)
+            refused_key = isinstance(exc, AuthenticationError)
+            if refused_key or not failed.keep_intent:
+                self._state.clear_intent(up.path)
+            if refused_key:
+                raise
+            return self._fail(up, failed)
+        except _MovedOn:
+            # The intent stays: an attempt before may have stored it.
+            self._ledger.release(reservation)
+            reason = "gone or changed before it could be sent again; will look again"
+            return self._fail(up, Failed("changing", reason, True))
+        except OSError as exc:
+            # Reading the open file failed (an I/O error): not a change, and not
+            # passing. The intent stays: an attempt before may have stored it.
+            self._ledger.release(reservation)
+            return self._fail(up, Failed("error", cannot_read(exc), True))
+        except BaseException:
+            self._ledger.release(reservation)
+            raise
 
     def _fail(self, up: Upload, failed: Failed) -> UploadResult:
         """Record why the upload (and the paths riding along) did not happen."""
