@@ -367,26 +367,19 @@ def _add(
             problem_status="invalid",
         )  # fmt: skip
         return
-
     if stat.S_ISLNK(st.st_mode):
         # Resolved inside the root only, to a file the rules would take on its own
         # path; the scan keeps the target's stat (and inode: what is read later must
         # be this very file).
-        try:
-            with open_in_root(root, rel, target_ok=link_check(rules)) as opened:
-                st = opened.stat
-        except Refused as exc:
-            if not exc.folder:  # a folder is scanned where it really lives
-                problem(exc.reason, exc.status)
+        found = _through_link(root, rules, rel)
+        if not isinstance(found, os.stat_result):
+            if found is not None:
+                problem(*found)
             return
-        except OSError as exc:
-            if not _gone(exc):
-                problem(cannot_read(exc), "error")
-            return
+        st = found
     if not stat.S_ISREG(st.st_mode):
         problem("not a regular file")
         return
-
     unchanged = (
         record is not None
         and record.size == st.st_size
@@ -397,22 +390,13 @@ def _add(
     if unchanged and record is not None and record.status in ("invalid", "skipped"):
         problem(record.reason or "invalid", record.status, rule.purpose)
         return
-    reason = check_file(rel, rule, st.st_size)
-    if reason is None and reads_content(rule) and not (unchanged and record and record.sha256):
-        try:
-            with _open_as_seen(root, rel, (st.st_size, st.st_mtime_ns, st.st_ino)) as opened:
-                reason = check_file_content(opened.file, rule)
-        except Refused as exc:
-            problem(exc.reason, exc.status)
-            return
-        except OSError as exc:
-            if not _gone(exc):
-                problem(cannot_read(exc), "error")
-            return
-    if reason is not None:
-        problem(reason, "invalid", rule.purpose)
+    known = bool(unchanged and record and record.sha256)
+    verdict = _validity(root, rel, rule, st, known)
+    if verdict is not None:
+        if verdict is not _GONE:
+            reason, status, judged = verdict
+            problem(reason, status, rule.purpose if judged else None)
         return
-
     # Without a hash for now: whether it needs one is known once every candidate's size
     # is (see _hash_where_it_matters).
     if unchanged and record is not None:
@@ -424,6 +408,40 @@ def _add(
         )  # fmt: skip
         return
     result.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose)
+
+
+# A file gone since it was listed: as if never there (nothing recorded).
+_GONE = ("", "", False)
+
+
+def _through_link(root: Path, rules: Rules, rel: str) -> os.stat_result | tuple[str, str] | None:
+    """The stat of a symlink's target, or (reason, status) of why it is not synced, or
+    None when nothing is to be recorded (gone, or a folder: scanned where it lives)."""
+    try:
+        with open_in_root(root, rel, target_ok=link_check(rules)) as opened:
+            return opened.stat
+    except Refused as exc:
+        return None if exc.folder else (exc.reason, exc.status)
+    except OSError as exc:
+        return None if _gone(exc) else (cannot_read(exc), "error")
+
+
+def _validity(root: Path, rel: str, rule: PurposeRule, st: os.stat_result, known: bool
+              ) -> tuple[str, str, bool] | None:  # fmt: skip
+    """Why the file is not synced (reason, status, whether the provider's rules judged
+    it: recorded with its purpose then), None when it would be taken, ``_GONE`` when it
+    went meanwhile. Its content is read only where the
+    purpose's rules need it and the content is not ``known`` already."""
+    reason = check_file(rel, rule, st.st_size)
+    if reason is None and reads_content(rule) and not known:
+        try:
+            with _open_as_seen(root, rel, (st.st_size, st.st_mtime_ns, st.st_ino)) as opened:
+                reason = check_file_content(opened.file, rule)
+        except Refused as exc:
+            return exc.reason, exc.status, False
+        except OSError as exc:
+            return _GONE if _gone(exc) else (cannot_read(exc), "error", False)
+    return None if reason is None else (reason, "invalid", True)
 
 
 def shareable(files: Iterable[LocalFile], records: Iterable[Record]) -> set[tuple[int, str]]:
