@@ -24,7 +24,6 @@ from syncd.engine.pull import (
     PullConfig,
     PullItem,
     conflict_name,
-    outbox_problem,
     plan_pull,
     result_name,
     safe_name,
@@ -294,8 +293,23 @@ def test_name_helpers() -> None:
 
 
 def test_outbox_must_be_outside_the_root(tmp_path: Path) -> None:
+    """The config refuses an outbox inside the root (pulled files would be synced) or
+    holding it, naming the key and its line."""
+    from syncd.config import ConfigError, parse_config
+
     root = tmp_path / "root"
-    assert outbox_problem(root, root / "outbox") is not None
-    assert outbox_problem(root, root) is not None
-    assert outbox_problem(root / "a", tmp_path) is not None
-    assert outbox_problem(root, tmp_path / "outbox") is None
+    root.mkdir()
+
+    def problem(outbox: Path, where: Path = root) -> str | None:
+        text = (f"project: p\nroot: {where}\nstate_dir: {tmp_path / 'state'}\n"
+                f"pull:\n  outbox: {outbox}\n")
+        try:
+            parse_config(text, source="c.yaml")
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    for inside in (root / "outbox", root):
+        assert "c.yaml:5: pull.outbox" in (problem(inside) or ""), inside
+    assert "c.yaml:5: pull.outbox: holds the root" in (problem(tmp_path, root) or "")
+    assert problem(tmp_path / "outbox") is None

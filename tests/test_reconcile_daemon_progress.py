@@ -185,7 +185,7 @@ def test_the_stream_carries_the_run_and_a_client_that_leaves_breaks_nothing(
     emulator_factory: Callable[..., EmulatorHandle],
     run_daemon: Callable[..., RunningDaemon],
 ) -> None:
-    from syncd.daemon.control import daemon_reconcile
+    from syncd.daemon.control import start_reconcile
 
     emu = fast_emulator(emulator_factory)
     _, root, daemon = daemon_with_new_files(tmp_path / "p", emu, run_daemon, FILES)
@@ -213,14 +213,16 @@ def test_the_stream_carries_the_run_and_a_client_that_leaves_breaks_nothing(
         (root / "more" / f"m{i}.txt").parent.mkdir(exist_ok=True)
         (root / "more" / f"m{i}.txt").write_text(f"more {i}\n")
     seen = Recorder()
-    outcome = daemon_reconcile(state, progress=seen)
+    with start_reconcile(state, stream=True) as run:
+        outcome = run.outcome(seen)
     assert outcome["uploaded"] == 40 and outcome["exit_code"] == 0, outcome
     assert seen.totals == [(40, sum(len(f"more {i}\n") for i in range(40)))]
     assert sorted(p for a, p, _ in seen.actions if a == "upload") == sorted(
         f"more/m{i}.txt" for i in range(40)
     )
     # Without progress, the plain answer: the outcome.
-    assert daemon_reconcile(state)["uploaded"] == 0
+    with start_reconcile(state) as run:
+        assert run.outcome(None)["uploaded"] == 0
     assert daemon.alive()
 
 

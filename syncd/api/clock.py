@@ -64,8 +64,3 @@ class ServerClock:
         with self._lock:
             bounds = intersect(list(self._samples))
         return bounds if bounds is not None else UNMEASURED
-
-    @property
-    def measured(self) -> bool:
-        with self._lock:
-            return bool(self._samples)

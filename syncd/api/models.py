@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Purpose = Literal["file-extract", "batch"]
 CallClass = Literal["upload", "read", "delete"]
 
 
@@ -59,12 +58,6 @@ def _seconds(value: Any) -> int | None:
         return int(float(value))
     except (TypeError, ValueError, OverflowError):
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class Deleted:
-    id: str
-    deleted: bool
 
 
 # ---- the Batch API ------------------------------------------------------------------------

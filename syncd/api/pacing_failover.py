@@ -77,12 +77,6 @@ class Failover:
     def mode(self) -> Literal["shared", "fallback"]:
         return "shared" if self._down_since is None else "fallback"
 
-    @property
-    def down_for(self) -> float | None:
-        """Seconds since the shared store failed, or None while it serves."""
-        since = self._down_since
-        return None if since is None else max(0.0, self._clock() - since)
-
     def should_try(self) -> bool:
         with self._lock:
             if self._down_since is None:

@@ -519,28 +519,6 @@ def start_reconcile(
         yield DaemonRun(response)
 
 
-def daemon_reconcile(
-    state_dir: Path,
-    *,
-    dry_run: bool = False,
-    paths: list[str] | None = None,
-    max_delete: MaxDelete | None = None,
-    confirm_deletes: bool = False,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Ask the daemon to reconcile now and wait for the outcome, however long it takes;
-    ``progress`` is told the run's totals and each action done as it goes."""
-    with start_reconcile(
-        state_dir,
-        dry_run=dry_run,
-        paths=paths,
-        max_delete=max_delete,
-        confirm_deletes=confirm_deletes,
-        stream=progress is not None,
-    ) as run:
-        return run.outcome(progress)
-
-
 # ---------------------------------------------------------------- outcomes
 
 

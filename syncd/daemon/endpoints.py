@@ -50,7 +50,3 @@ class Endpoints:
                 except Exception:
                     log.exception("could not close an endpoint")
         self._control = self._metrics = None
-
-    @property
-    def metrics_port(self) -> int | None:
-        return None if self._metrics is None else self._metrics.port

@@ -86,9 +86,6 @@ class Notifier:
             return self.notify(STOPPING=1)
         return self.notify(STOPPING=1, STATUS=status)
 
-    def reloading(self) -> bool:
-        return self.notify(RELOADING=1)
-
     def extend_timeout(self, seconds: float) -> bool:
         """Ask for more time in the current start-up or shutdown phase.
 

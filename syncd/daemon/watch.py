@@ -106,9 +106,6 @@ class QueueingHandler(FileSystemEventHandler):
         self._sink = sink
         self._is_candidate = is_candidate
 
-    def set_filter(self, is_candidate: Callable[[str], bool]) -> None:
-        self._is_candidate = is_candidate
-
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
             self._route(event)

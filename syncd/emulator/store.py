@@ -141,10 +141,6 @@ class Store:
                 f" WHERE {_LIVE} GROUP BY account", (self.now(),)).fetchall()
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
-    def check_quota(self, account: str, size: int, max_files: int, max_bytes: int) -> None:
-        count, total = self.usage(account)
-        self._raise_if_over(count, total, size, max_files, max_bytes)
-
     @staticmethod
     def _raise_if_over(count: int, total: int, size: int, max_files: int, max_bytes: int) -> None:
         if count + 1 > max_files:

@@ -63,10 +63,6 @@ class AttachPlan:
         return sum(len(v) for v in self.attach.values())
 
     @property
-    def detach_count(self) -> int:
-        return sum(len(v) for v in self.detach.values())
-
-    @property
     def held_count(self) -> int:
         return sum(len(v) for v in self.held.values())
 

@@ -98,11 +98,6 @@ class AttachStore:
         rows = self._read("SELECT name, store_id FROM stores WHERE store_id IS NOT NULL")
         return {str(n): str(i) for n, i in rows}
 
-    def store_intended(self, name: str) -> bool:
-        """Whether a create of this store was begun and its id is not known yet."""
-        return bool(self._read("SELECT 1 FROM stores WHERE name = ? AND store_id IS NULL",
-                               (name,)))
-
     def intend_store(self, name: str) -> None:
         self._write("INSERT OR IGNORE INTO stores (name, store_id, intended_at)"
                     " VALUES (?, NULL, ?)", [(name, time.time())])

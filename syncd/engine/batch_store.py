@@ -232,11 +232,6 @@ class BatchStore:
         self._write("UPDATE jobs SET cancel_sent = 1, updated_at = ? WHERE intent = ?",
                     (time.time(), intent))  # fmt: skip
 
-    def jobs_created_since(self, rule: str, since: float) -> int:
-        rows = self._read("SELECT COUNT(*) FROM jobs WHERE rule = ? AND intended_at > ?",
-                          (rule, since))  # fmt: skip
-        return int(rows[0][0])
-
     def note_duplicate(self, batch_id: str, intent: str) -> bool:
         """A second job of ``intent``; True if it was not known before."""
         return self._write(

@@ -355,7 +355,6 @@ class RedisLedger:
         # What this host last saw of the account: seeds a ledger Redis lost, and sizes
         # the fallback share.
         self._seen = Usage(0, 0)
-        self._based = False
         # The fallback budget: free space at the outage / fleet_size, less what was taken.
         self._spare: tuple[int, int] | None = None
         self._stop = threading.Event()
@@ -467,7 +466,6 @@ class RedisLedger:
     ) -> None:
         with self._lock:
             self._seen = Usage(files, nbytes)
-            self._based = True
             if self._spare is not None:
                 self._spare = None  # resized from the fresh listing on the next reserve
         self._quiet("rebase", [files, nbytes, int(listed_from), *listed_ids])

@@ -137,17 +137,6 @@ class PullRemote(Protocol):
     def delete(self, file_id: str) -> None: ...
 
 
-def outbox_problem(root: Path, outbox: Path) -> str | None:
-    """Why ``outbox`` cannot be the outbox of a project mirroring ``root`` (None: it can).
-    Pulled files must never be taken for files to sync, nor the root for the outbox."""
-    root_r, outbox_r = root.resolve(), outbox.resolve()
-    if outbox_r == root_r or outbox_r.is_relative_to(root_r):
-        return f"the outbox {outbox} is inside the root {root}: pulled files would be synced"
-    if root_r.is_relative_to(outbox_r):
-        return f"the root {root} is inside the outbox {outbox}"
-    return None
-
-
 # ---- deciding ------------------------------------------------------------------------------
 
 
