@@ -119,8 +119,11 @@ print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
 # What a reconcile imports (httpcore: when its client is built), after what the command
-# trims first (a revision without trim_start_up trimmed nothing ahead of its imports).
-SYNCD_IMPORTS = ("import syncd.__main__ as m; getattr(m, 'trim_start_up', lambda: None)(); "
+# trims first (a revision without trim_start_up trimmed httpx and structlog in main).
+SYNCD_IMPORTS = ("import syncd.__main__ as m, syncd._startup as s; "
+                 "(m.trim_start_up if hasattr(m, 'trim_start_up') else lambda: "
+                 "(s.load_without('httpx', 'httpx._main'), "
+                 "s.load_without('structlog', 'rich')))(); "
                  "import syncd.cli, syncd.bootstrap, syncd.remote_problem, syncd.daemon.control, "
                  "syncd.engine.publish, httpcore")  # fmt: skip
 
