@@ -27,6 +27,17 @@ def wait_for(
         time.sleep(interval)
 
 
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``cond`` until it returns something truthy or ``timeout`` passes; its last
+    value either way (for an assert that shows it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nothing listens on now (a server started next takes it;
     a connection to it is refused until then)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -93,15 +92,6 @@ def run_threads(workers: int, fn: Callable[[int], T]) -> list[T]:
     """Run ``fn(i)`` for i in range(workers) concurrently; re-raise the first failure."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fn, range(workers)))
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(interval)
-    return cond()
 
 
 def limits_ok(stats: dict[str, Any], limits: dict[str, int]) -> bool:

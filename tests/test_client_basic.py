@@ -35,7 +35,8 @@ from syncd.api.models import RemoteFile
 from syncd.api.options import RetryPolicy, Timeouts
 from syncd.api.retry import backoff_cap, build_retrying, compute_wait
 from tests.emulator_fixture import EmulatorHandle
-from tests.helpers_client import make_client, wait_until, write_batch, write_text_files
+from tests.helpers import wait_until
+from tests.helpers_client import make_client, write_batch, write_text_files
 
 FAST_RETRY = RetryPolicy(max_attempts=12, max_elapsed=60, initial_backoff=0.05, max_backoff=0.5)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import KEYS, SECTIONS, load_config, reloadable_keys
 from syncd.check_config import preflight
+from syncd.config import KEYS, SECTIONS, load_config, reloadable_keys
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 _LINE = re.compile(r"^(?P<indent> *)(?P<hash># ?)?(?P<key>[a-z_]+):")

@@ -24,7 +24,7 @@ import structlog
 from syncd.config import load_config
 from syncd.daemon.control import daemon_status
 from syncd.daemon.service import Daemon
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ def test_a_new_root_with_other_changes_changes_nothing(tmp_path: Path) -> None:
     # Nothing applied, not even the key a SIGHUP could apply on its own.
     assert daemon.config is running
     assert daemon.worker.config is running
-    assert daemon.queue._settle_s == 0.5
+    assert daemon.queue.timing.settle_s == 0.5
     assert daemon.worker._reloaded is None
     (said,) = warnings(logs)
     assert said["keys"] == ["root"]
@@ -127,7 +127,7 @@ def test_putting_a_running_value_back_is_no_change(tmp_path: Path) -> None:
     with structlog.testing.capture_logs() as logs:
         assert daemon.reload() is True
     assert warnings(logs) == []
-    assert daemon.config.sync.settle_s == 7 and daemon.queue._settle_s == 7
+    assert daemon.config.sync.settle_s == 7 and daemon.queue.timing.settle_s == 7
     assert daemon.status()["config"]["restart_needed"] == []
     assert "restart" not in daemon.status_text()
 
@@ -138,7 +138,7 @@ def test_an_invalid_value_is_named_at_its_line_and_changes_nothing(tmp_path: Pat
     path.write_text(path.read_text().replace("settle_s: 0.5", "settle_s: -1"))
     with structlog.testing.capture_logs() as logs:
         assert daemon.reload() is False
-    assert daemon.config is running and daemon.queue._settle_s == 0.5
+    assert daemon.config is running and daemon.queue.timing.settle_s == 0.5
     (said,) = warnings(logs)
     assert f"{path}:7: sync.settle_s" in said["event"]
     assert "nothing changed" in said["event"]
@@ -163,14 +163,6 @@ api:
 daemon:
   shutdown_timeout_s: 10
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env() -> dict[str, str]:

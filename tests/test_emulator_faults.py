@@ -5,12 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.emulator_fixture import EmulatorHandle
+from tests.helpers import wait_until
 
 Factory = Callable[..., EmulatorHandle]
 
@@ -22,15 +22,6 @@ def upload(http: httpx.Client, name: str = "a.txt", body: bytes = b"x") -> httpx
 def client(emu: EmulatorHandle, key: str | None = None) -> httpx.Client:
     return httpx.Client(base_url=emu.url, timeout=30,
                         headers={"Authorization": f"Bearer {key or emu.api_key}"})
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def burst(http: httpx.Client, n: int, call: Callable[[httpx.Client], httpx.Response]

@@ -24,7 +24,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import yaml
 
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import fast_emulator, read_mapping, remote_files
+from tests.helpers import free_port
 from tests.install_helpers import (
     OUTSIDE_PREFIX,
     Dist,
@@ -74,13 +74,6 @@ def unit_settings(text: str, section: str = "[Service]") -> dict[str, list[str]]
 @pytest.fixture(scope="session")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
     return built_dist(tmp_path_factory)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- the wheel

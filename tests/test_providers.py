@@ -26,8 +26,8 @@ from syncd.api.options import ClientOptions
 from syncd.api.providers import OPENAI
 from syncd.bootstrap import open_syncer
 from syncd.config import ConfigError, load_config, parse_config
-from syncd.engine.sync import RunReport
 from syncd.engine.accepts import check_file
+from syncd.engine.sync import RunReport
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import (
     KEY_ENV,

@@ -26,6 +26,7 @@ import pytest
 
 from tests.emulator_fixture import EmulatorHandle
 from tests.engine_helpers import build_flat_tree, fast_emulator, read_mapping, syncd_cmd
+from tests.helpers import wait_until
 from tests.test_daemon_mustshow import RunningDaemon, fast_config, run_daemon
 from tests.test_face import HUMAN_LOGS, _human_env, screen
 
@@ -224,15 +225,6 @@ def test_the_stream_carries_the_run_and_a_client_that_leaves_breaks_nothing(
     with start_reconcile(state) as run:
         assert run.outcome(None)["uploaded"] == 0
     assert daemon.alive()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 class Recorder:

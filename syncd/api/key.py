@@ -53,7 +53,7 @@ class ApiKey:
     def __copy__(self) -> ApiKey:
         return self
 
-    def __deepcopy__(self, memo: object) -> ApiKey:
+    def __deepcopy__(self, _memo: object) -> ApiKey:
         return self
 
     def __eq__(self, other: object) -> bool:

@@ -106,11 +106,6 @@ class VectorCalls(Session):
         for item in self._pages("list_vector_files", _store_url(store_id) + "/files", params):
             yield _vfile(item)
 
-    def attach_file(self, store_id: str, item: Attach) -> VectorFile:
-        body = self._send_json("upload", "attach_file", "POST",
-                               _store_url(store_id) + "/files", item.payload())
-        return _vfile(body)
-
     def detach_file(self, store_id: str, file_id: str) -> bool:
         """Detach a file (the file itself stays); False when it was not attached."""
         url = f"{_store_url(store_id)}/files/{quote(file_id, safe='')}"
@@ -132,11 +127,6 @@ class VectorCalls(Session):
         url = f"{_store_url(store_id)}/file_batches/{quote(batch_id, safe='')}"
         return _fbatch(self._json(self._simple("read", "retrieve_file_batch", "GET", url),
                                   "retrieve_file_batch"))
-
-    def cancel_file_batch(self, store_id: str, batch_id: str) -> FileBatch:
-        url = f"{_store_url(store_id)}/file_batches/{quote(batch_id, safe='')}/cancel"
-        return _fbatch(self._json(self._simple("upload", "cancel_file_batch", "POST", url),
-                                  "cancel_file_batch"))
 
     def list_file_batch_files(self, store_id: str, batch_id: str) -> Iterator[VectorFile]:
         url = f"{_store_url(store_id)}/file_batches/{quote(batch_id, safe='')}/files"

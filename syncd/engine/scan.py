@@ -358,14 +358,7 @@ def _add(
         )
 
     if not _is_text(rel):
-        # The provider takes names as UTF-8 text; a name that is not cannot be sent
-        # faithfully. It is recorded under a visible spelling, with what to do.
-        shown = _visible_name(rel)
-        result.files[shown] = LocalFile(
-            shown, st.st_size, st.st_mtime_ns, st.st_ino,
-            problem="file name is not valid UTF-8: rename it to sync it",
-            problem_status="invalid",
-        )  # fmt: skip
+        _add_unreadable_name(result, rel, st)
         return
     if stat.S_ISLNK(st.st_mode):
         # Resolved inside the root only, to a file the rules would take on its own
@@ -380,13 +373,7 @@ def _add(
     if not stat.S_ISREG(st.st_mode):
         problem("not a regular file")
         return
-    unchanged = (
-        record is not None
-        and record.size == st.st_size
-        and record.mtime_ns == st.st_mtime_ns
-        and record.inode == st.st_ino
-        and record.purpose == rule.purpose
-    )
+    unchanged = record is not None and _as_recorded(record, st, rule)
     if unchanged and record is not None and record.status in ("invalid", "skipped"):
         problem(record.reason or "invalid", record.status, rule.purpose)
         return
@@ -408,6 +395,27 @@ def _add(
         )  # fmt: skip
         return
     result.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose)
+
+
+def _add_unreadable_name(result: ScanResult, rel: str, st: os.stat_result) -> None:
+    """The provider takes names as UTF-8 text; a name that is not cannot be sent
+    faithfully. It is recorded under a visible spelling, with what to do."""
+    shown = _visible_name(rel)
+    result.files[shown] = LocalFile(
+        shown, st.st_size, st.st_mtime_ns, st.st_ino,
+        problem="file name is not valid UTF-8: rename it to sync it",
+        problem_status="invalid",
+    )  # fmt: skip
+
+
+def _as_recorded(record: Record, st: os.stat_result, rule: PurposeRule) -> bool:
+    """The file is as the state recorded it (same stat, same purpose): not read again."""
+    return (
+        record.size == st.st_size
+        and record.mtime_ns == st.st_mtime_ns
+        and record.inode == st.st_ino
+        and record.purpose == rule.purpose
+    )
 
 
 # A file gone since it was listed: as if never there (nothing recorded).
