@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,13 @@ class Publisher:
         if inputs == self._inputs and self.path.exists():
             return False
         stores = extra() if extra is not None else {}
-        # First only the hashes (nothing else is kept of 100,000 rows); the entries
-        # themselves are read again, and their marks kept from that read, on a write.
-        marks = {e[0][0]: e[2] for e in _entries(rows, confirmed, stores)}
+        # The rows are the state's own values in tuples; of what they say, only a hash
+        # per entry is kept from one publish to the next.
+        chosen = [row for row in rows() if row[1] in confirmed]
+        entries = [(row, more := stores.get(row[0]) if stores else None, _mark(row, more))
+                   for row in chosen]  # fmt: skip
+        del chosen
+        marks = {row[0]: mark for row, _more, mark in entries}
         changed = self._head != dict(head) or not self.path.exists() or marks != self._marks
         first = self._head is None
         self._head, self._inputs = dict(head), inputs
@@ -89,16 +93,15 @@ class Publisher:
             return False
         data = {"version": VERSION, **head, "generated_at": time.time()}
         # The first publish of a process compares with what an earlier run wrote.
-        if first and _digest_lines(
-            data, (_line(r, m) for r, m, _ in _entries(rows, confirmed, stores))
-        ) == published(self.path):
+        on_disk = published(self.path) if first else None
+        if on_disk is not None and on_disk == _digest_lines(
+            data, (_line(row, more) for row, more, _mark in entries)
+        ):
             self._marks = marks
             self._ours = _stat(self.path)
             return False
-        del marks
-        entries = list(_entries(rows, confirmed, stores))
         lines = self._lines(entries)
-        self._marks = {e[0][0]: e[2] for e in entries}
+        self._marks = marks
         del entries
         _write(self.path, data, lines)
         self._ours = _stat(self.path)
@@ -136,22 +139,10 @@ class Publisher:
         return lines if len(lines) == count else None
 
 
-def _entries(
-    rows: Callable[[], Iterable[Synced]],
-    confirmed: Container[str],
-    stores: Mapping[str, Mapping[str, Any]],
-) -> Iterator[_Entry]:
-    """The rows whose id is confirmed, each with its vector stores and its hash."""
-    for row in rows():
-        if row[1] not in confirmed:
-            continue
-        more = stores.get(row[0]) if stores else None
-        yield row, more, hash(row) if more is None else _mark(row, more)
-
-
-def _mark(row: Synced, more: Mapping[str, Any]) -> int:
-    """What an entry with vector stores says, as one hash (compared within this process
-    only; an entry without them is its row's hash)."""
+def _mark(row: Synced, more: Mapping[str, Any] | None) -> int:
+    """What an entry says, as one hash (compared within this process only)."""
+    if more is None:
+        return hash(row)
     return hash((row, _encode(dict(sorted(more.items())))))
 
 

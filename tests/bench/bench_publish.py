@@ -80,6 +80,8 @@ def update_one(state: State, i: int) -> None:
     with state._tx() as db:
         db.execute("UPDATE files SET sha256 = ?, uploaded_at = uploaded_at + 1 WHERE inode = ?",
                    (f"{i + 7:064x}", i))  # fmt: skip
+        # The state's writers name the paths they write, so the records it keeps follow.
+        state._dirty.add(f"folder-{i % 500:03d}/document {i:06d}.pdf")
 
 
 def main() -> int:
