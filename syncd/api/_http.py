@@ -27,6 +27,7 @@ from syncd.api.errors import (
     NotFoundError,
     QuotaExceededError,
     RateLimitedError,
+    RequestPhase,
     ServerError,
     SourceChangedError,
 )
@@ -256,7 +257,7 @@ def describe_transport_error(exc: httpx.TransportError) -> str:
     return f"{name}: {detail}" if detail else name
 
 
-def request_phase(exc: httpx.TransportError) -> str:
+def request_phase(exc: httpx.TransportError) -> RequestPhase:
     """Where a transport failure happened: connect (nothing sent), send, or receive."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return "connect"

@@ -9,7 +9,7 @@ proxy echoed of the request (its Authorization header, say).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from syncd.api.scrub import scrub, scrub_optional
 
@@ -103,6 +103,10 @@ class ServerError(RetryableError):
     """Raised on 5xx once the retry budget is spent."""
 
 
+# How far a request got before its connection failed.
+RequestPhase = Literal["connect", "send", "receive"]
+
+
 class NetworkError(RetryableError):
     """Raised when the connection failed, once retries are spent.
 
@@ -115,7 +119,7 @@ class NetworkError(RetryableError):
         self,
         message: str,
         *,
-        phase: str = "connect",
+        phase: RequestPhase = "connect",
         status: int | None = None,
         code: str | None = None,
         request_id: str | None = None,

@@ -27,7 +27,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from syncd.api.errors import NetworkError, RateLimitedError, RetryableError, RetryLaterError
+from syncd.api.errors import (
+    APIError,
+    NetworkError,
+    RateLimitedError,
+    RetryableError,
+    RetryLaterError,
+)
 from syncd.api.options import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -56,8 +62,8 @@ def compute_wait(
     otherwise exponential backoff with full jitter, which spreads the retries of
     many clients that failed together.
     """
-    hint = getattr(error, "retry_after", None)
-    if isinstance(hint, int | float) and hint >= 0:
+    hint = error.retry_after if isinstance(error, RetryableError) else None
+    if hint is not None and hint >= 0:
         return float(hint)
     return rng(0.0, backoff_cap(policy, attempt))
 
@@ -88,8 +94,8 @@ class _HintTooLong(stop_base):
 
     def __call__(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
-        hint = getattr(error, "retry_after", None)
-        return isinstance(hint, int | float) and hint > self._most
+        hint = error.retry_after if isinstance(error, RetryableError) else None
+        return hint is not None and hint > self._most
 
 
 class _Cancelled(stop_base):
@@ -130,7 +136,7 @@ def build_retrying(
             call_class=call_class,
             operation=operation,
             attempt=state.attempt_number,
-            status=getattr(error, "status", None),
+            status=error.status if isinstance(error, APIError) else None,
             error=type(error).__name__ if error else None,
             wait=round(state.upcoming_sleep, 3),
         )

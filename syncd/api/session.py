@@ -25,7 +25,13 @@ import httpx
 import syncd
 from syncd.api._http import describe_transport_error, error_for_response, request_phase
 from syncd.api.clock import ServerClock
-from syncd.api.errors import APIError, IncompleteDownloadError, NetworkError, RateLimitedError
+from syncd.api.errors import (
+    APIError,
+    IncompleteDownloadError,
+    NetworkError,
+    RateLimitedError,
+    RequestPhase,
+)
 from syncd.api.guard import CallGuard, receive, streaming
 from syncd.api.key import ApiKey
 from syncd.api.models import CallClass, Downloaded
@@ -280,7 +286,7 @@ def _anonymous(base_url: str) -> str:
 
 
 def network_error(
-    exc: httpx.TransportError, operation: str, *, phase: str | None = None
+    exc: httpx.TransportError, operation: str, *, phase: RequestPhase | None = None
 ) -> NetworkError:
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.ProxyError):
         # Configuration faults: retrying cannot help, so they stay non-retryable.
