@@ -6,15 +6,18 @@ Written as protocols so the daemon's control flow can be tested against a fake e
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.config import MaxDelete, RulesConfig
-from syncd.engine.attach import Attacher
-from syncd.engine.attach import Report as AttachReport
-from syncd.engine.batches import BatchesConfig
-from syncd.engine.batches import Report as BatchReport
 from syncd.engine.progress import Progress
 from syncd.engine.remote import RemoteFiles, RemoteView
+
+if TYPE_CHECKING:
+    # The optional steps' types: the daemon loads their modules only when configured.
+    from syncd.engine.attach import Attacher
+    from syncd.engine.attach import Report as AttachReport
+    from syncd.engine.batches import BatchesConfig
+    from syncd.engine.batches import Report as BatchReport
 
 
 class Report(Protocol):

@@ -4,16 +4,19 @@ synced, as the CLI prints it, the daemon logs it and ``--json`` shows it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from syncd.engine import attach as vector_attach
-from syncd.engine import batches as batch_jobs
 from syncd.engine.model import Outcome, Plan, Record
 from syncd.engine.plan import in_scope
 from syncd.exitcodes import ExitCode
 
+if TYPE_CHECKING:
+    from syncd.engine import attach as vector_attach
+    from syncd.engine import batches as batch_jobs
+
 # Statuses that mean "this file should be on the remote and is not".
 UNSYNCED = ("invalid", "quota", "error", "changing", "pending")
+
 
 @dataclass
 class RunReport:

@@ -9,19 +9,23 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from syncd.config import Config, RulesConfig
-from syncd.engine import attach as vector_attach
-from syncd.engine import batches as batch_jobs
 from syncd.engine import publish
 from syncd.engine.claims import Claims
 from syncd.engine.ledger import Ledger, LocalLedger
-from syncd.engine.pull import PullConfig
 from syncd.engine.remote import RemoteFiles, RemoteView
 from syncd.engine.rules import Rules
 from syncd.engine.state import State, StateLock
+
+if TYPE_CHECKING:
+    # The batch and vector store steps are imported only by a project that uses them:
+    # a run without them does not pay for their modules.
+    from syncd.engine import attach as vector_attach
+    from syncd.engine import batches as batch_jobs
 
 log = structlog.get_logger("syncd.engine")
 
@@ -29,6 +33,11 @@ log = structlog.get_logger("syncd.engine")
 def batches_config(config: Config) -> batch_jobs.BatchesConfig | None:
     """The config's ``pull`` and ``batch`` sections as the batch step takes them; None
     when neither is on."""
+    if config.pull.outbox is None and not config.batch.submit:
+        return None
+    from syncd.engine import batches as batch_jobs
+    from syncd.engine.pull import PullConfig
+
     pull = (
         PullConfig(config.pull.outbox, tuple(config.pull.purposes),
                    config.pull.delete_remote_after_pull)
@@ -87,12 +96,18 @@ class SyncerCore:
         self.publish_cost_s = 0.0
         # Batch jobs and pulled results (engine/batches.py), when the config asks.
         self.batches_config = batches_config(config)
-        self._batch_store = (
-            batch_jobs.BatchStore.open(config.state_dir) if self.batches_config else None
-        )
+        self._batch_store: batch_jobs.BatchStore | None = None
+        if self.batches_config:
+            from syncd.engine.batches import BatchStore
+
+            self._batch_store = BatchStore.open(config.state_dir)
         self._stopping = threading.Event()
         # Vector stores (engine/attach.py), when the config has rules for them.
-        self.attacher = vector_attach.open_for(config, claims.owner)
+        self.attacher: vector_attach.Attacher | None = None
+        if config.vector_stores.rules:
+            from syncd.engine.attach import open_for
+
+            self.attacher = open_for(config, claims.owner)
 
     def _reopen_if_lost(self) -> bool:
         """Open the state anew if its database was deleted or replaced under us (the

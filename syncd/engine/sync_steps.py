@@ -4,18 +4,19 @@ failures are reported, not raised: the next step carries on from its store."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
-from syncd.api.errors import (
-    APIError,
-)
-from syncd.engine import attach as vector_attach
-from syncd.engine import batches as batch_jobs
+from syncd.api.errors import APIError
 from syncd.engine.journal import Action
 from syncd.engine.model import Plan
 from syncd.engine.sync_core import SyncerCore
+
+if TYPE_CHECKING:
+    # Imported where the steps run: a project without them does not load them.
+    from syncd.engine import attach as vector_attach
+    from syncd.engine import batches as batch_jobs
 
 log = structlog.get_logger("syncd.engine")
 
@@ -41,6 +42,8 @@ class SideSteps(SyncerCore):
         view is a fresh full listing, so the step need not list again)."""
         if self.batches_config is None or self._batch_store is None:
             return None
+        from syncd.engine import batches as batch_jobs
+
         with self._op:
             known = {
                 path: batch_jobs.KnownInput(fid, sha)
@@ -58,7 +61,11 @@ class SideSteps(SyncerCore):
             return report
 
     def batch_summary(self) -> dict[str, Any] | None:
-        return batch_jobs.summary(self._batch_store) if self._batch_store else None
+        if self._batch_store is None:
+            return None
+        from syncd.engine.batches import summary
+
+        return summary(self._batch_store)
 
     def _batches_after(self, dry_run: bool) -> batch_jobs.Report | None:
         """The batch step a full run ends with; its failures are reported, not raised
@@ -78,7 +85,7 @@ class SideSteps(SyncerCore):
         if self.attacher is None:
             return
         try:
-            client = cast(vector_attach.VectorRemote, self.client)
+            client = cast("vector_attach.VectorRemote", self.client)
             self.attacher.early(client, self.state, self.remote.snapshot,
                                 stopping=self._stopping.is_set)
         except APIError as exc:
@@ -97,7 +104,7 @@ class SideSteps(SyncerCore):
         if self.attacher is None:
             return None
         try:
-            client = cast(vector_attach.VectorRemote, self.client)
+            client = cast("vector_attach.VectorRemote", self.client)
             report = self.attacher.run(client, self.state, self.remote.snapshot(),
                                        dry_run=dry_run, confirmed=confirmed,
                                        stopping=self._stopping.is_set,
