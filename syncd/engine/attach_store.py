@@ -13,14 +13,14 @@ one small transaction per outcome (WAL, ``synchronous=FULL``), like the sync sta
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from syncd.engine.side_db import SideDB
 
 STORE_NAME = "attachments.sqlite3"
 INTENT = "intent"
@@ -59,12 +59,7 @@ class AttachStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = SideDB(path, _SCHEMA)
         # Bumped by every write: the mapping is rebuilt only when it moved.
         self.generation = 0
 
@@ -73,23 +68,14 @@ class AttachStore:
         return cls(state_dir / STORE_NAME)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.generation += 1
+        self._db.execute_many(sql, rows)
+        self.generation += 1
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        return self._db.read(sql, args)
 
     # -- stores made by name --
 

@@ -12,8 +12,6 @@ them); it is ``pull.PullLedger`` for :mod:`syncd.engine.pull`. The file is
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 import uuid
 from collections import Counter
@@ -24,6 +22,7 @@ from typing import Any
 from syncd.api.models import Batch, RequestCounts
 from syncd.engine.batch_plan import INTENT, Job, SubmitRule
 from syncd.engine.pull import InFlight, Pulled, PullItem
+from syncd.engine.side_db import SideDB
 
 STORE_NAME = "batches.sqlite3"
 
@@ -124,12 +123,7 @@ class BatchStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = SideDB(path, _SCHEMA)
         # When a duplicate watch last listed (this process; a restart lists once more).
         self.last_watch = 0.0
 
@@ -138,8 +132,7 @@ class BatchStore:
         return cls(state_dir / STORE_NAME)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def __enter__(self) -> BatchStore:
         return self
@@ -148,12 +141,10 @@ class BatchStore:
         self.close()
 
     def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, args).rowcount
+        return self._db.execute(sql, args)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        return self._db.read(sql, args)
 
     # -- jobs --
 
