@@ -46,19 +46,21 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response | None]]
 
 
-async def read_json(receive: Receive) -> Any:
+async def read_json(receive: Receive, *, limit: int = 1024 * 1024) -> Any:
+    """The request's JSON body (``{}`` when empty); 400 when over ``limit`` bytes or not
+    JSON."""
     body = bytearray()
     while True:
         message = await receive()
         body += message.get("body", b"")
         if message["type"] != "http.request" or not message.get("more_body", False):
             break
-        if len(body) > 1024 * 1024:
-            raise errors.bad_request("Config body too large.")
+        if len(body) > limit:
+            raise errors.bad_request("Request body too large.")
     try:
         return json.loads(bytes(body) or b"{}")
     except ValueError:
-        raise errors.bad_request("Config body is not valid JSON.") from None
+        raise errors.bad_request("The request body is not valid JSON.") from None
 
 
 def int_param(query: dict[str, str], name: str, default: int | None,

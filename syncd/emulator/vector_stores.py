@@ -20,13 +20,14 @@ import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from anyio import to_thread
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
 from . import errors
+from .call import Call, read_json
 from .settings import EmulatorSettings
 from .stats import Stats
 from .store import Store
@@ -75,16 +76,6 @@ CREATE TABLE IF NOT EXISTS file_batches (
 """
 _ATT = ("file_id, created_at, ready_at, outcome, last_error, usage_bytes, attributes,"
         " chunking, batch_id, store_id, seq")
-
-
-class Call(Protocol):
-    """What a handler needs of the app's request."""
-
-    account: str
-    receive: Receive
-    request_id: str
-
-    def query(self) -> dict[str, str]: ...
 
 
 Handler = Callable[[Any], Awaitable[Response]]
@@ -511,18 +502,8 @@ def _json(call: Call, body: Any) -> JSONResponse:
 
 
 async def _read_json(receive: Receive) -> Any:
-    body = bytearray()
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            break
-        if len(body) > 8 * 1024 * 1024:
-            raise errors.bad_request("Request body too large.")
-    try:
-        parsed = json.loads(bytes(body) or b"{}")
-    except ValueError:
-        raise errors.bad_request("The request body is not valid JSON.") from None
+    """A JSON object body (a file batch's ids can be many: up to 8 MiB)."""
+    parsed = await read_json(receive, limit=8 * 1024 * 1024)
     if not isinstance(parsed, dict):
         raise errors.bad_request("The request body must be a JSON object.")
     return parsed
