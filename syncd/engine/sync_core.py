@@ -102,6 +102,8 @@ class SyncerCore:
 
             self._batch_store = BatchStore.open(config.state_dir)
         self._stopping = threading.Event()
+        # The last counts by status and the state generation they were counted at.
+        self._stats_cache: tuple[tuple[int, int], dict[str, int]] | None = None
         # Vector stores (engine/attach.py), when the config has rules for them.
         self.attacher: vector_attach.Attacher | None = None
         if config.vector_stores.rules:
@@ -161,13 +163,20 @@ class SyncerCore:
         return self.rules.can_hold(rel_dir)
 
     def stats(self) -> dict[str, int]:
-        """Paths by status; one whose delete a guard holds counts as ``held``."""
+        """Paths by status; one whose delete a guard holds counts as ``held``. Counted
+        again only once the state changed (every write bumps its generation): a status
+        page polled every second over a big tree costs nothing while nothing happens."""
+        key = (id(self.state), self.state.generation)
+        cached = self._stats_cache
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
         held = self.state.held()
         counts: dict[str, int] = {}
         for rec in self.state.records().values():
             status = "held" if rec.file_id in held else rec.status
             counts[status] = counts.get(status, 0) + 1
-        return counts
+        self._stats_cache = (key, counts)
+        return dict(counts)
 
     def close(self) -> None:
         closers = [self.client.close, self.state.close, self.claims.close, *self._closers]
