@@ -18,7 +18,8 @@ import pytest
 from syncd.api.errors import SourceChangedError
 from syncd.api.options import Timeouts
 from tests.emulator_fixture import EmulatorHandle
-from tests.helpers_client import make_client, wait_until
+from tests.helpers import wait_until
+from tests.helpers_client import make_client
 
 MB = 1024 * 1024
 # Far more than the loopback socket buffers hold while the server waits (5 MiB measured).
