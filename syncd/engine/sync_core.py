@@ -103,7 +103,7 @@ class SyncerCore:
             self._batch_store = BatchStore.open(config.state_dir)
         self._stopping = threading.Event()
         # The last counts by status and the state generation they were counted at.
-        self._stats_cache: tuple[tuple[int, int], dict[str, int]] | None = None
+        self._stats_cache: tuple[State, int, dict[str, int]] | None = None
         # Vector stores (engine/attach.py), when the config has rules for them.
         self.attacher: vector_attach.Attacher | None = None
         if config.vector_stores.rules:
@@ -166,16 +166,18 @@ class SyncerCore:
         """Paths by status; one whose delete a guard holds counts as ``held``. Counted
         again only once the state changed (every write bumps its generation): a status
         page polled every second over a big tree costs nothing while nothing happens."""
-        key = (id(self.state), self.state.generation)
+        # The state object itself, not its id: a state reopened after a loss may reuse
+        # the old one's id and start its generation over.
+        state, generation = self.state, self.state.generation
         cached = self._stats_cache
-        if cached is not None and cached[0] == key:
-            return dict(cached[1])
-        held = self.state.held()
+        if cached is not None and cached[0] is state and cached[1] == generation:
+            return dict(cached[2])
+        held = state.held()
         counts: dict[str, int] = {}
-        for rec in self.state.records().values():
+        for rec in state.records().values():
             status = "held" if rec.file_id in held else rec.status
             counts[status] = counts.get(status, 0) + 1
-        self._stats_cache = (key, counts)
+        self._stats_cache = (state, generation, counts)
         return dict(counts)
 
     def close(self) -> None:
