@@ -35,3 +35,7 @@ PACER_SHARED_UNAVAILABLE: Final = "api.pacer.shared_unavailable"
 PACER_SHARED_RESTORED: Final = "api.pacer.shared_restored"
 LEDGER_UNAVAILABLE: Final = "engine.ledger_unavailable"
 LEDGER_RESTORED: Final = "engine.ledger_restored"
+
+# The daemon's first full run after READY reached the remote: the mapping reflects the
+# folder as the daemon found it (READY comes before, as soon as it watches).
+CAUGHT_UP: Final = "caught up"

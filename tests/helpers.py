@@ -77,6 +77,16 @@ class NotifySocket:
     def has(self, prefix: str) -> bool:
         return any(line.startswith(prefix) for line in self.lines)
 
+    def caught_up(self) -> bool:
+        """READY=1 came (the daemon watches), then a STATUS= line that no longer says
+        "catching up": the catch-up reconcile is done, the mapping holds the folder."""
+        lines = self.lines
+        later = lines[lines.index("READY=1") + 1 :] if "READY=1" in lines else []
+        return any(
+            line.startswith("STATUS=") and not line.startswith("STATUS=catching up")
+            for line in later
+        )
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)

@@ -82,6 +82,7 @@ def test_run_watch_reload_and_stop(tmp_path: Path, notify: NotifySocket, mode: s
     proc = start(config, notify, log)
     try:
         wait_for(lambda: notify.has("READY=1"), what="READY=1")
+        wait_for(notify.caught_up, what="the catch-up")
         assert "before.txt" in mapping(state)
         wait_for(lambda: notify.has("WATCHDOG=1"), what="watchdog ping")
 

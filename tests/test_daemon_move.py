@@ -45,7 +45,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[[Path, str], subprocess.Popen[by
                 stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO), env=env,
             )
         procs.append(proc)
-        wait_for(lambda: notify.has("READY=1") or proc.poll() is not None, 60, what="READY=1")
+        wait_for(lambda: notify.caught_up() or proc.poll() is not None, 60, what="the catch-up")
         assert proc.poll() is None, (config.parent / "daemon.log").read_text()
         return proc
 

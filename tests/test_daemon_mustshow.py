@@ -126,6 +126,9 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
         wait_for(lambda: notify.has("READY=1") or proc.poll() is not None, ready_timeout,
                  what="READY=1")
         assert proc.poll() is None, log.read_text()
+        wait_for(lambda: notify.caught_up() or proc.poll() is not None, ready_timeout,
+                 what="the catch-up")
+        assert proc.poll() is None, log.read_text()
         return daemon
 
     yield start
@@ -210,7 +213,7 @@ def test_create_modify_delete_move_and_stop(
     settle_s = 1.0
 
     daemon = run_daemon(config, emulator.api_key)
-    # READY=1 comes after the catch-up: what was there at start is already published.
+    # Once caught up, what was there at start is published.
     assert sorted(daemon.mapping()) == [f"pre/p-{i}.txt" for i in range(5)]
     watcher = MappingWatcher(daemon.mapping_path)
     emulator.reset_stats()

@@ -49,7 +49,7 @@ def test_files_waiting_for_space_go_up_when_a_delete_frees_it(
         daemon={"publish_interval_s": 0.5, "shutdown_timeout_s": 8},
     )
     mapping_path = tmp_path / "mapping.json"
-    daemon(config, emulator.api_key)  # READY after the catch-up: the account is full
+    daemon(config, emulator.api_key)  # returns caught up: the account is full
     first = wait_for(lambda: synced(mapping_path), what="the catch-up's mapping")
     assert len(first) == QUOTA and account_files(emulator) == QUOTA
     waiting = {p.name for p in root.iterdir()} - first
@@ -78,7 +78,7 @@ def worker_on() -> Iterator[Callable[[Syncer, float], Worker]]:
         )
         started.append((worker, stop))
         worker.start()
-        wait_for(worker.ready.is_set, 60, what="the worker's catch-up")
+        wait_for(worker.caught_up.is_set, 60, what="the worker's catch-up")
         return worker
 
     yield start

@@ -109,6 +109,11 @@ class FakeSyncer:
         self.changed_once -= set(changed)
         return FakeReport(changed_during_upload=changed)
 
+    def key_refused(self) -> str | None:
+        with self.lock:
+            self.calls.append(("key", []))
+        return self.refuse_key
+
     def publish_mapping(self) -> None:
         self.published += 1
         self.published_after_sync = not self.in_sync.is_set() or (
@@ -212,12 +217,17 @@ def test_watch_starts_before_catch_up_ends(
     (config.root / "during.txt").write_text("x")
     (config.root / "skip.part").write_text("x")
     wait_for(lambda: len(r.daemon.queue) == 1)
-    assert not r.daemon.ready.is_set()
-    assert not notify_socket.has("READY=1")
+    # READY while the catch-up runs (watching, the key checked first), and saying so.
+    wait_for(lambda: notify_socket.has("READY=1"))
+    assert syncer.calls[0] == ("key", [])
+    assert r.daemon.status_text().startswith("catching up")
+    assert not r.daemon.caught_up.is_set()
     assert syncer.reconcile_gate is not None
     syncer.reconcile_gate.set()
     wait_for(lambda: "during.txt" in syncer.synced())
-    wait_for(lambda: notify_socket.has("READY=1"))
+    wait_for(r.daemon.caught_up.is_set)
+    # systemd's line leaves "catching up" as soon as it is done, not at the next tick.
+    wait_for(notify_socket.caught_up, timeout=5)
     wait_for(lambda: notify_socket.has("WATCHDOG=1"))
     assert notify_socket.has("EXTEND_TIMEOUT_USEC=")
     assert "skip.part" not in syncer.synced()

@@ -261,6 +261,12 @@ class FilesClient(VectorCalls, BatchCalls, DownloadCalls):
     def list_files(self, *, purpose: str | None = None) -> list[RemoteFile]:
         return list(self.iter_files(purpose=purpose))
 
+    def check_key(self) -> None:
+        """One call whatever the account's size (a page of one file): raises
+        AuthenticationError when the provider refuses the key, and what any read
+        raises when it cannot be reached."""
+        self._list_page(after=None, limit=1, purpose=None)
+
     def delete(self, file_id: str) -> None:
         """Raises NotFoundError when the id does not exist.
 

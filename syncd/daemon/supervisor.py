@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from syncd import events
 from syncd.config import Config
 from syncd.daemon.control import ReconcileRequest
 from syncd.daemon.endpoints import Endpoints
@@ -121,6 +122,10 @@ class Daemon:
     def ready(self) -> threading.Event:
         return self.worker.ready
 
+    @property
+    def caught_up(self) -> threading.Event:
+        return self.worker.caught_up
+
     # ------------------------------------------------------------ control
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -161,7 +166,7 @@ class Daemon:
         next_status = 0.0
         next_ping = 0.0
         next_probe = 0.0
-        announced = False
+        announced = caught_up = False
         try:
             while not self._stop.is_set():
                 tick = TICK_S if watchdog_every is None else min(TICK_S, watchdog_every)
@@ -195,6 +200,10 @@ class Daemon:
                     # The catch-up of a large folder can outlast TimeoutStartSec; it is
                     # making progress (or bounded by HTTP timeouts), so ask for more.
                     self.notifier.extend_timeout(max(30.0, 3 * tick))
+                if announced and not caught_up and self.worker.caught_up.is_set():
+                    caught_up = True
+                    log.info(events.CAUGHT_UP, status=self.status_text())
+                    next_status = now  # systemd's line says so at once
                 if now >= next_status:
                     self.notifier.status(self.status_text())
                     next_status = now + self._status_interval_s

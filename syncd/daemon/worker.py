@@ -1,8 +1,8 @@
 """The worker thread: the only thread that calls the engine, one call at a time.
 
-It starts watching, runs the catch-up reconcile, then drains settled paths into
-``sync_paths`` in batches and runs rescans when asked, backing off while calls
-fail. When the root goes away it stops, waits for the root to come back and
+It starts watching, checks the key, says READY, runs the catch-up reconcile, then
+drains settled paths into ``sync_paths`` in batches and runs rescans when asked,
+backing off while calls fail. When the root goes away it stops, waits for the root to come back and
 settle (:mod:`syncd.daemon.root_watch`), and only then reconciles again. The
 supervisor (main thread) reads its ``phase``, ``reach``, ``refused`` and queue
 for STATUS, and ends it by setting the shared stop event.
@@ -42,13 +42,19 @@ class Worker(WatchLifecycle, RunHandling):
             self.phase = Phase.CATCHING_UP
             if not self._await_root(returning=False):
                 return
+            refused = self._call(self.syncer.key_refused)
+            if refused is not None:
+                self._refuse(refused)
+                return  # never READY: the main thread exits with EXIT_REFUSED
+            # READY once watching with a key the provider takes, before the catch-up: its
+            # listing is as long as the account, and what changes meanwhile is queued
+            # anyway. Status says "catching up" until it is done (``caught_up``); a
+            # failed one (provider unreachable, say) is retried with backoff.
+            self._announce_ready()
             caught_up = self._run_reconcile("catch-up")
             if self.refused is not None:
-                return  # never READY: the main thread exits with EXIT_REFUSED
-            # Ready even if the catch-up failed (provider unreachable, say): watching
-            # and queueing work, and the loop retries the reconcile with backoff.
+                return  # the key was refused mid-run: the main thread exits with EXIT_REFUSED
             self.phase = Phase.IDLE
-            self._announce_ready()
             if not caught_up:
                 self.queue.request_rescan("catch-up retry")
             self._loop(backoff=0.0 if caught_up else 1.0)
@@ -77,7 +83,7 @@ class Worker(WatchLifecycle, RunHandling):
             if self.syncer.attacher is not None and time.monotonic() >= self._attach_at:
                 self._step_attach()
                 continue
-            self.phase = Phase.IDLE
+            self._idle()
             due = self.queue.next_due()
             wait = TICK_S if due is None else min(TICK_S, max(0.01, due - time.monotonic()))
             self.queue.wait(wait)

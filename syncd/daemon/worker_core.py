@@ -15,6 +15,7 @@ import structlog
 
 from syncd.config import Config
 from syncd.daemon.control import ReconcileRequest
+from syncd.daemon.heap import release_free_memory
 from syncd.daemon.metrics import Recorder
 from syncd.daemon.phase import Phase
 from syncd.daemon.protocols import SyncerLike
@@ -102,18 +103,20 @@ class WorkerCore:
         # Cuts a backoff short: a request came, or the remote is back.
         self._nudge = threading.Event()
         self.recorder = recorder or Recorder()
-
-        self.ready = threading.Event()
+        # READY: watching with a key the provider takes; caught up: a full run reached
+        # the remote since (the catch-up, or its retry).
+        self.ready, self.caught_up = threading.Event(), threading.Event()
         self.phase = Phase.STARTING
         # What the phase is about, when it names something (the root being waited for).
         self.phase_about: str | None = None
         self.stats: dict[str, int] = {}
         self.reach = Reachability()
-        # Set when the provider refused the key: the run cannot go on.
-        self.refused: str | None = None
+        self.refused: str | None = None  # the provider refused the key: the run ends
         self.error: BaseException | None = None
-        # When the current engine call began (monotonic), None between calls.
+        # When the current engine call began (monotonic), None between calls; whether
+        # one ran since the worker last went idle.
         self._busy_since: float | None = None
+        self._ran = False
         self.rescans = 0
         # When to list the account again for files waiting for space (engine/recheck.py).
         self.space = SpaceRecheck.starting(quota_recheck_s)
@@ -160,7 +163,16 @@ class WorkerCore:
 
     def _call(self, fn: Callable[[], R]) -> R:
         self._busy_since = time.monotonic()
+        self._ran = True
         try:
             return fn()
         finally:
             self._busy_since = None
+
+    def _idle(self) -> None:
+        """Nothing left to do for now: what the last engine calls freed goes back to the
+        system (``syncd.daemon.heap``), once per stretch of work."""
+        self.phase = Phase.IDLE
+        if self._ran:
+            self._ran = False
+            release_free_memory()

@@ -141,6 +141,9 @@ class RunHandling(WorkerCore):
             self.reach.failed()
             return report
         self._reachable()
+        if not self.caught_up.is_set():
+            self.caught_up.set()
+            self._wake()  # the supervisor says so at once
         return report
 
     def _sync(self, batch: list[str], first_events: dict[str, float] | None = None) -> bool:
@@ -226,9 +229,7 @@ class RunHandling(WorkerCore):
             first_events=first_events,
         )
         if report.aborted is not None:
-            self.refused = self._refused_message(report.aborted)
-            log.error(self.refused)
-            self._wake()
+            self._refuse(report.aborted)
             return
         if report.root_unavailable:
             log.error("the folder is unavailable; nothing was deleted", root=str(self.config.root))
@@ -254,15 +255,18 @@ class RunHandling(WorkerCore):
             self.stats.get("quota", 0), listed=what != "sync", now=time.monotonic()
         )
 
-    def _refused_message(self, error: str) -> str:
-        """The same words as ``check-config --online`` and a one-off run use."""
+    def _refuse(self, error: str) -> None:
+        """The provider refused the key: say so in the words ``check-config --online``
+        and a one-off run use, and end (the main thread exits with EXIT_REFUSED)."""
         from syncd.remote_problem import refusal
 
         key, why = refusal(self.config, None)
-        return (
+        self.refused = (
             f"{self.config.origin.at(key)}: {why}; the provider said: {error}; "
             "fix it, then start syncd again"
         )
+        log.error(self.refused)
+        self._wake()
 
 
 def _not_run(dry_run: bool, why: str) -> dict[str, Any]:

@@ -46,6 +46,18 @@ class ListingChecks(SyncerCore):
             return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
         return None
 
+    def key_refused(self) -> str | None:
+        """The provider's refusal of the key, in its words; None when it took the key
+        or could not be asked (unreachable: the next run lists, and retries)."""
+        try:
+            self.client.check_key()
+        except AuthenticationError as exc:
+            log.error("the key was refused", error=str(exc))
+            return str(exc)
+        except APIError as exc:
+            log.warning("cannot check the key now", error=str(exc))
+        return None
+
     def _release_gone_claims(self) -> None:
         """Let go of claims on ids the provider no longer has (someone deleted them, or
         they expired): each claim is read by every run, and nothing can take such an id

@@ -61,6 +61,9 @@ class Engine:
             self.seen.update(batch)
         return Report()
 
+    def key_refused(self) -> None:
+        return None
+
     def publish_mapping(self) -> None:
         pass
 
