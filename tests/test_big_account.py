@@ -137,3 +137,42 @@ def test_a_mapping_edited_by_hand_is_rendered_again_not_copied(tmp_path: Path) -
     assert pub.publish(lambda: changed, {"file-1", "file-2"}, HEAD, 2)
     files = json.loads(path.read_text())["files"]
     assert files["a.txt"]["file_id"] == "file-1" and files["b.txt"]["bytes"] == 7
+
+
+_odd_row = st.tuples(
+    st.sampled_from(["a.txt", 'q"uote.txt', "b\\slash.txt", "é.txt", "d0/x.txt", "d0/y.txt",
+                     "d1/日本.txt", "z.txt", "a.txt.bak"]),
+    st.sampled_from(["file-1", "file-2", "file-3", "file-4"]),
+    st.sampled_from(["user_data", "batch"]),
+    st.integers(1, 4),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_odd_row, max_size=9), min_size=2, max_size=6), st.data())
+def test_a_patched_mapping_says_what_a_fresh_publisher_writes(
+    tmp_path_factory: pytest.TempPathFactory, versions: list[list[tuple[str, str, str, int]]],
+    data: st.DataObject,
+) -> None:  # fmt: skip
+    """``patch`` of the paths that changed (and of some that did not) leaves the file a
+    fresh publisher of the whole would write: lines replaced, inserted, removed."""
+    where = tmp_path_factory.mktemp("patch")
+    kept = Publisher(where / "mapping.json")
+    ids = ["file-1", "file-2", "file-3"]
+    rows = _rows(versions[0])
+    confirmed = set(data.draw(st.sets(st.sampled_from(ids))))
+    kept.publish(lambda: rows, confirmed, HEAD, 0)
+    for n, spec in enumerate(versions[1:], start=1):
+        before = {r[0]: r for r in rows}
+        rows = _rows(spec)
+        now = {r[0]: r for r in rows}
+        confirmed = set(data.draw(st.sets(st.sampled_from(ids))))
+        asked = {p for p in before.keys() | now.keys() if before.get(p) != now.get(p)}
+        asked |= set(data.draw(st.sets(st.sampled_from(sorted(before.keys() | now.keys()))))
+                     if before or now else set())  # fmt: skip
+        # What the confirmed ids changed is asked for too, as the remote view tells it.
+        asked |= {p for p, r in {**before, **now}.items() if r[1] in ids}
+        assert kept.patch({p: now.get(p) for p in asked}, confirmed, HEAD, n) is not None
+        fresh = where / f"fresh-{n}.json"
+        Publisher(fresh).publish(lambda rows=rows: rows, confirmed, HEAD, 0)
+        assert _said(kept.path) == _said(fresh)

@@ -6,16 +6,18 @@ sees the old mapping or the new one, never half of either.
 
 from __future__ import annotations
 
+import bisect
 import glob
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from syncd.engine.changes import MOST_KEYS
 from syncd.engine.state import Synced
 
 VERSION = 1
@@ -51,12 +53,20 @@ class Publisher:
     not change (the state and the remote view, each counted by a generation) reads
     nothing at all. The file is replaced whole, atomically, and only when what it says
     changed. Kept per entry: a hash, not the row or its line (100,000 of them would cost
-    more than every other part of a run)."""
+    more than every other part of a run).
+
+    ``patch`` goes further when the caller knows which paths changed (the state and the
+    remote view log them, :mod:`syncd.engine.changes`): only their lines are rendered,
+    and the rest of the file is copied around them as bytes, so an edit in a
+    100,000-file tree costs its own line, a read and a write of the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # path -> the hash of what its entry says, in the file's order.
+        # path -> the hash of what its entry says; the paths in the file's order.
         self._marks: dict[str, int] = {}
+        self._order: list[str] = []
+        # Whether the entries hold no vector stores (what ``patch`` renders).
+        self._plain = True
         self._head: dict[str, Any] | None = None
         self._inputs: object = None
         # The file as this publisher last wrote or read it: (inode, size, mtime_ns).
@@ -87,9 +97,9 @@ class Publisher:
         marks = {row[0]: mark for row, _more, mark in entries}
         changed = self._head != dict(head) or not self.path.exists() or marks != self._marks
         first = self._head is None
-        self._head, self._inputs = dict(head), inputs
+        self._head, self._inputs, self._plain = dict(head), inputs, extra is None
         if not changed:
-            self._marks = marks
+            self._keep(marks)
             return False
         data = {"version": VERSION, **head, "generated_at": time.time()}
         # The first publish of a process compares with what an earlier run wrote.
@@ -97,20 +107,76 @@ class Publisher:
         if on_disk is not None and on_disk == _digest_lines(
             data, (_line(row, more) for row, more, _mark in entries)
         ):
-            self._marks = marks
+            self._keep(marks)
             self._ours = _stat(self.path)
             return False
         lines = self._lines(entries)
-        self._marks = marks
+        self._keep(marks)
         del entries
-        _write(self.path, data, lines)
+        _write(self.path, data, _joined(lines), empty=not lines)
         self._ours = _stat(self.path)
         return True
+
+    @property
+    def inputs(self) -> object:
+        """What the mapping on disk was last made of (``publish``'s ``inputs``)."""
+        return self._inputs
+
+    def patch(
+        self,
+        rows: Mapping[str, Synced | None],
+        confirmed: Container[str],
+        head: Mapping[str, Any],
+        inputs: object,
+    ) -> bool | None:
+        """Publish what changed for these paths alone (None: the path has no synced
+        row), every other line copied as bytes from the file this publisher wrote last,
+        found by search. Returns whether the file was written; None when it cannot patch
+        (the file is not its own, another head, vector stores in the entries, too many
+        paths) and ``publish`` must."""
+        if (
+            self._head != dict(head) or not self._plain or len(rows) > MOST_KEYS
+            or self._ours is None or self._ours != _stat(self.path)
+        ):  # fmt: skip
+            return None
+        ops: dict[str, tuple[bytes, int] | None] = {}
+        for path, row in rows.items():
+            mark = hash(row) if row is not None and row[1] in confirmed else None
+            if self._marks.get(path) != mark:
+                ops[path] = None if row is None or mark is None else (_line(row).encode(), mark)
+        if not ops:
+            self._inputs = inputs
+            return False
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            return None
+        region = _splice(raw, {p: op and op[0] for p, op in ops.items()}, self._order)
+        if region is None:
+            return None
+        data = {"version": VERSION, **head, "generated_at": time.time()}
+        _write(self.path, data, region, empty=not any(region))
+        for path, op in ops.items():
+            at = bisect.bisect_left(self._order, path)
+            listed = at < len(self._order) and self._order[at] == path
+            if op is None:
+                self._marks.pop(path, None)
+                if listed:
+                    del self._order[at]
+            else:
+                self._marks[path] = op[1]
+                if not listed:
+                    self._order.insert(at, path)
+        self._inputs, self._ours = inputs, _stat(self.path)
+        return True
+
+    def _keep(self, marks: dict[str, int]) -> None:
+        self._marks, self._order = marks, list(marks)
 
     def _lines(self, entries: list[_Entry]) -> list[bytes]:
         """Each entry's line: copied from the file this publisher wrote last when the
         entry's hash is unchanged (both in path order: one walk), else rendered."""
-        before = list(self._marks.items())
+        before = [(path, self._marks[path]) for path in self._order]
         kept = self._lines_as_written(len(before))
         out: list[bytes] = []
         j = 0
@@ -224,9 +290,70 @@ def _digest_as_laid_out(raw: bytes) -> str | None:
     return digest.hexdigest()
 
 
-def _write(path: Path, data: Mapping[str, Any], lines: list[bytes]) -> None:
-    """The file: the head, ``"files": {``, one entry a line, ``}}``; written as it is
-    made, never joined into one copy in memory."""
+def _joined(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The files part of the layout: each line after a newline, a comma between."""
+    sep = b"\n"
+    for line in lines:
+        yield sep
+        yield line
+        sep = b",\n"
+
+
+def _splice(
+    raw: bytes, changes: Mapping[str, bytes | None], order: list[str]
+) -> list[bytes | memoryview] | None:
+    """The files part of ``raw`` (a mapping in ``_write``'s layout, its lines for the
+    paths of ``order``) with the line of each path in ``changes`` replaced, inserted in
+    path order, or (None) removed; the rest stays the bytes of ``raw``. None when
+    ``raw`` is not in that layout or lacks a line it should hold."""
+    at = raw.find(_FILES_KEY)
+    start = at + len(_FILES_KEY)
+    if at >= 0 and raw.startswith(b"\n", start) and raw.endswith(b"\n}}\n"):
+        end = len(raw) - 4
+    elif at >= 0 and len(raw) == start + 3 and raw.endswith(b"}}\n"):
+        end = start
+    else:
+        return None
+    view = memoryview(raw)
+    runs: list[bytes | memoryview] = []
+    done = start  # what lies before is placed
+    for path in sorted(changes):
+        i = bisect.bisect_left(order, path)
+        if i < len(order):
+            # Its own line, or the one it goes before. A line starts after a newline and
+            # a newline is nowhere else (JSON escapes it), so the key is found only there.
+            s = raw.find(b"\n" + _encode(order[i]).encode() + b": ", done, end)
+            if s < 0:
+                return None
+        else:
+            s = end
+        e = s
+        if i < len(order) and order[i] == path:
+            e = raw.find(b",\n", s + 1, end)
+            e = end if e < 0 else e
+        runs.append(view[done:s])
+        line = changes[path]
+        if line is not None:
+            runs.append(b"\n" + line)
+        done = e
+    runs.append(view[done:end])
+    # A run of kept lines may begin or end with the comma that stood next to a changed
+    # line: each is cut off, and one comma goes between the non-empty parts.
+    parts: list[bytes | memoryview] = []
+    for run in runs:
+        run = run[1:] if run[:1] == b"," else run
+        run = run[:-1] if run[-1:] == b"," else run
+        if run:
+            parts.extend((b",", run) if parts else (run,))
+    return parts
+
+
+def _write(
+    path: Path, data: Mapping[str, Any], files: Iterable[bytes | memoryview], *, empty: bool
+) -> None:
+    """The file: the head, ``"files": {``, one entry a line (``files``, as ``_joined``
+    makes them; ``empty``: none), ``}}``; written as it is made, never joined into one
+    copy in memory."""
     head = _encode({k: v for k, v in data.items() if k != "files"})
     path.parent.mkdir(parents=True, exist_ok=True)
     if path not in _swept:
@@ -240,12 +367,8 @@ def _write(path: Path, data: Mapping[str, Any], lines: list[bytes]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(f'{head[:-1]}, "files": {{'.encode())
-            sep = b"\n"
-            for line in lines:
-                fh.write(sep)
-                fh.write(line)
-                sep = b",\n"
-            fh.write(b"\n}}\n" if lines else b"}}\n")
+            fh.writelines(files)
+            fh.write(b"}}\n" if empty else b"\n}}\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)

@@ -17,6 +17,7 @@ from syncd.api.clock import ServerClock
 from syncd.api.models import RemoteFile, Sent
 from syncd.api.options import ClientOptions
 from syncd.api.pacer import Pacer
+from syncd.engine.changes import ChangeLog
 
 
 class RemoteFiles(Protocol):
@@ -66,24 +67,34 @@ class RemoteView:
         self._files = {f.id: f for f in files}
         self._lock = threading.Lock()
         self.listed_at: float | None = None
-        # Counts changes, as State.generation does.
+        # Counts changes, as State.generation does, and notes the ids each one touched.
         self.generation = 0
+        self._changes = ChangeLog()
 
     def replace_all(self, files: Iterable[RemoteFile]) -> None:
         with self._lock:
             self._files = {f.id: f for f in files}
             self.listed_at = time.time()
             self.generation += 1
+            self._changes.everything(self.generation)
 
     def add(self, f: RemoteFile) -> None:
         with self._lock:
             self._files[f.id] = f
             self.generation += 1
+            self._changes.noted(self.generation, (f.id,))
 
     def remove(self, file_id: str) -> RemoteFile | None:
         with self._lock:
             self.generation += 1
+            self._changes.noted(self.generation, (file_id,))
             return self._files.pop(file_id, None)
+
+    def changed_since(self, generation: int) -> set[str] | None:
+        """The ids added or removed after ``generation``; None when not known (a full
+        listing came since)."""
+        with self._lock:
+            return self._changes.since(generation)
 
     def __contains__(self, file_id: object) -> bool:
         return file_id in self._files

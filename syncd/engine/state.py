@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Container, Iterable
+from typing import Any, Protocol, cast
 
 from syncd.api.models import RemoteFile
 from syncd.engine.journal import Action
@@ -49,11 +49,29 @@ class State(IntentRecords, DeleteRecords):
         with self._lock:
             chosen = [r for r in self._kept_records().values() if r.status == "synced"]
         chosen.sort(key=_path)
-        return [
-            (r.path, r.file_id, r.purpose, r.size, r.sha256, r.uploaded_at)
-            for r in chosen
-            if r.file_id is not None
-        ]
+        return [_row(r) for r in chosen if r.file_id is not None]
+
+    def changed_since(self, generation: int) -> set[str] | None:
+        """The paths written after ``generation``; None when not known (see
+        ``syncd.engine.changes``)."""
+        with self._lock:
+            self._kept_records()  # a commit by another connection changes everything
+            return self.changes.since(generation)
+
+    def synced_of(self, paths: Iterable[str]) -> dict[str, Synced | None]:
+        """``synced`` for these paths alone: each one's row, None when it has none."""
+        with self._lock:
+            kept = self._kept_records()
+            records = {p: kept.get(p) for p in paths}
+        return {
+            p: _row(r) if r is not None and r.status == "synced" and r.file_id else None
+            for p, r in records.items()
+        }
+
+    def paths_holding(self, ids: Container[str]) -> set[str]:
+        """The paths whose record names one of ``ids``."""
+        with self._lock:
+            return {p for p, r in self._kept_records().items() if r.file_id in ids}
 
     def owned_ids(self) -> set[str]:
         """Every remote id this state holds: recorded for a path, or queued for deletion
@@ -152,6 +170,10 @@ class State(IntentRecords, DeleteRecords):
 
 def _path(rec: Record) -> str:
     return rec.path
+
+
+def _row(r: Record) -> Synced:
+    return (r.path, cast(str, r.file_id), r.purpose, r.size, r.sha256, r.uploaded_at)
 
 
 class _Journal(Protocol):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from syncd.engine import journal
+from syncd.engine.changes import ChangeLog
 from syncd.engine.journal import Action, Entry
 from syncd.engine.model import Record, Status
 
@@ -195,6 +196,8 @@ class StateDb:
         self._records: dict[str, Record] | None = None
         self._records_version = -1
         self._dirty: set[str] = set()
+        # The paths each committed write touched (for the mapping's publisher).
+        self.changes = ChangeLog()
         # One str object per status and purpose word, not one per row.
         self._words: dict[str, str] = {}
 
@@ -240,12 +243,17 @@ class StateDb:
                 raise
             self._db.execute("COMMIT")
             self.generation += 1
+            self.changes.noted(self.generation, self._dirty)
             self._reread_dirty()
 
     def _kept_records(self) -> dict[str, Record]:
         """The records kept in memory, read first when not kept or when another
         connection committed since (the caller holds the lock; the dict is not a copy)."""
         (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        if self._records_version not in (-1, version):
+            # Another connection wrote: what it changed is not known here.
+            self.generation += 1
+            self.changes.everything(self.generation)
         if self._records is None or version != self._records_version:
             self._records = None  # the old ones go before the new ones are built
             cursor = self._db.execute(f"SELECT {RECORD_COLUMNS} FROM files")

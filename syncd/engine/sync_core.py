@@ -15,6 +15,7 @@ import structlog
 
 from syncd.config import Config, RulesConfig
 from syncd.engine import publish
+from syncd.engine.changes import MOST_KEYS
 from syncd.engine.claims import Claims
 from syncd.engine.ledger import Ledger, LocalLedger
 from syncd.engine.remote import RemoteFiles, RemoteView
@@ -133,12 +134,37 @@ class SyncerCore:
             head = {"project": self.config.project, "owner": self.claims.owner,
                     "base_url": self.base_url}  # fmt: skip
             attacher = self.attacher
-            inputs = (id(self.state), self.state.generation, self.remote.generation,
-                      attacher.store.generation if attacher else 0)
             started = time.monotonic()
-            extra = attacher.by_path if attacher else None
-            if self._publisher.publish(self.state.synced, self.remote, head, inputs, extra):
+            wrote = None if attacher else self._publish_changes(head)
+            if wrote is None:
+                # The state object itself, not its id: one reopened after a loss may
+                # reuse the old one's id and start its generation over.
+                inputs = (self.state, self.state.generation, self.remote.generation,
+                          attacher.store.generation if attacher else 0)  # fmt: skip
+                extra = attacher.by_path if attacher else None
+                wrote = self._publisher.publish(self.state.synced, self.remote, head, inputs, extra)
+            if wrote:
                 self.publish_cost_s = time.monotonic() - started
+
+    def _publish_changes(self, head: dict[str, str]) -> bool | None:
+        """Publish only what changed since the last publish: the paths the state wrote
+        and those holding ids the remote view gained or lost (an edit in a 100,000-file
+        tree touches its own lines, not all of them). None when that is not known (a
+        full listing came, or no publish yet) and the whole mapping is made again."""
+        last = self._publisher.inputs
+        if not isinstance(last, tuple) or last[0] is not self.state:
+            return None
+        # Counted before the changes are read: a write in between is read again next time.
+        inputs = (self.state, self.state.generation, self.remote.generation, 0)
+        paths = self.state.changed_since(last[1])
+        ids = self.remote.changed_since(last[2])
+        if paths is None or ids is None:
+            return None
+        if ids:
+            paths |= self.state.paths_holding(ids)
+        if len(paths) > MOST_KEYS:
+            return None
+        return self._publisher.patch(self.state.synced_of(paths), self.remote, head, inputs)
 
     def waiting_for_space(self) -> list[str]:
         """Paths held back for want of account space (status ``quota``)."""
