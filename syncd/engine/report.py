@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from syncd.engine.model import Outcome, Plan, Record
-from syncd.engine.plan import in_scope
+from syncd.engine.plan import within
 from syncd.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -160,8 +160,8 @@ def unsynced_after(
     succeed."""
     out: dict[str, tuple[str, str]] = {
         path: (rec.status, rec.reason or "")
-        for path, rec in records.items()
-        if rec.status in UNSYNCED and in_scope(path, scope)
+        for path in within(records, scope)
+        if (rec := records[path]).status in UNSYNCED
     }
     for note in the_plan.notes:
         if note.status in UNSYNCED:

@@ -21,9 +21,9 @@ from syncd.engine.plan import (
     Policy,
     StateView,
     delete_budget,
-    in_scope,
     plan,
     window_start,
+    within,
 )
 from syncd.engine.progress import Progress
 from syncd.engine.report import UNSYNCED, RunReport, unsynced_after
@@ -197,12 +197,13 @@ class Syncer(ListingChecks, SideSteps):
             log.error("cannot confirm files missing from the listing", error=str(exc))
             errors = [*scan.errors, f"cannot confirm files missing from the listing: {exc}"]
             return RunReport(Plan(), scan_errors=errors, remote_unavailable=True)
+        full = scope is None  # only a full run's plan reads the claims (see StateView)
         view = StateView(
             records,
             self.state.intents(),
             self.state.garbage(),
-            self.claims.others(),
-            self.claims.mine(),
+            self.claims.others() if full else frozenset(),
+            self.claims.mine() if full else frozenset(),
             self.state.lost_copies(),
             self.state.held(),
         )
@@ -222,9 +223,9 @@ class Syncer(ListingChecks, SideSteps):
         self._execute(report, progress, consent)
         if the_plan.mutating or the_plan.shares:
             self._save_account()
-        for path, rec in self.state.records().items():
-            if not in_scope(path, scope):
-                continue
+        after = self.state.records()
+        for path in within(after, scope):
+            rec = after[path]
             if rec.status in UNSYNCED:
                 report.unsynced[path] = (rec.status, rec.reason or "")
             elif rec.status == "skipped":

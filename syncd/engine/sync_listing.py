@@ -17,9 +17,7 @@ from syncd.api.errors import (
 )
 from syncd.engine import identity
 from syncd.engine.model import Plan, Record
-from syncd.engine.plan import (
-    in_scope,
-)
+from syncd.engine.plan import within
 from syncd.engine.report import RunReport
 from syncd.engine.sync_core import SyncerCore
 
@@ -91,8 +89,8 @@ class ListingChecks(SyncerCore):
         missing = sorted(
             {
                 rec.file_id
-                for path, rec in records.items()
-                if rec.file_id and rec.file_id not in listed and in_scope(path, scope)
+                for path in within(records, scope)
+                if (rec := records[path]).file_id and rec.file_id not in listed
             }
         )
         found = 0
