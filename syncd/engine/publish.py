@@ -10,6 +10,7 @@ import bisect
 import glob
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 import time
@@ -147,15 +148,9 @@ class Publisher:
         if not ops:
             self._inputs = inputs
             return False
-        try:
-            raw = self.path.read_bytes()
-        except OSError:
-            return None
-        region = _splice(raw, {p: op and op[0] for p, op in ops.items()}, self._order)
-        if region is None:
-            return None
         data = {"version": VERSION, **head, "generated_at": time.time()}
-        _write(self.path, data, region, empty=not any(region))
+        if not _rewrite(self.path, data, {p: op and op[0] for p, op in ops.items()}, self._order):
+            return None
         for path, op in ops.items():
             at = bisect.bisect_left(self._order, path)
             listed = at < len(self._order) and self._order[at] == path
@@ -299,8 +294,31 @@ def _joined(lines: Iterable[bytes]) -> Iterator[bytes]:
         sep = b",\n"
 
 
+def _rewrite(
+    path: Path, data: Mapping[str, Any], changes: Mapping[str, bytes | None], order: list[str]
+) -> bool:
+    """``_write`` of the file at ``path`` under a new head, with ``_splice``'s changes;
+    False when that file is not in the layout, or gone."""
+    try:
+        # Mapped, not read: the kept lines go from the page cache to the new file, and a
+        # 23 MB mapping leaves the daemon no heap to hold on to after.
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+            region = _splice(raw, changes, order)
+            if region is None:
+                return False
+            try:
+                _write(path, data, region, empty=not any(region))
+            finally:
+                for part in region:  # the map closes only once no view into it is left
+                    if isinstance(part, memoryview):
+                        part.release()
+    except (OSError, ValueError):  # gone, or empty (no map of nothing)
+        return False
+    return True
+
+
 def _splice(
-    raw: bytes, changes: Mapping[str, bytes | None], order: list[str]
+    raw: bytes | mmap.mmap, changes: Mapping[str, bytes | None], order: list[str]
 ) -> list[bytes | memoryview] | None:
     """The files part of ``raw`` (a mapping in ``_write``'s layout, its lines for the
     paths of ``order``) with the line of each path in ``changes`` replaced, inserted in
@@ -308,9 +326,9 @@ def _splice(
     ``raw`` is not in that layout or lacks a line it should hold."""
     at = raw.find(_FILES_KEY)
     start = at + len(_FILES_KEY)
-    if at >= 0 and raw.startswith(b"\n", start) and raw.endswith(b"\n}}\n"):
+    if at >= 0 and raw[start : start + 1] == b"\n" and raw[-4:] == b"\n}}\n":
         end = len(raw) - 4
-    elif at >= 0 and len(raw) == start + 3 and raw.endswith(b"}}\n"):
+    elif at >= 0 and len(raw) == start + 3 and raw[-3:] == b"}}\n":
         end = start
     else:
         return None
