@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from syncd.engine.changes import MOST_KEYS
 from syncd.engine.state import Synced
@@ -89,13 +89,16 @@ class Publisher:
         if inputs == self._inputs and self.path.exists():
             return False
         stores = extra() if extra is not None else {}
-        # The rows are the state's own values in tuples; of what they say, only a hash
-        # per entry is kept from one publish to the next.
-        chosen = [row for row in rows() if row[1] in confirmed]
-        entries = [(row, more := stores.get(row[0]) if stores else None, _mark(row, more))
-                   for row in chosen]  # fmt: skip
-        del chosen
-        marks = {row[0]: mark for row, _more, mark in entries}
+
+        def entries() -> Iterator[_Entry]:
+            for row in rows():
+                if row[1] in confirmed:
+                    more = stores.get(row[0]) if stores else None
+                    yield row, more, _mark(row, more)
+
+        # Of what the rows say, only a hash per entry is kept from one publish to the
+        # next, and the rows are walked again (not held) when lines must be rendered.
+        marks = {row[0]: mark for row, _more, mark in entries()}
         changed = self._head != dict(head) or not self.path.exists() or marks != self._marks
         first = self._head is None
         self._head, self._inputs, self._plain = dict(head), inputs, extra is None
@@ -106,14 +109,13 @@ class Publisher:
         # The first publish of a process compares with what an earlier run wrote.
         on_disk = published(self.path) if first else None
         if on_disk is not None and on_disk == _digest_lines(
-            data, (_line(row, more) for row, more, _mark in entries)
+            data, (_line(row, more) for row, more, _mark in entries())
         ):
             self._keep(marks)
             self._ours = _stat(self.path)
             return False
-        lines = self._lines(entries)
+        lines = self._lines(entries())
         self._keep(marks)
-        del entries
         _write(self.path, data, _joined(lines), empty=not lines)
         self._ours = _stat(self.path)
         return True
@@ -168,7 +170,7 @@ class Publisher:
     def _keep(self, marks: dict[str, int]) -> None:
         self._marks, self._order = marks, list(marks)
 
-    def _lines(self, entries: list[_Entry]) -> list[bytes]:
+    def _lines(self, entries: Iterable[_Entry]) -> list[bytes]:
         """Each entry's line: copied from the file this publisher wrote last when the
         entry's hash is unchanged (both in path order: one walk), else rendered."""
         before = [(path, self._marks[path]) for path in self._order]
@@ -240,15 +242,17 @@ def _line(row: Synced, stores: Mapping[str, Any] | None = None) -> str:
 def published(path: Path) -> str | None:
     """The digest of the mapping file at ``path`` as written, None if there is none.
 
-    A file as ``_write`` lays it out is hashed as it lies, its head alone parsed;
-    any other (an older layout, a hand edit) is parsed whole."""
+    A file as ``_write`` lays it out is hashed as it lies, a megabyte at a time, its
+    head alone parsed; any other (an older layout, a hand edit) is parsed whole."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            quick = _digest_as_laid_out(fh)
+            if quick is not None:
+                return quick
+            fh.seek(0)
+            raw = fh.read()
     except OSError:
         return None
-    quick = _digest_as_laid_out(raw)
-    if quick is not None:
-        return quick
     try:
         data = json.loads(raw.decode("utf-8"))
         return _digest(data, _files(data))
@@ -257,31 +261,44 @@ def published(path: Path) -> str | None:
 
 
 _FILES_KEY = b'"files": {'
+# Where the files key must be found: a head (project, owner, base_url...) is far shorter.
+_HEAD_MOST = 1 << 16
+_CHUNK = 1 << 20
 
 
-def _digest_as_laid_out(raw: bytes) -> str | None:
+def _digest_as_laid_out(fh: BinaryIO) -> str | None:
     """The digest of a mapping in ``_write``'s layout: the head, then ``"files": {``,
     one entry a line, ``}}``. The first ``"files": {`` is the key: inside a JSON
     string a quote is escaped, so the head's values cannot hold that text."""
-    at = raw.find(_FILES_KEY)
+    size = os.fstat(fh.fileno()).st_size
+    head = fh.read(_HEAD_MOST)
+    at = head.find(_FILES_KEY)
     if at < 0:
         return None
     try:
-        data = json.loads(raw[:at].rstrip().rstrip(b",") + b"}")
+        data = json.loads(head[:at].rstrip().rstrip(b",") + b"}")
     except ValueError:
         return None
     if not isinstance(data, dict):
         return None
-    start = at + len(_FILES_KEY)
-    if len(raw) == start + 3 and raw.endswith(b"}}\n"):
-        files = memoryview(raw)[:0]
-    elif raw.startswith(b"\n", start) and raw.endswith(b"\n}}\n") and len(raw) > start + 4:
-        files = memoryview(raw)[start + 1 : -4]
+    start, fd = at + len(_FILES_KEY), fh.fileno()
+    if size == start + 3 and os.pread(fd, 3, start) == b"}}\n":
+        lo = hi = start
+    elif (
+        size > start + 4 and os.pread(fd, 1, start) == b"\n"
+        and os.pread(fd, 4, size - 4) == b"\n}}\n"
+    ):  # fmt: skip
+        lo, hi = start + 1, size - 4
     else:
         return None
     said = _encode({k: v for k, v in data.items() if k not in ("files", "generated_at")})
     digest = hashlib.blake2b(f"{said}\n".encode(), digest_size=16)
-    digest.update(files)
+    while lo < hi:
+        chunk = os.pread(fd, min(_CHUNK, hi - lo), lo)
+        if not chunk:
+            return None  # cut short while read
+        digest.update(chunk)
+        lo += len(chunk)
     return digest.hexdigest()
 
 
