@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from syncd.config import Config
+from syncd.engine.publish import head_of
 from syncd.engine.state import State
 
 _META = "identity"
@@ -127,12 +127,9 @@ def record(state: State, mine: dict[str, str]) -> None:
 
 def check_mapping_file(path: Path, owner: str, project: str) -> None:
     """Refuse to publish over a mapping file another project writes."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    data = head_of(path)
+    if data is None:
         return  # absent or unreadable: ours to write
-    if not isinstance(data, dict):
-        return
     theirs = data.get("owner")
     if theirs == owner or (theirs is None and data.get("project") in (project, None)):
         return

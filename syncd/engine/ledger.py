@@ -33,7 +33,7 @@ free space it last saw, logs once, and reports ``mode == "fallback"``.
 Where the engine calls it (one ledger per Syncer):
 
 - ``Syncer._list_remote``: ``mark = ledger.begin_listing()`` before
-  ``client.list_files()``, then ``ledger.rebase(len(files), sum(bytes), mark,
+  the listing (``client.iter_files()``), then ``ledger.rebase(len(files), sum(bytes), mark,
   {ids})`` with the listing;
 - ``Executor._upload``: ``res = ledger.reserve(1, local.size)`` just before
   ``begin_intent`` (inside the name lock); None -> note ``quota`` with

@@ -266,12 +266,25 @@ _HEAD_MOST = 1 << 16
 _CHUNK = 1 << 20
 
 
-def _digest_as_laid_out(fh: BinaryIO) -> str | None:
-    """The digest of a mapping in ``_write``'s layout: the head, then ``"files": {``,
-    one entry a line, ``}}``. The first ``"files": {`` is the key: inside a JSON
-    string a quote is escaped, so the head's values cannot hold that text."""
-    size = os.fstat(fh.fileno()).st_size
+def head_of(path: Path) -> dict[str, Any] | None:
+    """What the mapping at ``path`` says besides its files (project, owner...), read
+    from its head alone when it is in ``_write``'s layout (a 100,000-file mapping is
+    not parsed for its owner); None when there is none, or it is not a JSON object."""
+    try:
+        with path.open("rb") as fh:
+            found = _head(fh)
+            data = found[0] if found is not None else json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _head(fh: BinaryIO) -> tuple[dict[str, Any], int] | None:
+    """The head of a mapping in ``_write``'s layout (read from the file's start) and
+    where its files begin; None when the file is not in that layout. The file is left
+    at its start."""
     head = fh.read(_HEAD_MOST)
+    fh.seek(0)
     at = head.find(_FILES_KEY)
     if at < 0:
         return None
@@ -279,9 +292,19 @@ def _digest_as_laid_out(fh: BinaryIO) -> str | None:
         data = json.loads(head[:at].rstrip().rstrip(b",") + b"}")
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    return (data, at + len(_FILES_KEY)) if isinstance(data, dict) else None
+
+
+def _digest_as_laid_out(fh: BinaryIO) -> str | None:
+    """The digest of a mapping in ``_write``'s layout: the head, then ``"files": {``,
+    one entry a line, ``}}``. The first ``"files": {`` is the key: inside a JSON
+    string a quote is escaped, so the head's values cannot hold that text."""
+    size = os.fstat(fh.fileno()).st_size
+    found = _head(fh)
+    if found is None:
         return None
-    start, fd = at + len(_FILES_KEY), fh.fileno()
+    data, start = found
+    fd = fh.fileno()
     if size == start + 3 and os.pread(fd, 3, start) == b"}}\n":
         lo = hi = start
     elif (

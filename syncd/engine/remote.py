@@ -34,7 +34,7 @@ class RemoteFiles(Protocol):
 
     def retrieve(self, file_id: str) -> RemoteFile: ...
 
-    def list_files(self) -> list[RemoteFile]: ...
+    def iter_files(self) -> Iterator[RemoteFile]: ...
 
     def check_key(self) -> None: ...
 
@@ -72,8 +72,11 @@ class RemoteView:
         self._changes = ChangeLog()
 
     def replace_all(self, files: Iterable[RemoteFile]) -> None:
+        """The view becomes ``files`` (a listing, taken page by page: never a list of
+        the whole account beside the view); left as it was when they fail midway."""
+        fresh = {f.id: f for f in files}
         with self._lock:
-            self._files = {f.id: f for f in files}
+            self._files = fresh
             self.listed_at = time.time()
             self.generation += 1
             self._changes.everything(self.generation)
@@ -98,6 +101,14 @@ class RemoteView:
 
     def __contains__(self, file_id: object) -> bool:
         return file_id in self._files
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids in the view (as it was when asked)."""
+        with self._lock:
+            return iter(list(self._files))
+
+    def __len__(self) -> int:
+        return len(self._files)
 
     def totals(self) -> tuple[int, int]:
         """Files and bytes in the view."""

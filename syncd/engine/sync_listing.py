@@ -110,9 +110,9 @@ class ListingChecks(SyncerCore):
 
     def _list_remote(self) -> None:
         mark = self.ledger.begin_listing()
-        files = self.client.list_files()
-        self.remote.replace_all(files)
-        self.ledger.rebase(len(files), sum(f.bytes for f in files), mark, {f.id for f in files})
+        self.remote.replace_all(self.client.iter_files())
+        files, size = self.remote.totals()
+        self.ledger.rebase(files, size, mark, self.remote)
         identity.record(self.state, identity.of_config(self.config, self.client.key_fingerprint))
         self._save_account()
 
