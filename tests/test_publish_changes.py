@@ -67,12 +67,11 @@ def test_targeted_syncs_publish_what_the_whole_state_says(
     assert remote[files["b.txt"]["file_id"]]["bytes"] == len("b v2\n")
 
 
-def test_a_write_by_another_connection_is_published_too(
+def _two_files_synced(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle],
     syncer_on: Callable[..., Syncer],
-) -> None:  # fmt: skip
-    """What the publisher was not told of (another connection's commit) has the whole
-    mapping made again, not a patch of what this process wrote."""
+) -> Syncer:  # fmt: skip
+    """A Syncer whose first reconcile uploaded a.txt and b.txt."""
     emulator = fast_emulator(emulator_factory)
     root = tmp_path / "root"
     root.mkdir()
@@ -80,9 +79,19 @@ def test_a_write_by_another_connection_is_published_too(
         (root / name).write_text(f"{name}\n")
     syncer = syncer_on(emulator, root)
     assert syncer.reconcile().exit_code == 0
+    return syncer
+
+
+def test_a_write_by_another_connection_is_published_too(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle],
+    syncer_on: Callable[..., Syncer],
+) -> None:  # fmt: skip
+    """What the publisher was not told of (another connection's commit) has the whole
+    mapping made again, not a patch of what this process wrote."""
+    syncer = _two_files_synced(tmp_path, emulator_factory, syncer_on)
     with sqlite3.connect(syncer.config.state_dir / "state.sqlite3") as db:
         db.execute("UPDATE files SET status = 'error', reason = 'set by hand' WHERE path = 'a.txt'")
-    (root / "b.txt").write_text("b v2\n")
+    (syncer.config.root / "b.txt").write_text("b v2\n")
     assert syncer.sync_paths(["b.txt"]).exit_code == 0
     assert sorted(read_mapping(syncer.config.mapping_file)) == ["b.txt"]
     assert _said(syncer.config.mapping_file) == _as_made_whole(syncer, tmp_path)
@@ -95,14 +104,8 @@ def test_an_id_the_listing_loses_or_regains_leaves_or_rejoins_the_mapping(
     """The mapping names only ids the account is known to hold: when the remote view
     loses one (found gone) or gains it back (a listing that omitted it, confirmed), the
     line of the path holding it follows, though the state did not change."""
-    emulator = fast_emulator(emulator_factory)
-    root = tmp_path / "root"
-    root.mkdir()
-    for name in ("a.txt", "b.txt"):
-        (root / name).write_text(f"{name}\n")
-    syncer = syncer_on(emulator, root)
+    syncer = _two_files_synced(tmp_path, emulator_factory, syncer_on)
     mapping = syncer.config.mapping_file
-    assert syncer.reconcile().exit_code == 0
     a_id = read_mapping(mapping)["a.txt"]["file_id"]
     gone = syncer.remote.remove(a_id)
     assert gone is not None
