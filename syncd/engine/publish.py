@@ -96,16 +96,20 @@ class Publisher:
                     more = stores.get(row[0]) if stores else None
                     yield row, more, _mark(row, more)
 
+        data = {"version": VERSION, **head, "generated_at": time.time()}
         # Of what the rows say, only a hash per entry is kept from one publish to the
-        # next, and the rows are walked again (not held) when lines must be rendered.
-        marks = {row[0]: mark for row, _more, mark in entries()}
-        changed = self._head != dict(head) or not self.path.exists() or marks != self._marks
+        # next, and the rows are walked again (not held) when lines must be rendered;
+        # once when the file is to be written whatever they say.
         first = self._head is None
+        if not self.path.exists() or (not first and self._head != dict(head)):
+            marks: dict[str, int] = {}
+            self._head, self._inputs, self._plain = dict(head), inputs, extra is None
+            return self._write_all(data, _noting(entries(), marks), marks)
+        marks = {row[0]: mark for row, _more, mark in entries()}
         self._head, self._inputs, self._plain = dict(head), inputs, extra is None
-        if not changed:
+        if not first and marks == self._marks:
             self._keep(marks)
             return False
-        data = {"version": VERSION, **head, "generated_at": time.time()}
         # The first publish of a process compares with what an earlier run wrote.
         on_disk = published(self.path) if first else None
         if on_disk is not None and on_disk == _digest_lines(
@@ -114,7 +118,14 @@ class Publisher:
             self._keep(marks)
             self._ours = _stat(self.path)
             return False
-        lines = self._lines(entries())
+        return self._write_all(data, entries(), marks)
+
+    def _write_all(
+        self, data: Mapping[str, Any], entries: Iterable[_Entry], marks: dict[str, int]
+    ) -> bool:
+        """Write the file of ``entries``, whose marks (``marks``, complete once they are
+        walked) are kept for the next publish."""
+        lines = self._lines(entries)
         self._keep(marks)
         _write(self.path, data, _joined(lines), empty=not lines)
         self._ours = _stat(self.path)
@@ -200,6 +211,13 @@ class Publisher:
             return None
         lines = raw[at + len(_FILES_KEY) + 1 : -4].split(b",\n")
         return lines if len(lines) == count else None
+
+
+def _noting(entries: Iterable[_Entry], marks: dict[str, int]) -> Iterator[_Entry]:
+    """``entries``, each one's mark noted in ``marks`` as it passes."""
+    for entry in entries:
+        marks[entry[0][0]] = entry[2]
+        yield entry
 
 
 def _mark(row: Synced, more: Mapping[str, Any] | None) -> int:
