@@ -71,7 +71,7 @@ class Publisher:
         self._head: dict[str, Any] | None = None
         self._inputs: object = None
         # The file as this publisher last wrote or read it: (inode, size, mtime_ns).
-        self._ours: tuple[int, int, int] | None = None
+        self._ours: FileId | None = None
 
     def publish(
         self,
@@ -112,11 +112,11 @@ class Publisher:
             return False
         # The first publish of a process compares with what an earlier run wrote.
         on_disk = published(self.path) if first else None
-        if on_disk is not None and on_disk == _digest_lines(
+        if on_disk is not None and on_disk[0] == _digest_lines(
             data, (_line(row, more) for row, more, _mark in entries())
         ):
             self._keep(marks)
-            self._ours = _stat(self.path)
+            self._ours = on_disk[1]
             return False
         return self._write_all(data, entries(), marks)
 
@@ -127,8 +127,7 @@ class Publisher:
         walked) are kept for the next publish."""
         lines = self._lines(entries)
         self._keep(marks)
-        _write(self.path, data, _joined(lines), empty=not lines)
-        self._ours = _stat(self.path)
+        self._ours = _write(self.path, data, _joined(lines), empty=not lines)
         return True
 
     @property
@@ -148,10 +147,7 @@ class Publisher:
         found by search. Returns whether the file was written; None when it cannot patch
         (the file is not its own, another head, vector stores in the entries, too many
         paths) and ``publish`` must."""
-        if (
-            self._head != dict(head) or not self._plain or len(rows) > MOST_KEYS
-            or self._ours is None or self._ours != _stat(self.path)
-        ):  # fmt: skip
+        if self._head != dict(head) or not self._plain or len(rows) > MOST_KEYS:
             return None
         ops: dict[str, tuple[bytes, int] | None] = {}
         for path, row in rows.items():
@@ -162,7 +158,9 @@ class Publisher:
             self._inputs = inputs
             return False
         data = {"version": VERSION, **head, "generated_at": time.time()}
-        if not _rewrite(self.path, data, {p: op and op[0] for p, op in ops.items()}, self._order):
+        changes = {p: op and op[0] for p, op in ops.items()}
+        wrote = _rewrite(self.path, self._ours, data, changes, self._order)
+        if wrote is None:
             return None
         for path, op in ops.items():
             at = bisect.bisect_left(self._order, path)
@@ -175,7 +173,7 @@ class Publisher:
                 self._marks[path] = op[1]
                 if not listed:
                     self._order.insert(at, path)
-        self._inputs, self._ours = inputs, _stat(self.path)
+        self._inputs, self._ours = inputs, wrote
         return True
 
     def _keep(self, marks: dict[str, int]) -> None:
@@ -200,10 +198,13 @@ class Publisher:
     def _lines_as_written(self, count: int) -> list[bytes] | None:
         """The entry lines of the file this publisher wrote last, None when the file is
         no longer that one (replaced, edited) or does not hold ``count`` of them."""
-        if self._ours is None or self._ours != _stat(self.path) or not count:
+        if self._ours is None or not count:
             return None
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as fh:
+                if _identity(os.fstat(fh.fileno())) != self._ours:
+                    return None
+                raw = fh.read()
         except OSError:
             return None
         at = raw.find(_FILES_KEY)
@@ -227,11 +228,12 @@ def _mark(row: Synced, more: Mapping[str, Any] | None) -> int:
     return hash((row, _encode(dict(sorted(more.items())))))
 
 
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
+# A file as this publisher wrote it: (inode, size, mtime_ns), from the descriptor it
+# read or wrote, so what is checked is what is then read (no second look by path).
+FileId = tuple[int, int, int]
+
+
+def _identity(st: os.stat_result) -> FileId:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -257,23 +259,25 @@ def _line(row: Synced, stores: Mapping[str, Any] | None = None) -> str:
     return f"{_encode(path)}: {_encode(entry)}"
 
 
-def published(path: Path) -> str | None:
-    """The digest of the mapping file at ``path`` as written, None if there is none.
+def published(path: Path) -> tuple[str, FileId] | None:
+    """The digest of the mapping file at ``path`` as written, and the identity of the
+    file hashed; None if there is none.
 
     A file as ``_write`` lays it out is hashed as it lies, a megabyte at a time, its
     head alone parsed; any other (an older layout, a hand edit) is parsed whole."""
     try:
         with path.open("rb") as fh:
+            seen = _identity(os.fstat(fh.fileno()))
             quick = _digest_as_laid_out(fh)
             if quick is not None:
-                return quick
+                return quick, seen
             fh.seek(0)
             raw = fh.read()
     except OSError:
         return None
     try:
         data = json.loads(raw.decode("utf-8"))
-        return _digest(data, _files(data))
+        return _digest(data, _files(data)), seen
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -353,26 +357,30 @@ def _joined(lines: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _rewrite(
-    path: Path, data: Mapping[str, Any], changes: Mapping[str, bytes | None], order: list[str]
-) -> bool:
+    path: Path, ours: FileId | None, data: Mapping[str, Any],
+    changes: Mapping[str, bytes | None], order: list[str],
+) -> FileId | None:  # fmt: skip
     """``_write`` of the file at ``path`` under a new head, with ``_splice``'s changes;
-    False when that file is not in the layout, or gone."""
+    None when the file there is not ``ours`` (replaced, edited, gone) or not in the
+    layout. The file checked is the file read: one descriptor."""
     try:
-        # Mapped, not read: the kept lines go from the page cache to the new file, and a
-        # 23 MB mapping leaves the daemon no heap to hold on to after.
-        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-            region = _splice(raw, changes, order)
-            if region is None:
-                return False
-            try:
-                _write(path, data, region, empty=not any(region))
-            finally:
-                for part in region:  # the map closes only once no view into it is left
-                    if isinstance(part, memoryview):
-                        part.release()
+        with path.open("rb") as fh:
+            if ours is None or _identity(os.fstat(fh.fileno())) != ours:
+                return None
+            # Mapped, not read: the kept lines go from the page cache to the new file,
+            # and a 23 MB mapping leaves the daemon no heap to hold on to after.
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+                region = _splice(raw, changes, order)
+                if region is None:
+                    return None
+                try:
+                    return _write(path, data, region, empty=not any(region))
+                finally:
+                    for part in region:  # the map closes once no view into it is left
+                        if isinstance(part, memoryview):
+                            part.release()
     except (OSError, ValueError):  # gone, or empty (no map of nothing)
-        return False
-    return True
+        return None
 
 
 def _splice(
@@ -426,10 +434,10 @@ def _splice(
 
 def _write(
     path: Path, data: Mapping[str, Any], files: Iterable[bytes | memoryview], *, empty: bool
-) -> None:
+) -> FileId:
     """The file: the head, ``"files": {``, one entry a line (``files``, as ``_joined``
     makes them; ``empty``: none), ``}}``; written as it is made, never joined into one
-    copy in memory."""
+    copy in memory. Returns the written file's identity (``_identity``)."""
     head = _encode({k: v for k, v in data.items() if k != "files"})
     path.parent.mkdir(parents=True, exist_ok=True)
     if path not in _swept:
@@ -447,6 +455,7 @@ def _write(
             fh.write(b"}}\n" if empty else b"\n}}\n")
             fh.flush()
             os.fsync(fh.fileno())
+            wrote = _identity(os.fstat(fh.fileno()))  # a rename keeps all three
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -457,3 +466,4 @@ def _write(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return wrote
