@@ -134,6 +134,8 @@ def test_a_mapping_edited_by_hand_is_rendered_again_not_copied(tmp_path: Path) -
     assert pub.publish(lambda: rows, {"file-1", "file-2"}, HEAD, 1)
     path.write_text(path.read_text().replace('"file-1"', '"file-10"'))
     changed = [rows[0], (*rows[1][:3], 7, *rows[1][4:])]
+    # Nor patched: a patch copies the lines of the file its publisher wrote.
+    assert pub.patch({"b.txt": changed[1]}, {"file-1", "file-2"}, HEAD, 2) is None
     assert pub.publish(lambda: changed, {"file-1", "file-2"}, HEAD, 2)
     files = json.loads(path.read_text())["files"]
     assert files["a.txt"]["file_id"] == "file-1" and files["b.txt"]["bytes"] == 7
@@ -176,18 +178,3 @@ def test_a_patched_mapping_says_what_a_fresh_publisher_writes(
         fresh = where / f"fresh-{n}.json"
         Publisher(fresh).publish(lambda rows=rows: rows, confirmed, HEAD, 0)
         assert _said(kept.path) == _said(fresh)
-
-
-def test_a_mapping_edited_by_hand_is_not_patched(tmp_path: Path) -> None:
-    """A patch copies the lines of the file its publisher wrote; a file edited since is
-    not that file: the patch declines, and the whole mapping is rendered again."""
-    path = tmp_path / "mapping.json"
-    rows = _rows([("a.txt", "file-1", "user_data", 1), ("b.txt", "file-2", "user_data", 2)])
-    pub = Publisher(path)
-    assert pub.publish(lambda: rows, {"file-1", "file-2"}, HEAD, 1)
-    path.write_text(path.read_text().replace('"file-1"', '"file-10"'))
-    changed = [rows[0], (*rows[1][:3], 7, *rows[1][4:])]
-    assert pub.patch({"b.txt": changed[1]}, {"file-1", "file-2"}, HEAD, 2) is None
-    assert pub.publish(lambda: changed, {"file-1", "file-2"}, HEAD, 2)
-    files = json.loads(path.read_text())["files"]
-    assert files["a.txt"]["file_id"] == "file-1" and files["b.txt"]["bytes"] == 7
