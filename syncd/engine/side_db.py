@@ -19,7 +19,7 @@ class SideDB:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(schema)
+        self._db.executescript(f"BEGIN IMMEDIATE;{schema}COMMIT;")  # one sync, not one a table
 
     def close(self) -> None:
         with self._lock:
