@@ -2,10 +2,10 @@
 
 It starts watching, checks the key, says READY, runs the catch-up reconcile, then
 drains settled paths into ``sync_paths`` in batches and runs rescans when asked,
-backing off while calls fail. When the root goes away it stops, waits for the root to come back and
-settle (:mod:`syncd.daemon.root_watch`), and only then reconciles again. The
-supervisor (main thread) reads its ``phase``, ``reach``, ``refused`` and queue
-for STATUS, and ends it by setting the shared stop event.
+backing off while calls fail. When the root goes away it stops, waits for the root
+to come back and settle (:mod:`syncd.daemon.root_watch`), and only then reconciles
+again. The supervisor (main thread) reads its ``phase``, ``reach``, ``refused`` and
+queue for STATUS, and ends it by setting the shared stop event.
 
 Watching starts before the catch-up scan, so a file written while the scan runs
 is queued and synced right after it; the engine finds nothing to do for the
