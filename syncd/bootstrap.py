@@ -122,9 +122,7 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
         pacing_dir = client.options.pacing_dir or config.state_dir
         claims = Claims(pacing_dir, client.key_fingerprint, owner)
         opened.insert(0, claims.close)
-        claims.claim_all(
-            [r.file_id for r in state.records().values() if r.file_id] + sorted(state.garbage())
-        )
+        claims.claim_all(sorted(state.owned_ids()))
         ledger = _ledger(config, client.key_fingerprint)
         closers.append(ledger.close)
     except BaseException:

@@ -26,6 +26,7 @@ from syncd.engine.localopen import (
     open_in_root,
 )
 from syncd.engine.model import ScanResult
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import Rules
 from syncd.engine.scan import hash_scanned, scan_root
 
@@ -183,7 +184,7 @@ def test_the_scan_refuses_links_to_what_the_rules_leave_out(tmp_path: Path) -> N
     (root / "z.txt").symlink_to("draft.tmp")
     (root / "ok.txt").symlink_to("a.txt")
 
-    scan = scan_root(root, _rules(), {})
+    scan = scan_root(root, _rules(), RecordTable())
     assert scan.files["ok.txt"].syncable
     for name, target in (("x.txt", ".env"), ("y.txt", ".hidden/key.txt"), ("z.txt", "draft.tmp")):
         local = scan.files[name]
@@ -222,7 +223,9 @@ def test_a_candidate_become_a_pipe_between_its_stat_and_its_hash_is_refused(
     (root / "sub" / "c.txt").write_text("walked after the files above\n")
 
     rules = _Swapping(root / "a.txt", trigger="sub/c.txt")
-    scan: ScanResult = promptly(lambda: scan_root(root, rules, {}), release=root / "a.txt")
+    scan: ScanResult = promptly(
+        lambda: scan_root(root, rules, RecordTable()), release=root / "a.txt"
+    )
     a = scan.files["a.txt"]
     assert (a.problem, a.problem_status) == (NOT_REGULAR, "skipped")
     assert scan.files["b.txt"].sha256 is not None
@@ -232,7 +235,7 @@ def test_a_file_become_a_pipe_after_the_scan_is_not_hashed(tmp_path: Path) -> No
     root = tmp_path / "root"
     root.mkdir()
     (root / "big.txt").write_bytes(b"x" * 1000)
-    scan = scan_root(root, _rules(), {})
+    scan = scan_root(root, _rules(), RecordTable())
     local = scan.files["big.txt"]
     assert local.sha256 is None  # nothing shares its size: left to the upload
     st = (root / "big.txt").stat()

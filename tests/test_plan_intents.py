@@ -6,6 +6,7 @@ from syncd.api.adoption import UploadWindow, wire_name
 from syncd.api.models import RemoteFile
 from syncd.engine.model import Intent, LocalFile, LostCopy, Plan, Record, ScanResult
 from syncd.engine.plan import Policy, StateView, plan
+from syncd.engine.records import RecordTable
 
 T0 = 1_700_000_000.0
 # The provider-clock window an upload sent at T0 recorded (a 60 s read timeout).
@@ -30,7 +31,7 @@ def run(
     listing: list[RemoteFile],
     claimed_elsewhere: frozenset[str] = frozenset(),
 ) -> Plan:
-    view = StateView({}, {i.path: i for i in intents}, set(), claimed_elsewhere)
+    view = StateView(RecordTable(), {i.path: i for i in intents}, set(), claimed_elsewhere)
     return plan(ScanResult(files=files), view, {f.id: f for f in listing}, Policy())
 
 
@@ -61,7 +62,7 @@ def test_oldest_intent_claims_the_earliest_match_and_extras_are_left_alone() -> 
 
 def test_a_stale_upload_of_ours_is_deleted_even_when_deletes_are_refused() -> None:
     scan = ScanResult(files={"a/x.txt": local("a/x.txt", "new")}, errors=["b: Permission denied"])
-    view = StateView({}, {"a/x.txt": intent("a/x.txt", "old")}, set())
+    view = StateView(RecordTable(), {"a/x.txt": intent("a/x.txt", "old")}, set())
     listing = {"file-fe-1": remote("file-fe-1", "x.txt", T0 + 1)}
     p = plan(scan, view, listing, Policy())
     assert [(d.file_id, d.reason) for d in p.deletes] == [("file-fe-1", "orphan")]
@@ -69,7 +70,7 @@ def test_a_stale_upload_of_ours_is_deleted_even_when_deletes_are_refused() -> No
 
 
 def test_targeted_runs_leave_intents_to_the_executor() -> None:
-    view = StateView({}, {"a/x.txt": intent("a/x.txt")}, set())
+    view = StateView(RecordTable(), {"a/x.txt": intent("a/x.txt")}, set())
     listing = {"file-fe-1": remote("file-fe-1", "x.txt", T0 + 1)}
     scan = ScanResult(files={"a/x.txt": local("a/x.txt")})
     p = plan(scan, view, listing, Policy(scope=frozenset({"a/x.txt"})))
@@ -121,7 +122,7 @@ def test_a_file_we_claimed_that_nothing_records_is_cleaned_up() -> None:
     rec = Record("y.txt", "synced", held.id, "file-extract", "y.txt", 10, 1, 1, "s1")
     files = {"y.txt": local("y.txt")}
     listing = {f.id: f for f in (stray, held, foreign)}
-    view = StateView({"y.txt": rec}, {}, set(), frozenset(), frozenset({stray.id, held.id}))
+    view = StateView(RecordTable.of([rec]), {}, set(), frozenset(), frozenset({stray.id, held.id}))
     p = plan(ScanResult(files=files), view, listing, Policy())
     assert [(d.file_id, d.reason) for d in p.deletes] == [(stray.id, "stray")]
     targeted = plan(ScanResult(files=files), view, listing, Policy(scope=frozenset({"y.txt"})))
@@ -132,7 +133,7 @@ def test_a_copy_shares_the_adopted_id_not_the_one_its_original_lets_go() -> None
     # a/x.txt held file-fe-old; its re-upload's reply was lost and is adopted now. A new
     # copy of the same content must ride on the adopted id: the old one becomes garbage.
     old = Record("a/x.txt", "synced", "file-fe-old", "file-extract", "x.txt", 10, 1, 1, "s1")
-    view = StateView({"a/x.txt": old}, {"a/x.txt": intent("a/x.txt")}, set())
+    view = StateView(RecordTable.of([old]), {"a/x.txt": intent("a/x.txt")}, set())
     listing = {f.id: f for f in (remote("file-fe-old", "x.txt", T0 - 100),
                                  remote("file-fe-new", "x.txt", T0 + 1))}
     scan = ScanResult(files={"a/x.txt": local("a/x.txt"), "b/copy.txt": local("b/copy.txt")})
@@ -155,7 +156,7 @@ def test_copies_lost_attempts_may_have_stored_are_deleted_as_ours() -> None:
     now = LostCopy(1, "a/x.txt", "x.txt", 10, window, T0 + 30, most=2)
     stale = LostCopy(2, "a/x.txt", "x.txt", 10, UploadWindow(T0 - 99, T0 - 90), T0 - 2 * 86_400)
     listing = {f.id: f for f in (recorded, first, second, claimed, later)}
-    view = StateView({"a/x.txt": rec}, {}, set(), frozenset({claimed.id}), frozenset(),
+    view = StateView(RecordTable.of([rec]), {}, set(), frozenset({claimed.id}), frozenset(),
                      [now, stale])  # fmt: skip
     p = plan(ScanResult(files={"a/x.txt": local("a/x.txt")}), view, listing, Policy(now=T0 + 60))
     assert sorted((d.file_id, d.reason) for d in p.deletes) == [
@@ -165,7 +166,7 @@ def test_copies_lost_attempts_may_have_stored_are_deleted_as_ours() -> None:
     assert p.clear_lost == [1, 2]  # both copies found; the other one looked for long enough
     assert p.uploads == [] and p.refused is None
     # No more than the attempts made: with one already found, only the earliest other.
-    view = StateView({"a/x.txt": rec}, {}, set(), frozenset({claimed.id}), frozenset(),
+    view = StateView(RecordTable.of([rec]), {}, set(), frozenset({claimed.id}), frozenset(),
                      [LostCopy(1, "a/x.txt", "x.txt", 10, window, T0 + 30, most=2, found=1)])
     p = plan(ScanResult(files={"a/x.txt": local("a/x.txt")}), view, listing, Policy(now=T0 + 60))
     assert [d.file_id for d in p.deletes] == ["file-fe-1"] and p.clear_lost == [1]

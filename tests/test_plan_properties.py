@@ -16,6 +16,7 @@ from syncd.api.adoption import UploadWindow
 from syncd.api.models import RemoteFile
 from syncd.engine.model import Delete, Intent, LocalFile, Note, Plan, Record, ScanResult
 from syncd.engine.plan import Policy, StateView, plan, tracked
+from syncd.engine.records import RecordTable
 
 PATHS = ("a.txt", "b.txt", "d/a.txt", "d/c.md", "e/b.txt", "x.jsonl", "d/y.pdf", "e/f/g.csv")
 STATUSES = ("synced", "invalid", "skipped", "quota", "error", "changing", "pending")
@@ -47,7 +48,10 @@ class World:
     foreign: set[str] = field(default_factory=set)
 
     def view(self) -> StateView:
-        return StateView(dict(self.records), dict(self.intents), set(self.garbage))
+        return StateView(self.table(), dict(self.intents), set(self.garbage))
+
+    def table(self) -> RecordTable:
+        return RecordTable.of(self.records.values())
 
 
 @st.composite
@@ -358,9 +362,9 @@ def test_a_vanished_or_suspicious_source_deletes_nothing_of_what_is_gone(
         assert p.mutating == 0 and not p.adopts and not p.forgets
     # Giving up a record that still owns a remote copy is a delete of sorts, too.
     letting_go = [f for f in p.forgets if (r := w.records.get(f.path)) and r.file_id]
-    if (w.scan.root_empty and tracked(w.records) > 0) or w.scan.errors:
+    if (w.scan.root_empty and tracked(w.table()) > 0) or w.scan.errors:
         assert gone == [] and letting_go == []
-    if not missing and ((w.scan.root_empty and tracked(w.records) > 0) or w.scan.errors):
+    if not missing and ((w.scan.root_empty and tracked(w.table()) > 0) or w.scan.errors):
         # A refusal is reported exactly when something was withheld.
         trusting = replace(w.scan, errors=[], root_empty=False)
         unguarded = plan(trusting, w.view(), w.remote, replace(policy, max_delete=None))

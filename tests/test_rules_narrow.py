@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd.config import RulesConfig
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_root
 from tests.emulator_fixture import EmulatorHandle
@@ -18,11 +19,11 @@ def test_files_the_include_globs_leave_out_show_the_root_is_there(tmp_path: Path
     root.mkdir()
     (root / "a.txt").write_text("a\n")
     (root / ".hidden.md").write_text("h\n")
-    scan = scan_root(root, Rules(RulesConfig(include=("*.md",))), {})
+    scan = scan_root(root, Rules(RulesConfig(include=("*.md",))), RecordTable())
     assert not scan.files and not scan.root_empty
     # Hidden and temporary names alone still read as a vanished disk.
     (root / "a.txt").unlink()
-    assert scan_root(root, Rules(RulesConfig(include=("*.md",))), {}).root_empty
+    assert scan_root(root, Rules(RulesConfig(include=("*.md",))), RecordTable()).root_empty
 
 
 def test_narrowed_include_deletes_through_max_delete_and_status_tells(

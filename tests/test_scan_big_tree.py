@@ -18,6 +18,7 @@ from wcmatch import glob
 
 from syncd.config import DEFAULT_EXCLUDE, DEFAULT_PURPOSES, PurposeRule, RulesConfig
 from syncd.engine.model import Note
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import Rules
 from syncd.engine.scan import EXAMPLES, PRUNED, scan_paths, scan_root, walk_skipped
 from syncd.engine.state import State
@@ -149,9 +150,10 @@ from pathlib import Path
 from syncd.config import RulesConfig
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_root
+from syncd.engine.records import RecordTable
 rules = Rules(RulesConfig())
 tracemalloc.start()
-scan_root(Path(sys.argv[1]), rules, {})
+scan_root(Path(sys.argv[1]), rules, RecordTable())
 print(tracemalloc.get_traced_memory()[1])
 """
 
@@ -167,7 +169,7 @@ def test_scan_costs_about_a_plain_walk_and_holds_only_candidates(tmp_path: Path)
         _plain_walk(root)
         best_walk = min(best_walk, time.perf_counter() - started)
         started = time.perf_counter()
-        scan = scan_root(root, rules, {})
+        scan = scan_root(root, rules, RecordTable())
         best_scan = min(best_scan, time.perf_counter() - started)
     assert best_scan <= 3 * best_walk + 0.2, (best_scan, best_walk)
 
@@ -202,7 +204,7 @@ def test_left_out_files_are_counted_by_rule_and_listed_on_demand(tmp_path: Path)
     )
     rules = Rules(config)
 
-    scan = scan_root(root, rules, {})
+    scan = scan_root(root, rules, RecordTable())
 
     assert sorted(scan.files) == ["docs/doc00.txt", "docs/doc01.txt"]
     assert scan.skipped == {
@@ -219,7 +221,9 @@ def test_left_out_files_are_counted_by_rule_and_listed_on_demand(tmp_path: Path)
     assert len(listed) == 10
 
     # A targeted look at a left-out file counts it too, and records nothing.
-    some = scan_paths(root, rules, {}, ["docs/app.log", "node_modules", "docs/doc00.txt"])
+    some = scan_paths(
+        root, rules, RecordTable(), ["docs/app.log", "node_modules", "docs/doc00.txt"]
+    )
     assert list(some.files) == ["docs/doc00.txt"]
     assert some.skipped == {"skipped by a purpose rule: *.log": 1} and some.pruned == 1
 
@@ -231,9 +235,9 @@ def test_only_hidden_or_temporary_files_is_an_empty_root(tmp_path: Path) -> None
     (root / "sub").mkdir(parents=True)
     (root / "sub" / ".DS_Store").write_text("x")
     (root / "sub" / "x.part").write_text("x")
-    assert scan_root(root, Rules(RulesConfig()), {}).root_empty
+    assert scan_root(root, Rules(RulesConfig()), RecordTable()).root_empty
     (root / "sub" / "photo.raw").write_text("x")
-    assert not scan_root(root, Rules(RulesConfig()), {}).root_empty
+    assert not scan_root(root, Rules(RulesConfig()), RecordTable()).root_empty
 
 
 # ------------------------------------------------------------------ end to end

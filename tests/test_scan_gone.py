@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd.config import RulesConfig
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_paths
 from syncd.engine.sync import Syncer
@@ -36,7 +37,9 @@ def test_scoped_scan_takes_a_path_under_a_file_as_gone(tmp_path: Path) -> None:
     _folder_and_files(root)
     _folder_becomes_file(root)
 
-    scan = scan_paths(root, Rules(RulesConfig()), {}, ["dir2/x1.txt", "dir2/x2.txt", "dir2"])
+    scan = scan_paths(
+        root, Rules(RulesConfig()), RecordTable(), ["dir2/x1.txt", "dir2/x2.txt", "dir2"]
+    )
 
     assert scan.errors == []
     assert "dir2/x1.txt" not in scan.files and "dir2/x2.txt" not in scan.files

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd.config import RulesConfig
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import Rules
 from syncd.engine.scan import record_key, scan_paths, scan_root
 from syncd.engine.sync import Syncer
@@ -33,8 +34,8 @@ def test_scoped_scan_records_a_non_utf8_name_as_a_full_scan_does(tmp_path: Path)
     _bad_name(root)
     rules = Rules(RulesConfig())
 
-    full = scan_root(root, rules, {})
-    scoped = scan_paths(root, rules, {}, [QUEUED])
+    full = scan_root(root, rules, RecordTable())
+    scoped = scan_paths(root, rules, RecordTable(), [QUEUED])
 
     assert set(full.files) == set(scoped.files) == {SHOWN} == {record_key(QUEUED)}
     assert scoped.files[SHOWN] == full.files[SHOWN]

@@ -14,8 +14,9 @@ from syncd.api.models import RemoteFile
 from syncd.engine.adopt import LetGo, settle
 from syncd.engine.claims import Claims
 from syncd.engine.localopen import Refused
-from syncd.engine.model import Adopt, Outcome, Plan, Record
+from syncd.engine.model import Adopt, Outcome, Plan
 from syncd.engine.progress import Progress
+from syncd.engine.records import RecordTable
 from syncd.engine.scan import hash_scanned
 from syncd.engine.state import State
 
@@ -44,7 +45,7 @@ def adopt_all(
     state: State,
     claims: Claims,
     progress: Progress,
-    records: dict[str, Record],
+    records: RecordTable,
     remote: dict[str, RemoteFile],
     out: Outcome,
 ) -> None:
@@ -75,7 +76,7 @@ def adopt_all(
         progress.done("adopt", a.path, a.local.size)
 
 
-def forget_all(plan: Plan, records: dict[str, Record], state: State, claims: Claims) -> None:
+def forget_all(plan: Plan, records: RecordTable, state: State, claims: Claims) -> None:
     """Drop the records of paths that are gone and own nothing remote."""
     left = {r.file_id for f in plan.forgets if (r := records.get(f.path)) and r.file_id}
     for f in plan.forgets:

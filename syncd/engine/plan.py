@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -36,6 +36,7 @@ from syncd.engine.model import (
     Share,
     Upload,
 )
+from syncd.engine.records import RecordTable
 from syncd.units import human_bytes, iso_utc
 
 # How long full runs look for a copy a lost attempt may have stored (see LostCopy).
@@ -78,7 +79,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class StateView:
-    records: Mapping[str, Record]
+    records: RecordTable
     intents: Mapping[str, Intent]
     garbage: Collection[str]
     # Ids other projects on this key have claimed: never adopted. Read only by a full
@@ -92,7 +93,7 @@ class StateView:
     held: Mapping[str, Held] = field(default_factory=dict)
 
     def owned_ids(self) -> set[str]:
-        ids = {r.file_id for r in self.records.values() if r.file_id}
+        ids = self.records.file_ids()
         ids.update(self.garbage)
         return ids
 
@@ -112,6 +113,15 @@ def within(paths: Iterable[str], scope: frozenset[str] | None) -> Iterable[str]:
     return [p for p in paths if p in scope or p.startswith(below)]
 
 
+def scoped(records: RecordTable, scope: frozenset[str] | None, statuses: Container[str]
+           ) -> Iterator[Record]:  # fmt: skip
+    """The records a run limited to ``scope`` covers whose status is one of ``statuses``:
+    a full run reads the status column, not every record."""
+    if scope is None:
+        return records.with_status(statuses)
+    return (rec for p in within(records, scope) if (rec := records[p]).status in statuses)
+
+
 @functools.lru_cache(maxsize=8)
 def _below(scope: frozenset[str]) -> tuple[str, ...]:
     """The prefixes of what lies below the scope's paths: one C-level startswith per
@@ -119,9 +129,9 @@ def _below(scope: frozenset[str]) -> tuple[str, ...]:
     return tuple(s + "/" for s in scope)
 
 
-def tracked(records: Mapping[str, Record]) -> int:
+def tracked(records: RecordTable) -> int:
     """Remote files our records hold (paths sharing one count once)."""
-    return len({r.file_id for r in records.values() if r.file_id})
+    return len(records.file_ids())
 
 
 def window_start(now: float, confirmed_at: float | None, consent: Consent) -> float:
@@ -132,7 +142,7 @@ def window_start(now: float, confirmed_at: float | None, consent: Consent) -> fl
     return max(now - DELETE_WINDOW_S, confirmed_at or 0.0)
 
 
-def delete_budget(cap: MaxDelete, records: Mapping[str, Record], recently: int) -> int:
+def delete_budget(cap: MaxDelete, records: RecordTable, recently: int) -> int:
     """Guarded deletes this run may make: the cap, over the files tracked before the
     window began, less what the window already used."""
     return cap.limit(tracked(records) + recently) - recently
@@ -379,6 +389,8 @@ def _expiring(f: RemoteFile, policy: Policy) -> bool:
 def _share(state: StateView, remote: Mapping[str, RemoteFile], policy: Policy, out: Plan) -> None:
     """Uploads whose content a remote file of ours already holds become shares; uploads
     of identical content in this plan go once, the others ride along."""
+    if not out.uploads:
+        return  # nothing to share (and no pass over 100,000 records to find it out)
     holding: dict[tuple[str, str], str] = {}
     # A lost upload adopted in this run holds its content (recorded before shares). The id
     # its path held until now is being let go, so it is no home for more paths: sharing it
@@ -426,7 +438,7 @@ def _settle_releases(state: StateView, releases: list[_Release], out: Plan) -> N
     if not releases:
         return
     leaving = {r.path for r in releases}
-    kept = {r.file_id for p, r in state.records.items() if r.file_id and p not in leaving} | {
+    kept = {f for p, _, f in state.records.statuses() if f and p not in leaving} | {
         s.file_id for s in out.shares if s.file_id
     }
     deleted: set[str] = set()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.config import Config, PurposeRule, RulesConfig, glob_problem, with_checks
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import Rules
 from syncd.engine.scan import scan_root, walk_skipped
 
@@ -66,7 +67,7 @@ def preview(root: Path, rules: RulesConfig, *, marker: str | None = None) -> Ite
     (with why), or left out (with the rule); folders the scan does not enter, as one
     entry each. Nothing is written anywhere."""
     judge = Rules(rules)
-    scan = scan_root(root, judge, {}, marker=marker)
+    scan = scan_root(root, judge, RecordTable(), marker=marker)
     out = [
         Verdict(f.path, f.problem_status or "invalid", f.purpose, f.problem)
         if f.problem

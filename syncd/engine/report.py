@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from syncd.engine.model import Outcome, Plan, Record
-from syncd.engine.plan import within
+from syncd.engine.model import Outcome, Plan
+from syncd.engine.plan import scoped
+from syncd.engine.records import RecordTable
 from syncd.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -153,15 +154,13 @@ class RunReport:
 
 
 def unsynced_after(
-    the_plan: Plan, records: dict[str, Record], scope: frozenset[str] | None
+    the_plan: Plan, records: RecordTable, scope: frozenset[str] | None
 ) -> dict[str, tuple[str, str]]:
     """What a run of this plan would leave not synced (a dry run exits as it would):
     the records not synced now, as the plan's notes change them; uploads are taken to
     succeed."""
     out: dict[str, tuple[str, str]] = {
-        path: (rec.status, rec.reason or "")
-        for path in within(records, scope)
-        if (rec := records[path]).status in UNSYNCED
+        rec.path: (rec.status, rec.reason or "") for rec in scoped(records, scope, UNSYNCED)
     }
     for note in the_plan.notes:
         if note.status in UNSYNCED:

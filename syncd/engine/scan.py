@@ -33,14 +33,16 @@ import posixpath
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from syncd.config import DEFAULT_EXCLUDE, PurposeRule
 from syncd.engine.accepts import check_file, check_file_content, reads_content
+from syncd.engine.candidates import Candidates
 from syncd.engine.localopen import Opened, Refused, cannot_read, open_in_root
 from syncd.engine.model import LocalFile, Record, ScanResult, Status
+from syncd.engine.records import RecordTable
 from syncd.engine.rules import EXCLUDED, NOT_INCLUDED, Rules
 
 _CHUNK = 1024 * 1024
@@ -105,7 +107,7 @@ def unselected_examples(scan: ScanResult) -> dict[str, str]:
 def scan_root(
     root: Path,
     rules: Rules,
-    records: Mapping[str, Record],
+    records: RecordTable,
     *,
     marker: str | None = None,
 ) -> ScanResult:
@@ -113,6 +115,7 @@ def scan_root(
     result = _root_check(root, marker)
     if not result.root_ok:
         return result
+    result.files = Candidates(records)
     for rel, entry, rule in _walk(root, rules, result):
         assert not isinstance(rule, str)  # only candidates without ``every``
         _stat_and_add(result, root, rules, rel, entry.path, rule, records.get(rel))
@@ -144,7 +147,7 @@ def root_relative(path: str) -> str:
 
 
 def same_file_elsewhere(
-    root: Path, paths: Iterable[str], records: Mapping[str, Record]
+    root: Path, paths: Iterable[str], records: RecordTable
 ) -> set[str]:
     """Recorded paths that are the same file as one of ``paths`` (a hard link, or a
     link to it inside the root: the scan records a link under its target's inode).
@@ -165,13 +168,13 @@ def same_file_elsewhere(
             continue
     if not inodes:
         return set()
-    return {p for p, rec in records.items() if rec.inode in inodes} - set(paths)
+    return records.paths_with_inodes(inodes) - set(paths)
 
 
 def scan_paths(
     root: Path,
     rules: Rules,
-    records: Mapping[str, Record],
+    records: RecordTable,
     paths: Iterable[str],
     *,
     marker: str | None = None,
@@ -180,6 +183,7 @@ def scan_paths(
     result = _root_check(root, marker)
     if not result.root_ok:
         return result
+    result.files = Candidates(records)
     real_root = os.path.realpath(root)
     for rel in sorted(set(paths)):
         path = root / rel
@@ -386,13 +390,9 @@ def _add(
         return
     # Without a hash for now: whether it needs one is known once every candidate's size
     # is (see _hash_where_it_matters).
-    if unchanged and record is not None:
-        # The record's own objects (equal values): a tree of 100,000 unchanged files
-        # keeps one copy of each path and stat, not two.
-        result.files[record.path] = LocalFile(
-            record.path, record.size, record.mtime_ns, record.inode,
-            purpose=rule.purpose, sha256=record.sha256,
-        )  # fmt: skip
+    if unchanged and record is not None and record.sha256 is not None:
+        # A mark, not a copy: a tree of 100,000 unchanged files is its records.
+        cast(Candidates, result.files).as_recorded(record)
         return
     result.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino, purpose=rule.purpose)
 
@@ -452,21 +452,23 @@ def _validity(root: Path, rel: str, rule: PurposeRule, st: os.stat_result, known
     return None if reason is None else (reason, "invalid", True)
 
 
-def shareable(files: Iterable[LocalFile], records: Iterable[Record]) -> set[tuple[int, str]]:
+def shareable(files: Iterable[LocalFile], recorded: Collection[tuple[int, str]]
+              ) -> set[tuple[int, str]]:  # fmt: skip
     """The (size, purpose) pairs whose content may be shared or found unchanged: held by
     two candidates, or by a candidate and a record with a remote file. Content of any
-    other size cannot match anything, so hashing it before the upload buys nothing."""
+    other size cannot match anything, so hashing it before the upload buys nothing.
+    ``recorded``: the (size, purpose) of each record with a remote file."""
     held = Counter((f.size, f.purpose) for f in files if f.syncable and f.purpose)
-    recorded = {(r.size, r.purpose) for r in records if r.file_id and r.purpose}
     return {key for key, n in held.items() if n > 1 or key in recorded}
 
 
-def _hash_where_it_matters(result: ScanResult, root: Path, records: Mapping[str, Record]) -> None:
+def _hash_where_it_matters(result: ScanResult, root: Path, records: RecordTable) -> None:
     """Hash the unhashed candidates whose hash the plan can use (see :func:`shareable`)."""
-    unhashed = [f for f in result.files.values() if f.syncable and f.sha256 is None]
+    found = cast(Candidates, result.files).found()  # as recorded: hashed
+    unhashed = [f for f in found if f.syncable and f.sha256 is None]
     if not unhashed:
         return
-    wanted = shareable(result.files.values(), records.values())
+    wanted = shareable(result.files.values(), records.held_sizes())
     for local in unhashed:
         if (local.size, local.purpose) not in wanted:
             continue

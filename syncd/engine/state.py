@@ -14,15 +14,12 @@ from typing import Any, Protocol, cast
 from syncd.api.models import RemoteFile
 from syncd.engine.journal import Action
 from syncd.engine.model import LocalFile, Note, Record
+from syncd.engine.records import RecordTable, Synced
 from syncd.engine.state_db import RECORD_COLUMNS, LockHeld, StateLock, StateLost
 from syncd.engine.state_deletes import DeleteRecords
 from syncd.engine.state_intents import IntentRecords, _drop_intent
 
 __all__ = ["QUIET", "LockHeld", "State", "StateLock", "StateLost", "Synced"]
-
-# (path, file_id, purpose, bytes, sha256, uploaded_at) of a synced record. SQLite orders
-# paths by their UTF-8 bytes, which is the order of their code points, as Python sorts.
-Synced = tuple[str, str, str | None, int, str | None, float | None]
 
 _COLUMNS = RECORD_COLUMNS
 
@@ -30,11 +27,11 @@ _COLUMNS = RECORD_COLUMNS
 class State(IntentRecords, DeleteRecords):
     """All reads and writes of the state database. Thread-safe."""
 
-    def records(self) -> dict[str, Record]:
-        """Every path's record: a new dict of the records kept in memory (see
-        ``StateDb._kept_records``), which the caller may change freely."""
+    def records(self) -> RecordTable:
+        """Every path's record, as the state holds them now: a table that later writes
+        leave as it is (they make a new one; see ``StateDb._kept_records``)."""
         with self._lock:
-            return dict(self._kept_records())
+            return self._kept_records()
 
     def paths_with_status(self, status: str) -> list[str]:
         with self._lock:
@@ -48,9 +45,8 @@ class State(IntentRecords, DeleteRecords):
         mapping names them: tuples of the kept records' own values, nothing read again,
         made one at a time (a list of 100,000 would be 10 MB held for a walk)."""
         with self._lock:
-            chosen = [r for r in self._kept_records().values() if r.status == "synced"]
-        chosen.sort(key=_path)
-        return (_row(r) for r in chosen if r.file_id is not None)
+            table = self._kept_records()
+        return table.synced()
 
     def changed_since(self, generation: int) -> set[str] | None:
         """The paths written after ``generation``; None when not known (see
@@ -63,7 +59,7 @@ class State(IntentRecords, DeleteRecords):
         """``synced`` for these paths alone: each one's row, None when it has none."""
         with self._lock:
             kept = self._kept_records()
-            records = {p: kept.get(p) for p in paths}
+        records = {p: kept.get(p) for p in paths}
         return {
             p: _row(r) if r is not None and r.status == "synced" and r.file_id else None
             for p, r in records.items()
@@ -72,14 +68,15 @@ class State(IntentRecords, DeleteRecords):
     def paths_holding(self, ids: Container[str]) -> set[str]:
         """The paths whose record names one of ``ids``."""
         with self._lock:
-            return {p for p, r in self._kept_records().items() if r.file_id in ids}
+            table = self._kept_records()
+        return table.paths_holding(ids)
 
     def owned_ids(self) -> set[str]:
         """Every remote id this state holds: recorded for a path, or queued for deletion
         (the state's side of ``StateView.owned_ids``)."""
         with self._lock:
-            ids = {r.file_id for r in self._kept_records().values() if r.file_id}
-        return ids | self.garbage()
+            table = self._kept_records()
+        return table.file_ids() | self.garbage()
 
     def record_uploaded(
         self,
@@ -167,10 +164,6 @@ class State(IntentRecords, DeleteRecords):
             for note in notes:
                 _note(db, note, now, self._journal)
                 self._dirty.add(note.path)
-
-
-def _path(rec: Record) -> str:
-    return rec.path
 
 
 def _row(r: Record) -> Synced:

@@ -20,12 +20,13 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from syncd.engine import journal
 from syncd.engine.changes import ChangeLog
 from syncd.engine.journal import Action, Entry
-from syncd.engine.model import Record, Status
+from syncd.engine.model import Record
+from syncd.engine.records import RecordTable
 
 # A path's record as stored, in the order of Record's fields.
 RECORD_COLUMNS = (
@@ -190,17 +191,15 @@ class StateDb:
         # Counts committed writes: what was derived from the state at one count is
         # still true at the same count (the mapping is not rebuilt in between).
         self.generation = 0
-        # The files table as Records, built at the first read and kept current by this
-        # object's own writes (one writer per state_dir), so a run over 100,000 paths
+        # The files table as a RecordTable, built at the first read and kept current by
+        # this object's own writes (one writer per state_dir), so a run over 100,000 paths
         # reads them once, not once per step. A commit by any other connection (SQLite's
         # data_version) has them read again. ``_dirty``: paths the open transaction wrote.
-        self._records: dict[str, Record] | None = None
+        self._records: RecordTable | None = None
         self._records_version = -1
         self._dirty: set[str] = set()
         # The paths each committed write touched (for the mapping's publisher).
         self.changes = ChangeLog()
-        # One str object per status and purpose word, not one per row.
-        self._words: dict[str, str] = {}
 
 
     def _migrate(self) -> None:
@@ -247,9 +246,9 @@ class StateDb:
             self.changes.noted(self.generation, self._dirty)
             self._reread_dirty()
 
-    def _kept_records(self) -> dict[str, Record]:
+    def _kept_records(self) -> RecordTable:
         """The records kept in memory, read first when not kept or when another
-        connection committed since (the caller holds the lock; the dict is not a copy)."""
+        connection committed since (the caller holds the lock)."""
         (version,) = self._db.execute("PRAGMA data_version").fetchone()
         if self._records_version not in (-1, version):
             # Another connection wrote: what it changed is not known here.
@@ -257,23 +256,10 @@ class StateDb:
             self.changes.everything(self.generation)
         if self._records is None or version != self._records_version:
             self._records = None  # the old ones go before the new ones are built
-            cursor = self._db.execute(f"SELECT {RECORD_COLUMNS} FROM files")
-            self._records = {row[0]: self._record(row) for row in cursor}
+            rows = self._db.execute(f"SELECT {RECORD_COLUMNS} FROM files ORDER BY path")
+            self._records = RecordTable.from_rows(map(_interned, rows))
             self._records_version = version
         return self._records
-
-    def _record(self, row: tuple[Any, ...]) -> Record:
-        path, status, fid, purpose, name, size, mtime_ns, inode, sha, at, reason = row
-        words = self._words
-        status = cast(Status, words.setdefault(status, status))  # as written by _note
-        if purpose is not None:
-            purpose = words.setdefault(purpose, purpose)
-        if fid is not None:
-            # Interned, as the listing's ids and the claims' are: one object per id.
-            fid = sys.intern(fid)
-        if name is not None:
-            name = sys.intern(name)  # the name as sent: the listing's filename
-        return Record(path, status, fid, purpose, name, size, mtime_ns, inode, sha, at, reason)
 
     def _reread_dirty(self) -> None:
         """Read back the paths the committed transaction wrote (the lock is held)."""
@@ -284,19 +270,15 @@ class StateDb:
             self._records = None
             return
         paths = sorted(dirty)
+        found: dict[str, Record | None] = dict.fromkeys(paths)
         for start in range(0, len(paths), 500):
             chunk = paths[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
                 f"SELECT {RECORD_COLUMNS} FROM files WHERE path IN ({marks})", chunk
             )
-            found = {row[0]: self._record(row) for row in rows}
-            for path in chunk:
-                rec = found.get(path)
-                if rec is None:
-                    self._records.pop(path, None)
-                else:
-                    self._records[path] = rec
+            found.update((row[0], Record(*_interned(row))) for row in rows)
+        self._records = self._records.updated(found)
 
     def journal(
         self, paths: Iterable[str] = (), since: float | None = None, limit: int | None = None
@@ -340,3 +322,10 @@ class StateDb:
 def _identity(path: Path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_dev, st.st_ino
+
+
+def _interned(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A files row with its id and name interned, as the listing's ids and names are
+    (and the claims'): one string object per id across the process."""
+    path, status, fid, purpose, name, *rest = row
+    return (path, status, fid and sys.intern(fid), purpose, name and sys.intern(name), *rest)

@@ -15,17 +15,18 @@ import structlog
 from syncd.api.errors import APIError
 from syncd.config import MaxDelete
 from syncd.engine.execute import Aborted, Executor, Interrupted
-from syncd.engine.model import Plan, Record, ScanResult
+from syncd.engine.model import Plan, ScanResult
 from syncd.engine.plan import (
     Consent,
     Policy,
     StateView,
     delete_budget,
     plan,
+    scoped,
     window_start,
-    within,
 )
 from syncd.engine.progress import Progress
+from syncd.engine.records import RecordTable
 from syncd.engine.report import UNSYNCED, RunReport, unsynced_after
 from syncd.engine.scan import (
     record_key,
@@ -183,7 +184,7 @@ class Syncer(ListingChecks, SideSteps):
     def _run(
         self,
         scan: ScanResult,
-        records: dict[str, Record],
+        records: RecordTable,
         scope: frozenset[str] | None,
         dry_run: bool,
         progress: Progress | None,
@@ -223,18 +224,16 @@ class Syncer(ListingChecks, SideSteps):
         self._execute(report, progress, consent)
         if the_plan.mutating or the_plan.shares:
             self._save_account()
-        after = self.state.records()
-        for path in within(after, scope):
-            rec = after[path]
-            if rec.status in UNSYNCED:
-                report.unsynced[path] = (rec.status, rec.reason or "")
-            elif rec.status == "skipped":
-                report.skipped[path] = rec.reason or ""
+        for rec in scoped(self.state.records(), scope, (*UNSYNCED, "skipped")):
+            if rec.status == "skipped":
+                report.skipped[rec.path] = rec.reason or ""
+            else:
+                report.unsynced[rec.path] = (rec.status, rec.reason or "")
         return report
 
     def _policy(
         self,
-        records: dict[str, Record],
+        records: RecordTable,
         scope: frozenset[str] | None,
         max_delete: MaxDelete | None,
         consent: Consent,

@@ -200,8 +200,8 @@ class SyncerCore:
             return dict(cached[2])
         held = state.held()
         counts: dict[str, int] = {}
-        for rec in state.records().values():
-            status = "held" if rec.file_id in held else rec.status
+        for _, recorded, file_id in state.records().statuses():
+            status = "held" if file_id in held else recorded
             counts[status] = counts.get(status, 0) + 1
         self._stats_cache = (state, generation, counts)
         return dict(counts)

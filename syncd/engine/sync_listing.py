@@ -16,8 +16,9 @@ from syncd.api.errors import (
     QuotaExceededError,
 )
 from syncd.engine import identity
-from syncd.engine.model import Plan, Record
+from syncd.engine.model import Plan
 from syncd.engine.plan import within
+from syncd.engine.records import RecordTable
 from syncd.engine.report import RunReport
 from syncd.engine.sync_core import SyncerCore
 
@@ -78,7 +79,7 @@ class ListingChecks(SyncerCore):
         if released:
             log.info("claims released on ids the provider no longer has", count=released)
 
-    def _confirm_absence(self, records: dict[str, Record], scope: frozenset[str] | None) -> int:
+    def _confirm_absence(self, records: RecordTable, scope: frozenset[str] | None) -> int:
         """A listing is not a proof of absence: ask for each of our ids it lacks.
 
         Found ones go back into the view (the listing was inconsistent; their count is
@@ -86,13 +87,12 @@ class ListingChecks(SyncerCore):
         quota, confirms that an id is gone; anything else ends the run undecided.
         """
         listed = self.remote
-        missing = sorted(
-            {
-                rec.file_id
-                for path in within(records, scope)
-                if (rec := records[path]).file_id and rec.file_id not in listed
-            }
+        ours = (
+            records.file_ids()
+            if scope is None
+            else {f for path in within(records, scope) if (f := records[path].file_id)}
         )
+        missing = sorted(f for f in ours if f not in listed)
         found = 0
         for file_id in missing:
             try:
