@@ -6,7 +6,7 @@ from __future__ import annotations
 def trim_start_up() -> None:
     """What the command does before it imports anything: packages load without the
     optional parts syncd never uses (see :mod:`syncd._startup`)."""
-    from syncd._startup import load_without
+    from syncd._startup import load_on_use, load_without
 
     # Only the command, which owns its process, trims what packages import for nothing.
     load_without("httpx", "httpx._main")
@@ -16,6 +16,7 @@ def trim_start_up() -> None:
     # find_library): a tenth of a second of a one-off reconcile.
     load_without("httpcore", "trio")
     load_without("httpcore", "anyio")
+    load_on_use("asyncio")
 
 
 def main() -> int:

@@ -65,3 +65,23 @@ def test_the_command_still_hides_what_it_never_uses() -> None:
     assert run.returncode == 0, run.stderr
     # trio (installed with the test dependencies) and anyio are httpcore's async side.
     assert run.stdout.split()[-4:] == ["False", "False", "False", "False"]
+
+
+def test_a_module_loaded_on_use_is_the_module_at_its_first_use() -> None:
+    # asyncio is a stand-in under the command until read from: structlog imports it for
+    # its async loggers, which syncd never calls; whoever uses it gets the real one.
+    run = python(
+        "import sys\n"
+        "from syncd.__main__ import trim_start_up\n"
+        "trim_start_up()\n"
+        "import syncd.cli, syncd.logs, structlog\n"
+        "before = type(sys.modules['asyncio']).__name__\n"
+        "import asyncio\n"
+        "from asyncio import events\n"
+        "import asyncio.queues\n"
+        "async def one():\n    return 1\n"
+        "print(before, asyncio.run(one()), events.get_event_loop_policy() is not None,\n"
+        "      type(sys.modules['asyncio']).__name__, asyncio.queues.Queue.__name__)\n"
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["_StandIn", "1", "True", "module", "Queue"]
