@@ -8,8 +8,9 @@ not kept. The passes a run makes over every record that need one field or two (t
 the statuses, the inodes) read those columns alone.
 
 A table never changes: a write to the state makes a new one (``updated``) that shares
-the old one's strings, so a run reads one table from start to end while it writes.
-Rows are sorted by path, in code point order (SQLite's order of UTF-8 text).
+the old one's columns and adds the written rows to an overlay, so a run reads one table
+from start to end while it writes, and a write costs its own rows. Rows are sorted by
+path, in code point order (SQLite's order of UTF-8 text).
 """
 
 from __future__ import annotations
