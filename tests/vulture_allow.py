@@ -26,6 +26,9 @@ _.get_renderables  # rich.progress.Progress (progress)
 daemon_threads, request_queue_size, server_version, sys_version, protocol_version
 _.address_family, _.do_GET, _.do_HEAD, _.close_connection, _.log_message  # http.server
 
+# Read by the import system, not by syncd: a stand-in module's spec (_startup).
+_.__spec__
+
 # The consumers' reader of the mapping: public API, documented in the README.
 _.searchable_in, _.system_message  # mapping.Entry, mapping.Mapping
 
