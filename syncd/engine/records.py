@@ -303,17 +303,13 @@ class RecordTable(Mapping[str, Record]):
             for path, size, p, f, form in rows
             if f is not None and p and form != _WHOLE and path not in over
         }
-        others = [row for p, row in cols.whole.items() if p not in over]
-        others += [row for row in over.values() if row is not None]
-        return pairs | {(r[5], r[3]) for r in others if r[2] and r[3]}
+        return pairs | {(r[5], r[3]) for r in self._loose_rows() if r[2] and r[3]}
 
     def paths_with_inodes(self, inodes: Container[int]) -> set[str]:
         cols, over = self._cols, self._over
         rows = zip(cols.paths, cols.inode, cols.form, strict=True)
         found = {p for p, ino, form in rows if ino in inodes and form != _WHOLE and p not in over}
-        others = [row for p, row in cols.whole.items() if p not in over]
-        others += [row for row in over.values() if row is not None]
-        return found | {r[0] for r in others if r[7] in inodes}
+        return found | {r[0] for r in self._loose_rows() if r[7] in inodes}
 
     def synced(self) -> Iterator[Synced]:
         """(path, file_id, purpose, bytes, sha256, uploaded_at) of each synced record
@@ -321,15 +317,13 @@ class RecordTable(Mapping[str, Record]):
         cols, words = self._cols, self._cols.words.words
         synced = cols.words.codes.get("synced")
         for i, row in self._merged():
+            if row is None and cols.form[i] == _WHOLE:
+                row = cols.whole[cols.paths[i]]
             if row is not None:
                 if row[1] == "synced" and row[2] is not None:
                     yield (row[0], row[2], row[3], row[5], row[8], row[9])
                 continue
             if cols.status[i] != synced or (fid := cols.file_id[i]) is None:
-                continue
-            if cols.form[i] == _WHOLE:
-                r = cols.whole[cols.paths[i]]
-                yield (r[0], fid, r[3], r[5], r[8], r[9])
                 continue
             at = cols.uploaded_at[i]
             sha = cols.sha[i * _HASH_BYTES : (i + 1) * _HASH_BYTES].hex() if cols.form[i] else None
@@ -337,6 +331,13 @@ class RecordTable(Mapping[str, Record]):
                    None if at != at else at)  # fmt: skip
 
     # Rows.
+
+    def _loose_rows(self) -> list[Row]:
+        """The rows the number columns do not hold: whole rows no write replaced, and
+        the overlay's."""
+        over = self._over
+        loose = [row for p, row in self._cols.whole.items() if p not in over]
+        return loose + [row for row in over.values() if row is not None]
 
     def _merged(self) -> Iterator[tuple[int, Row | None]]:
         """Every record in path order: (i, None) for row i of the columns, (-1, row)
