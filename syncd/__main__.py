@@ -17,13 +17,51 @@ def trim_start_up() -> None:
     load_without("httpcore", "trio")
     load_without("httpcore", "anyio")
     load_on_use("asyncio")
+    # structlog imports uuid (and with it platform) for its deprecated thread-local
+    # module; httpcore imports certifi (and with it importlib.resources) for the CA
+    # bundle, which only an https endpoint reads.
+    load_on_use("uuid")
+    load_on_use("certifi")
+
+
+def leave(code: int) -> None:
+    """End the command's process now, as the interpreter's own exit would but without
+    taking down every module and object it loaded: that teardown is about 0.01 s of a
+    one-off run (a 1 KB reconcile: 0.34 s, 0.33 s without), spent on memory the system
+    frees anyway.
+
+    What the normal exit does that matters happens first: the exit handlers run
+    (logging closes its files, finalizers remove temporary files), then stdout and
+    stderr are flushed. It returns, leaving the normal exit to run, while a thread that
+    is not a daemon runs (the normal exit waits for it), or when a flush fails (the
+    normal exit reports that as it always has)."""
+    import atexit
+    import os
+    import sys
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.current_thread()):  # fmt: skip
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 def main() -> int:
     trim_start_up()
     from syncd.cli import main as cli
 
-    return cli()
+    code = cli()
+    leave(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -120,15 +120,15 @@ def test_commands_before_any_sync_say_so(tmp_path: Path) -> None:
 
 
 # Prints which of these packages a command loaded, after running it as `syncd` would.
+# (At exit: the command ends its process as soon as it has returned.)
 _LOADED = """
-import runpy, sys
+import atexit, runpy, sys
+def loaded():
+    print("loaded:", *sorted({m for m in sys.modules if m.split(".")[0] in {"httpx", "rich",
+          "click"} and sys.modules[m] is not None}), file=sys.stderr)
+atexit.register(loaded)
 sys.argv = ["syncd", *sys.argv[1:]]
-try:
-    runpy.run_module("syncd", run_name="__main__", alter_sys=True)
-except SystemExit:
-    pass
-print("loaded:", *sorted({m for m in sys.modules if m.split(".")[0] in {"httpx", "rich", "click"}
-                       and sys.modules[m] is not None}), file=sys.stderr)
+runpy.run_module("syncd", run_name="__main__", alter_sys=True)
 """
 
 

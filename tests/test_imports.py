@@ -1,5 +1,6 @@
 """What importing syncd does to its host: nothing beyond the standard library for the
-consumer module, and the command's start-up trick never breaks an import."""
+consumer module; the command's start-up trick never breaks an import, and its quick
+exit loses nothing a normal exit would keep."""
 
 from __future__ import annotations
 
@@ -85,3 +86,65 @@ def test_a_module_loaded_on_use_is_the_module_at_its_first_use() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["_StandIn", "1", "True", "module", "Queue"]
+
+
+def test_modules_loaded_on_use_are_whole_at_their_first_use() -> None:
+    # uuid and certifi are stand-ins under the command too (structlog's thread-local
+    # module and httpcore import them for what a plain-http run never calls).
+    run = python(
+        "import sys\n"
+        "from syncd.__main__ import trim_start_up\n"
+        "trim_start_up()\n"
+        "import syncd.cli, structlog, httpcore\n"
+        "before = [type(sys.modules[m]).__name__ for m in ('uuid', 'certifi')]\n"
+        "import uuid, certifi\n"
+        "from uuid import UUID\n"
+        "print(*before, uuid.uuid4().version, UUID(int=1).int, certifi.where().endswith('.pem'))\n"
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["_StandIn", "_StandIn", "4", "1", "True"]
+
+
+# The command as its entry point runs it, then a line that only a process still running
+# after the command returned would print.
+_COMMAND = """
+import atexit, sys
+atexit.register(lambda: open({mark!r}, "w").write("handler ran"))
+{before}
+from syncd.__main__ import main
+sys.argv = ["syncd", *{argv!r}]
+code = main()
+print("after the command")
+sys.exit(code)
+"""
+
+
+def test_the_command_ends_with_its_output_whole_and_exit_handlers_run(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    run = python(_COMMAND.format(mark=str(mark), before="", argv=["completion", "bash"]))
+    assert run.returncode == 0, run.stderr
+    # Block-buffered into a pipe: the script arrives whole only if it was flushed.
+    whole = python("import sys; from syncd.cli import main; sys.exit(main(['completion', 'bash']))")
+    assert whole.returncode == 0 and len(whole.stdout) > 1000
+    assert run.stdout.removesuffix("after the command\n") == whole.stdout
+    assert mark.read_text() == "handler ran"
+
+    usage = python(_COMMAND.format(mark=str(mark), before="", argv=[]))
+    assert usage.returncode == 2 and "usage:" in usage.stdout
+
+
+def test_the_command_waits_for_a_thread_still_at_work(tmp_path: Path) -> None:
+    # A host that embeds the command and left a thread working gets the normal exit:
+    # the thread finishes, and the code after the command runs.
+    done = tmp_path / "done"
+    before = ("import threading, time\n"
+              "def late():\n"
+              "    time.sleep(0.3)\n"
+              f"    open({str(done)!r}, 'w').write('finished')\n"
+              "threading.Thread(target=late).start()\n")  # fmt: skip
+    run = python(_COMMAND.format(mark=str(tmp_path / "mark"), before=before,
+                                 argv=["completion", "bash"]))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert done.read_text() == "finished"
+    assert run.stdout.endswith("after the command\n")
+    assert (tmp_path / "mark").read_text() == "handler ran"

@@ -6,7 +6,6 @@ no dead code beyond an explained list; every module named in the README's layout
 from __future__ import annotations
 
 import ast
-import re
 import shutil
 import subprocess
 import sys

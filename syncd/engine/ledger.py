@@ -46,8 +46,8 @@ Where the engine calls it (one ledger per Syncer):
 
 from __future__ import annotations
 
+import secrets
 import threading
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,11 @@ class Reservation:
     bytes: int
     # Taken from the fallback share while the shared ledger was unreachable.
     local: bool = False
+
+
+def _reservation_id() -> str:
+    # 128 random bits, as a uuid4 holds: ids of every host share one ledger.
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True)
@@ -399,7 +404,7 @@ class RedisLedger:
     # ---- the API
 
     def reserve(self, files: int, nbytes: int) -> Reservation | None:
-        rid = uuid.uuid4().hex
+        rid = _reservation_id()
         seed = self._seen
         args = [
             rid,
@@ -433,7 +438,7 @@ class RedisLedger:
             if files > spare_files or nbytes > spare_bytes:
                 return None
             self._spare = (spare_files - files, spare_bytes - nbytes)
-        return Reservation(uuid.uuid4().hex, files, nbytes, local=True)
+        return Reservation(_reservation_id(), files, nbytes, local=True)
 
     def commit(self, reservation: Reservation, file_id: str) -> None:
         with self._lock:
