@@ -8,7 +8,6 @@ Exit codes: 0 converged; 1 some files not synced (each listed with its reason);
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sqlite3
 import sys
@@ -38,11 +37,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.set_overrides(ns.log_format, level)
     # Until a command reads its config: the command line's choices, else the defaults.
     logs.configure()
-    if argv is None:
-        # This process is the command: what it imported lives until exit, so the
-        # collector need not walk it again (at exit, that walk cost a one-off command
-        # about 60 ms).
-        gc.freeze()
     handler: Callable[[argparse.Namespace], int] = ns.handler
     try:
         return handler(ns)
