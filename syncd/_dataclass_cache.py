@@ -1,4 +1,4 @@
-"""Start-up cost: the methods dataclasses writes for each class, compiled once per host.
+"""Start-up cost: the methods dataclasses writes for each class, compiled once per user.
 
 For every dataclass, Python writes the source of its ``__init__``, ``__repr__`` and
 ``__eq__`` (and, frozen, ``__hash__``, ``__setattr__`` and ``__delattr__``) and compiles
