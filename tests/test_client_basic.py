@@ -519,3 +519,30 @@ def test_key_never_appears_in_errors_logs_or_reprs(
     with make_client(emulator.url, SECRET) as client:
         assert SECRET not in repr(client) and SECRET not in str(client)
         assert SECRET not in repr(vars(client))
+
+
+def test_requests_that_never_connected_leave_the_pace_to_the_rest(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """Attempts refused a connection reached no server: the processes on the key are
+    not slowed by them (a grant stays held only while its request may still leave)."""
+    from tests.helpers import free_port
+
+    pacing = tmp_path / "pacing"
+    nowhere = f"http://127.0.0.1:{free_port()}/compatible-mode/v1"
+    dead = make_client(nowhere, emulator.api_key, pacing_dir=pacing,
+                       retry=RetryPolicy(max_attempts=1))  # fmt: skip
+    live = make_client(emulator.url, emulator.api_key, pacing_dir=pacing)
+    try:
+        for _ in range(40):  # two windows' worth of reads at 20/s
+            with pytest.raises(NetworkError):
+                dead.retrieve("file-nowhere")
+        started = time.monotonic()
+        for _ in range(20):
+            live.list_files()
+        # One window's burst: well under a second, not the 30 s the refused
+        # attempts would otherwise hold their places for.
+        assert time.monotonic() - started < 5.0
+    finally:
+        dead.close()
+        live.close()

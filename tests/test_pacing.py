@@ -16,15 +16,19 @@ import pytest
 
 from syncd.api.pacing import (
     DEFAULT_MARGIN,
+    UNSENT_KEEP,
     AdaptiveTuning,
     ClassState,
     Held,
     MemoryStore,
     Pacer,
+    await_send,
     effective_rate,
     is_implausible,
+    note_sent,
     note_success,
     note_throttled,
+    note_unsent,
     relax_idle,
     try_grant,
     window_count,
@@ -88,6 +92,78 @@ def test_late_wakeups_only_widen_gaps() -> None:
         pacer.acquire("upload")
         grants.append(clock.now)
     assert max_in_window(grants, window=1 + MARGIN - 1e-6) <= 20
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_request_that_leaves_long_after_its_grant_never_crowds_a_window(seed: int) -> None:
+    """A request may leave well after its grant (its connection takes seconds over a
+    lossy link, or its thread waits for the interpreter): the grants made meanwhile
+    count it as leaving then, so the server's sliding window never sees more than N."""
+    rng = random.Random(seed)
+    state, limiter = ClassState(), RateLimiter()
+    events: list[tuple[float, int, str, float]] = [(0.0, w, "ready", 0.0) for w in range(8)]
+    heapq.heapify(events)
+    sends: list[float] = []
+    refused = 0
+    while len(sends) < 400:
+        t, worker, kind, granted_at = heapq.heappop(events)
+        if kind == "ready":
+            wait = try_grant(state, t, 20, TUNING, MARGIN)
+            if wait > 0:
+                heapq.heappush(events, (t + wait, worker, "ready", 0.0))
+                continue
+            await_send(state, t)
+            slow = rng.random() < 0.2
+            delay = rng.uniform(0.5, 2.5) if slow else rng.uniform(0.0, 0.005)
+            heapq.heappush(events, (t + delay, worker, "send", t))
+        else:
+            note_sent(state, granted_at, t)
+            sends.append(t)
+            refused += limiter.try_acquire("acct", "upload", 20, now=t) is not None
+            heapq.heappush(events, (t + rng.uniform(0.0, 0.05), worker, "ready", 0.0))
+    assert max_in_window(sends) <= 20
+    assert refused == 0
+    # A request on its way holds its place until it leaves: a fifth of them taking
+    # 1.5 s on average costs a quarter of the pace (400 at 20/s would take 20.6 s).
+    assert sends[-1] < 400 / 20 * (1 + MARGIN) * 1.4
+
+
+def grant_at(state: ClassState, t: float) -> float:
+    """The time of the next grant from ``t`` (the request then on its way)."""
+    while (wait := try_grant(state, t, 20, TUNING, MARGIN)) > 0.0:
+        t += wait
+    await_send(state, t)
+    return t
+
+
+def test_a_grant_whose_request_never_left_gives_its_place_back() -> None:
+    state = ClassState()
+    t = 0.0
+    grants = []
+    for _ in range(20):
+        t = grant_at(state, t)
+        grants.append(t)
+    for g in grants[:15]:
+        note_sent(state, g, g)
+    # Five still on their way count as leaving now: the window is full until the
+    # first of the sent ones leaves it.
+    assert try_grant(state, t + 0.1, 20, TUNING, MARGIN) == pytest.approx(
+        grants[0] + 1 + MARGIN - (t + 0.1)
+    )
+    for g in grants[15:]:
+        note_unsent(state, g)  # their connections failed: nothing reached the server
+    assert try_grant(state, t + 0.1, 20, TUNING, MARGIN) == 0.0
+
+
+def test_a_grant_of_a_process_that_died_before_sending_is_forgotten() -> None:
+    state = ClassState()
+    t = 0.0
+    for _ in range(20):
+        t = grant_at(state, t)
+    # Never sent, never given back: they hold the window while they may still leave ...
+    assert try_grant(state, t + UNSENT_KEEP / 2, 20, TUNING, MARGIN) > 0.0
+    # ... and no longer once no connection could still be on its way.
+    assert try_grant(state, UNSENT_KEEP + 1.0, 20, TUNING, MARGIN) == 0.0
 
 
 def test_below_the_ceiling_grants_are_evenly_spaced() -> None:
@@ -480,6 +556,7 @@ def _grant_worker(state_dir: str, count: int, out: mp.Queue) -> None:  # type: i
     def run() -> None:
         for _ in range(count):
             granted_at, _waited = pacer.grant("upload")
+            pacer.mark_sent("upload", granted_at)
             with lock:
                 grants.append(granted_at)
 

@@ -23,6 +23,7 @@ from syncd.api.models import CallClass
 from syncd.api.pacing_failover import Failover, FailoverStore
 from syncd.api.pacing_rules import (
     Verdict,
+    await_send,
     count_late,
     effective_rate,
     inherit,
@@ -32,6 +33,7 @@ from syncd.api.pacing_rules import (
     note_sent,
     note_success,
     note_throttled,
+    note_unsent,
     try_grant,
     window_count,
 )
@@ -151,7 +153,10 @@ class Pacer:
             state: ClassState, now: float, ceiling: float, clock: str
         ) -> tuple[float, float, int, str]:
             wait = try_grant(state, now, ceiling, tuning, margin)
-            return wait, now, window_count(state, now) if wait <= 0.0 else 0, clock
+            if wait > 0.0:
+                return wait, now, 0, clock
+            await_send(state, now)
+            return wait, now, window_count(state, now), clock
 
         waited = 0.0
         while True:
@@ -165,8 +170,11 @@ class Pacer:
             waited += wait
 
     def acquire(self, cls: CallClass) -> float:
-        """Block until a request of ``cls`` may go; return the seconds waited."""
-        return self.grant(cls)[1]
+        """Block until a request of ``cls`` may go, and count it as gone; return the
+        seconds waited."""
+        granted_at, waited = self.grant(cls)
+        self.mark_sent(cls, granted_at)
+        return waited
 
     def mark_sent(self, cls: CallClass, granted_at: float) -> None:
         """The request granted at ``granted_at`` has just been written to the socket."""
@@ -189,6 +197,16 @@ class Pacer:
         moved = self._apply(cls, note)
         if moved is not None:
             self._remember(cls, *moved)
+
+    def never_sent(self, cls: CallClass, granted_at: float) -> None:
+        """The request granted at ``granted_at`` will not leave (no connection, or the
+        call was cancelled before it was written): its place is given back."""
+        self._recall(cls)
+
+        def note(state: ClassState, _now: float, _ceiling: float, _clock: str) -> None:
+            note_unsent(state, granted_at)
+
+        self._apply(cls, note)
 
     def on_throttled(self, cls: CallClass, retry_after: float | None = None) -> None:
         """A 429. It lowers the rate only when it says we are too fast; otherwise the

@@ -8,7 +8,10 @@ allowed sleeps and asks again, so a late wake-up can only widen a gap). The
 ``N + 1``-th request then reaches the server more than one second after the first
 as long as the delay between our grant and the server's arrival timestamp varies by
 less than ``margin`` seconds. A quiet class may start with a burst, which buys the
-margin back in throughput.
+margin back in throughput. A request is counted from when its headers actually leave;
+until then (a connection being made can take longer than a window) every window
+reckoned counts it as leaving at that moment, and a request that never leaves (no
+connection, a cancelled call) gives its place back.
 
 On top of that sits an adaptive pacer that tells two kinds of 429 apart:
 
@@ -74,6 +77,7 @@ from syncd.api.pacing_failover import Failover, FailoverStore
 from syncd.api.pacing_rules import (
     Inheritance,
     Verdict,
+    await_send,
     count_late,
     effective_rate,
     hosts_seen,
@@ -85,6 +89,7 @@ from syncd.api.pacing_rules import (
     note_sent,
     note_success,
     note_throttled,
+    note_unsent,
     relax_idle,
     try_grant,
     window_count,
@@ -98,6 +103,7 @@ from syncd.api.pacing_state import (
     MAX_RECENT,
     MAX_STATE_BYTES,
     REFUSED_KEEP,
+    UNSENT_KEEP,
     WINDOW,
     AdaptiveTuning,
     ClassState,
@@ -126,6 +132,7 @@ __all__ = [
     "MAX_RECENT",
     "MAX_STATE_BYTES",
     "REFUSED_KEEP",
+    "UNSENT_KEEP",
     "WINDOW",
     "AdaptiveTuning",
     "ClassState",
@@ -142,6 +149,7 @@ __all__ = [
     "StateStore",
     "StoreUnavailable",
     "Verdict",
+    "await_send",
     "budget_id",
     "count_late",
     "default_pacing_dir",
@@ -157,6 +165,7 @@ __all__ = [
     "note_sent",
     "note_success",
     "note_throttled",
+    "note_unsent",
     "relax_idle",
     "try_grant",
     "window_count",

@@ -16,6 +16,7 @@ what happens to it. See :mod:`syncd.api.pacing` for the whole mechanism.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +27,7 @@ from syncd.api.pacing_state import (
     MAX_HOSTS,
     MAX_RECENT,
     REFUSED_KEEP,
+    UNSENT_KEEP,
     WINDOW,
     AdaptiveTuning,
     ClassState,
@@ -45,6 +47,7 @@ def is_implausible(state: ClassState, now: float, tuning: AdaptiveTuning) -> boo
         state.last_probe,
         state.proven_at,
         *state.recent,
+        *state.unsent,
         *state.refused,
         *(e[0] for e in state.evidence),
         *state.hosts.values(),
@@ -58,7 +61,8 @@ def is_implausible(state: ClassState, now: float, tuning: AdaptiveTuning) -> boo
     for rate in (state.rate, state.target):
         if rate is not None and not (math.isfinite(rate) and rate > 0.0):
             return True
-    if max(len(state.recent), len(state.refused), len(state.evidence)) > MAX_RECENT:
+    lengths = (len(state.recent), len(state.unsent), len(state.refused), len(state.evidence))
+    if max(lengths) > MAX_RECENT:
         return True
     if len(state.hosts) > MAX_HOSTS:
         return True
@@ -104,6 +108,7 @@ def try_grant(
 ) -> float:
     """Grant a request now (return 0.0, state updated) or say how long to wait first."""
     relax_idle(state, now, ceiling, tuning)
+    state.unsent = [t for t in state.unsent if t > now - UNSENT_KEEP]
     earliest = state.paused_until
     if ceiling >= 1.0:
         # Mirror the provider's own rule at the configured ceiling: at most N grants in
@@ -111,7 +116,7 @@ def try_grant(
         # spacing this lets a quiet class start with a burst, which buys the margin back.
         n = int(ceiling)
         window = n / ceiling * (1.0 + margin)
-        recent = [t for t in state.recent if t > now - window]
+        recent = [t for t in _leaving(state, now) if t > now - window]
         if len(recent) >= n:
             earliest = max(earliest, recent[-n] + window)
         # Half the even spacing: the burst is spread enough that the server's load stays
@@ -126,14 +131,39 @@ def try_grant(
         return earliest - now
     state.last_grant = now
     cutoff = now - WINDOW * (1.0 + margin)
-    state.recent = [t for t in state.recent if t > cutoff]
+    unsent = set(state.unsent)
+    state.recent = [t for t in state.recent if t > cutoff or t in unsent]
     state.recent.append(now)
     return 0.0
+
+
+def await_send(state: ClassState, granted_at: float) -> None:
+    """The request granted at ``granted_at`` is on its way, but may leave much later (a
+    connection to make): until :func:`note_sent` or :func:`note_unsent`, every window
+    reckoned counts it as leaving then."""
+    state.unsent.append(granted_at)
+
+
+def _leaving(state: ClassState, now: float) -> list[float]:
+    """The grant times, sorted, each of a request not yet sent taken as ``now``: it
+    leaves no earlier, so the window it falls in is not over yet."""
+    if not state.unsent:
+        return state.recent
+    waiting = Counter(state.unsent)
+    times = []
+    for t in state.recent:
+        if waiting[t] > 0:
+            waiting[t] -= 1
+            t = max(t, now)
+        times.append(t)
+    return sorted(times)
 
 
 def note_sent(state: ClassState, granted_at: float, sent_at: float) -> None:
     """The request granted at ``granted_at`` left only at ``sent_at``: count it from
     then, so a thread held up between grant and send cannot bunch the next window."""
+    if granted_at in state.unsent:
+        state.unsent.remove(granted_at)
     if sent_at <= granted_at:
         return
     try:
@@ -143,6 +173,15 @@ def note_sent(state: ClassState, granted_at: float, sent_at: float) -> None:
     state.recent[i] = sent_at
     state.recent.sort()
     state.last_grant = max(state.last_grant, sent_at)
+
+
+def note_unsent(state: ClassState, granted_at: float) -> None:
+    """The request granted at ``granted_at`` never left (its connection failed, or the
+    call was cancelled): its place in the window is free again."""
+    if granted_at in state.unsent:
+        state.unsent.remove(granted_at)
+        if granted_at in state.recent:
+            state.recent.remove(granted_at)
 
 
 def count_late(state: ClassState, sent_at: float) -> None:

@@ -33,6 +33,10 @@ MAX_RECENT = 4096
 REFUSED_KEEP = 10.0
 # Clock readings of different processes differ by scheduling noise, never by this much.
 FUTURE_SLACK = 60.0
+# A grant whose request has not left after this long is forgotten: its process died
+# between the grant and the send (a connection gives up sooner: 10 s by default), or
+# the shared store it was granted from went away in between.
+UNSENT_KEEP = 30.0
 # A shared state remembers each host granted a request within this long: the hosts that
 # may still be sending when the shared store is lost, and so share what is left of it.
 HOSTS_KEEP = 600.0
@@ -84,6 +88,10 @@ class ClassState:
     # Grant times within the last window: the count of each new request, and of the
     # window a 429 came from.
     recent: list[float] = field(default_factory=list)
+    # Those of them whose request has not left yet (its connection is being made):
+    # each counts as leaving now in every window reckoned until it leaves or is given
+    # up, however long ago it was granted.
+    unsent: list[float] = field(default_factory=list)
     # Currently allowed rate; None = the configured ceiling.
     rate: float | None = None
     # Highest rate believed safe after an over-rate verdict; None = trust the ceiling.
@@ -116,6 +124,7 @@ class ClassState:
         return replace(
             self,
             recent=list(self.recent),
+            unsent=list(self.unsent),
             evidence=list(self.evidence),
             refused=list(self.refused),
             hosts=dict(self.hosts),
@@ -154,6 +163,7 @@ class ClassState:
         for name in ("throttle_streak", "proven", "decided_on"):
             setattr(state, name, _integer(raw.get(name) or 0))
         state.recent = [_finite(t) for t in _list(raw.get("recent"))]
+        state.unsent = [_finite(t) for t in _list(raw.get("unsent"))]
         state.refused = [_finite(t) for t in _list(raw.get("refused"))]
         state.evidence = [_evidence(e) for e in _list(raw.get("evidence"))]
         state.hosts = _hosts(raw.get("hosts"))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import ssl
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -146,20 +147,30 @@ class Session:
         return run_call(self._options.retry, fn, call_class=call_class, operation=operation,
                         sleep=guard.sleep, cancelled=lambda: guard.cancelled)  # fmt: skip
 
-    def _pace(self, call_class: CallClass, request: httpx.Request) -> None:
-        """Wait out the class's hold and its pacer's grant, and have the request marked
-        sent when its headers leave."""
+    @contextmanager
+    def _paced(self, call_class: CallClass, request: httpx.Request) -> Iterator[None]:
+        """Wait out the class's hold and its pacer's grant; have the request marked sent
+        when its headers leave, and the grant given back if the attempt ends before."""
         self._holds.before_send(call_class, self._options.retry, self._guard.sleep)
         granted_at, _waited = self._pacer.grant(call_class)
+        left = False
 
         def trace(event: str, _info: dict[str, Any]) -> None:
             # The server counts a request when its headers arrive; time spent between
             # our grant and this moment (a busy GIL, a new connection) must not let the
             # next window start early.
+            nonlocal left
             if event == "http11.send_request_headers.complete":
+                left = True
                 self._pacer.mark_sent(call_class, granted_at)
 
         request.extensions["trace"] = trace
+        try:
+            yield
+        except BaseException:
+            if not left:  # refused connection, cancelled call: nothing reached the server
+                self._pacer.never_sent(call_class, granted_at)
+            raise
 
     def _exchange(self, call_class: CallClass, request: httpx.Request) -> httpx.Response:
         """One paced attempt: send, read, and classify the response.
@@ -168,10 +179,10 @@ class Session:
         since only it knows whether a lost response is harmless; a response that does
         not complete within ``Timeouts.response_within`` is a ReadTimeout.
         """
-        self._pace(call_class, request)
-        before = time.time()
-        within = self._options.timeouts.response_within
-        response = receive(self._http, request, self._guard, within, call_class)
+        with self._paced(call_class, request):
+            before = time.time()
+            within = self._options.timeouts.response_within
+            response = receive(self._http, request, self._guard, within, call_class)
         self.clock.observe(response.headers.get("date"), before, time.time())
         if response.status_code == 429:
             error = error_for_response(response, self._scrub(), self._provider)
@@ -224,10 +235,10 @@ class Session:
     ) -> Downloaded:
         """One paced download attempt: as :meth:`_exchange`, with the body written to
         ``dest`` chunk by chunk instead of read into memory."""
-        self._pace(call_class, request)
         before = time.time()
         within = self._options.timeouts.response_within + size / DOWNLOAD_FLOOR_BPS
-        with streaming(self._http, request, self._guard, within, call_class) as response:
+        with self._paced(call_class, request), \
+                streaming(self._http, request, self._guard, within, call_class) as response:
             self.clock.observe(response.headers.get("date"), before, time.time())
             if not response.is_success:
                 response.read()
