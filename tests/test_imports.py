@@ -69,40 +69,28 @@ def test_the_command_still_hides_what_it_never_uses() -> None:
 
 
 def test_a_module_loaded_on_use_is_the_module_at_its_first_use() -> None:
-    # asyncio is a stand-in under the command until read from: structlog imports it for
-    # its async loggers, which syncd never calls; whoever uses it gets the real one.
+    # Under the command, asyncio, uuid and certifi are stand-ins until read from:
+    # structlog imports the first two for async loggers and a deprecated module syncd
+    # never calls, httpcore the last for the CA bundle only https reads. Whoever uses
+    # one gets the real module.
     run = python(
         "import sys\n"
         "from syncd.__main__ import trim_start_up\n"
         "trim_start_up()\n"
-        "import syncd.cli, syncd.logs, structlog\n"
-        "before = type(sys.modules['asyncio']).__name__\n"
-        "import asyncio\n"
+        "import syncd.cli, syncd.logs, structlog, httpcore\n"
+        "before = [type(sys.modules[m]).__name__ for m in ('asyncio', 'uuid', 'certifi')]\n"
+        "import asyncio, uuid, certifi\n"
         "from asyncio import events\n"
+        "from uuid import UUID\n"
         "import asyncio.queues\n"
         "async def one():\n    return 1\n"
-        "print(before, asyncio.run(one()), events.get_event_loop_policy() is not None,\n"
-        "      type(sys.modules['asyncio']).__name__, asyncio.queues.Queue.__name__)\n"
+        "print(*before, asyncio.run(one()), events.get_event_loop_policy() is not None,\n"
+        "      type(sys.modules['asyncio']).__name__, asyncio.queues.Queue.__name__,\n"
+        "      uuid.uuid4().version, UUID(int=1).int, certifi.where().endswith('.pem'))\n"
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["_StandIn", "1", "True", "module", "Queue"]
-
-
-def test_modules_loaded_on_use_are_whole_at_their_first_use() -> None:
-    # uuid and certifi are stand-ins under the command too (structlog's thread-local
-    # module and httpcore import them for what a plain-http run never calls).
-    run = python(
-        "import sys\n"
-        "from syncd.__main__ import trim_start_up\n"
-        "trim_start_up()\n"
-        "import syncd.cli, structlog, httpcore\n"
-        "before = [type(sys.modules[m]).__name__ for m in ('uuid', 'certifi')]\n"
-        "import uuid, certifi\n"
-        "from uuid import UUID\n"
-        "print(*before, uuid.uuid4().version, UUID(int=1).int, certifi.where().endswith('.pem'))\n"
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["_StandIn", "_StandIn", "4", "1", "True"]
+    assert run.stdout.split() == ["_StandIn", "_StandIn", "_StandIn", "1", "True", "module",
+                                  "Queue", "4", "1", "True"]  # fmt: skip
 
 
 # The command as its entry point runs it, then a line that only a process still running
