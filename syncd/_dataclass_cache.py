@@ -35,20 +35,11 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
+from syncd.userdirs import cache_folder
+
 # Entries kept across runs: every command's classes, and a few versions of them.
 # Past this, a write keeps only what its run used.
 MOST_ENTRIES = 5000
-
-
-def cache_folder() -> Path | None:
-    """``$XDG_CACHE_HOME/syncd`` (an absolute one), else ``~/.cache/syncd``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        try:
-            base = str(Path.home() / ".cache")
-        except (RuntimeError, KeyError):  # no home to speak of
-            return None
-    return Path(base) / "syncd"
 
 
 class MethodCache:
@@ -85,7 +76,7 @@ class MethodCache:
 
 def cache_dataclass_methods(folder: Path | None = None) -> MethodCache | None:
     """From now on, the classes dataclasses makes take their methods from the cache in
-    ``folder`` (the default: :func:`cache_folder`); it is written back at exit."""
+    ``folder`` (the default: :func:`syncd.userdirs.cache_folder`); it is written back at exit."""
     import dataclasses
 
     folder = folder or cache_folder()

@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 
 from syncd.api.pacing_rules import Inheritance
 from syncd.api.pacing_state import MAX_STATE_BYTES, ClassState
+from syncd.userdirs import cache_folder
 
 T = TypeVar("T")
 
@@ -134,17 +135,13 @@ def default_pacing_dir() -> Path:
         else:
             if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
                 return Path(xdg_runtime) / "syncd" / "pacing"
-    cache = os.environ.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(cache):
-        return Path(cache) / "syncd" / "pacing"
-    try:
-        home = Path.home()
-    except RuntimeError:
+    cache = cache_folder()
+    if cache is None:
         raise PacingDirError(
             "no per-user folder for the shared pacing state (no runtime dir, no home); "
             "set limits.pacing_dir to a folder of this user"
-        ) from None
-    return home / ".cache" / "syncd" / "pacing"
+        )
+    return cache / "pacing"
 
 
 def dir_problem(st: os.stat_result, euid: int) -> str | None:
