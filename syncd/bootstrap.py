@@ -33,9 +33,13 @@ EMBEDDED_KEY = "sk-emulator"
 
 def load_key(config: Config) -> ApiKey | None:
     """The configured key; None for a provider that needs none when the config names no
-    source (or its variable is unset). Raises ValueError naming the source, never the key."""
+    source (or its variable is unset). Raises ValueError naming the source, never the key.
+
+    The embedded emulator always gets its own key, never one from the environment or a
+    file: whatever answers on its loopback port (any local user can bind it first) is
+    sent nothing worth taking."""
     api = config.api
-    if api.embedded and api.api_key_file is None and not os.environ.get(api.api_key_env or ""):
+    if api.embedded:
         return ApiKey(EMBEDDED_KEY)
     if not api.profile.key_required:
         unset = api.api_key_env is None or not os.environ.get(api.api_key_env, "").strip()
@@ -81,7 +85,7 @@ def connect(
 
         port = config.api.embedded_port
         base_url, stop = ensure_emulator(
-            config.state_dir / "emulator", port, key or ApiKey(EMBEDDED_KEY)
+            config.state_dir / "emulator", port, ApiKey(EMBEDDED_KEY)
         )
         if stop is not None:
             closers.append(stop)

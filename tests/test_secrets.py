@@ -5,8 +5,10 @@ a provider or gateway that echoes the Authorization header in every field of its
 
 from __future__ import annotations
 
+import http.server
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -123,6 +125,48 @@ def test_embedded_emulator_keeps_no_key_on_disk(
         assert got.returncode == 0, got.output
     assert (project / "state" / "emulator").exists()
     assert _leaks_in_tree(project) == []
+
+
+def test_the_embedded_port_is_never_sent_a_real_key(
+    tmp_path: Path, outputs: list[tuple[str, Run]]
+) -> None:
+    """Whoever binds the embedded emulator's port first (any local user can) gets the
+    requests of ``base_url: embedded``: with the key exported, as on a host that also
+    talks to the provider, they carry the emulator's key, never the real one."""
+    heard: list[str] = []
+
+    class Squatter(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            heard.append(f"{self.path} {self.headers.get('Authorization')}")
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            ok = self.path == "/_emulator/health"
+            body = b"{}" if ok else b'{"error": {"message": "no", "code": "invalid_api_key"}}'
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Squatter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        project = tmp_path / "project"
+        project.mkdir()
+        build_flat_tree(tmp_path / "root", 2)
+        cfg = write_config(project, tmp_path / "root", "embedded",
+                           api={"embedded_port": server.server_address[1]})  # fmt: skip
+        got = run_syncd("reconcile", cfg, key=KEY, env={"DASHSCOPE_API_KEY": KEY})
+        outputs.append(("reconcile", got))
+    finally:
+        server.shutdown()
+        server.server_close()
+    asked = [h for h in heard if not h.startswith("/_emulator/health")]
+    assert asked, heard  # the squatter was reached, as the real emulator would be
+    assert all(h.endswith("Bearer sk-emulator") for h in asked), asked
 
 
 # Config mistakes that put the key where a name or a path belongs. The key is in both
