@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+from base64 import b64encode, urlsafe_b64encode
 from typing import Any
 from urllib.parse import quote
 
@@ -47,6 +48,11 @@ ECHOES: dict[str, tuple[int, dict[str, str] | None, Any]] = {
     "the tail only": (403, None, {"error": {"message": f"key ...{KEY[-12:]} refused"}}),
     "URL-encoded": (400, None, {"error": {"message": "Bearer%20" + quote(KEY, safe="")}}),
     "upper case": (400, None, {"error": {"message": AUTH.upper()}}),
+    "base64, as a gateway's token dump": (401, None, {"error": {
+        "message": f"token rejected: {b64encode(AUTH.encode()).decode()}",
+        "code": b64encode(KEY.encode()).decode()}}),
+    "base64url, inside a longer token": (400, None, {"error": {
+        "message": urlsafe_b64encode(f'{{"u":1,"k":"{KEY}"}}'.encode()).decode()}}),
     "a detail list": (422, None, {"detail": [{"msg": f"header {AUTH}"}, {"msg": KEY}]}),
     "a detail object": (400, None, {"detail": {"headers": {"Authorization": AUTH}}}),
     "raw text": (502, None, f"<html>upstream said: Authorization: {AUTH}</html>".encode()),
@@ -99,6 +105,23 @@ def test_the_scrubber_masks_runs_of_the_key_in_any_spelling() -> None:
     tiny = Scrubber()
     tiny.add("abc")  # would mask ordinary words
     assert tiny.scrub("abc") == "abc"
+
+
+@pytest.mark.parametrize("before", [b"", b"Bearer ", b"x", b"xy", b'{"k":"'])
+@pytest.mark.parametrize("after", [b"", b"!", b'"}'])
+def test_every_base64_character_the_key_decides_is_masked(before: bytes, after: bytes) -> None:
+    from syncd.api.scrub import MASK, Scrubber
+
+    masker = Scrubber()
+    masker.add(KEY)
+    for encode in (b64encode, urlsafe_b64encode):
+        echo = encode(before + KEY.encode() + after).decode()
+        shown = masker.scrub(echo)
+        head, _, tail = shown.partition(MASK)
+        # What is left decodes to the bytes around the key, and a bit of its edges.
+        assert MASK in shown and MASK not in tail, shown
+        assert len(head) <= -(-8 * len(before) // 6) and len(tail) <= len(echo) - (
+            8 * (len(before) + len(KEY)) // 6), shown
 
 
 def test_the_key_object_never_shows_itself() -> None:

@@ -8,7 +8,8 @@ response becomes an exception (``syncd.api._http`` and the constructor of every
 caller cannot forget it: nothing stored, logged or shown carries the key.
 
 Each secret is masked in the spellings an echo may use: as sent (which covers
-``Bearer <key>``), percent-encoded (either hex case), JSON- and HTML-escaped, and in
+``Bearer <key>``), percent-encoded (either hex case), JSON- and HTML-escaped, in base64
+and base64url (inside whatever else was encoded with it, ``Bearer <key>`` say), and in
 any letter case. A secret of at least ``PARTIAL_FROM`` characters is also masked
 wherever ``PARTIAL`` or more of its consecutive characters appear in any of those
 spellings: a proxy that shows only the key's tail, or cuts the header short, gives
@@ -21,6 +22,7 @@ Every :class:`~syncd.api.key.ApiKey` registers its value when it is created.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -60,8 +62,23 @@ def spellings(secret: str) -> set[str]:
         json.dumps(secret, ensure_ascii=True)[1:-1],
         json.dumps(secret, ensure_ascii=True)[1:-1].replace("/", "\\/"),
         _html_escaped(secret),
+        *_base64_runs(secret),
     }
     return {_fold(form) for form in forms if form}
+
+
+def _base64_runs(secret: str) -> list[str]:
+    """The base64 characters that only ``secret``'s bytes decide, at each of the three
+    offsets it may start at in what was encoded: a character that mixes in a bit of
+    a byte before or after it is left out."""
+    raw = secret.encode()
+    runs = []
+    for offset in range(3):
+        # Character i holds bits 6i..6i+5 of the encoded bytes.
+        first, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+        text = base64.b64encode(b"\0" * offset + raw).decode()[first:end]
+        runs += [text, text.replace("+", "-").replace("/", "_")]
+    return runs
 
 
 class Scrubber:
