@@ -122,10 +122,12 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
             opened.insert(0, closers[-1])
         state = State(config.state_dir)
         opened.insert(0, state.close)
-        owner = _bound(config, state, client.key_fingerprint, rebind)
         pacing_dir = client.options.pacing_dir or config.state_dir
-        claims = Claims(pacing_dir, client.key_fingerprint, owner)
+        claims = Claims(pacing_dir, client.key_fingerprint, identity.owner(config.state_dir))
         opened.insert(0, claims.close)
+        # Before a rebind: a copy is refused, not bound.
+        identity.check_home(claims, config.state_dir)
+        _bound(config, state, client.key_fingerprint, rebind)
         claims.claim_all(sorted(state.owned_ids()))
         ledger = _ledger(config, client.key_fingerprint)
         closers.append(ledger.close)
@@ -148,9 +150,9 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
     )
 
 
-def _bound(config: Config, state: State, key_fingerprint: str, rebind: bool) -> str:
-    """The project's owner id, once the state and the mapping file are shown to be this
-    project's (or bound to it anew with ``rebind``); raises identity.Mismatch."""
+def _bound(config: Config, state: State, key_fingerprint: str, rebind: bool) -> None:
+    """Show the state and the mapping file to be this project's (or bind them to it anew
+    with ``rebind``); raises identity.Mismatch."""
     owner = identity.owner(config.state_dir)
     mine = identity.of_config(config, key_fingerprint)
     if rebind:
@@ -160,7 +162,6 @@ def _bound(config: Config, state: State, key_fingerprint: str, rebind: bool) -> 
         identity.record(state, mine)
     identity.check(state, mine)
     identity.check_mapping_file(config.mapping_file, owner, config.project)
-    return owner
 
 
 def _ledger(config: Config, key_fingerprint: str) -> Ledger:

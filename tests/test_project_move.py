@@ -96,3 +96,48 @@ def test_a_rebind_to_a_root_that_is_not_there_is_refused_and_changes_nothing(
     assert mutations(emu) == {"upload": 0, "delete": 0}
     assert read_mapping(p2 / "mapping.json") == before
     shutil.rmtree(p2 / "dta")
+
+
+def test_a_copied_project_is_refused_until_it_has_a_state_of_its_own(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    """``cp -a`` of a project folder copies the owner its state carries: the copy and
+    the original, on one host's claims registry, would each take the other's uploads
+    for strays and delete them on every run. The copy is refused, rebind included."""
+    emu = fast_emulator(emulator_factory)
+    key = emu.api_key
+    host = {"limits": {"pacing_dir": str(tmp_path / "host-pacing")}}  # one per host
+    pa = tmp_path / "pa"
+    build_flat_tree(pa / "data", 6)
+    cfg_a = write_config(pa, pa / "data", emu, project="pa", **host)
+    assert reconcile(cfg_a, key).returncode == 0
+    ours = read_mapping(pa / "mapping.json")
+
+    pe = tmp_path / "pe"
+    shutil.copytree(pa, pe, symlinks=True)
+    first = sorted(f for f in (pe / "data").rglob("*") if f.is_file())[0]
+    first.unlink()
+    (pe / "data" / "e-only.txt").write_text("only in the copy\n")
+    cfg_e = write_config(pe, pe / "data", emu, project="pe", **host)
+    for attempt in (("rebind",), ("reconcile", "--json"), ("rebind",)):
+        refused = run_syncd(*attempt[:1], cfg_e, *attempt[1:], key=key)
+        assert refused.returncode == 2, refused.output
+        assert "same owner" in refused.stderr and str(pa / "state") in refused.stderr
+
+    for _ in range(2):  # the original is untouched and runs on as before
+        run = reconcile(cfg_a, key)
+        assert run.returncode == 0, run.output
+    assert read_mapping(pa / "mapping.json") == ours
+    on_remote = {f["id"] for f in emu.files()}
+    assert {entry["file_id"] for entry in ours.values()} <= on_remote
+
+    # Following the advice: the copy with a state of its own uploads its own files.
+    shutil.rmtree(pe / "state")
+    (pe / "mapping.json").unlink()
+    assert reconcile(cfg_e, key).returncode == 0
+    assert reconcile(cfg_a, key).returncode == 0
+    theirs = read_mapping(pe / "mapping.json")
+    assert len(theirs) == 6 and "e-only.txt" in theirs
+    on_remote = {f["id"] for f in emu.files()}
+    assert {e["file_id"] for e in [*ours.values(), *theirs.values()]} <= on_remote
+    assert read_mapping(pa / "mapping.json") == ours

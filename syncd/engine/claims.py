@@ -11,7 +11,10 @@ seconds. Two things prevent it:
   outcome is recorded: two uploads that adoption could not tell apart never
   overlap on this host.
 
-Both live in the shared folder beside the pacing state (private to the user that
+A third record keeps which ``state_dir`` holds each owner, so a copied state (its
+owner file copied with it) is refused rather than run beside the original.
+
+All three live in the shared folder beside the pacing state (private to the user that
 runs syncd). Across hosts the same guarantee needs a shared store.
 """
 
@@ -25,7 +28,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 # Lock files are striped: unrelated names rarely share one, and the folder stays small.
@@ -51,9 +54,36 @@ class Claims:
             "CREATE TABLE IF NOT EXISTS claims "
             "(file_id TEXT PRIMARY KEY, owner TEXT NOT NULL, at REAL NOT NULL)"
         )
+        # Where each owner's state lives: a copied state_dir carries its owner file, and
+        # two folders with one owner would each take the other's uploads for strays.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS homes "
+            "(owner TEXT PRIMARY KEY, state_dir TEXT NOT NULL, at REAL NOT NULL)"
+        )
         with contextlib.suppress(OSError):
             os.chmod(db_path, 0o600)
         self._lock = threading.Lock()
+
+    def settle_home(self, state_dir: str, holds_owner: Callable[[str], bool]) -> str | None:
+        """Record ``state_dir`` as where this owner's state lives, unless another folder
+        is recorded that ``holds_owner`` still (a copy of it, or it of this one): that
+        folder is returned and nothing changes. A recorded folder that no longer holds
+        the owner was moved: this one takes its place."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT state_dir FROM homes WHERE owner = ?", (self.owner,)
+                ).fetchone()
+                if row and row[0] != state_dir and holds_owner(row[0]):
+                    return str(row[0])
+                self._db.execute(
+                    "INSERT OR REPLACE INTO homes VALUES (?, ?, ?)",
+                    (self.owner, state_dir, time.time()),
+                )
+                return None
+            finally:
+                self._db.execute("COMMIT")
 
     def claim(self, file_id: str) -> bool:
         """Make ``file_id`` ours; False when another project already holds it."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import Config
+from syncd.engine.claims import Claims
 from syncd.engine.publish import head_of
 from syncd.engine.state import State
 
@@ -123,6 +124,30 @@ def record(state: State, mine: dict[str, str]) -> None:
     run with a mistyped key does not bind the state to it."""
     if state.get_meta(_META) != mine:
         state.set_meta(_META, mine)
+
+
+def check_home(claims: Claims, state_dir: Path) -> None:
+    """Refuse a state_dir whose owner another existing folder holds too: a copy of a
+    project's state (``cp -a``) would take the original's uploads for its own strays,
+    and the two would delete each other's files on every run."""
+    here = state_dir.resolve()
+
+    def elsewhere_holds(path: str) -> bool:
+        # The same folder under another name (a bind mount) is not a copy.
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, here):
+                return False
+        return stored_owner(Path(path)) == claims.owner
+
+    other = claims.settle_home(str(here), elsewhere_holds)
+    if other is not None:
+        raise Mismatch(
+            f"this state_dir ({here}) holds the same owner ({claims.owner}) as {other}, "
+            "which still exists: one is a copy of the other, and two folders with one owner "
+            "would delete each other's files. Give this project a new, empty state_dir (its "
+            f"files are then uploaded under an owner of its own), or remove {other} if "
+            "nothing uses it any more"
+        )
 
 
 def check_mapping_file(path: Path, owner: str, project: str) -> None:
