@@ -359,3 +359,39 @@ def test_an_unreadable_file_is_an_error_that_says_so_not_a_change(
     code, report = run()
     assert code == 0, report
     assert sorted(read_mapping(tmp_path / "mapping.json")) == ["a.txt", "locked.txt"]
+
+
+def test_a_folder_it_cannot_read_is_named_with_why_and_deletes_nothing(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = emulator(emulator_factory)
+    root = tmp_path / "root"
+    (root / "shut").mkdir(parents=True)
+    (root / "a.txt").write_text("an ordinary file\n")
+    (root / "shut" / "x.txt").write_text("synced, then its folder is shut\n")
+    cfg = write_config(tmp_path, root, emu)
+
+    def run(command: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(_unprivileged(syncd_cmd(command, cfg, *extra)), env=syncd_env(KEY),
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert run("reconcile").returncode == 0
+    synced = read_mapping(tmp_path / "mapping.json")
+    assert sorted(synced) == ["a.txt", "shut/x.txt"]
+
+    (root / "shut").chmod(0)
+    try:
+        for extra in ((), ("--confirm-deletes",)):  # no consent deletes what was not read
+            refused = run("reconcile", *extra)
+            assert refused.returncode == 3, refused.stderr
+        shown = run("status").stdout
+        assert "not read: 1" in shown and "shut/: Permission denied" in shown, shown
+        assert "once the scan reads everything" in shown, shown
+        data = json.loads(run("status", "--json").stdout)
+        assert data["scan"]["error_examples"] == ["shut/: Permission denied"], data["scan"]
+        assert {f["id"] for f in emu.files()} == {e["file_id"] for e in synced.values()}
+    finally:
+        (root / "shut").chmod(0o755)
+    assert run("reconcile").returncode == 0
+    assert read_mapping(tmp_path / "mapping.json") == synced
+    assert "not read" not in run("status").stdout

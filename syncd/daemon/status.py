@@ -390,6 +390,9 @@ def _scan_lines(data: dict[str, Any]) -> list[str]:
             f"scan: {scan['entries']:,} entries in {scan.get('folders', 0):,} folders, "
             f"{scan.get('pruned_folders', 0):,} not entered, {scan.get('seconds', 0):.1f} s"
         )
+        if scan.get("errors"):
+            out.append(f"  not read: {scan['errors']:,} (no delete is made while any remain)")
+            out.extend(f"    {visible(e)}" for e in scan.get("error_examples", []))
     return out
 
 
@@ -410,6 +413,10 @@ def _batches_lines(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _scan_errors(data: dict[str, Any]) -> int:
+    return int((data.get("scan") or {}).get("errors") or 0)
+
+
 def _held_lines(data: dict[str, Any]) -> list[str]:
     out: list[str] = []
     held = data.get("held_deletes")
@@ -418,8 +425,10 @@ def _held_lines(data: dict[str, Any]) -> list[str]:
             f"deletes held: {held['count']} remote file(s) whose local file is gone or "
             f"invalid, held since {held['since']} ({visible(held['guard'])})"
         )
+        # While a scan cannot read everything, no consent makes a delete: say what does.
+        once = " once the scan reads everything (see `not read`)" if _scan_errors(data) else ""
         out.append(
-            f"  `{visible(held['release'])}` makes them; restoring the files lets them go"
+            f"  `{visible(held['release'])}` makes them{once}; restoring the files lets them go"
         )
     return out
 

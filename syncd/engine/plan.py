@@ -493,6 +493,8 @@ def _guard_deletes(scan: ScanResult, state: StateView, policy: Policy, out: Plan
         text = (
             f"{len(sticky)} delete(s) held by an earlier refusal ({_held_text(first)}); "
             "`syncd reconcile --confirm-deletes` releases them"
+            # No consent makes a delete while the scan misses something: say so.
+            + (" once a scan reads every folder" if scan.errors else "")
         )
         reason = f"{reason}; {text}" if refused_now else text
     if reason is None:

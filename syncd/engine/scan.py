@@ -68,6 +68,9 @@ def walk_skipped(root: Path, rules: Rules) -> Iterator[tuple[str, str]]:
         yield error, "not read"
 
 
+ERROR_EXAMPLES = 20
+
+
 def summary(scan: ScanResult, seconds: float) -> dict[str, Any]:
     """What a full scan saw, for ``syncd status``: sizes, and the skipped files by rule
     (most first), each with a few examples."""
@@ -80,6 +83,8 @@ def summary(scan: ScanResult, seconds: float) -> dict[str, Any]:
         "candidates": len(scan.files),
         "hashed": scan.hashed,
         "errors": len(scan.errors),
+        # What could not be read and why (a folder's files are not listed one by one).
+        "error_examples": scan.errors[:ERROR_EXAMPLES],
         "skipped": [
             {
                 "rule": label,
