@@ -184,6 +184,10 @@ MISTAKES = {
     "api_key_file: ${KEY_ENV}, key only there": {"api": {"api_key_env": None,
                                                          "api_key_file": "${" + KEY_ENV + "}"}},
     "api_key_env: the key itself": {"api": {"api_key_env": KEY}},
+    # A key that happens to spell a variable name (letters, digits, _): only its case
+    # tells it is no name anyone exports.
+    "api_key_env: a key made of name characters": {"api": {"api_key_env": KEY[3:]}},
+    "api_key_file: the key itself": {"api": {"api_key_env": None, "api_key_file": KEY}},
     "root: ${DASHSCOPE_API_KEY}": {"root": "${DASHSCOPE_API_KEY}"},
     "upload_qps: ${KEY_ENV}": {"limits": {"upload_qps": "${" + KEY_ENV + "}"}},
 }  # fmt: skip

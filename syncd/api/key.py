@@ -82,9 +82,9 @@ class ApiKey:
                 except ValueError as exc:
                     raise ValueError(f"API key from env var {env}: {exc}") from None
             if file is None:
-                raise ValueError(f"API key env var {env} is not set or empty")
+                raise ValueError(f"API key env var {_name_shown(env)} is not set or empty")
         assert file is not None
-        shown = getattr(file, "as_written", None) or str(file)
+        shown = _path_shown(getattr(file, "as_written", None) or str(file))
         try:
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
@@ -95,3 +95,22 @@ class ApiKey:
             return cls(text)
         except ValueError as exc:
             raise ValueError(f"API key from file {shown}: {exc}") from None
+
+
+# A key pasted where its source belongs must not be echoed by the error that follows.
+# Names people export are upper case, and key files have a folder or a suffix; a value
+# that is neither is more likely the key itself, and is not shown.
+_KEY_LIKE = 16
+
+
+def _name_shown(env: str) -> str:
+    if env == env.upper() or len(env) < _KEY_LIKE:
+        return env
+    return "(its name not shown: mixed case, it may be the key itself)"
+
+
+def _path_shown(path: str) -> str:
+    name = Path(path).name
+    if "." in name or len(name) < _KEY_LIKE:
+        return path
+    return "(its path not shown: a bare name like this may be the key itself)"
