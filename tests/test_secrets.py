@@ -5,12 +5,15 @@ a provider or gateway that echoes the Authorization header in every field of its
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import json
 import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -127,6 +130,40 @@ def test_embedded_emulator_keeps_no_key_on_disk(
     assert _leaks_in_tree(project) == []
 
 
+Answer = Callable[[str, str], tuple[int, Any]]
+
+
+@contextlib.contextmanager
+def _server(answer: Answer, heard: list[str]) -> Iterator[int]:
+    """A real HTTP server on loopback that answers every request with ``answer(method,
+    path)`` as JSON and notes each path with its Authorization header in ``heard``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def handle_any(self) -> None:
+            heard.append(f"{self.path} {self.headers.get('Authorization')}")
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, data = answer(self.command, self.path)
+            body = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = handle_any
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_embedded_port_is_never_sent_a_real_key(
     tmp_path: Path, outputs: list[tuple[str, Run]]
 ) -> None:
@@ -135,38 +172,47 @@ def test_the_embedded_port_is_never_sent_a_real_key(
     talks to the provider, they carry the emulator's key, never the real one."""
     heard: list[str] = []
 
-    class Squatter(http.server.BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            heard.append(f"{self.path} {self.headers.get('Authorization')}")
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            ok = self.path == "/_emulator/health"
-            body = b"{}" if ok else b'{"error": {"message": "no", "code": "invalid_api_key"}}'
-            self.send_response(200 if ok else 401)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def squatter(_method: str, path: str) -> tuple[int, Any]:
+        if path == "/_emulator/health":
+            return 200, {}
+        return 401, {"error": {"message": "no", "code": "invalid_api_key"}}
 
-        do_GET = do_POST = do_DELETE = answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Squatter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        project = tmp_path / "project"
-        project.mkdir()
-        build_flat_tree(tmp_path / "root", 2)
-        cfg = write_config(project, tmp_path / "root", "embedded",
-                           api={"embedded_port": server.server_address[1]})  # fmt: skip
+    project = tmp_path / "project"
+    project.mkdir()
+    build_flat_tree(tmp_path / "root", 2)
+    with _server(squatter, heard) as port:
+        cfg = write_config(project, tmp_path / "root", "embedded", api={"embedded_port": port})
         got = run_syncd("reconcile", cfg, key=KEY, env={"DASHSCOPE_API_KEY": KEY})
         outputs.append(("reconcile", got))
-    finally:
-        server.shutdown()
-        server.server_close()
     asked = [h for h in heard if not h.startswith("/_emulator/health")]
     assert asked, heard  # the squatter was reached, as the real emulator would be
     assert all(h.endswith("Bearer sk-emulator") for h in asked), asked
+
+
+def test_ids_and_names_that_spell_the_key_are_refused_not_stored(
+    tmp_path: Path, outputs: list[tuple[str, Run]]
+) -> None:
+    """A provider (or what poses as one) that puts the key in a file's id or name in a
+    successful answer: the id would go to the state and the mapping that consumers
+    read. Such a file object is refused."""
+    foreign = {"id": f"file-{KEY}", "object": "file", "bytes": 5, "created_at": 1,
+               "filename": f"foreign-{KEY}.txt", "purpose": "file-extract"}  # fmt: skip
+
+    def hostile(method: str, path: str) -> tuple[int, Any]:
+        if method == "POST":
+            return 200, {**foreign, "id": f"file-fe-{KEY}", "filename": "a.txt"}
+        return 200, {"object": "list", "data": [foreign], "has_more": False}
+
+    project = tmp_path / "project"
+    project.mkdir()
+    build_flat_tree(tmp_path / "root", 2)
+    with _server(hostile, []) as port:
+        cfg = write_config(project, tmp_path / "root", f"http://127.0.0.1:{port}/v1")
+        for command in ("reconcile", "ls-remote", "status", "map"):
+            got = run_syncd(command, cfg, key=KEY)
+            outputs.append((command, got))
+        assert run_syncd("reconcile", cfg, key=KEY).returncode != 0
+    assert _leaks_in_tree(project) == []
 
 
 # Config mistakes that put the key where a name or a path belongs. The key is in both

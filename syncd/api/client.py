@@ -40,6 +40,7 @@ from syncd.api.errors import (
 from syncd.api.key import ApiKey
 from syncd.api.models import RemoteFile, Sent
 from syncd.api.options import ClientOptions, Rates, RetryPolicy, Timeouts
+from syncd.api.scrub import holds_secret
 from syncd.api.session import file_url, network_error
 from syncd.api.vector_calls import VectorCalls
 
@@ -321,9 +322,14 @@ class FilesClient(VectorCalls, BatchCalls, DownloadCalls):
 
 def _remote_file(data: Any, operation: str) -> RemoteFile:
     try:
-        return RemoteFile.from_json(data)
+        remote = RemoteFile.from_json(data)
     except (KeyError, TypeError, ValueError):
         raise APIError(f"{operation}: unexpected file object in response") from None
+    # An id or a name is kept as given (in the state, the mapping, what consumers read):
+    # one that spells the key out is refused, not stored.
+    if holds_secret(remote.id) or holds_secret(remote.filename):
+        raise APIError(f"{operation}: a file object in the response holds the API key")
+    return remote
 
 
 def _share_words(item: Any, words: dict[str, str]) -> None:

@@ -112,6 +112,10 @@ class Scrubber:
     def __bool__(self) -> bool:
         return bool(self._secrets)
 
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self._secrets
+
     def scrub(self, text: str) -> str:
         """``text`` with every run that spells a secret, or part of one, replaced by
         ``***`` (adjacent runs become one)."""
@@ -146,6 +150,12 @@ def register(secret: str) -> None:
 def scrub(text: str) -> str:
     """``text`` with every registered secret masked (see the module doc)."""
     return _SECRETS.scrub(text)
+
+
+def holds_secret(text: str) -> bool:
+    """Whether ``text`` holds a registered secret whole, as sent: a check cheap enough for
+    every id and name of a listing, where masking would change what they name."""
+    return any(secret in text for secret in _SECRETS.secrets)
 
 
 def scrub_optional(text: str | None) -> str | None:
