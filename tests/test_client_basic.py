@@ -489,6 +489,7 @@ def test_key_never_appears_in_errors_logs_or_reprs(
 ) -> None:
     emulator = emulator_factory(max_files=1)
     caplog.set_level(logging.DEBUG)
+    structlog.reset_defaults()  # every level: a test before may have left a filter on
     structlog.configure(
         processors=[structlog.processors.KeyValueRenderer()],
         logger_factory=structlog.PrintLoggerFactory(),
