@@ -314,3 +314,20 @@ def test_values_a_run_would_refuse_are_config_errors_with_their_line(tmp_path: P
         f"{cfg}:7: daemon.metrics: expected HOST:PORT such as 127.0.0.1:9464, "
         "got '0.0.0.0:99999'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "opened"),
+    [
+        (BASE + "rules:\n  include: [a, b\n", 6, "while parsing a flow sequence at line 5"),
+        ('project: "p\nroot: ./root\n', 3, "while scanning a quoted scalar at line 1"),
+    ],
+)
+def test_an_unclosed_bracket_or_quote_names_the_line_it_was_opened_on(
+    tmp_path: Path, text: str, line: int, opened: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="syncd.yaml", base=tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"syncd.yaml:{line}: invalid YAML: "), message
+    assert message.endswith(f"({opened})"), message

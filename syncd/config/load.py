@@ -59,6 +59,10 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        # An unclosed [ or { is noticed lines later: say where it was opened.
+        context, began = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and began is not None and mark is not None and began.line != mark.line:
+            problem += f" ({context} at line {began.line + 1})"
         raise ConfigError(f"{source}:{line}invalid YAML: {problem}") from None
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{source}:1: the file must be a mapping of keys")
