@@ -225,6 +225,26 @@ def test_a_link_to_a_file_the_rules_leave_out_is_refused_with_a_reason(
         assert "rules leave out" in reasons[name], reasons
 
 
+def test_a_link_to_a_folder_is_named_as_one_not_followed(
+    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
+) -> None:
+    emu = emulator(emulator_factory)
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.txt").write_text("synced where it lives\n")
+    (root / "dirlink.md").symlink_to("sub")
+    (root / "selflink.txt").symlink_to(".")
+    cfg = write_config(tmp_path, root, emu)
+
+    run = reconcile(cfg, KEY)
+    assert run.returncode == 0, run.output
+    assert sorted(read_mapping(tmp_path / "mapping.json")) == ["sub/a.txt"]
+    reasons = skipped(run.json)
+    for name in ("dirlink.md", "selflink.txt"):
+        assert reasons.get(name, "").startswith("symlink to a folder: not followed"), reasons
+    assert sorted(remote_contents(emu).values()) == [b"synced where it lives\n"]
+
+
 # ------------------------------------------------------------------ no hang on a pipe
 
 

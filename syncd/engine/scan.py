@@ -54,6 +54,8 @@ EXAMPLES = 5
 MAX_LABELS = 50
 OTHER_LABEL = "other files no rule selects"
 PRUNED = "folder not entered: no rule can select a file below it"
+# A link is never walked into: the folder it leads to is scanned where it lives.
+LINK_TO_FOLDER = "symlink to a folder: not followed (its files are synced where they are)"
 
 
 def walk_skipped(root: Path, rules: Rules) -> Iterator[tuple[str, str]]:
@@ -429,12 +431,12 @@ _GONE = ("", "", False)
 
 def _through_link(root: Path, rules: Rules, rel: str) -> os.stat_result | tuple[str, str] | None:
     """The stat of a symlink's target, or (reason, status) of why it is not synced, or
-    None when nothing is to be recorded (gone, or a folder: scanned where it lives)."""
+    None when nothing is to be recorded (gone)."""
     try:
         with open_in_root(root, rel, target_ok=link_check(rules)) as opened:
             return opened.stat
     except Refused as exc:
-        return None if exc.folder else (exc.reason, exc.status)
+        return (LINK_TO_FOLDER, "skipped") if exc.folder else (exc.reason, exc.status)
     except OSError as exc:
         return None if _gone(exc) else (cannot_read(exc), "error")
 
