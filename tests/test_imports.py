@@ -125,9 +125,11 @@ def test_the_command_waits_for_a_thread_still_at_work(tmp_path: Path) -> None:
     # A host that embeds the command and left a thread working gets the normal exit:
     # the thread finishes, and the code after the command runs.
     done = tmp_path / "done"
-    before = ("import threading, time\n"
+    # The thread works until the main thread is done, whatever the machine's load: it
+    # is still at work when the command returns, and only a normal exit waits for it.
+    before = ("import threading\n"
               "def late():\n"
-              "    time.sleep(0.3)\n"
+              "    threading.main_thread().join(timeout=60)\n"
               f"    open({str(done)!r}, 'w').write('finished')\n"
               "threading.Thread(target=late).start()\n")  # fmt: skip
     run = python(_COMMAND.format(mark=str(tmp_path / "mark"), before=before,
