@@ -54,6 +54,8 @@ EXAMPLES = 5
 MAX_LABELS = 50
 OTHER_LABEL = "other files no rule selects"
 PRUNED = "folder not entered: no rule can select a file below it"
+# What could not be read, shown by `syncd status` (the count is whole).
+ERROR_EXAMPLES = 20
 # A link is never walked into: the folder it leads to is scanned where it lives.
 LINK_TO_FOLDER = "symlink to a folder: not followed (its files are synced where they are)"
 
@@ -68,9 +70,6 @@ def walk_skipped(root: Path, rules: Rules) -> Iterator[tuple[str, str]]:
             yield record_key(rel), verdict
     for error in result.errors:
         yield error, "not read"
-
-
-ERROR_EXAMPLES = 20
 
 
 def summary(scan: ScanResult, seconds: float) -> dict[str, Any]:
