@@ -18,6 +18,7 @@ import pytest
 from syncd.config import PurposeRule, RulesConfig
 from syncd.engine.localopen import (
     BROKEN,
+    LINK_TO_FOLDER,
     LINKED_FOLDER,
     LOOP,
     NOT_REGULAR,
@@ -137,7 +138,7 @@ def test_what_leaves_the_root_or_is_no_file_is_refused_at_once(
 def test_a_link_to_a_folder_says_so_and_a_missing_path_is_gone(tree: Path) -> None:
     with pytest.raises(Refused) as refused:
         open_in_root(tree, "linked")
-    assert refused.value.folder
+    assert (refused.value.reason, refused.value.status) == (LINK_TO_FOLDER, "skipped")
     with pytest.raises(FileNotFoundError):
         open_in_root(tree, "nothing.txt")
     with pytest.raises(NotADirectoryError):

@@ -32,6 +32,8 @@ BROKEN = "broken symlink"
 NOT_REGULAR = "not a regular file"
 LINKED_FOLDER = "a folder on its path is a symbolic link"
 LOOP = "too many levels of symbolic links"
+# A link is never walked into: the folder it leads to is scanned where it lives.
+LINK_TO_FOLDER = "symlink to a folder: not followed (its files are synced where they are)"
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -41,14 +43,12 @@ _RACED = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)
 
 class Refused(Exception):
     """The path cannot be read as a file of the root: ``reason`` and ``status`` are what
-    its record shows. ``folder``: a link that leads to a folder inside the root (the
-    folder is scanned where it lives)."""
+    its record shows."""
 
-    def __init__(self, reason: str, status: Status = "skipped", *, folder: bool = False) -> None:
+    def __init__(self, reason: str, status: Status = "skipped") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status: Status = status
-        self.folder = folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ class _Walk:
                 retries += 1
                 todo.append(name)
         # The path ends at a folder: the root, or one of its folders.
-        raise Refused(NOT_REGULAR, folder=bool(self._links))
+        raise Refused(LINK_TO_FOLDER if self._links else NOT_REGULAR)
 
     def _follow(self, name: str, here: int) -> list[str]:
         """The components a link stands for, from the folder it is in (an absolute

@@ -56,8 +56,6 @@ OTHER_LABEL = "other files no rule selects"
 PRUNED = "folder not entered: no rule can select a file below it"
 # What could not be read, shown by `syncd status` (the count is whole).
 ERROR_EXAMPLES = 20
-# A link is never walked into: the folder it leads to is scanned where it lives.
-LINK_TO_FOLDER = "symlink to a folder: not followed (its files are synced where they are)"
 
 
 def walk_skipped(root: Path, rules: Rules) -> Iterator[tuple[str, str]]:
@@ -435,7 +433,7 @@ def _through_link(root: Path, rules: Rules, rel: str) -> os.stat_result | tuple[
         with open_in_root(root, rel, target_ok=link_check(rules)) as opened:
             return opened.stat
     except Refused as exc:
-        return (LINK_TO_FOLDER, "skipped") if exc.folder else (exc.reason, exc.status)
+        return exc.reason, exc.status
     except OSError as exc:
         return None if _gone(exc) else (cannot_read(exc), "error")
 
