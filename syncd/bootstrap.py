@@ -127,7 +127,7 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
         opened.insert(0, claims.close)
         # Before a rebind: a copy is refused, not bound.
         identity.check_home(claims, config.state_dir)
-        _bound(config, state, client.key_fingerprint, rebind)
+        _bound(config, state, client.key_fingerprint, rebind, claims.owner)
         claims.claim_all(sorted(state.owned_ids()))
         ledger = _ledger(config, client.key_fingerprint)
         closers.append(ledger.close)
@@ -150,10 +150,9 @@ def open_syncer(config: Config, *, rebind: bool = False, one_off: bool = False) 
     )
 
 
-def _bound(config: Config, state: State, key_fingerprint: str, rebind: bool) -> None:
+def _bound(config: Config, state: State, key_fingerprint: str, rebind: bool, owner: str) -> None:
     """Show the state and the mapping file to be this project's (or bind them to it anew
     with ``rebind``); raises identity.Mismatch."""
-    owner = identity.owner(config.state_dir)
     mine = identity.of_config(config, key_fingerprint)
     if rebind:
         problem = identity.rebind_problem(state, config.root)

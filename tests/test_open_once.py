@@ -184,7 +184,7 @@ def test_a_folder_swapped_for_a_link_after_the_scan_uploads_nothing_from_outside
     assert sorted(read_mapping(tmp_path / "mapping.json")) == ["a.txt"]
 
 
-def test_a_link_to_a_file_the_rules_leave_out_is_refused_with_a_reason(
+def test_a_link_to_a_file_the_rules_leave_out_or_to_a_folder_is_refused_with_a_reason(
     tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
 ) -> None:
     emu = emulator(emulator_factory)
@@ -207,6 +207,9 @@ def test_a_link_to_a_file_the_rules_leave_out_is_refused_with_a_reason(
         (root / name).symlink_to(target)
     # A link to a file the rules take still syncs, with its target's content.
     (root / "docs" / "current.txt").symlink_to("../a.txt")
+    # A link to a folder is not followed: the folder's files sync where they live.
+    (root / "dirlink.md").symlink_to("docs")
+    (root / "selflink.txt").symlink_to(".")
     cfg = write_config(tmp_path, root, emu,
                        rules={"exclude": [*DEFAULT_EXCLUDE, "private/**"]})  # fmt: skip
 
@@ -223,26 +226,8 @@ def test_a_link_to_a_file_the_rules_leave_out_is_refused_with_a_reason(
     for name, target in links.items():
         assert f"symlink to {target}" in reasons[name], reasons
         assert "rules leave out" in reasons[name], reasons
-
-
-def test_a_link_to_a_folder_is_named_as_one_not_followed(
-    tmp_path: Path, emulator_factory: Callable[..., EmulatorHandle]
-) -> None:
-    emu = emulator(emulator_factory)
-    root = tmp_path / "root"
-    (root / "sub").mkdir(parents=True)
-    (root / "sub" / "a.txt").write_text("synced where it lives\n")
-    (root / "dirlink.md").symlink_to("sub")
-    (root / "selflink.txt").symlink_to(".")
-    cfg = write_config(tmp_path, root, emu)
-
-    run = reconcile(cfg, KEY)
-    assert run.returncode == 0, run.output
-    assert sorted(read_mapping(tmp_path / "mapping.json")) == ["sub/a.txt"]
-    reasons = skipped(run.json)
     for name in ("dirlink.md", "selflink.txt"):
         assert reasons.get(name, "").startswith("symlink to a folder: not followed"), reasons
-    assert sorted(remote_contents(emu).values()) == [b"synced where it lives\n"]
 
 
 # ------------------------------------------------------------------ no hang on a pipe
